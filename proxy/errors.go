@@ -1,0 +1,144 @@
+package proxy
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+)
+
+// Kind names a failure made by the proxy itself. It is sent as
+// "proxy.<kind>" in the JSON body and as the X-Payrails-Proxy-Error header,
+// and used as a metrics label. Users' scripts match on these strings: never
+// rename one.
+type Kind string
+
+// Failure kinds.
+const (
+	KindHostNotAllowed      Kind = "host_not_allowed"
+	KindSourceNotAllowed    Kind = "source_not_allowed"
+	KindProxyAuthRequired   Kind = "proxy_auth_required"
+	KindConnectNotSupported Kind = "connect_not_supported"
+	KindNoDefaultUpstream   Kind = "no_default_upstream"
+	KindBadRequest          Kind = "bad_request"
+	KindNoCertificate       Kind = "no_certificate"
+	KindUpstreamUnreachable Kind = "upstream_unreachable"
+	KindUpstreamTLS         Kind = "upstream_tls"
+	KindCertificateRejected Kind = "client_certificate_rejected"
+	KindUpstreamTimeout     Kind = "upstream_timeout"
+	KindUpstreamError       Kind = "upstream_error"
+	KindClientClosed        Kind = "client_closed"
+)
+
+// StatusClientClosedRequest is nginx's and Caddy's code for a client that
+// went away before the response: it is logged, never seen by the client.
+const StatusClientClosedRequest = 499
+
+// kindStatus is the one table mapping failures to HTTP status codes.
+var kindStatus = map[Kind]int{
+	KindHostNotAllowed:      http.StatusForbidden,
+	KindSourceNotAllowed:    http.StatusForbidden,
+	KindProxyAuthRequired:   http.StatusProxyAuthRequired,
+	KindConnectNotSupported: http.StatusMethodNotAllowed,
+	KindNoDefaultUpstream:   http.StatusBadRequest,
+	KindBadRequest:          http.StatusBadRequest,
+	KindNoCertificate:       http.StatusServiceUnavailable,
+	KindUpstreamUnreachable: http.StatusBadGateway,
+	KindUpstreamTLS:         http.StatusBadGateway,
+	KindCertificateRejected: http.StatusBadGateway,
+	KindUpstreamTimeout:     http.StatusGatewayTimeout,
+	KindUpstreamError:       http.StatusBadGateway,
+	KindClientClosed:        StatusClientClosedRequest,
+}
+
+// Status returns the HTTP status for the kind; 502 for an unknown kind.
+func (k Kind) Status() int {
+	if s, ok := kindStatus[k]; ok {
+		return s
+	}
+	return http.StatusBadGateway
+}
+
+// HeaderError carries the kind on every response the proxy makes itself.
+const HeaderError = "X-Payrails-Proxy-Error"
+
+// Error is a failure of the proxy, with a detail written for the person who
+// reads the response: what happened and what to do.
+type Error struct {
+	Kind   Kind
+	Detail string
+	Err    error // the cause, if any; logged, never sent
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("%s: %s: %v", e.Kind, e.Detail, e.Err)
+	}
+	return fmt.Sprintf("%s: %s", e.Kind, e.Detail)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+func newError(k Kind, err error, format string, args ...any) *Error {
+	return &Error{Kind: k, Detail: fmt.Sprintf(format, args...), Err: err}
+}
+
+// errorBody is Payrails' error shape: {"errors":[{"id","code","detail"}]}.
+type errorBody struct {
+	Errors []errorItem `json:"errors"`
+}
+
+type errorItem struct {
+	ID     string `json:"id,omitempty"`
+	Code   string `json:"code"`
+	Detail string `json:"detail"`
+}
+
+func (e *Error) body(requestID string) []byte {
+	b, _ := json.Marshal(errorBody{Errors: []errorItem{{ID: requestID, Code: "proxy." + string(e.Kind), Detail: e.Detail}}})
+	return append(b, '\n')
+}
+
+// header returns the response headers of an error response.
+func (e *Error) header(bodyLen int) http.Header {
+	h := http.Header{
+		"Content-Type":           {"application/json"},
+		"Content-Length":         {strconv.Itoa(bodyLen)},
+		"Cache-Control":          {"no-store"},
+		"X-Content-Type-Options": {"nosniff"},
+		HeaderError:              {string(e.Kind)},
+	}
+	if e.Kind == KindProxyAuthRequired {
+		h.Set("Proxy-Authenticate", `Basic realm="payrails-mtls-proxy"`)
+	}
+	return h
+}
+
+// write sends e as the response.
+func (e *Error) write(w http.ResponseWriter, requestID string) {
+	body := e.body(requestID)
+	for k, v := range e.header(len(body)) {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(e.Kind.Status())
+	_, _ = w.Write(body)
+}
+
+// response returns e as an *http.Response, for goproxy's response hooks.
+func (e *Error) response(req *http.Request, requestID string) *http.Response {
+	body := e.body(requestID)
+	status := e.Kind.Status()
+	return &http.Response{
+		Status:        strconv.Itoa(status) + " " + http.StatusText(status),
+		StatusCode:    status,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        e.header(len(body)),
+		Body:          io.NopCloser(bytes.NewReader(body)),
+		ContentLength: int64(len(body)),
+		Request:       req,
+	}
+}

@@ -1,0 +1,136 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// Field names of the canonical request log line. Headers are never logged
+// (x-api-key, Authorization, Proxy-Authorization and cookies are secrets),
+// nor bodies, nor query strings.
+const (
+	fieldID       = "id"
+	fieldMethod   = "method"
+	fieldMode     = "mode"
+	fieldUpstream = "upstream"
+	fieldHost     = "host"
+	fieldPath     = "path"
+	fieldStatus   = "status"
+	fieldBytes    = "bytes"
+	fieldDuration = "duration"
+	fieldClient   = "client"
+	fieldSerial   = "serial"
+	fieldError    = "error"
+	fieldCause    = "cause"
+)
+
+// exchange is the state of one request, shared by ServeHTTP and the goproxy
+// hooks through the request context. Only the request's own goroutine
+// touches it.
+type exchange struct {
+	id          string
+	start       time.Time
+	mode        Mode
+	up          *Upstream
+	gen         *generation // the certificate generation the request was sent with
+	err         *Error      // a failure of the proxy's own making
+	upstreamErr error       // the upstream body broke off mid-response
+}
+
+type exchangeKey struct{}
+
+func exchangeFrom(ctx context.Context) *exchange {
+	ex, _ := ctx.Value(exchangeKey{}).(*exchange)
+	if ex == nil {
+		// Only requests that came through ServeHTTP reach the hooks.
+		panic("proxy: request without exchange")
+	}
+	return ex
+}
+
+func (p *Proxy) newExchange(r *http.Request) *exchange {
+	return &exchange{id: p.ids.next(), start: time.Now()}
+}
+
+func (ex *exchange) fail(e *Error) { ex.err = e }
+
+// finishExchange writes the one log line of the request. It runs deferred,
+// so a response aborted by panic(http.ErrAbortHandler) is logged too (and
+// the panic passed on to net/http).
+func (p *Proxy) finishExchange(ex *exchange, rw *responseWriter, r *http.Request) {
+	rec := recover()
+	status := rw.status
+	if rec != nil {
+		status = 0 // the client got a broken response
+	}
+	lvl := zapcore.InfoLevel
+	switch {
+	case rec != nil || ex.upstreamErr != nil:
+		lvl = zapcore.ErrorLevel
+	case ex.err != nil && ex.err.Kind.Status() >= 500:
+		lvl = zapcore.ErrorLevel
+	case ex.err != nil:
+		lvl = zapcore.WarnLevel
+	}
+	if ce := p.log.Check(lvl, "request"); ce != nil {
+		fields := make([]zap.Field, 0, 14)
+		fields = append(fields,
+			zap.String(fieldID, ex.id),
+			zap.String(fieldMethod, r.Method),
+			zap.String(fieldMode, string(ex.mode)),
+		)
+		host := r.Host
+		if ex.up != nil {
+			fields = append(fields, zap.String(fieldUpstream, ex.up.name))
+			host = ex.up.host
+		} else if r.URL.IsAbs() {
+			host = r.URL.Host
+		}
+		fields = append(fields,
+			zap.String(fieldHost, host),
+			zap.String(fieldPath, r.URL.Path),
+			zap.Int(fieldStatus, status),
+			zap.Int64(fieldBytes, rw.bytes),
+			zap.Duration(fieldDuration, time.Since(ex.start)),
+			zap.String(fieldClient, r.RemoteAddr),
+		)
+		if ex.gen != nil {
+			fields = append(fields, zap.String(fieldSerial, ex.gen.serial))
+		}
+		switch {
+		case ex.err != nil:
+			fields = append(fields, zap.String(fieldError, string(ex.err.Kind)), zap.String(fieldCause, ex.err.Error()))
+		case ex.upstreamErr != nil:
+			fields = append(fields, zap.String(fieldError, "upstream_body"), zap.String(fieldCause, ex.upstreamErr.Error()))
+		}
+		ce.Write(fields...)
+	}
+	if rec != nil {
+		panic(rec)
+	}
+}
+
+// requestIDs makes short unique request IDs: a random per-process prefix and
+// a counter. They appear in error bodies and log lines to tie them together.
+type requestIDs struct {
+	prefix string
+	n      atomic.Uint64
+}
+
+func newRequestIDs() *requestIDs {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return &requestIDs{prefix: hex.EncodeToString(b) + "-"}
+}
+
+func (g *requestIDs) next() string {
+	return g.prefix + strconv.FormatUint(g.n.Add(1), 10)
+}

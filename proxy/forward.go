@@ -1,0 +1,134 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/elazarl/goproxy"
+	"go.uber.org/zap"
+)
+
+// newGoproxy sets goproxy up so that every request goes through our hooks
+// and nothing else: its default transport (which skips TLS verification and
+// honours HTTP_PROXY) is replaced by one that refuses to dial, header
+// handling is ours, and its log goes to zap.
+func (p *Proxy) newGoproxy() *goproxy.ProxyHttpServer {
+	gp := goproxy.NewProxyHttpServer()
+	gp.Tr = &http.Transport{Proxy: nil, DialContext: refuseDial, DialTLSContext: refuseDial}
+	gp.ConnectDial = nil
+	gp.KeepHeader = true         // removeHopHeaders does it, including Connection-named headers
+	gp.KeepAcceptEncoding = true // compressed bytes pass through untouched
+	gp.Logger = goproxyLogger{p.log.Named("goproxy")}
+	// Verbose stays off even at debug level: goproxy's verbose lines print
+	// whole URLs, query strings included, and queries may carry secrets.
+	gp.Verbose = false
+	gp.NonproxyHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		newError(KindBadRequest, nil, "internal error: request reached goproxy in origin-form").write(w, "")
+	})
+	gp.OnRequest().DoFunc(p.prepare)
+	gp.OnResponse().DoFunc(p.finish)
+	return gp
+}
+
+// prepare builds the outbound request and points goproxy at the upstream.
+func (p *Proxy) prepare(in *http.Request, ctx *goproxy.ProxyCtx) (*http.Request, *http.Response) {
+	ex := exchangeFrom(in.Context())
+	up := ex.up
+	out := outbound(in, up)
+	ctx.RoundTripper = goproxy.RoundTripperFunc(func(req *http.Request, _ *goproxy.ProxyCtx) (*http.Response, error) {
+		resp, g, err := up.roundTrip(req)
+		ex.gen = g
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode != http.StatusSwitchingProtocols {
+			resp.Body = &abortingBody{ReadCloser: resp.Body, ex: ex}
+		}
+		return resp, nil
+	})
+	return out, nil
+}
+
+// outbound returns the request to send upstream: a clone of in (which is
+// never modified) with an https URL on the upstream, Host rewritten, and
+// hop-by-hop headers removed. The body is shared and streamed.
+func outbound(in *http.Request, up *Upstream) *http.Request {
+	out := in.Clone(in.Context())
+	out.URL = &url.URL{
+		Scheme:   "https",
+		Host:     up.authority,
+		Path:     in.URL.Path,
+		RawPath:  in.URL.RawPath,
+		RawQuery: in.URL.RawQuery,
+	}
+	out.Host = up.authority
+	out.RequestURI = ""
+	// The client's Connection: close applies to its own connection; the
+	// upstream connection stays pooled.
+	out.Close = false
+	removeHopHeaders(out.Header)
+	if _, ok := out.Header["User-Agent"]; !ok {
+		// Stop the transport from adding Go's default User-Agent.
+		out.Header["User-Agent"] = []string{""}
+	}
+	if in.ContentLength == 0 {
+		out.Body = nil // no body: lets the transport retry the request on a stale connection when safe
+	}
+	return out
+}
+
+// finish turns a failed exchange into the JSON error of DESIGN.md, and
+// removes hop-by-hop headers from upstream responses.
+func (p *Proxy) finish(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Response {
+	ex := exchangeFrom(ctx.Req.Context())
+	if resp == nil {
+		err := ctx.Error
+		if err == nil {
+			err = errors.New("no response")
+		}
+		perr := ex.up.classify(ctx.Req.Context(), err, ex.gen)
+		ex.fail(perr)
+		return perr.response(ctx.Req, ex.id)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		removeHopHeaders(resp.Header)
+	}
+	return resp
+}
+
+// abortingBody ends the client's response abnormally when the upstream's
+// body breaks off. Without it, a chunked response cut short by the upstream
+// would be terminated cleanly towards the client, which would then take a
+// truncated body for a complete one. http.ErrAbortHandler makes net/http
+// close the client connection without the final chunk (the same mechanism
+// net/http/httputil.ReverseProxy uses).
+type abortingBody struct {
+	io.ReadCloser
+	ex *exchange
+}
+
+func (b *abortingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		b.ex.upstreamErr = err
+		panic(http.ErrAbortHandler)
+	}
+	return n, err
+}
+
+// goproxyLogger sends goproxy's Printf output to zap: its "WARN:" lines
+// (connection-level trouble, no URLs) at warn level, anything else at debug.
+type goproxyLogger struct{ log *zap.Logger }
+
+func (l goproxyLogger) Printf(format string, args ...any) {
+	msg := strings.TrimSpace(fmt.Sprintf(format, args...))
+	if strings.Contains(msg, "WARN:") {
+		l.log.Warn(msg)
+		return
+	}
+	l.log.Debug(msg)
+}

@@ -1,0 +1,163 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"sort"
+	"strings"
+
+	"github.com/elazarl/goproxy"
+	"go.uber.org/zap"
+)
+
+// Config is everything New needs.
+type Config struct {
+	Upstreams []UpstreamConfig // at least one; hosts unique; at most one Default
+	Timeouts  Timeouts         // zero fields take DefaultTimeouts' values
+	// AllowCIDRs are the client addresses allowed to use the proxy. Empty
+	// means loopback only: the proxy carries the merchant's identity.
+	AllowCIDRs []netip.Prefix
+	Logger     *zap.Logger // nil means no logging
+}
+
+// Proxy is the http.Handler of the proxy listener. It routes each request to
+// an upstream (or refuses it), sends it with that upstream's client
+// certificate, and writes one log line per request. Safe for concurrent
+// use; its configuration never changes after New.
+type Proxy struct {
+	upstreams    []*Upstream
+	byHost       map[string]*Upstream
+	def          *Upstream
+	allowedHosts string // for messages: "a, b"
+	allow        []netip.Prefix
+	gp           *goproxy.ProxyHttpServer
+	log          *zap.Logger
+	ids          *requestIDs
+}
+
+// New builds a Proxy. It fails only on a configuration the config package
+// would have refused (no upstream, duplicate host, two defaults).
+func New(cfg Config) (*Proxy, error) {
+	if len(cfg.Upstreams) == 0 {
+		return nil, errors.New("no upstream configured")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	p := &Proxy{byHost: map[string]*Upstream{}, allow: cfg.AllowCIDRs, log: log, ids: newRequestIDs()}
+	if len(p.allow) == 0 {
+		p.allow = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+	}
+	t := withDefaults(cfg.Timeouts)
+	var hosts []string
+	for _, c := range cfg.Upstreams {
+		up, err := newUpstream(c, t)
+		if err != nil {
+			return nil, err
+		}
+		if _, dup := p.byHost[up.host]; dup {
+			return nil, fmt.Errorf("upstream %q: host %s is already used by another upstream", c.Name, up.host)
+		}
+		if up.isDefault || len(cfg.Upstreams) == 1 {
+			if p.def != nil {
+				return nil, fmt.Errorf("upstreams %q and %q are both default", p.def.name, up.name)
+			}
+			p.def = up
+		}
+		p.byHost[up.host] = up
+		p.upstreams = append(p.upstreams, up)
+		hosts = append(hosts, up.host)
+	}
+	sort.Strings(hosts)
+	p.allowedHosts = strings.Join(hosts, ", ")
+	p.gp = p.newGoproxy()
+	return p, nil
+}
+
+func withDefaults(t Timeouts) Timeouts {
+	d := DefaultTimeouts
+	if t.Dial > 0 {
+		d.Dial = t.Dial
+	}
+	if t.TLSHandshake > 0 {
+		d.TLSHandshake = t.TLSHandshake
+	}
+	if t.ResponseHeader > 0 {
+		d.ResponseHeader = t.ResponseHeader
+	}
+	if t.IdleConn > 0 {
+		d.IdleConn = t.IdleConn
+	}
+	return d
+}
+
+// Upstreams returns the configured upstreams in configuration order.
+func (p *Proxy) Upstreams() []*Upstream { return p.upstreams }
+
+// ServeHTTP handles one client request: access check, routing, then
+// goproxy with our hooks. The inbound request is never modified.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ex := p.newExchange(r)
+	rw := &responseWriter{ResponseWriter: w}
+	defer p.finishExchange(ex, rw, r)
+
+	if err := p.checkSource(r); err != nil {
+		ex.fail(err)
+		err.write(rw, ex.id)
+		return
+	}
+	up, mode, err := p.route(r)
+	ex.mode, ex.up = mode, up
+	if err != nil {
+		ex.fail(err)
+		err.write(rw, ex.id)
+		return
+	}
+	p.gp.ServeHTTP(rw, p.toGoproxy(r, up, ex))
+}
+
+// toGoproxy returns a shallow copy of r for goproxy: absolute-form (goproxy
+// passes origin-form requests elsewhere) and carrying the exchange.
+func (p *Proxy) toGoproxy(r *http.Request, up *Upstream, ex *exchange) *http.Request {
+	r2 := r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex))
+	if !r.URL.IsAbs() {
+		u := *r.URL
+		u.Scheme, u.Host = "http", up.host
+		r2.URL = &u
+	}
+	return r2
+}
+
+func (p *Proxy) checkSource(r *http.Request) *Error {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return newError(KindSourceNotAllowed, err, "cannot tell the client address %q", r.RemoteAddr)
+	}
+	ip := ap.Addr().Unmap()
+	for _, pfx := range p.allow {
+		if pfx.Contains(ip) {
+			return nil
+		}
+	}
+	return newError(KindSourceNotAllowed, nil, "client %s is not in access.allow_cidrs; the proxy carries the "+
+		"merchant's Payrails identity and serves only listed addresses", ip)
+}
+
+// Close closes idle upstream connections. In-flight requests are not touched.
+func (p *Proxy) Close() {
+	for _, up := range p.upstreams {
+		up.close()
+	}
+}
+
+// refuseDial backs goproxy's own transport and CONNECT dialer: every request
+// is routed through an Upstream, so anything reaching these is a bug, and
+// must not leave the host without the certificate rules.
+func refuseDial(context.Context, string, string) (net.Conn, error) {
+	return nil, errors.New("internal error: request not routed to an upstream")
+}

@@ -1,0 +1,59 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Server limits on the client side of the proxy.
+const (
+	readHeaderTimeout = 10 * time.Second // a client that never finishes its headers
+	clientIdleTimeout = 120 * time.Second
+	maxHeaderBytes    = 64 << 10
+)
+
+// Serve answers requests on ln until ctx is cancelled, then shuts down
+// gracefully: it stops accepting, lets requests in flight finish for up to
+// shutdownTimeout, closes what is left, and returns. It returns nil after a
+// shutdown requested through ctx, or the error that stopped serving.
+func (p *Proxy) Serve(ctx context.Context, ln net.Listener, shutdownTimeout time.Duration) error {
+	srv := &http.Server{
+		Handler:           p,
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       clientIdleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          zap.NewStdLog(p.log.Named("http")),
+	}
+	return serve(ctx, srv, ln, shutdownTimeout, p.log)
+}
+
+// serve runs srv on ln with graceful shutdown on ctx; shared by the proxy
+// and admin listeners.
+func serve(ctx context.Context, srv *http.Server, ln net.Listener, shutdownTimeout time.Duration, log *zap.Logger) error {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: finishing requests in flight", zap.String("listener", ln.Addr().String()),
+		zap.Duration("timeout", shutdownTimeout))
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		log.Warn("shutdown timeout reached; closing the remaining connections",
+			zap.String("listener", ln.Addr().String()))
+		err = srv.Close()
+	}
+	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) && err == nil {
+		err = serr
+	}
+	return err
+}

@@ -1,0 +1,204 @@
+package standin
+
+import (
+	"compress/gzip"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// Echo is the JSON the echo endpoint answers with.
+type Echo struct {
+	Method     string              `json:"method"`
+	Path       string              `json:"path"`
+	Query      string              `json:"query,omitempty"`
+	Host       string              `json:"host"`
+	Proto      string              `json:"proto"`
+	Header     map[string][]string `json:"header"`
+	Trailer    map[string][]string `json:"trailer,omitempty"`
+	BodyBytes  int64               `json:"body_bytes"`
+	BodySHA256 string              `json:"body_sha256"`
+	Chunked    bool                `json:"chunked"` // the request body came with Transfer-Encoding: chunked
+	Conn       string              `json:"conn"`    // the client's address: equal values mean the same connection
+	Client     ClientCert          `json:"client_certificate"`
+	TLS        TLSInfo             `json:"tls"`
+}
+
+// ClientCert describes the certificate the caller presented.
+type ClientCert struct {
+	Subject     string `json:"subject"`
+	Issuer      string `json:"issuer"`
+	Serial      string `json:"serial"`
+	Fingerprint string `json:"fingerprint_sha256"`
+}
+
+// TLSInfo describes the caller's TLS connection.
+type TLSInfo struct {
+	Version  string `json:"version"`
+	Resumed  bool   `json:"resumed"`
+	Protocol string `json:"alpn"`
+}
+
+// Token is Payrails' token response.
+type Token struct {
+	AccessToken string `json:"access_token"`
+	TokenType   string `json:"token_type"`
+	ExpiresIn   int64  `json:"expires_in"`
+}
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /auth/token/{id}", s.token)
+	mux.HandleFunc("GET /bytes/{n}", bytesHandler)
+	mux.HandleFunc("GET /cut/{n}", cutHandler)
+	mux.HandleFunc("GET /delay/{d}", delayHandler)
+	mux.HandleFunc("GET /gzip", gzipHandler)
+	mux.HandleFunc("/status/{code}", statusHandler)
+	mux.HandleFunc("/", echoHandler)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.requests.Add(1)
+		mux.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) token(w http.ResponseWriter, r *http.Request) {
+	id, key := r.PathValue("id"), r.Header.Get("X-Api-Key")
+	okID := s.opts.ClientID == "" || id == s.opts.ClientID
+	okKey := s.opts.ClientSecret != "" && subtle.ConstantTimeCompare([]byte(key), []byte(s.opts.ClientSecret)) == 1
+	if !okID || !okKey {
+		writeAPIError(w, http.StatusUnauthorized, "unauthorized", "Invalid client id or x-api-key.")
+		return
+	}
+	b := make([]byte, 24)
+	_, _ = rand.Read(b)
+	s.tokenIssued.Add(1)
+	writeJSON(w, http.StatusOK, Token{AccessToken: hex.EncodeToString(b), TokenType: "Bearer",
+		ExpiresIn: int64(s.opts.TokenTTL / time.Second)})
+}
+
+func echoHandler(w http.ResponseWriter, r *http.Request) {
+	h := sha256.New()
+	n, err := io.Copy(h, r.Body)
+	if err != nil {
+		writeAPIError(w, http.StatusBadRequest, "body", "Reading the request body failed: "+err.Error())
+		return
+	}
+	e := Echo{
+		Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Host: r.Host, Proto: r.Proto,
+		Header: r.Header, Trailer: r.Trailer, BodyBytes: n, BodySHA256: hex.EncodeToString(h.Sum(nil)),
+		Chunked: len(r.TransferEncoding) > 0, Conn: fmt.Sprint(r.Context().Value(connKey{})),
+	}
+	if cs := r.TLS; cs != nil {
+		e.TLS = TLSInfo{Version: tls.VersionName(cs.Version), Resumed: cs.DidResume, Protocol: cs.NegotiatedProtocol}
+		if len(cs.PeerCertificates) > 0 {
+			c := cs.PeerCertificates[0]
+			sum := sha256.Sum256(c.Raw)
+			e.Client = ClientCert{Subject: c.Subject.String(), Issuer: c.Issuer.String(),
+				Serial: fmt.Sprintf("%X", c.SerialNumber.Bytes()), Fingerprint: hex.EncodeToString(sum[:])}
+		}
+	}
+	writeJSON(w, http.StatusOK, e)
+}
+
+// Pattern is the byte at offset i of /bytes and /cut bodies, so that a
+// receiver can check every byte.
+func Pattern(i int64) byte { return byte('a' + i%26) }
+
+func bytesHandler(w http.ResponseWriter, r *http.Request) {
+	n, err := strconv.ParseInt(r.PathValue("n"), 10, 64)
+	if err != nil || n < 0 {
+		writeAPIError(w, http.StatusBadRequest, "n", "n must be a non-negative integer")
+		return
+	}
+	if r.URL.Query().Get("chunked") == "" {
+		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	writePattern(w, n)
+}
+
+func writePattern(w io.Writer, n int64) {
+	buf := make([]byte, 32<<10)
+	for off := int64(0); off < n; {
+		m := min(int64(len(buf)), n-off)
+		for i := range m {
+			buf[i] = Pattern(off + i)
+		}
+		if _, err := w.Write(buf[:m]); err != nil {
+			return
+		}
+		off += m
+	}
+}
+
+func cutHandler(w http.ResponseWriter, r *http.Request) {
+	n, err := strconv.ParseInt(r.PathValue("n"), 10, 64)
+	if err != nil || n < 0 {
+		writeAPIError(w, http.StatusBadRequest, "n", "n must be a non-negative integer")
+		return
+	}
+	writePattern(w, n)
+	http.NewResponseController(w).Flush()
+	panic(http.ErrAbortHandler) // break the connection without ending the body
+}
+
+func delayHandler(w http.ResponseWriter, r *http.Request) {
+	d, err := time.ParseDuration(r.PathValue("d"))
+	if err != nil {
+		writeAPIError(w, http.StatusBadRequest, "d", "d must be a Go duration such as 2s")
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		writeJSON(w, http.StatusOK, map[string]string{"waited": d.String()})
+	case <-r.Context().Done():
+	}
+}
+
+func gzipHandler(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Encoding", "gzip")
+	zw := gzip.NewWriter(w)
+	_, _ = io.WriteString(zw, `{"compressed":true}`)
+	_ = zw.Close()
+}
+
+func statusHandler(w http.ResponseWriter, r *http.Request) {
+	code, err := strconv.Atoi(r.PathValue("code"))
+	if err != nil || code < 200 || code > 599 {
+		writeAPIError(w, http.StatusBadRequest, "code", "code must be 200..599")
+		return
+	}
+	writeAPIError(w, code, "status", http.StatusText(code))
+}
+
+// writeAPIError answers in Payrails' error shape.
+func writeAPIError(w http.ResponseWriter, status int, code, detail string) {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	writeJSON(w, status, map[string]any{"errors": []map[string]string{{
+		"id": hex.EncodeToString(b), "code": code, "detail": detail, "reason": http.StatusText(status),
+		"docUrl": "https://docs.payrails.com/",
+	}}})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, _ := json.Marshal(v)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)+1))
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+func quietLog() *log.Logger { return log.New(io.Discard, "", 0) }

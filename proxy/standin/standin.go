@@ -1,0 +1,124 @@
+// Package standin is a local stand-in for the Payrails API: an HTTPS server
+// that requires a client certificate signed by a given CA, issues access
+// tokens at /auth/token/{client id}, and echoes what it received. The demo
+// serves it, and the project's tests use it as the upstream.
+//
+// Endpoints (every one requires the client certificate):
+//
+//	POST /auth/token/{id}  x-api-key must match; answers Payrails' token JSON
+//	GET  /bytes/{n}        n bytes of a fixed pattern (?chunked=1: no Content-Length)
+//	GET  /cut/{n}          a chunked response that breaks off after n bytes
+//	GET  /delay/{d}        answers after d (a Go duration), or when the client leaves
+//	GET  /gzip             a gzip-encoded JSON body with Content-Encoding: gzip
+//	GET  /status/{code}    answers with that status
+//	*    anything else     JSON echo: method, path, headers, body digest, client certificate, TLS
+package standin
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+)
+
+// Options configure a stand-in server. Certificate and ClientCAs are required.
+type Options struct {
+	Addr         string          // listen address; "" means 127.0.0.1:0
+	Certificate  tls.Certificate // the server's certificate
+	ClientCAs    *x509.CertPool  // CAs whose client certificates are accepted
+	ClientID     string          // for /auth/token/{id}; "" accepts any id
+	ClientSecret string          // expected x-api-key; "" refuses every token request
+	TokenTTL     time.Duration   // expires_in of issued tokens; 0 means one hour
+	DisableHTTP2 bool            // offer only HTTP/1.1 in ALPN
+	MaxVersion   uint16          // cap the TLS version (tls.VersionTLS12); 0 means the default
+}
+
+// Server is a running stand-in. Its counters are safe for concurrent use.
+type Server struct {
+	URL  string // https://ADDR
+	Addr string // the listen address, HOST:PORT
+
+	opts        Options
+	srv         *http.Server
+	ln          net.Listener
+	done        chan struct{}
+	conns       atomic.Int64 // connections accepted
+	requests    atomic.Int64
+	tokenIssued atomic.Int64
+}
+
+// Start listens and serves in the background until Close.
+func Start(o Options) (*Server, error) {
+	if o.ClientCAs == nil {
+		return nil, errors.New("standin: ClientCAs is required: the stand-in always requires a client certificate")
+	}
+	if o.Addr == "" {
+		o.Addr = "127.0.0.1:0"
+	}
+	if o.TokenTTL == 0 {
+		o.TokenTTL = time.Hour
+	}
+	protos := []string{"h2", "http/1.1"}
+	if o.DisableHTTP2 {
+		protos = []string{"http/1.1"}
+	}
+	cfg := &tls.Config{
+		Certificates: []tls.Certificate{o.Certificate},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    o.ClientCAs,
+		MinVersion:   tls.VersionTLS12,
+		MaxVersion:   o.MaxVersion,
+		NextProtos:   protos,
+	}
+	raw, err := net.Listen("tcp", o.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("standin: listening on %s: %w", o.Addr, err)
+	}
+	s := &Server{opts: o, ln: raw, Addr: raw.Addr().String(), done: make(chan struct{})}
+	s.URL = "https://" + s.Addr
+	s.srv = &http.Server{
+		Handler:           s.routes(),
+		TLSConfig:         cfg,
+		ReadHeaderTimeout: 10 * time.Second,
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			if st == http.StateNew {
+				s.conns.Add(1)
+			}
+		},
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, connKey{}, c.RemoteAddr().String())
+		},
+		ErrorLog: quietLog(),
+	}
+	if o.DisableHTTP2 {
+		s.srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
+	}
+	go func() {
+		defer close(s.done)
+		_ = s.srv.ServeTLS(raw, "", "")
+	}()
+	return s, nil
+}
+
+// Close stops the server and closes every connection.
+func (s *Server) Close() error {
+	err := s.srv.Close()
+	<-s.done
+	return err
+}
+
+// Connections is the number of TCP connections accepted so far.
+func (s *Server) Connections() int64 { return s.conns.Load() }
+
+// Requests is the number of requests handled so far.
+func (s *Server) Requests() int64 { return s.requests.Load() }
+
+// TokensIssued is the number of successful token requests.
+func (s *Server) TokensIssued() int64 { return s.tokenIssued.Load() }
+
+type connKey struct{}

@@ -1,0 +1,223 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// CertificateSource is what the proxy needs from a certificate store.
+type CertificateSource interface {
+	// Certificate returns the certificate to present now, or nil when no
+	// valid one is loaded. It is called on every request and must be cheap
+	// and safe for concurrent use. The returned value is never modified; a
+	// different pointer means a different certificate.
+	Certificate() *tls.Certificate
+}
+
+// UpstreamConfig describes one Payrails API endpoint.
+type UpstreamConfig struct {
+	Name         string
+	URL          *url.URL          // https://HOST[:PORT]; required
+	Address      string            // dial this HOST:PORT instead of resolving HOST; "" to resolve
+	Default      bool              // origin-form (base-URL) requests go here
+	RootCAs      *x509.CertPool    // roots that verify the server; nil means the system roots
+	Certificates CertificateSource // required
+	CertSource   string            // where the certificates come from, for messages
+}
+
+// Timeouts bound each step of an upstream exchange. Zero values are
+// replaced by DefaultTimeouts' values.
+type Timeouts struct {
+	Dial           time.Duration // TCP connect
+	TLSHandshake   time.Duration
+	ResponseHeader time.Duration // from the request fully sent to the response headers
+	IdleConn       time.Duration // how long a pooled connection may sit idle
+}
+
+// DefaultTimeouts are DESIGN.md's defaults.
+var DefaultTimeouts = Timeouts{Dial: 5 * time.Second, TLSHandshake: 10 * time.Second,
+	ResponseHeader: 60 * time.Second, IdleConn: 90 * time.Second}
+
+// Upstream sends requests to one Payrails host with the certificate its
+// source currently offers.
+//
+// Connections are grouped in generations, one per certificate: a
+// generation's transport, connection pool and TLS session cache only ever
+// present that certificate. When the source offers a new certificate the
+// next request builds a new generation and retires the old one; the old
+// one's idle connections are closed at once and its busy ones when their
+// last response is done, so that no new request reuses a connection (or a
+// session ticket, which in TLS 1.3 carries the client identity) made with
+// the old certificate.
+type Upstream struct {
+	name       string
+	host       string // lower-case host name, no port: what forward-mode requests match
+	authority  string // URL.Host: what the Host header becomes
+	dialAddr   string
+	isDefault  bool
+	roots      *x509.CertPool
+	certs      CertificateSource
+	certSource string
+	timeouts   Timeouts
+
+	mu  sync.Mutex // serialises building a generation
+	gen atomic.Pointer[generation]
+}
+
+func newUpstream(c UpstreamConfig, t Timeouts) (*Upstream, error) {
+	if c.URL == nil || c.URL.Scheme != "https" || c.URL.Hostname() == "" {
+		return nil, fmt.Errorf("upstream %q: URL must be https://HOST, got %v", c.Name, c.URL)
+	}
+	if c.Certificates == nil {
+		return nil, fmt.Errorf("upstream %q: no certificate source", c.Name)
+	}
+	dial := c.Address
+	if dial == "" {
+		port := c.URL.Port()
+		if port == "" {
+			port = "443"
+		}
+		dial = net.JoinHostPort(c.URL.Hostname(), port)
+	}
+	return &Upstream{
+		name: c.Name, host: canonicalHost(c.URL.Hostname()), authority: c.URL.Host, dialAddr: dial,
+		isDefault: c.Default, roots: c.RootCAs, certs: c.Certificates, certSource: c.CertSource, timeouts: t,
+	}, nil
+}
+
+// Name is the upstream's configured name.
+func (u *Upstream) Name() string { return u.name }
+
+// Host is the host name requests are matched against.
+func (u *Upstream) Host() string { return u.host }
+
+// generation is one certificate's transport. Immutable apart from its
+// counters and the cached probe verdict.
+type generation struct {
+	cert     *tls.Certificate
+	serial   string
+	tr       *http.Transport
+	probeTLS *tls.Config // HTTP/1.1 only, no session cache: see probe
+	inflight atomic.Int64
+	retired  atomic.Bool
+
+	probeMu sync.Mutex // one probe at a time
+	verdict atomic.Pointer[verdict]
+}
+
+// current returns the generation for the certificate the source offers now.
+func (u *Upstream) current() (*generation, error) {
+	cert := u.certs.Certificate()
+	if cert == nil {
+		return nil, errNoCertificate
+	}
+	if g := u.gen.Load(); g != nil && g.cert == cert {
+		return g, nil
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	old := u.gen.Load()
+	if old != nil && old.cert == cert {
+		return old, nil
+	}
+	g := u.newGeneration(cert)
+	u.gen.Store(g)
+	if old != nil {
+		old.retire()
+	}
+	return g, nil
+}
+
+// roundTrip sends out with the current certificate. The returned response
+// body must be closed; closing it releases the generation.
+func (u *Upstream) roundTrip(out *http.Request) (*http.Response, *generation, error) {
+	g, err := u.current()
+	if err != nil {
+		return nil, nil, err
+	}
+	g.inflight.Add(1)
+	resp, err := g.tr.RoundTrip(out)
+	if err != nil {
+		g.release()
+		return nil, g, err
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		g.release() // the connection now belongs to the caller, not the pool
+		return resp, g, nil
+	}
+	resp.Body = &releasingBody{ReadCloser: resp.Body, g: g}
+	return resp, g, nil
+}
+
+func (g *generation) release() {
+	if g.inflight.Add(-1) == 0 && g.retired.Load() {
+		g.tr.CloseIdleConnections()
+	}
+}
+
+func (g *generation) retire() {
+	g.retired.Store(true)
+	g.tr.CloseIdleConnections()
+}
+
+// close shuts the generation's idle connections (on proxy shutdown).
+func (g *generation) close() { g.tr.CloseIdleConnections() }
+
+// releasingBody releases its generation once, when closed.
+type releasingBody struct {
+	io.ReadCloser
+	g    *generation
+	once sync.Once
+}
+
+func (b *releasingBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(b.g.release)
+	return err
+}
+
+// close releases idle connections of the current generation.
+func (u *Upstream) close() {
+	if g := u.gen.Load(); g != nil {
+		g.close()
+	}
+}
+
+// dialTLS opens a connection to the upstream and completes the TLS
+// handshake, so that failures can be told apart: TCP (dialError) or TLS
+// (handshakeError).
+func (u *Upstream) dialTLS(ctx context.Context, cfg *tls.Config) (net.Conn, error) {
+	d := net.Dialer{Timeout: u.timeouts.Dial, KeepAlive: 30 * time.Second}
+	raw, err := d.DialContext(ctx, "tcp", u.dialAddr)
+	if err != nil {
+		return nil, &dialError{addr: u.dialAddr, err: err}
+	}
+	hctx, cancel := context.WithTimeout(ctx, u.timeouts.TLSHandshake)
+	defer cancel()
+	conn := tls.Client(raw, cfg)
+	if err := conn.HandshakeContext(hctx); err != nil {
+		raw.Close()
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			err = &timeoutError{"TLS handshake timed out"}
+		}
+		return nil, &handshakeError{addr: u.dialAddr, err: err}
+	}
+	return conn, nil
+}
+
+// timeoutError marks a deadline of our own as a net.Error timeout.
+type timeoutError struct{ msg string }
+
+func (e *timeoutError) Error() string   { return e.msg }
+func (e *timeoutError) Timeout() bool   { return true }
+func (e *timeoutError) Temporary() bool { return true }
