@@ -1,0 +1,211 @@
+package config
+
+import (
+	"net/netip"
+	"net/url"
+	"time"
+)
+
+// Defaults for the listeners, exported so the command line can show them in
+// its help text. The flags themselves default to "" (not given).
+const (
+	DefaultListen      = "127.0.0.1:8080"
+	DefaultAdminListen = "127.0.0.1:9090"
+)
+
+// Defaults for everything else, in one place so that defaults() and the
+// documentation cannot drift apart.
+const (
+	defaultLogLevel       = "info"
+	defaultLogFormat      = "json"
+	defaultDebounce       = 250 * time.Millisecond
+	defaultPollInterval   = 30 * time.Second
+	defaultDial           = 5 * time.Second
+	defaultTLSHandshake   = 10 * time.Second
+	defaultResponseHeader = 60 * time.Second
+	defaultIdleConn       = 90 * time.Second
+	defaultShutdown       = 30 * time.Second
+)
+
+// defaultAllowCIDRs is a function, not a variable, so that every Config gets
+// its own slice and no caller can change another's defaults.
+func defaultAllowCIDRs() []netip.Prefix {
+	return []netip.Prefix{
+		netip.MustParsePrefix("127.0.0.1/32"),
+		netip.MustParsePrefix("::1/128"),
+	}
+}
+
+// Config is the validated configuration, as returned by Load and Parse.
+//
+// A *Config returned without error satisfies every rule in this package: it
+// has at least one upstream, every duration is in range, and every path is
+// absolute and clean. Callers must treat it as read-only (it shares no memory
+// with other Configs, so reading it from many goroutines is safe). The zero
+// value is not a valid configuration; obtain one from Load or Parse.
+type Config struct {
+	// Source is the path of the YAML file the configuration was read from,
+	// as given to Load; "" when there was no file.
+	Source string
+	// Listen is the HOST:PORT of the proxy listener. Default "127.0.0.1:8080".
+	Listen string
+	// AdminListen is the HOST:PORT of the admin listener (/healthz, /readyz,
+	// /metrics, /certs). Default "127.0.0.1:9090". Never equal to Listen.
+	AdminListen string
+	// Log configures the logger.
+	Log Log
+	// Access says who may use the proxy.
+	Access Access
+	// Upstreams are the Payrails environments the proxy forwards to, in file
+	// order. Never empty; names and hosts are unique; at most one is Default.
+	Upstreams []Upstream
+	// Reload configures how certificate folders are watched.
+	Reload Reload
+	// Timeouts bound the upstream connection and shutdown.
+	Timeouts Timeouts
+	// Connect is what a CONNECT request gets. Default ConnectReject.
+	Connect ConnectMode
+	// MITM is the local CA used when Connect is ConnectMITM; both files are
+	// set in that mode, and may be empty otherwise.
+	MITM MITM
+}
+
+// Log configures the logger.
+type Log struct {
+	// Level is one of "debug", "info", "warn", "error". Default "info".
+	Level string
+	// Format is "json" or "console". Default "json".
+	Format string
+}
+
+// Access says who may use the proxy; it carries the merchant's identity, so
+// it must not be an open relay.
+type Access struct {
+	// AllowCIDRs are the client networks allowed to use the proxy. Never
+	// empty. Default [127.0.0.1/32, ::1/128]. A bare IP in the file becomes
+	// a /32 or /128; prefixes are masked (10.1.2.3/8 becomes 10.0.0.0/8).
+	AllowCIDRs []netip.Prefix
+	// ProxyAuthFile is an optional absolute path to a file of "user:password"
+	// lines for Proxy-Authorization; "" means no proxy authentication.
+	ProxyAuthFile string
+}
+
+// Upstream is one Payrails API environment and the client certificate used
+// to reach it.
+type Upstream struct {
+	// Name is unique and matches [a-z0-9][a-z0-9_-]*. It names the upstream
+	// in logs and metrics and in environment variables
+	// (PAYRAILS_PROXY_<NAME>_..., upper-cased, '-' as '_'). When there is
+	// exactly one upstream and it has no name, it is "default".
+	Name string
+	// URL is the base URL: scheme "https", a host and optional port, nothing
+	// else (Path, query, fragment and user info are empty). Never nil.
+	URL *url.URL
+	// Host is URL.Hostname() lower-cased, without port: what forward-mode
+	// (absolute-form) requests are matched against.
+	Host string
+	// Address is an optional HOST:PORT to dial instead of resolving Host;
+	// the TLS server name and Host header stay Host. "" means resolve Host.
+	Address string
+	// Default marks the upstream that origin-form (base-URL) requests go to.
+	// At most one upstream is Default; a lone upstream always is. With two
+	// or more upstreams and none marked, origin-form requests have no target.
+	Default bool
+	// CertDir is the absolute path of a folder of PEM/PKCS#12 files. Exactly
+	// one of CertDir and the pair CertFile+KeyFile is set.
+	CertDir string
+	// CertFile and KeyFile are absolute paths of the client certificate and
+	// its private key; both set or both empty (then CertDir is set).
+	CertFile, KeyFile string
+	// KeyPassphraseFile is an optional absolute path of a file holding the
+	// key passphrase. When set, KeyPassphrase is empty.
+	KeyPassphraseFile string
+	// KeyPassphrase comes from PAYRAILS_PROXY_<NAME>_KEY_PASSPHRASE, or else
+	// PAYRAILS_PROXY_KEY_PASSPHRASE when KeyPassphraseFile is empty. It is
+	// never read from the file or argv. Empty means no passphrase given.
+	KeyPassphrase Secret
+	// CAFile is an optional absolute path of PEM roots used, in addition to
+	// the system roots, to verify the upstream server.
+	CAFile string
+	// Token configures managed access tokens; its zero value means none.
+	Token Token
+}
+
+// Token configures managed Payrails access tokens for an upstream. Either all
+// of it is empty (no managed tokens), or ClientID is set together with
+// exactly one of ClientSecretFile and ClientSecret.
+type Token struct {
+	// ClientID is the Client ID from the Payrails dashboard.
+	ClientID string
+	// ClientSecretFile is an absolute path of a file holding the client
+	// secret.
+	ClientSecretFile string
+	// ClientSecret comes from PAYRAILS_PROXY_<NAME>_CLIENT_SECRET; never from
+	// the file or argv.
+	ClientSecret Secret
+}
+
+// Reload configures how certificate folders are watched.
+type Reload struct {
+	// Debounce is how long file events must be quiet before a reload; >= 0.
+	// Default 250ms.
+	Debounce time.Duration
+	// PollInterval is the fallback re-read period; > 0. Default 30s.
+	PollInterval time.Duration
+}
+
+// Timeouts bound the upstream connection and shutdown. All are > 0.
+type Timeouts struct {
+	// Dial bounds the TCP connect. Default 5s.
+	Dial time.Duration
+	// TLSHandshake bounds the TLS handshake. Default 10s.
+	TLSHandshake time.Duration
+	// ResponseHeader bounds the wait for response headers. Default 60s.
+	ResponseHeader time.Duration
+	// IdleConn is how long an idle upstream connection is kept. Default 90s.
+	IdleConn time.Duration
+	// Shutdown bounds the wait for in-flight requests on SIGTERM. Default 30s.
+	Shutdown time.Duration
+}
+
+// ConnectMode is what a CONNECT (HTTPS_PROXY) request gets.
+type ConnectMode string
+
+// The valid ConnectModes. A validated Config holds one of these.
+const (
+	// ConnectReject answers CONNECT with 405 and advice (a tunnel cannot
+	// carry a client certificate). The default.
+	ConnectReject ConnectMode = "reject"
+	// ConnectMITM terminates TLS for allowed hosts with the local CA in
+	// Config.MITM and forwards over mTLS.
+	ConnectMITM ConnectMode = "mitm"
+)
+
+// MITM names the local CA used for ConnectMITM.
+type MITM struct {
+	// CACertFile and CAKeyFile are absolute paths of the CA certificate and
+	// key (see `payrails-mtls-proxy ca init`). Both set or both empty.
+	CACertFile, CAKeyFile string
+}
+
+// Overrides are the command-line flags of `serve`. An empty string means
+// "not given". The zero value overrides nothing.
+//
+// Upstream, Address, CertDir, CertFile, KeyFile, KeyPassphraseFile and CAFile
+// describe a single upstream: they build one when the file has none, override
+// the file's only upstream, and are an error when the file has two or more.
+// Relative paths are resolved against the working directory.
+type Overrides struct {
+	Listen            string // --listen
+	AdminListen       string // --admin-listen
+	Upstream          string // --upstream (the upstream URL)
+	Address           string // --address
+	CertDir           string // --cert-dir
+	CertFile          string // --cert
+	KeyFile           string // --key
+	KeyPassphraseFile string // --key-passphrase-file
+	CAFile            string // --ca-file
+	LogLevel          string // --log-level
+	LogFormat         string // --log-format
+	Connect           string // --connect
+}

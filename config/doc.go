@@ -1,0 +1,18 @@
+// Package config owns the configuration of payrails-mtls-proxy: the schema of
+// the YAML file, the PAYRAILS_PROXY_* environment variables and the flags of
+// `serve`, their precedence (flags > environment > file > defaults), the
+// defaults, and validation.
+//
+// The result is an immutable *Config. The package does no network I/O and no
+// logging; the only file system access is reading the YAML file and, when
+// asked to, checking that the files and folders it names exist.
+//
+// Every problem is reported as an *Error naming where the value came from
+// (file and line, flag, or environment variable), the key as the user typed
+// it, and what to do about it. Validation does not stop at the first problem:
+// Load and Parse return all of them at once as Errors.
+//
+// Secrets (the key passphrase and the token client secret) are only ever
+// read from the environment, never from the file or argv, and are held in a
+// Secret, which prints as "[redacted]".
+package config

@@ -1,0 +1,148 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestValidationErrors(t *testing.T) {
+	up := func(fields string) string {
+		return "upstreams:\n  - {name: live, url: https://live.example, cert_dir: /c" + fields + "}\n"
+	}
+	tests := []struct {
+		name string
+		yaml string
+		key  string
+		line int
+		want []string
+	}{
+		{"no upstreams", "upstreams: []\n", "upstreams", 0, []string{"--upstream", "upstreams"}},
+		{"http url", "upstreams: [{url: http://api.acme.payrails.io, cert_dir: /c}]\n", "upstreams[0].url", 1,
+			[]string{"always speaks TLS", "https://api.acme.payrails.io"}},
+		{"relative url", "upstreams: [{url: api.acme.payrails.io, cert_dir: /c}]\n", "upstreams[0].url", 1, []string{"not an absolute URL", "https://api.acme.payrails.io"}},
+		{"bad url", "upstreams: [{url: 'https://a b%zz', cert_dir: /c}]\n", "upstreams[0].url", 1, []string{"not a valid URL"}},
+		{"other scheme", "upstreams: [{url: 'ftp://a.example', cert_dir: /c}]\n", "upstreams[0].url", 1, []string{"https://"}},
+		{"url path", "upstreams: [{url: 'https://a.example/v1', cert_dir: /c}]\n", "upstreams[0].url", 1, []string{`path "/v1"`}},
+		{"url query", "upstreams: [{url: 'https://a.example?x=1', cert_dir: /c}]\n", "upstreams[0].url", 1, []string{"query"}},
+		{"url fragment", "upstreams: [{url: 'https://a.example#x', cert_dir: /c}]\n", "upstreams[0].url", 1, []string{"fragment"}},
+		{"url userinfo", "upstreams: [{url: 'https://me:pw@a.example', cert_dir: /c}]\n", "upstreams[0].url", 1, []string{"user name or password"}},
+		{"url no host", "upstreams: [{url: 'https://:443', cert_dir: /c}]\n", "upstreams[0].url", 1, []string{"no host"}},
+		{"url bad port", "upstreams: [{url: 'https://a.example:70000', cert_dir: /c}]\n", "upstreams[0].url", 1, []string{"1 to 65535"}},
+		{"missing url", "upstreams: [{cert_dir: /c}]\n", "upstreams[0].url", 1, []string{"url is required"}},
+		{"missing name with two", "upstreams:\n  - {url: https://a.example, cert_dir: /c}\n  - {name: b, url: https://b.example, cert_dir: /c}\n",
+			"upstreams[0].name", 2, []string{"name is required"}},
+		{"bad name", "upstreams: [{name: Live!, url: https://a.example, cert_dir: /c}]\n", "upstreams[0].name", 1, []string{"not a valid name"}},
+		{"duplicate names", "upstreams:\n  - {name: a, url: https://a.example, cert_dir: /c}\n  - {name: a, url: https://b.example, cert_dir: /c}\n",
+			"upstreams[1].name", 3, []string{"already used by upstreams[0]"}},
+		{"duplicate hosts", "upstreams:\n  - {name: a, url: https://A.example, cert_dir: /c}\n  - {name: b, url: 'https://a.example:8443', cert_dir: /c}\n",
+			"upstreams[1].url", 3, []string{`host "a.example"`, "upstreams[0]"}},
+		{"two defaults", "upstreams:\n  - {name: a, url: https://a.example, cert_dir: /c, default: true}\n  - {name: b, url: https://b.example, cert_dir: /c, default: true}\n",
+			"upstreams[1].default", 3, []string{`upstreams[0] ("a")`, `upstreams[1] ("b")`}},
+		{"cert_dir and cert_file", up(", cert_file: /a.pem, key_file: /a.key"), "upstreams[0].cert_dir", 2, []string{"use one form"}},
+		{"cert_file without key_file", "upstreams: [{url: https://a.example, cert_file: /a.pem}]\n", "upstreams[0].cert_file", 1, []string{"key_file"}},
+		{"key_file without cert_file", "upstreams: [{url: https://a.example, key_file: /a.key}]\n", "upstreams[0].key_file", 1, []string{"cert_file"}},
+		{"no cert source", "upstreams: [{url: https://a.example}]\n", "upstreams[0]", 1, []string{"cert_dir", "cert_file and key_file"}},
+		{"bad address", up(", address: 'host'"), "upstreams[0].address", 2, []string{"HOST:PORT"}},
+		{"address port", up(", address: 'h:0'"), "upstreams[0].address", 2, []string{"1 to 65535"}},
+		{"address no host", up(", address: ':443'"), "upstreams[0].address", 2, []string{"no host"}},
+		{"bad listen", "listen: localhost\n" + oneUpstream, "listen", 1, []string{"HOST:PORT"}},
+		{"listen port name", "listen: 'localhost:http'\n" + oneUpstream, "listen", 1, []string{"0 to 65535"}},
+		{"listen equals admin", "listen: 127.0.0.1:9090\n" + oneUpstream, "listen", 1, []string{"admin_listen", "different ports"}},
+		{"admin on wildcard", "listen: 127.0.0.1:1\nadmin_listen: ':1'\n" + oneUpstream, "admin_listen", 2, []string{"same address"}},
+		{"log level", "log: {level: verbose}\n" + oneUpstream, "log.level", 1, []string{"debug, info, warn, error"}},
+		{"log format", "log: {format: text}\n" + oneUpstream, "log.format", 1, []string{"json, console"}},
+		{"connect", "connect: tunnel\n" + oneUpstream, "connect", 1, []string{"reject, mitm"}},
+		{"mitm without ca", "connect: mitm\n" + oneUpstream, "mitm.ca_cert_file", 1, []string{"ca init"}},
+		{"mitm key without cert", "mitm: {ca_key_file: /k}\n" + oneUpstream, "mitm.ca_key_file", 1, []string{"mitm.ca_cert_file"}},
+		{"bad cidr", "access: {allow_cidrs: [10.0.0.0/33]}\n" + oneUpstream, "access.allow_cidrs[0]", 1, []string{"CIDR"}},
+		{"empty cidrs", "access: {allow_cidrs: []}\n" + oneUpstream, "access.allow_cidrs", 1, []string{"no client could use the proxy"}},
+		{"bad duration", "reload: {debounce: 5}\n" + oneUpstream, "reload.debounce", 1, []string{"250ms"}},
+		{"negative debounce", "reload: {debounce: -1s}\n" + oneUpstream, "reload.debounce", 1, []string{"zero or more"}},
+		{"zero poll", "reload: {poll_interval: 0s}\n" + oneUpstream, "reload.poll_interval", 1, []string{"greater than zero"}},
+		{"zero timeout", "timeouts:\n  shutdown: 0s\n" + oneUpstream, "timeouts.shutdown", 2, []string{"greater than zero"}},
+		{"bad timeout", "timeouts: {dial: soon}\n" + oneUpstream, "timeouts.dial", 1, []string{"1m30s"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path, err := parseErr(t, tt.yaml, nil, Overrides{})
+			e := findError(t, err, tt.key)
+			if e.Source != "file "+path {
+				t.Errorf("Source = %q, want file %s", e.Source, path)
+			}
+			if e.Line != tt.line {
+				t.Errorf("Line = %d, want %d (%v)", e.Line, tt.line, e)
+			}
+			contains(t, "reason", e.Reason, tt.want...)
+			contains(t, "message", err.Error(), path)
+		})
+	}
+}
+
+func TestValidationCollectsAll(t *testing.T) {
+	_, err := parseErr(t, "listen: x\nlog: {level: x, format: x}\nconnect: x\n"+oneUpstream, nil, Overrides{})
+	if got := len(asErrors(t, err)); got != 4 {
+		t.Errorf("got %d errors, want 4:\n%v", got, err)
+	}
+}
+
+func TestFileChecks(t *testing.T) {
+	dir := t.TempDir()
+	certs := mkdir(t, dir, "certs")
+	file := writeFile(t, dir, "a.pem", "x")
+	link := filepath.Join(dir, "link.pem")
+	if err := os.Symlink(file, link); err != nil {
+		t.Fatal(err)
+	}
+	dirLink := filepath.Join(dir, "certs-link")
+	if err := os.Symlink(certs, dirLink); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "missing")
+	tests := []struct {
+		name, fields, key string
+		want              []string // empty: no error expected
+	}{
+		{"cert_dir ok via symlink", "cert_dir: " + dirLink, "", nil},
+		{"cert_file ok via symlink", "cert_file: " + link + ", key_file: " + file, "", nil},
+		{"cert_dir missing", "cert_dir: " + missing, "upstreams[0].cert_dir", []string{missing, "does not exist", "create it or fix the path"}},
+		{"cert_dir is a file", "cert_dir: " + file, "upstreams[0].cert_dir", []string{"not a directory"}},
+		{"cert_file is a dir", "cert_file: " + certs + ", key_file: " + file, "upstreams[0].cert_file", []string{"is a directory"}},
+		{"key_file missing", "cert_file: " + file + ", key_file: " + missing, "upstreams[0].key_file", []string{"does not exist"}},
+		{"key_passphrase_file missing", "cert_dir: " + certs + ", key_passphrase_file: " + missing, "upstreams[0].key_passphrase_file", []string{"does not exist"}},
+		{"ca_file missing", "cert_dir: " + certs + ", ca_file: " + missing, "upstreams[0].ca_file", []string{"does not exist"}},
+		{"client_secret_file missing", "cert_dir: " + certs + ", token: {client_id: c, client_secret_file: " + missing + "}", "upstreams[0].token.client_secret_file", []string{"does not exist"}},
+		{"tilde hint", "cert_dir: ~/certs", "upstreams[0].cert_dir", []string{"~ is not expanded"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := writeFile(t, t.TempDir(), "proxy.yaml", "upstreams: [{url: https://a.example, "+tt.fields+"}]\n")
+			_, err := Load(path, nil, Overrides{})
+			if tt.key == "" {
+				if err != nil {
+					t.Fatalf("Load: unexpected error: %v", err)
+				}
+				return
+			}
+			e := findError(t, err, tt.key)
+			contains(t, "reason", e.Reason, tt.want...)
+			contains(t, "message", e.Error(), path)
+		})
+	}
+
+	t.Run("top-level files", func(t *testing.T) {
+		path := writeFile(t, t.TempDir(), "proxy.yaml", "access: {proxy_auth_file: nope}\nmitm: {ca_cert_file: nope.pem, ca_key_file: nope.key}\n"+
+			"upstreams: [{url: https://a.example, cert_dir: "+certs+"}]\n")
+		_, err := Load(path, nil, Overrides{})
+		for _, key := range []string{"access.proxy_auth_file", "mitm.ca_cert_file", "mitm.ca_key_file"} {
+			e := findError(t, err, key)
+			contains(t, "reason", e.Reason, filepath.Join(filepath.Dir(path), "nope"))
+		}
+	})
+	t.Run("flag path", func(t *testing.T) {
+		_, err := Load("", nil, Overrides{Upstream: "https://a.example", CertDir: missing})
+		if e := findError(t, err, "upstreams[0].cert_dir"); e.Source != "flag --cert-dir" {
+			t.Errorf("Source = %q, want flag --cert-dir", e.Source)
+		}
+	})
+}
