@@ -124,6 +124,9 @@ type Upstream struct {
 	// PAYRAILS_PROXY_KEY_PASSPHRASE when KeyPassphraseFile is empty. It is
 	// never read from the file or argv. Empty means no passphrase given.
 	KeyPassphrase Secret
+	// KeyPassphraseEnv names the environment variable KeyPassphrase came
+	// from, for messages; "" when KeyPassphrase is empty.
+	KeyPassphraseEnv string
 	// CAFile is an optional absolute path of PEM roots used, in addition to
 	// the system roots, to verify the upstream server.
 	CAFile string

@@ -6,20 +6,24 @@ import "fmt"
 // PAYRAILS_PROXY_<NAME>_KEY_PASSPHRASE, else PAYRAILS_PROXY_KEY_PASSPHRASE
 // for an upstream without key_passphrase_file. A per-upstream variable
 // together with key_passphrase_file is refused: which one is meant?
-func (b *builder) keyPassphrase(ru *rawUpstream, name string) Secret {
+// It also returns the variable's name ("" when none was set).
+func (b *builder) keyPassphrase(ru *rawUpstream, name string) (Secret, string) {
 	per := envPrefix + envName(name) + "_KEY_PASSPHRASE"
 	if v, ok := b.env.get(per); ok {
 		if f := ru.keyPassphraseFile; f.set {
 			b.add(f.at, "both key_passphrase_file and the environment variable %s are set; unset one so it is clear which passphrase to use", per)
-			return Secret{}
+			return Secret{}, ""
 		}
-		return NewSecret(v)
+		return NewSecret(v), per
 	}
 	if ru.keyPassphraseFile.set {
-		return Secret{}
+		return Secret{}, ""
 	}
-	v, _ := b.env.get(envPrefix + "KEY_PASSPHRASE")
-	return NewSecret(v)
+	global := envPrefix + "KEY_PASSPHRASE"
+	if v, ok := b.env.get(global); ok {
+		return NewSecret(v), global
+	}
+	return Secret{}, ""
 }
 
 // token builds the managed-token settings: a client ID and exactly one

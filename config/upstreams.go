@@ -52,7 +52,7 @@ func (b *builder) upstream(ru *rawUpstream, n int) Upstream {
 	u.CAFile = b.file(ru.caFile)
 	u.KeyPassphraseFile = b.file(ru.keyPassphraseFile)
 	if validName(u.Name) {
-		u.KeyPassphrase = b.keyPassphrase(ru, u.Name)
+		u.KeyPassphrase, u.KeyPassphraseEnv = b.keyPassphrase(ru, u.Name)
 		u.Token = b.token(ru, u.Name)
 	}
 	return u
