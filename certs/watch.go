@@ -68,10 +68,14 @@ func (w *Watcher) ReloadAll() {
 	}
 }
 
+// Close releases the operating system's watcher. Run calls it on return;
+// call it when Run will never be called. Calling it twice is harmless.
+func (w *Watcher) Close() error { return w.fsw.Close() }
+
 // Run handles events until ctx is done, then releases the watcher. It
 // returns nil on cancellation.
 func (w *Watcher) Run(ctx context.Context) error {
-	defer w.fsw.Close()
+	defer w.Close()
 	poll := time.NewTicker(w.opts.PollInterval)
 	defer poll.Stop()
 	debounce := stoppedTimer()

@@ -225,3 +225,15 @@ func (e *env) waitLogLines(t testing.TB, msg string, n int) []observer.LoggedEnt
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// waitFor polls cond until it holds, for at most 5 seconds.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/certs"
+	"github.com/mtlsproxy/payrails-mtls-proxy/config"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
+	"go.uber.org/zap"
+)
+
+// app is the wired sidecar: one certificate store per upstream and the
+// proxy in front of them. serve and demo run the same app.
+type app struct {
+	cfg     *config.Config
+	log     *zap.Logger
+	stores  []*certs.Store
+	watcher *certs.Watcher
+	proxy   *proxy.Proxy
+}
+
+func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
+	a := &app{cfg: cfg, log: log}
+	var ups []proxy.UpstreamConfig
+	for _, u := range cfg.Upstreams {
+		src := certSource(u)
+		store := certs.NewStore(u.Name, src, log.Named("certs"))
+		roots, err := certs.Roots(u.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("upstream %q: %w", u.Name, err)
+		}
+		a.stores = append(a.stores, store)
+		ups = append(ups, proxy.UpstreamConfig{
+			Name: u.Name, URL: u.URL, Address: u.Address, Default: u.Default,
+			RootCAs: roots, Certificates: store, CertSource: src.String(),
+		})
+	}
+	p, err := proxy.New(proxy.Config{
+		Upstreams: ups,
+		Timeouts: proxy.Timeouts{Dial: cfg.Timeouts.Dial, TLSHandshake: cfg.Timeouts.TLSHandshake,
+			ResponseHeader: cfg.Timeouts.ResponseHeader, IdleConn: cfg.Timeouts.IdleConn},
+		AllowCIDRs: cfg.Access.AllowCIDRs,
+		Logger:     log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.proxy = p
+	w, err := certs.NewWatcher(a.stores, certs.WatchOptions{Debounce: cfg.Reload.Debounce,
+		PollInterval: cfg.Reload.PollInterval}, log.Named("certs"))
+	if err != nil {
+		return nil, err
+	}
+	a.watcher = w
+	return a, nil
+}
+
+func certSource(u config.Upstream) certs.Source {
+	return certs.Source{
+		Dir: u.CertDir, CertFile: u.CertFile, KeyFile: u.KeyFile,
+		Passphrase: certs.Passphrase{File: u.KeyPassphraseFile, Value: []byte(u.KeyPassphrase.Value()),
+			Env: u.KeyPassphraseEnv},
+	}
+}
+
+// listenError is a listener that could not be opened.
+type listenError struct {
+	what, addr, flag string
+	err              error
+}
+
+func (e *listenError) Error() string {
+	hint := "check the address"
+	if errors.Is(e.err, syscall.EADDRINUSE) {
+		hint = "another process holds the port: stop it or choose another"
+	} else if errors.Is(e.err, syscall.EACCES) {
+		hint = "ports below 1024 need privileges: choose a port above 1024"
+	}
+	return fmt.Sprintf("cannot listen on %s for the %s: %v; %s (%s)", e.addr, e.what, e.err, hint, e.flag)
+}
+
+func (e *listenError) Unwrap() error { return e.err }
+
+// run serves until ctx is cancelled. ready, if not nil, is called with the
+// proxy's address once it accepts connections. Every goroutine it starts
+// has stopped when it returns.
+func (a *app) run(ctx context.Context, ready func(proxyAddr string)) error {
+	ln, err := net.Listen("tcp", a.cfg.Listen)
+	if err != nil {
+		a.watcher.Close()
+		return &listenError{what: "proxy", addr: a.cfg.Listen, flag: "--listen, PAYRAILS_PROXY_LISTEN or listen:", err: err}
+	}
+	a.log.Info("proxy listening", zap.String("listen", ln.Addr().String()), zap.String("version", version),
+		zap.Strings("upstreams", upstreamHosts(a.cfg)))
+
+	bg, stopBackground := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := a.watcher.Run(bg); err != nil {
+			a.log.Error("certificate watcher stopped; certificates are no longer reloaded", zap.Error(err))
+		}
+	})
+	wg.Go(func() { a.reloadOnSIGHUP(bg) })
+
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+	err = a.proxy.Serve(ctx, ln, a.cfg.Timeouts.Shutdown)
+	stopBackground()
+	wg.Wait()
+	a.proxy.Close()
+	a.log.Info("stopped")
+	return err
+}
+
+// reloadOnSIGHUP forces a certificate reload on SIGHUP (systemd's
+// ExecReload, `kill -HUP`) until ctx is done.
+func (a *app) reloadOnSIGHUP(ctx context.Context) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			a.log.Info("SIGHUP: reloading certificates")
+			a.watcher.ReloadAll()
+		}
+	}
+}
+
+func upstreamHosts(cfg *config.Config) []string {
+	var hs []string
+	for _, u := range cfg.Upstreams {
+		hs = append(hs, u.Name+"="+u.URL.String())
+	}
+	return hs
+}
+
+func errField(err error) zap.Field { return zap.Error(err) }

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"text/template"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/certs/pki"
+	"github.com/mtlsproxy/payrails-mtls-proxy/config"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/standin"
+)
+
+// Demo names. The .test top-level domain is reserved (RFC 6761), so the
+// demo's host can never reach a real server.
+const (
+	demoHost         = "api.demo.payrails.test"
+	demoClientID     = "demo-client"
+	demoClientSecret = "demo-secret"
+)
+
+func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	listen := fs.String("listen", config.DefaultListen, "proxy listen `HOST:PORT`")
+	admin := fs.String("admin-listen", config.DefaultAdminListen, "admin listen `HOST:PORT`")
+	keyType := fs.String("key-type", "rsa4096", "client key: rsa4096 (what Payrails asks for) or ecdsa (faster)")
+	logFormat := fs.String("log-format", "console", "json or console")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: payrails-mtls-proxy demo [flags]")
+		fmt.Fprintln(fs.Output(), "\nMakes a throwaway PKI, starts a local stand-in for the Payrails API that requires the")
+		fmt.Fprintln(fs.Output(), "client certificate, and runs the proxy in front of it until Ctrl-C.")
+		fs.PrintDefaults()
+	}
+	if code, ok := parseFlags(fs, args, stderr); !ok {
+		return code
+	}
+	dir, err := os.MkdirTemp("", "payrails-mtls-proxy-demo-")
+	if err != nil {
+		fmt.Fprintf(stderr, "demo: %v\n", err)
+		return exitFailure
+	}
+	defer os.RemoveAll(dir)
+	fmt.Fprintf(stderr, "demo: making a throwaway PKI in %s (client key: %s)...\n", dir, *keyType)
+	d, err := newDemoPKI(dir, *keyType)
+	if err != nil {
+		fmt.Fprintf(stderr, "demo: %v\n", err)
+		return exitFailure
+	}
+	api, err := standin.Start(standin.Options{Certificate: d.server.TLS(), ClientCAs: d.ca.Pool(),
+		ClientID: demoClientID, ClientSecret: demoClientSecret})
+	if err != nil {
+		fmt.Fprintf(stderr, "demo: %v\n", err)
+		return exitFailure
+	}
+	defer api.Close()
+
+	// The same path as serve: a Config from flags, then the app.
+	cfg, err := config.Load("", nil, config.Overrides{
+		Listen: *listen, AdminListen: *admin, Upstream: "https://" + demoHost, Address: api.Addr,
+		CertDir: d.certDir, CAFile: d.caFile, LogFormat: *logFormat,
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "demo: %v\n", err)
+		return exitUsage
+	}
+	log, err := newLogger(cfg.Log.Level, cfg.Log.Format, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "demo: %v\n", err)
+		return exitUsage
+	}
+	a, err := newApp(cfg, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "demo: %v\n", err)
+		return exitFailure
+	}
+	err = a.run(ctx, func(proxyAddr string) {
+		printDemo(stdout, demoInfo{Proxy: proxyAddr, Host: demoHost, API: api.Addr, Dir: dir, CertDir: d.certDir,
+			CAFile: d.caFile, ClientID: demoClientID, Secret: demoClientSecret, Port: portOf(api.Addr)})
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "demo: %v\n", err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+// demoPKI is the demo's throwaway CA and certificates, written to files.
+type demoPKI struct {
+	ca      *pki.CA
+	server  *pki.Leaf
+	certDir string
+	caFile  string
+}
+
+func newDemoPKI(dir, keyType string) (*demoPKI, error) {
+	kt := pki.KeyRSA4096
+	if keyType == "ecdsa" {
+		kt = pki.KeyECDSA
+	} else if keyType != "rsa4096" {
+		return nil, fmt.Errorf("--key-type %q: use rsa4096 or ecdsa", keyType)
+	}
+	ca, err := pki.NewCA("payrails-mtls-proxy demo CA")
+	if err != nil {
+		return nil, err
+	}
+	server, err := ca.Issue(pki.LeafOptions{CommonName: demoHost, DNSNames: []string{demoHost, "localhost"},
+		IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, Server: true})
+	if err != nil {
+		return nil, err
+	}
+	// As in Payrails' guide: the client certificate's Common Name is the API host.
+	client, err := ca.Issue(pki.LeafOptions{CommonName: demoHost, Organization: "Demo Merchant GmbH",
+		KeyType: kt, Client: true})
+	if err != nil {
+		return nil, err
+	}
+	d := &demoPKI{ca: ca, server: server, certDir: filepath.Join(dir, "certs"), caFile: filepath.Join(dir, "ca.pem")}
+	if err := os.Mkdir(d.certDir, 0o700); err != nil {
+		return nil, err
+	}
+	if _, _, err := client.WriteFiles(d.certDir, "domain.pem", "domain.key"); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(d.caFile, ca.CertPEM, 0o644); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+type demoInfo struct {
+	Proxy, Host, API, Dir, CertDir, CAFile, ClientID, Secret, Port string
+}
+
+func portOf(addr string) string {
+	_, p, _ := net.SplitHostPort(addr)
+	return p
+}
+
+var demoText = template.Must(template.New("demo").Parse(`
+payrails-mtls-proxy demo is running.
+
+  stand-in Payrails API  https://{{.Host}}  (listening on {{.API}}; requires a client certificate)
+  proxy                  http://{{.Proxy}}   (plain HTTP in, mTLS out)
+  client certificate     {{.CertDir}}/domain.pem + domain.key
+
+Try, in another terminal:
+
+  # 1. Forward mode, as a legacy service with HTTP_PROXY calls it (curl reads the lower-case variable):
+  http_proxy=http://{{.Proxy}} curl -s http://{{.Host}}/merchant/payments
+
+  # 2. Base-URL mode: point the service's base URL at the proxy:
+  curl -s http://{{.Proxy}}/merchant/payments
+
+  # 3. An access token, as Payrails' guide shows, through the proxy:
+  curl -s -X POST -H 'x-api-key: {{.Secret}}' -H 'Accept: application/json' http://{{.Proxy}}/auth/token/{{.ClientID}}
+
+Without the proxy the stand-in refuses the call, as Payrails' edge does:
+
+  curl -sS --cacert {{.CAFile}} --connect-to {{.Host}}:443:127.0.0.1:{{.Port}} https://{{.Host}}/merchant/payments
+
+Everything lives in {{.Dir}} and is deleted on exit. Ctrl-C stops the demo.
+`))
+
+func printDemo(w io.Writer, info demoInfo) {
+	_ = demoText.Execute(w, info)
+}

@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/certs/pki"
+	"github.com/mtlsproxy/payrails-mtls-proxy/config"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/standin"
+	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const apiHost = "api.acme.payrails.test"
+
+// world is a stand-in Payrails API and a certificate folder, everything an
+// app needs, made fresh per test.
+type world struct {
+	ca      *pki.CA
+	api     *standin.Server
+	certDir string
+	caFile  string
+}
+
+func newWorld(t testing.TB) *world {
+	t.Helper()
+	ca, err := pki.NewCA("test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ca.Issue(pki.LeafOptions{CommonName: apiHost, DNSNames: []string{apiHost}, Server: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api, err := standin.Start(standin.Options{Certificate: srv.TLS(), ClientCAs: ca.Pool(), ClientID: "cid", ClientSecret: "s3cret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { api.Close() })
+	dir := t.TempDir()
+	w := &world{ca: ca, api: api, certDir: filepath.Join(dir, "certs"), caFile: filepath.Join(dir, "ca.pem")}
+	if err := os.Mkdir(w.certDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(w.caFile, ca.CertPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// clientCert issues a client certificate whose NotBefore orders it: later
+// calls with a larger age offset give older certificates.
+func (w *world) clientCert(t testing.TB, cn string, notBefore time.Time) *pki.Leaf {
+	t.Helper()
+	l, err := w.ca.Issue(pki.LeafOptions{CommonName: cn, NotBefore: notBefore, Client: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// configFile writes a YAML configuration for one upstream in front of the
+// stand-in, with extra top-level YAML appended.
+func (w *world) configFile(t testing.TB, extra string) string {
+	t.Helper()
+	y := fmt.Sprintf(`listen: 127.0.0.1:0
+admin_listen: 127.0.0.1:0
+log: {level: debug, format: json}
+upstreams:
+  - name: live
+    url: https://%s
+    address: %s
+    cert_dir: %s
+    ca_file: %s
+%s`, apiHost, w.api.Addr, w.certDir, w.caFile, extra)
+	p := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(p, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// running is an app serving in the background.
+type running struct {
+	app   *app
+	addr  string // the proxy's HOST:PORT
+	logs  *observer.ObservedLogs
+	stop  func()
+	proxy *url.URL
+}
+
+// startApp loads the configuration file through the config package and
+// runs the same app as `serve`.
+func startApp(t testing.TB, cfgPath string) *running {
+	t.Helper()
+	cfg, err := config.Load(cfgPath, func(string) (string, bool) { return "", false }, config.Overrides{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zapcore.DebugLevel)
+	a, err := newApp(cfg, zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() { done <- a.run(ctx, func(addr string) { ready <- addr }) }()
+	var addr string
+	select {
+	case addr = <-ready:
+	case err := <-done:
+		t.Fatalf("app stopped: %v", err)
+	}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("app.run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	pu, _ := url.Parse("http://" + addr)
+	return &running{app: a, addr: addr, logs: logs, stop: stop, proxy: pu}
+}
+
+// client sends requests through the app as HTTP_PROXY clients do.
+func (r *running) client(t testing.TB) *http.Client {
+	tr := &http.Transport{Proxy: http.ProxyURL(r.proxy), MaxIdleConnsPerHost: 64}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
+}
+
+// echoSerial makes one forward-mode request and returns the serial the
+// upstream saw.
+func echoSerial(c *http.Client) (string, error) {
+	resp, err := c.Get("http://" + apiHost + "/v1/echo")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("status %d: %s", resp.StatusCode, body)
+	}
+	var e standin.Echo
+	if err := json.Unmarshal(body, &e); err != nil {
+		return "", err
+	}
+	return e.Client.Serial, nil
+}
+
+func serialOf(l *pki.Leaf) string { return fmt.Sprintf("%X", l.Cert.SerialNumber.Bytes()) }
+
+// requireTool finds an external program; without it the test skips on a
+// laptop and fails where PAYRAILS_PROXY_REQUIRE_INTEROP=1 (CI).
+func requireTool(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("PAYRAILS_PROXY_REQUIRE_INTEROP") == "1" {
+			t.Fatalf("%s is required (PAYRAILS_PROXY_REQUIRE_INTEROP=1) but not installed: %v", name, err)
+		}
+		t.Skipf("%s not installed; set PAYRAILS_PROXY_REQUIRE_INTEROP=1 to make this a failure", name)
+	}
+	return p
+}
+
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func netListen(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
