@@ -27,6 +27,9 @@ type app struct {
 }
 
 func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
+	if err := notYetAvailable(cfg); err != nil {
+		return nil, err
+	}
 	a := &app{cfg: cfg, log: log}
 	var ups []proxy.UpstreamConfig
 	for _, u := range cfg.Upstreams {
@@ -60,6 +63,26 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 	}
 	a.watcher = w
 	return a, nil
+}
+
+// notYetAvailable refuses settings whose feature this version lacks, rather
+// than run with less protection (or fewer features) than the operator asked for.
+func notYetAvailable(cfg *config.Config) error {
+	if cfg.Connect != config.ConnectReject {
+		return fmt.Errorf("connect: %s is not available in this version; remove it (or set connect: reject): "+
+			"CONNECT requests are answered with 405 and advice to use http:// through HTTP_PROXY", cfg.Connect)
+	}
+	if cfg.Access.ProxyAuthFile != "" {
+		return fmt.Errorf("access.proxy_auth_file is not enforced by this version; remove it and rely on " +
+			"access.allow_cidrs (loopback by default) rather than believe the proxy checks credentials")
+	}
+	for _, u := range cfg.Upstreams {
+		if u.Token.ClientID != "" {
+			return fmt.Errorf("upstreams %q: managed tokens (token.client_id) are not available in this version; "+
+				"remove the token section and let the service send its own Authorization header", u.Name)
+		}
+	}
+	return nil
 }
 
 func certSource(u config.Upstream) certs.Source {
