@@ -81,3 +81,53 @@ func echoVia(t testing.TB, c *http.Client) standinEcho {
 }
 
 type standinEcho = standin.Echo
+
+// TestSessionResumption: within one certificate generation a second
+// connection resumes the TLS session of the first instead of a full
+// handshake.
+func TestSessionResumption(t *testing.T) {
+	ps := newPKI(t)
+	up := startStandin(t, ps, func(o *standin.Options) { o.DisableHTTP2 = true })
+	e := startProxy(t, proxy.Config{Upstreams: []proxy.UpstreamConfig{upstreamConfig("live", hostA, up.Addr, ps, sourceOf(ps.client))}})
+	c := e.forwardClient(t)
+	first := echoVia(t, c)
+	if first.TLS.Resumed {
+		t.Fatal("the very first connection claims a resumed session")
+	}
+	// Two slow requests at once need two upstream connections; the new
+	// one can resume the first one's session.
+	results := make(chan standinEcho, 2)
+	for range 2 {
+		go func() {
+			resp, body := get(t, c, "http://"+hostA+"/echo?delay=200ms")
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("status %d: %s", resp.StatusCode, body)
+			}
+			results <- decodeEcho(t, body)
+		}()
+	}
+	a, b := <-results, <-results
+	if a.Conn == b.Conn {
+		t.Fatalf("both concurrent requests used connection %s; the test needs two", a.Conn)
+	}
+	second := a
+	if a.Conn == first.Conn {
+		second = b
+	}
+	if !second.TLS.Resumed {
+		t.Errorf("the second connection %s made a full handshake; want the first one's session resumed", second.Conn)
+	}
+}
+
+// TestIgnoresProxyEnvironment: the upstream connection never goes through
+// the proxy's own HTTP_PROXY/HTTPS_PROXY environment.
+func TestIgnoresProxyEnvironment(t *testing.T) {
+	t.Setenv("HTTPS_PROXY", "http://127.0.0.1:1")
+	t.Setenv("HTTP_PROXY", "http://127.0.0.1:1")
+	t.Setenv("https_proxy", "http://127.0.0.1:1")
+	e, _, _ := simpleEnv(t)
+	resp, body := get(t, plainClient(t), e.url+"/v1/x")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("with HTTPS_PROXY set in the proxy's environment: status %d: %s", resp.StatusCode, body)
+	}
+}

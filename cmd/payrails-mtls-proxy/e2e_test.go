@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -207,4 +209,40 @@ func TestDemo(t *testing.T) {
 		t.Errorf("demo exit %d: %s", code, errb.String())
 	}
 	outR.Close()
+}
+
+// TestGracefulShutdown: cancelling the app (what SIGTERM does) lets a
+// request in flight finish, then refuses new connections.
+func TestGracefulShutdown(t *testing.T) {
+	w := newWorld(t)
+	leaf := w.clientCert(t, "merchant", time.Now().Add(-time.Hour))
+	leaf.WriteFiles(w.certDir, "domain.pem", "domain.key")
+	r := startApp(t, w.configFile(t, ""))
+	c := r.client(t)
+	type result struct {
+		status int
+		err    error
+	}
+	res := make(chan result, 1)
+	go func() {
+		resp, err := c.Get("http://" + apiHost + "/delay/400ms")
+		if err != nil {
+			res <- result{err: err}
+			return
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		res <- result{resp.StatusCode, err}
+	}()
+	waitUntil(t, "the slow request to reach the upstream", func() bool { return w.api.Requests() >= 1 })
+	stopped := make(chan struct{})
+	go func() { r.stop(); close(stopped) }()
+	got := <-res
+	if got.err != nil || got.status != http.StatusOK {
+		t.Errorf("in-flight request during shutdown: status %d, %v", got.status, got.err)
+	}
+	<-stopped
+	if _, err := net.DialTimeout("tcp", r.addr, time.Second); err == nil {
+		t.Error("the proxy still accepts connections after shutdown")
+	}
 }

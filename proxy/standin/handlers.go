@@ -86,6 +86,13 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 }
 
 func echoHandler(w http.ResponseWriter, r *http.Request) {
+	if d, err := time.ParseDuration(r.URL.Query().Get("delay")); err == nil {
+		select { // ?delay=200ms holds the answer, e.g. to force a second connection
+		case <-time.After(d):
+		case <-r.Context().Done():
+			return
+		}
+	}
 	h := sha256.New()
 	n, err := io.Copy(h, r.Body)
 	if err != nil {

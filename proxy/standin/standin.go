@@ -12,6 +12,7 @@
 //	GET  /gzip             a gzip-encoded JSON body with Content-Encoding: gzip
 //	GET  /status/{code}    answers with that status
 //	*    anything else     JSON echo: method, path, headers, body digest, client certificate, TLS
+//	                       (?delay=DURATION answers after that long)
 package standin
 
 import (
