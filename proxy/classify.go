@@ -2,8 +2,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -102,14 +100,9 @@ func (u *Upstream) rejected(err error, serial, alert string) *Error {
 }
 
 func (u *Upstream) classifyHandshake(hs *handshakeError) *Error {
-	var (
-		verr *tls.CertificateVerificationError
-		uae  x509.UnknownAuthorityError
-		he   x509.HostnameError
-		ne   net.Error
-	)
+	var ne net.Error
 	switch {
-	case errors.As(hs, &uae) || errors.As(hs, &he) || errors.As(hs, &verr):
+	case isVerifyError(hs):
 		return newError(KindUpstreamTLS, hs, "the server certificate of %s is not trusted (%v): the proxy never "+
 			"skips verification; if the upstream uses a private CA, give its certificate in ca_file (--ca-file)",
 			u.host, hs.err)

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
@@ -21,22 +22,9 @@ const (
 // tls.Config is built here once and never modified afterwards.
 func (u *Upstream) newGeneration(cert *tls.Certificate) *generation {
 	g := &generation{cert: cert, serial: serialOf(cert)}
-	cfg := &tls.Config{
-		MinVersion: tls.VersionTLS12,
-		ServerName: u.host,
-		RootCAs:    u.roots, // nil: the system roots
-		NextProtos: []string{"h2", "http/1.1"},
-		// Always present our certificate, whatever CAs the server says it
-		// accepts: a server that refuses it then says so with an alert we can
-		// report, instead of a confusing "certificate required".
-		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil },
-		// Per generation: a resumed TLS 1.3 session keeps the identity of the
-		// handshake that made it, so tickets must not outlive the certificate.
-		ClientSessionCache: tls.NewLRUClientSessionCache(sessionCacheSize),
-	}
-	g.probeTLS = cfg.Clone()
-	g.probeTLS.NextProtos = []string{"http/1.1"}
-	g.probeTLS.ClientSessionCache = nil // a resumed session would not present the certificate
+	// Per generation: a resumed TLS 1.3 session keeps the identity of the
+	// handshake that made it, so tickets must not outlive the certificate.
+	cfg := clientTLS(u.host, u.roots, cert, tls.NewLRUClientSessionCache(sessionCacheSize), nil, "h2", "http/1.1")
 	g.tr = &http.Transport{
 		Proxy: nil, // never through the proxy's own HTTP_PROXY environment
 		DialTLSContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -57,6 +45,32 @@ func (u *Upstream) newGeneration(cert *tls.Certificate) *generation {
 		},
 	}
 	return g
+}
+
+// clientTLS is the one place where the proxy's client TLS settings are
+// made: TLS 1.2 at least, the server verified against roots (nil: the
+// system roots) for host, and cert always presented when the server asks,
+// whatever CAs it says it accepts, so that a server refusing it says so
+// with an alert instead of a confusing "certificate required". requested,
+// when not nil, is called when the server asks for a client certificate.
+func clientTLS(host string, roots *x509.CertPool, cert *tls.Certificate, sessions tls.ClientSessionCache,
+	requested func(), protos ...string) *tls.Config {
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		ServerName:         host,
+		RootCAs:            roots,
+		NextProtos:         protos,
+		ClientSessionCache: sessions,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			if requested != nil {
+				requested()
+			}
+			if cert == nil {
+				return &tls.Certificate{}, nil // none to present
+			}
+			return cert, nil
+		},
+	}
 }
 
 func serialOf(c *tls.Certificate) string {

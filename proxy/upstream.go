@@ -107,7 +107,6 @@ type generation struct {
 	cert     *tls.Certificate
 	serial   string
 	tr       *http.Transport
-	probeTLS *tls.Config // HTTP/1.1 only, no session cache: see probe
 	inflight atomic.Int64
 	retired  atomic.Bool
 

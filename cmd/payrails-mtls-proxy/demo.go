@@ -23,6 +23,10 @@ const (
 	demoClientSecret = "demo-secret"
 )
 
+func init() {
+	register(command{name: "demo", summary: "run everything locally: a throwaway PKI, a stand-in Payrails API and the proxy", order: 20, run: runDemo})
+}
+
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	listen := fs.String("listen", config.DefaultListen, "proxy listen `HOST:PORT`")

@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 )
 
@@ -24,19 +25,24 @@ const (
 	exitUsage   = 2 // bad command line or configuration
 )
 
-// command is one subcommand.
+// command is one subcommand. Each lives in its own file and registers
+// itself in init, so that adding one touches no shared list.
 type command struct {
 	name    string
 	summary string
+	order   int // position in the usage text
 	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) int
 }
 
+var registry []command
+
+func register(c command) { registry = append(registry, c) }
+
+// commands returns the registered commands in usage order.
 func commands() []command {
-	return []command{
-		{"serve", "run the sidecar", runServe},
-		{"demo", "run everything locally: a throwaway PKI, a stand-in Payrails API and the proxy", runDemo},
-		{"version", "print the version", runVersion},
-	}
+	cs := slices.Clone(registry)
+	slices.SortFunc(cs, func(a, b command) int { return a.order - b.order })
+	return cs
 }
 
 func main() {

@@ -11,6 +11,10 @@ import (
 	"github.com/mtlsproxy/payrails-mtls-proxy/config"
 )
 
+func init() {
+	register(command{name: "serve", summary: "run the sidecar", order: 10, run: runServe})
+}
+
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	var (

@@ -11,6 +11,10 @@ import (
 // version is stamped at build time: -ldflags "-X main.version=v1.2.3".
 var version = "dev"
 
+func init() {
+	register(command{name: "version", summary: "print the version", order: 90, run: runVersion})
+}
+
 func runVersion(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintln(stdout, versionString())
 	return exitOK
