@@ -145,3 +145,34 @@ func FuzzLoadFolder(f *testing.F) {
 		}
 	})
 }
+
+// TestExpiryWarningDaily: a certificate expiring within 30 days is warned
+// about at start and again each day (the periodic re-read), not on every
+// re-read.
+func TestExpiryWarningDaily(t *testing.T) {
+	ca := newCA(t)
+	now := time.Now()
+	l := issue(t, ca, "soon", pki.KeyECDSA, now.Add(-time.Hour), now.Add(10*24*time.Hour))
+	dir := t.TempDir()
+	l.WriteFiles(dir, "domain.pem", "domain.key")
+	core, logs := observer.New(zapcore.InfoLevel)
+	clock := now
+	s := NewStore("live", Source{Dir: dir}, zap.New(core), WithClock(func() time.Time { return clock }))
+	warnings := func() int { return logs.FilterField(zap.String(fieldCode, string(CodeExpiresSoon))).Len() }
+	if warnings() != 1 {
+		t.Fatalf("%d expiry warnings at start, want 1", warnings())
+	}
+	for _, step := range []struct {
+		after time.Duration
+		want  int
+	}{{time.Minute, 1}, {time.Hour, 1}, {25 * time.Hour, 2}, {26 * time.Hour, 2}, {49 * time.Hour, 3}} {
+		clock = now.Add(step.after)
+		s.Reload()
+		if got := warnings(); got != step.want {
+			t.Errorf("after %s: %d expiry warnings, want %d", step.after, got, step.want)
+		}
+	}
+	if notes := s.Notes(); len(notes) != 1 {
+		t.Errorf("readiness notes %v, want the expiry", notes)
+	}
+}

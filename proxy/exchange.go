@@ -71,6 +71,8 @@ func (p *Proxy) finishExchange(ex *exchange, rw *responseWriter, r *http.Request
 	if rec != nil {
 		status = 0 // the client got a broken response
 	}
+	elapsed := time.Since(ex.start)
+	p.m.observe(ex, r.Method, status, elapsed)
 	lvl := zapcore.InfoLevel
 	switch {
 	case rec != nil || ex.upstreamErr != nil:
@@ -99,7 +101,7 @@ func (p *Proxy) finishExchange(ex *exchange, rw *responseWriter, r *http.Request
 			zap.String(fieldPath, r.URL.Path),
 			zap.Int(fieldStatus, status),
 			zap.Int64(fieldBytes, rw.bytes),
-			zap.Duration(fieldDuration, time.Since(ex.start)),
+			zap.Duration(fieldDuration, elapsed),
 			zap.String(fieldClient, r.RemoteAddr),
 		)
 		if ex.gen != nil {

@@ -62,7 +62,7 @@ type ProbeResult struct {
 // Upstream.refusal).
 func Probe(ctx context.Context, c ProbeConfig) ProbeResult {
 	up, err := newUpstream(UpstreamConfig{Name: "probe", URL: c.URL, Address: c.Address, RootCAs: c.RootCAs,
-		Certificates: fixedSource{c.Certificate}}, withDefaults(c.Timeouts))
+		Certificates: fixedSource{c.Certificate}}, withDefaults(c.Timeouts), nil)
 	if err != nil {
 		return ProbeResult{Outcome: OutcomeTCPFailed, Err: err}
 	}

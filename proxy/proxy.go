@@ -22,6 +22,7 @@ type Config struct {
 	// means loopback only: the proxy carries the merchant's identity.
 	AllowCIDRs []netip.Prefix
 	Logger     *zap.Logger // nil means no logging
+	Metrics    *Metrics    // nil means no metrics
 }
 
 // Proxy is the http.Handler of the proxy listener. It routes each request to
@@ -36,6 +37,7 @@ type Proxy struct {
 	allow        []netip.Prefix
 	gp           *goproxy.ProxyHttpServer
 	log          *zap.Logger
+	m            *Metrics
 	ids          *requestIDs
 }
 
@@ -49,14 +51,14 @@ func New(cfg Config) (*Proxy, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	p := &Proxy{byHost: map[string]*Upstream{}, allow: cfg.AllowCIDRs, log: log, ids: newRequestIDs()}
+	p := &Proxy{byHost: map[string]*Upstream{}, allow: cfg.AllowCIDRs, log: log, m: cfg.Metrics, ids: newRequestIDs()}
 	if len(p.allow) == 0 {
 		p.allow = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 	}
 	t := withDefaults(cfg.Timeouts)
 	var hosts []string
 	for _, c := range cfg.Upstreams {
-		up, err := newUpstream(c, t)
+		up, err := newUpstream(c, t, cfg.Metrics)
 		if err != nil {
 			return nil, err
 		}

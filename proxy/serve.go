@@ -28,13 +28,14 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener, shutdownTimeout time
 		IdleTimeout:       clientIdleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          zap.NewStdLog(p.log.Named("http")),
+		ConnState:         func(c net.Conn, st http.ConnState) { p.m.connState(c, st) },
 	}
-	return serve(ctx, srv, ln, shutdownTimeout, p.log)
+	return RunServer(ctx, srv, ln, shutdownTimeout, p.log)
 }
 
-// serve runs srv on ln with graceful shutdown on ctx; shared by the proxy
-// and admin listeners.
-func serve(ctx context.Context, srv *http.Server, ln net.Listener, shutdownTimeout time.Duration, log *zap.Logger) error {
+// RunServer runs srv on ln until ctx is cancelled, then shuts it down
+// gracefully within shutdownTimeout; the proxy and admin listeners share it.
+func RunServer(ctx context.Context, srv *http.Server, ln net.Listener, shutdownTimeout time.Duration, log *zap.Logger) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

@@ -69,12 +69,13 @@ type Upstream struct {
 	certs      CertificateSource
 	certSource string
 	timeouts   Timeouts
+	m          *Metrics
 
 	mu  sync.Mutex // serialises building a generation
 	gen atomic.Pointer[generation]
 }
 
-func newUpstream(c UpstreamConfig, t Timeouts) (*Upstream, error) {
+func newUpstream(c UpstreamConfig, t Timeouts, m *Metrics) (*Upstream, error) {
 	if c.URL == nil || c.URL.Scheme != "https" || c.URL.Hostname() == "" {
 		return nil, fmt.Errorf("upstream %q: URL must be https://HOST, got %v", c.Name, c.URL)
 	}
@@ -91,7 +92,7 @@ func newUpstream(c UpstreamConfig, t Timeouts) (*Upstream, error) {
 	}
 	return &Upstream{
 		name: c.Name, host: canonicalHost(c.URL.Hostname()), authority: c.URL.Host, dialAddr: dial,
-		isDefault: c.Default, roots: c.RootCAs, certs: c.Certificates, certSource: c.CertSource, timeouts: t,
+		isDefault: c.Default, roots: c.RootCAs, certs: c.Certificates, certSource: c.CertSource, timeouts: t, m: m,
 	}, nil
 }
 
@@ -203,7 +204,12 @@ func (u *Upstream) dialTLS(ctx context.Context, cfg *tls.Config) (net.Conn, erro
 	}
 	hctx, cancel := context.WithTimeout(ctx, u.timeouts.TLSHandshake)
 	defer cancel()
+	if u.m != nil {
+		u.m.upstreamConn(u.name, 1)
+		raw = &countedConn{Conn: raw, done: func() { u.m.upstreamConn(u.name, -1) }}
+	}
 	conn := tls.Client(raw, cfg)
+	start := time.Now()
 	if err := conn.HandshakeContext(hctx); err != nil {
 		raw.Close()
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
@@ -211,7 +217,21 @@ func (u *Upstream) dialTLS(ctx context.Context, cfg *tls.Config) (net.Conn, erro
 		}
 		return nil, &handshakeError{addr: u.dialAddr, err: err}
 	}
+	u.m.handshake(u.name, conn.ConnectionState().DidResume, time.Since(start))
 	return conn, nil
+}
+
+// countedConn calls done once, when closed.
+type countedConn struct {
+	net.Conn
+	once sync.Once
+	done func()
+}
+
+func (c *countedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.done)
+	return err
 }
 
 // timeoutError marks a deadline of our own as a net.Error timeout.

@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"net/http"
+	"time"
+
 	"errors"
 	"fmt"
 	"net"
@@ -9,6 +12,9 @@ import (
 	"os/signal"
 	"sync"
 	"syscall"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/admin"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs"
 	"github.com/mtlsproxy/payrails-mtls-proxy/config"
@@ -19,18 +25,20 @@ import (
 // app is the wired sidecar: one certificate store per upstream and the
 // proxy in front of them. serve and demo run the same app.
 type app struct {
-	cfg     *config.Config
-	log     *zap.Logger
-	stores  []*certs.Store
-	watcher *certs.Watcher
-	proxy   *proxy.Proxy
+	cfg      *config.Config
+	log      *zap.Logger
+	stores   []*certs.Store
+	watcher  *certs.Watcher
+	proxy    *proxy.Proxy
+	registry *prometheus.Registry
+	admin    http.Handler
 }
 
 func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 	if err := notYetAvailable(cfg); err != nil {
 		return nil, err
 	}
-	a := &app{cfg: cfg, log: log}
+	a := &app{cfg: cfg, log: log, registry: newRegistry()}
 	var ups []proxy.UpstreamConfig
 	for _, u := range cfg.Upstreams {
 		src := certSource(u)
@@ -51,11 +59,18 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 			ResponseHeader: cfg.Timeouts.ResponseHeader, IdleConn: cfg.Timeouts.IdleConn},
 		AllowCIDRs: cfg.Access.AllowCIDRs,
 		Logger:     log,
+		Metrics:    proxy.NewMetrics(a.registry),
 	})
 	if err != nil {
 		return nil, err
 	}
 	a.proxy = p
+	var adminUps []admin.Upstream
+	for _, s := range a.stores {
+		adminUps = append(adminUps, adminUpstream(s))
+	}
+	a.registry.MustRegister(admin.NewCertCollector(adminUps))
+	a.admin = admin.New(admin.Config{Upstreams: adminUps, Gatherer: a.registry})
 	w, err := certs.NewWatcher(a.stores, certs.WatchOptions{Debounce: cfg.Reload.Debounce,
 		PollInterval: cfg.Reload.PollInterval}, log.Named("certs"))
 	if err != nil {
@@ -111,20 +126,38 @@ func (e *listenError) Error() string {
 
 func (e *listenError) Unwrap() error { return e.err }
 
+// listeners are the app's open ports.
+type listeners struct {
+	proxy, admin string // HOST:PORT
+}
+
 // run serves until ctx is cancelled. ready, if not nil, is called with the
-// proxy's address once it accepts connections. Every goroutine it starts
-// has stopped when it returns.
-func (a *app) run(ctx context.Context, ready func(proxyAddr string)) error {
+// listeners' addresses once they accept connections. Every goroutine it
+// starts has stopped when it returns.
+func (a *app) run(ctx context.Context, ready func(listeners)) error {
 	ln, err := net.Listen("tcp", a.cfg.Listen)
 	if err != nil {
 		a.watcher.Close()
 		return &listenError{what: "proxy", addr: a.cfg.Listen, flag: "--listen, PAYRAILS_PROXY_LISTEN or listen:", err: err}
 	}
-	a.log.Info("proxy listening", zap.String("listen", ln.Addr().String()), zap.String("version", version),
-		zap.Strings("upstreams", upstreamHosts(a.cfg)))
+	adminLn, err := net.Listen("tcp", a.cfg.AdminListen)
+	if err != nil {
+		ln.Close()
+		a.watcher.Close()
+		return &listenError{what: "admin endpoints", addr: a.cfg.AdminListen,
+			flag: "--admin-listen, PAYRAILS_PROXY_ADMIN_LISTEN or admin_listen:", err: err}
+	}
+	a.log.Info("proxy listening", zap.String("listen", ln.Addr().String()), zap.String("admin_listen", adminLn.Addr().String()),
+		zap.String("version", version), zap.Strings("upstreams", upstreamHosts(a.cfg)))
 
 	bg, stopBackground := context.WithCancel(ctx)
 	var wg sync.WaitGroup
+	wg.Go(func() {
+		srv := &http.Server{Handler: a.admin, ReadHeaderTimeout: 5 * time.Second, ErrorLog: zap.NewStdLog(a.log.Named("admin"))}
+		if err := proxy.RunServer(bg, srv, adminLn, time.Second, a.log.Named("admin")); err != nil {
+			a.log.Error("admin listener stopped", zap.Error(err))
+		}
+	})
 	wg.Go(func() {
 		if err := a.watcher.Run(bg); err != nil {
 			a.log.Error("certificate watcher stopped; certificates are no longer reloaded", zap.Error(err))
@@ -133,7 +166,7 @@ func (a *app) run(ctx context.Context, ready func(proxyAddr string)) error {
 	wg.Go(func() { a.reloadOnSIGHUP(bg) })
 
 	if ready != nil {
-		ready(ln.Addr().String())
+		ready(listeners{proxy: ln.Addr().String(), admin: adminLn.Addr().String()})
 	}
 	err = a.proxy.Serve(ctx, ln, a.cfg.Timeouts.Shutdown)
 	stopBackground()

@@ -81,8 +81,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "demo: %v\n", err)
 		return exitFailure
 	}
-	err = a.run(ctx, func(proxyAddr string) {
-		printDemo(stdout, demoInfo{Proxy: proxyAddr, Host: demoHost, API: api.Addr, Dir: dir, CertDir: d.certDir,
+	err = a.run(ctx, func(l listeners) {
+		printDemo(stdout, demoInfo{Proxy: l.proxy, Admin: l.admin, Host: demoHost, API: api.Addr, Dir: dir, CertDir: d.certDir,
 			CAFile: d.caFile, ClientID: demoClientID, Secret: demoClientSecret, Port: portOf(api.Addr)})
 	})
 	if err != nil {
@@ -136,7 +136,7 @@ func newDemoPKI(dir, keyType string) (*demoPKI, error) {
 }
 
 type demoInfo struct {
-	Proxy, Host, API, Dir, CertDir, CAFile, ClientID, Secret, Port string
+	Proxy, Admin, Host, API, Dir, CertDir, CAFile, ClientID, Secret, Port string
 }
 
 func portOf(addr string) string {
@@ -150,6 +150,7 @@ payrails-mtls-proxy demo is running.
   stand-in Payrails API  https://{{.Host}}  (listening on {{.API}}; requires a client certificate)
   proxy                  http://{{.Proxy}}   (plain HTTP in, mTLS out)
   client certificate     {{.CertDir}}/domain.pem + domain.key
+  admin                  http://{{.Admin}}/readyz  /metrics  /certs
 
 Try, in another terminal:
 

@@ -99,6 +99,7 @@ upstreams:
 type running struct {
 	app   *app
 	addr  string // the proxy's HOST:PORT
+	admin string // the admin listener's HOST:PORT
 	logs  *observer.ObservedLogs
 	stop  func()
 	proxy *url.URL
@@ -118,12 +119,12 @@ func startApp(t testing.TB, cfgPath string) *running {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan string, 1)
+	ready := make(chan listeners, 1)
 	done := make(chan error, 1)
-	go func() { done <- a.run(ctx, func(addr string) { ready <- addr }) }()
-	var addr string
+	go func() { done <- a.run(ctx, func(l listeners) { ready <- l }) }()
+	var l listeners
 	select {
-	case addr = <-ready:
+	case l = <-ready:
 	case err := <-done:
 		t.Fatalf("app stopped: %v", err)
 	}
@@ -137,8 +138,8 @@ func startApp(t testing.TB, cfgPath string) *running {
 		})
 	}
 	t.Cleanup(stop)
-	pu, _ := url.Parse("http://" + addr)
-	return &running{app: a, addr: addr, logs: logs, stop: stop, proxy: pu}
+	pu, _ := url.Parse("http://" + l.proxy)
+	return &running{app: a, addr: l.proxy, admin: l.admin, logs: logs, stop: stop, proxy: pu}
 }
 
 // client sends requests through the app as HTTP_PROXY clients do.

@@ -1,0 +1,208 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/certs/pki"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// scrape parses /metrics with the Prometheus text parser.
+func scrape(t testing.TB, admin string) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("parsing /metrics: %v", err)
+	}
+	return mfs
+}
+
+// value returns the value of the series of family name whose labels include
+// want, or -1 when there is none. Histograms give their sample count.
+func value(mfs map[string]*dto.MetricFamily, name string, want map[string]string) float64 {
+	mf := mfs[name]
+	if mf == nil {
+		return -1
+	}
+next:
+	for _, m := range mf.Metric {
+		labels := map[string]string{}
+		for _, l := range m.Label {
+			labels[l.GetName()] = l.GetValue()
+		}
+		for k, v := range want {
+			if labels[k] != v {
+				continue next
+			}
+		}
+		switch {
+		case m.Counter != nil:
+			return m.Counter.GetValue()
+		case m.Gauge != nil:
+			return m.Gauge.GetValue()
+		case m.Histogram != nil:
+			return float64(m.Histogram.GetSampleCount())
+		}
+	}
+	return -1
+}
+
+// TestMetrics: counters and histograms move for real requests, a denied
+// request, a failed upstream and a reload; the not-after gauge is the
+// certificate's NotAfter.
+func TestMetrics(t *testing.T) {
+	w := newWorld(t)
+	leaf := w.clientCert(t, "merchant", time.Now().Add(-2*time.Hour))
+	leaf.WriteFiles(w.certDir, "domain.pem", "domain.key")
+	r := startApp(t, w.configFile(t, "reload: {debounce: 20ms, poll_interval: 1h}\n"))
+	c := r.client(t)
+	before := scrape(t, r.admin)
+	for _, mf := range []string{"go_goroutines", "process_resident_memory_bytes", "payrails_proxy_certificate_ready"} {
+		if before[mf] == nil {
+			t.Errorf("/metrics lacks %s", mf)
+		}
+	}
+
+	for range 3 {
+		if _, err := echoSerial(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, u := range []string{"http://example.com/", "http://" + apiHost + "/delay/1ms"} { // denied, fine
+		resp, err := c.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body) // read to the end, so the connection stays open
+		resp.Body.Close()
+	}
+	w.api.Close() // the upstream goes away: the next new connection fails
+	r.app.proxy.Close()
+	resp, err := c.Get("http://" + apiHost + "/v1/down")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	next := w.clientCert(t, "next", time.Now().Add(-time.Hour))
+	next.WriteFiles(w.certDir, "domain.pem", "domain.key")
+	waitUntil(t, "the reload", func() bool { return r.app.stores[0].Stats().Swapped >= 2 })
+
+	waitUntil(t, "the metrics of the last request", func() bool {
+		return value(scrape(t, r.admin), "payrails_proxy_upstream_errors_total",
+			map[string]string{"upstream": "live", "kind": "upstream_unreachable"}) == 1
+	})
+	after := scrape(t, r.admin)
+	checks := []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"payrails_proxy_requests_total", map[string]string{"upstream": "live", "method": "GET", "code": "2xx"}, 4},
+		{"payrails_proxy_requests_total", map[string]string{"upstream": "live", "method": "GET", "code": "5xx"}, 1},
+		{"payrails_proxy_request_duration_seconds", map[string]string{"upstream": "live"}, 5},
+		{"payrails_proxy_denied_requests_total", map[string]string{"reason": "host_not_allowed"}, 1},
+		{"payrails_proxy_upstream_errors_total", map[string]string{"upstream": "live", "kind": "upstream_unreachable"}, 1},
+		{"payrails_proxy_upstream_tls_handshakes_total", map[string]string{"upstream": "live", "resumed": "false"}, 1},
+		{"payrails_proxy_upstream_tls_handshake_duration_seconds", map[string]string{"upstream": "live"}, 1},
+		{"payrails_proxy_certificate_reloads_total", map[string]string{"upstream": "live", "result": "swapped"}, 2},
+		{"payrails_proxy_certificate_not_after_timestamp_seconds", map[string]string{"upstream": "live", "serial": serialOf(next), "in_use": "true"},
+			float64(next.Cert.NotAfter.Unix())},
+		{"payrails_proxy_certificate_ready", map[string]string{"upstream": "live"}, 1},
+	}
+	for _, ck := range checks {
+		if got := value(after, ck.name, ck.labels); got != ck.want {
+			t.Errorf("%s%v = %v, want %v", ck.name, ck.labels, got, ck.want)
+		}
+	}
+	if got := value(after, "payrails_proxy_certificate_last_reload_success_timestamp_seconds", map[string]string{"upstream": "live"}); got < float64(time.Now().Add(-time.Minute).Unix()) {
+		t.Errorf("last reload success %v, want about now", got)
+	}
+	if got := value(after, "payrails_proxy_client_connections_open", nil); got < 1 {
+		t.Errorf("client connections open %v, want at least the test client's", got)
+	}
+}
+
+// TestReadyzFlips: /readyz is 503 with the reason while no valid
+// certificate is loaded (here: the one in use expires), and 200 again
+// after a good drop.
+func TestReadyzFlips(t *testing.T) {
+	w := newWorld(t)
+	now := time.Now()
+	short, err := w.ca.Issue(pki.LeafOptions{CommonName: "short", NotBefore: now.Add(-time.Hour), NotAfter: now.Add(1500 * time.Millisecond), Client: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	short.WriteFiles(w.certDir, "domain.pem", "domain.key")
+	r := startApp(t, w.configFile(t, "reload: {debounce: 20ms, poll_interval: 1h}\n"))
+	status := func() (int, string) {
+		resp, err := http.Get("http://" + r.admin + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := status(); code != 200 || !strings.Contains(body, "expires in 0 days") {
+		t.Fatalf("readyz %d %s; want 200 with the expiry note", code, body)
+	}
+	waitUntil(t, "readyz to fail after expiry", func() bool { c, _ := status(); return c == 503 })
+	if _, body := status(); !strings.Contains(body, "expired") {
+		t.Errorf("503 body %s does not say why", body)
+	}
+	good := w.clientCert(t, "good", now.Add(-time.Minute))
+	good.WriteFiles(w.certDir, "domain.pem", "domain.key")
+	waitUntil(t, "readyz to recover after a good drop", func() bool { c, _ := status(); return c == 200 })
+	resp, err := http.Get("http://" + r.admin + "/healthz")
+	if err != nil || resp.StatusCode != 200 {
+		t.Errorf("healthz: %v %v", resp, err)
+	}
+	resp.Body.Close()
+}
+
+// TestCertsEndpoint: /certs describes the certificates and never contains
+// key material.
+func TestCertsEndpoint(t *testing.T) {
+	w := newWorld(t)
+	leaf := w.clientCert(t, "merchant", time.Now().Add(-time.Hour))
+	leaf.WriteFiles(w.certDir, "domain.pem", "domain.key")
+	r := startApp(t, w.configFile(t, ""))
+	resp, err := http.Get("http://" + r.admin + "/certs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var reports []struct {
+		Upstream string
+		Ready    bool
+		InUse    *struct{ Serial, Fingerprint string } `json:"in_use"`
+		Reloads  struct{ LastResult string }           `json:"reloads"`
+	}
+	if err := json.Unmarshal(body, &reports); err != nil {
+		t.Fatalf("/certs %s: %v", body, err)
+	}
+	if len(reports) != 1 || !reports[0].Ready || reports[0].InUse == nil || reports[0].InUse.Serial != serialOf(leaf) {
+		t.Fatalf("/certs = %s", body)
+	}
+	keyB64 := strings.Split(string(leaf.KeyPEM), "\n")[1] // a line of the key's base64
+	for _, bad := range []string{"PRIVATE KEY", "-----BEGIN", keyB64} {
+		if strings.Contains(string(body), bad) {
+			t.Errorf("/certs contains %q", bad)
+		}
+	}
+}

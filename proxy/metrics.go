@@ -1,0 +1,145 @@
+package proxy
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the proxy's Prometheus metrics, all prefixed payrails_proxy_.
+// A nil *Metrics records nothing, so tests and tools need not register any.
+type Metrics struct {
+	requests       *prometheus.CounterVec
+	duration       *prometheus.HistogramVec
+	upstreamErrors *prometheus.CounterVec
+	denied         *prometheus.CounterVec
+	handshakes     *prometheus.CounterVec
+	handshakeTime  *prometheus.HistogramVec
+	clientConns    prometheus.Gauge
+	upstreamConns  *prometheus.GaugeVec
+}
+
+// NewMetrics creates the metrics and registers them with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "payrails_proxy_requests_total",
+			Help: "Requests handled, by upstream, method and status class (1xx..5xx; 0xx when the response broke off).",
+		}, []string{"upstream", "method", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "payrails_proxy_request_duration_seconds",
+			Help:    "Time from the request's arrival to the end of its response, by upstream.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"upstream"}),
+		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "payrails_proxy_upstream_errors_total",
+			Help: "Requests that failed on the way to or from the upstream, by kind (the X-Payrails-Proxy-Error value).",
+		}, []string{"upstream", "kind"}),
+		denied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "payrails_proxy_denied_requests_total",
+			Help: "Requests refused by the proxy, by reason (host_not_allowed, connect, source_not_allowed, ...).",
+		}, []string{"reason"}),
+		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "payrails_proxy_upstream_tls_handshakes_total",
+			Help: "TLS handshakes with upstreams, by upstream and whether the session was resumed.",
+		}, []string{"upstream", "resumed"}),
+		handshakeTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "payrails_proxy_upstream_tls_handshake_duration_seconds",
+			Help:    "Duration of TLS handshakes with upstreams (TCP connect excluded).",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"upstream"}),
+		clientConns: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "payrails_proxy_client_connections_open",
+			Help: "Client connections open on the proxy listener.",
+		}),
+		upstreamConns: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "payrails_proxy_upstream_connections_open",
+			Help: "TLS connections open to each upstream.",
+		}, []string{"upstream"}),
+	}
+	reg.MustRegister(m.requests, m.duration, m.upstreamErrors, m.denied, m.handshakes, m.handshakeTime,
+		m.clientConns, m.upstreamConns)
+	return m
+}
+
+// deniedReason maps a refusal to the denied_requests_total label.
+var deniedReason = map[Kind]string{
+	KindHostNotAllowed:      "host_not_allowed",
+	KindConnectNotSupported: "connect",
+	KindSourceNotAllowed:    "source_not_allowed",
+	KindProxyAuthRequired:   "proxy_auth_required",
+	KindBadRequest:          "bad_request",
+	KindNoDefaultUpstream:   "no_default_upstream",
+}
+
+// observe records one finished request.
+func (m *Metrics) observe(ex *exchange, method string, status int, elapsed time.Duration) {
+	if m == nil {
+		return
+	}
+	upstream := ""
+	if ex.up != nil {
+		upstream = ex.up.name
+	}
+	m.requests.WithLabelValues(upstream, methodLabel(method), statusClass(status)).Inc()
+	m.duration.WithLabelValues(upstream).Observe(elapsed.Seconds())
+	if ex.err == nil {
+		if ex.upstreamErr != nil {
+			m.upstreamErrors.WithLabelValues(upstream, "upstream_body").Inc()
+		}
+		return
+	}
+	if reason, ok := deniedReason[ex.err.Kind]; ok {
+		m.denied.WithLabelValues(reason).Inc()
+		return
+	}
+	if ex.err.Kind != KindClientClosed {
+		m.upstreamErrors.WithLabelValues(upstream, string(ex.err.Kind)).Inc()
+	}
+}
+
+func (m *Metrics) handshake(upstream string, resumed bool, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.handshakes.WithLabelValues(upstream, strconv.FormatBool(resumed)).Inc()
+	m.handshakeTime.WithLabelValues(upstream).Observe(d.Seconds())
+}
+
+func (m *Metrics) upstreamConn(upstream string, delta float64) {
+	if m != nil {
+		m.upstreamConns.WithLabelValues(upstream).Add(delta)
+	}
+}
+
+// connState counts client connections; it is the listener's ConnState hook.
+func (m *Metrics) connState(_ any, st http.ConnState) {
+	if m == nil {
+		return
+	}
+	switch st {
+	case http.StateNew:
+		m.clientConns.Inc()
+	case http.StateClosed, http.StateHijacked:
+		m.clientConns.Dec()
+	}
+}
+
+// methodLabel keeps the label set small: clients choose methods.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete,
+		http.MethodHead, http.MethodOptions, http.MethodConnect:
+		return m
+	}
+	return "OTHER"
+}
+
+func statusClass(status int) string {
+	if status < 100 || status > 599 {
+		return "0xx"
+	}
+	return strconv.Itoa(status/100) + "xx"
+}
