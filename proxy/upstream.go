@@ -240,3 +240,24 @@ type timeoutError struct{ msg string }
 func (e *timeoutError) Error() string   { return e.msg }
 func (e *timeoutError) Timeout() bool   { return true }
 func (e *timeoutError) Temporary() bool { return true }
+
+// NewUpstream returns an Upstream on its own, for tools that talk to the
+// Payrails API exactly as the proxy does (the `token` command): same TLS
+// settings, transport and error classification. Zero timeouts take
+// DefaultTimeouts' values.
+func NewUpstream(c UpstreamConfig, t Timeouts) (*Upstream, error) {
+	return newUpstream(c, withDefaults(t), nil)
+}
+
+// RoundTrip implements http.RoundTripper. Failures are *Error values that
+// say what happened and what to do, as the proxy's JSON errors do.
+func (u *Upstream) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, g, err := u.roundTrip(req)
+	if err != nil {
+		return nil, u.classify(req.Context(), err, g)
+	}
+	return resp, nil
+}
+
+// CloseIdleConnections closes the upstream's idle connections.
+func (u *Upstream) CloseIdleConnections() { u.close() }

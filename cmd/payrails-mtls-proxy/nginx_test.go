@@ -1,0 +1,88 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// nginxServer is a real nginx on loopback, a server no one here wrote.
+type nginxServer struct {
+	addr string
+}
+
+// startNginx runs nginx with one TLS server block that requires a client
+// certificate signed by clientCA and holds the given location blocks.
+func startNginx(t testing.TB, serverCert, serverKey, clientCA, locations string) *nginxServer {
+	t.Helper()
+	bin := requireTool(t, "nginx")
+	dir := t.TempDir()
+	for _, d := range []string{"logs", "tmp"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	addr := freeAddr(t)
+	conf := fmt.Sprintf(`daemon off;
+master_process off;
+worker_processes 1;
+pid %[1]s/nginx.pid;
+error_log stderr warn;
+events { worker_connections 256; }
+http {
+  access_log off;
+  client_body_temp_path %[1]s/tmp;
+  proxy_temp_path %[1]s/tmp;
+  fastcgi_temp_path %[1]s/tmp;
+  uwsgi_temp_path %[1]s/tmp;
+  scgi_temp_path %[1]s/tmp;
+  server {
+    listen %[2]s ssl;
+    server_name %[3]s;
+    ssl_certificate %[4]s;
+    ssl_certificate_key %[5]s;
+    ssl_client_certificate %[6]s;
+    ssl_verify_client on;
+    ssl_protocols TLSv1.2 TLSv1.3;
+%[7]s
+  }
+}
+`, dir, addr, apiHost, serverCert, serverKey, clientCA, locations)
+	confPath := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd := exec.Command(bin, "-p", dir, "-c", confPath, "-e", "stderr")
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting nginx: %v", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
+			c.Close()
+			return &nginxServer{addr: addr}
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("nginx exited: %v\n%s", err, stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nginx did not listen on %s within 10s:\n%s", addr, stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

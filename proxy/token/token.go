@@ -1,0 +1,132 @@
+// Package token obtains Payrails access tokens: POST
+// https://HOST/auth/token/<client id> with the client secret in x-api-key,
+// over the same mutual-TLS transport the proxy uses. It reads Payrails'
+// answer and its error shape; it never logs or returns the secret.
+package token
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Token is Payrails' token response.
+type Token struct {
+	AccessToken string `json:"access_token"`
+	TokenType   string `json:"token_type"`
+	ExpiresIn   int64  `json:"expires_in"` // seconds
+}
+
+// APIErrorItem is one entry of Payrails' {"errors":[...]} shape.
+type APIErrorItem struct {
+	ID     string `json:"id"`
+	Code   string `json:"code"`
+	Detail string `json:"detail"`
+	Reason string `json:"reason"`
+	DocURL string `json:"docUrl"`
+}
+
+// APIError is a token request that Payrails (or an edge in front of it)
+// answered with an error status.
+type APIError struct {
+	Status   int
+	Errors   []APIErrorItem // empty when the body was not Payrails' JSON
+	EdgePage bool           // an HTML page: the request never reached the API
+	Body     string         // the start of a body that was not Payrails' JSON
+}
+
+func (e *APIError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "token request refused with %d %s", e.Status, http.StatusText(e.Status))
+	for _, it := range e.Errors {
+		fmt.Fprintf(&b, "; %s: %s", it.Code, it.Detail)
+		if it.Reason != "" && it.Reason != it.Detail {
+			fmt.Fprintf(&b, " (%s)", it.Reason)
+		}
+	}
+	switch {
+	case e.EdgePage:
+		b.WriteString("; the answer is an HTML page from the edge, not the API: the client certificate was probably not accepted")
+	case len(e.Errors) == 0 && e.Body != "":
+		fmt.Fprintf(&b, "; body: %s", e.Body)
+	}
+	if e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden {
+		b.WriteString("; check the Client ID and the client secret (x-api-key) of this environment in the Payrails dashboard")
+	}
+	return b.String()
+}
+
+// ErrBadAnswer: a 2xx answer that is not a usable token.
+var ErrBadAnswer = errors.New("the token answer is not usable")
+
+// Fetch requests a token for clientID from the API at base (https://HOST)
+// through rt, which carries the client certificate. It returns the token,
+// the raw JSON answer, and an *APIError for an error status.
+func Fetch(ctx context.Context, rt http.RoundTripper, base *url.URL, clientID string, secret []byte) (*Token, []byte, error) {
+	if clientID == "" || len(secret) == 0 {
+		return nil, nil, errors.New("a client id and a client secret are both required")
+	}
+	u := *base
+	u.Path = "/auth/token/" + url.PathEscape(clientID)
+	u.RawPath, u.RawQuery = "", ""
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), http.NoBody)
+	if err != nil {
+		return nil, nil, fmt.Errorf("building the token request: %w", err)
+	}
+	req.Header.Set("x-api-key", string(secret))
+	req.Header.Set("Accept", "application/json")
+	resp, err := rt.RoundTrip(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading the token answer: %w", err)
+	}
+	if resp.StatusCode/100 != 2 {
+		return nil, body, apiError(resp, body)
+	}
+	var t Token
+	if err := json.Unmarshal(body, &t); err != nil || t.AccessToken == "" {
+		return nil, body, fmt.Errorf("%w: %d with body %q", ErrBadAnswer, resp.StatusCode, snippet(body))
+	}
+	return &t, body, nil
+}
+
+func apiError(resp *http.Response, body []byte) *APIError {
+	e := &APIError{Status: resp.StatusCode}
+	var shape struct {
+		Errors []APIErrorItem `json:"errors"`
+	}
+	if json.Unmarshal(body, &shape) == nil && len(shape.Errors) > 0 {
+		e.Errors = shape.Errors
+		return e
+	}
+	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	trimmed := bytes.TrimSpace(body)
+	e.EdgePage = mt == "text/html" || bytes.HasPrefix(bytes.ToLower(trimmed), []byte("<"))
+	e.Body = snippet(body)
+	return e
+}
+
+func snippet(b []byte) string {
+	s := strings.Join(strings.Fields(string(b)), " ")
+	if len(s) > 200 {
+		s = s[:200] + "..."
+	}
+	return s
+}
+
+// Expiry is when a token fetched at fetched expires.
+func (t *Token) Expiry(fetched time.Time) time.Time {
+	return fetched.Add(time.Duration(t.ExpiresIn) * time.Second)
+}
