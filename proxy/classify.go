@@ -61,6 +61,10 @@ func (u *Upstream) classify(ctx context.Context, err error, g *generation) *Erro
 	if g != nil {
 		serial = g.serial
 	}
+	var be *clientBodyError
+	if errors.As(err, &be) {
+		return be.proxyError()
+	}
 	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 		return newError(KindClientClosed, err, "the client closed the connection before the response from %s arrived", host)
 	}

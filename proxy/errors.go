@@ -30,6 +30,7 @@ const (
 	KindUpstreamTimeout     Kind = "upstream_timeout"
 	KindUpstreamError       Kind = "upstream_error"
 	KindClientClosed        Kind = "client_closed"
+	KindClientTimeout       Kind = "client_timeout"
 )
 
 // StatusClientClosedRequest is nginx's and Caddy's code for a client that
@@ -51,6 +52,7 @@ var kindStatus = map[Kind]int{
 	KindUpstreamTimeout:     http.StatusGatewayTimeout,
 	KindUpstreamError:       http.StatusBadGateway,
 	KindClientClosed:        StatusClientClosedRequest,
+	KindClientTimeout:       http.StatusRequestTimeout,
 }
 
 // Status returns the HTTP status for the kind; 502 for an unknown kind.

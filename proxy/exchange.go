@@ -40,9 +40,10 @@ type exchange struct {
 	start       time.Time
 	mode        Mode
 	up          *Upstream
-	gen         *generation // the certificate generation the request was sent with
-	err         *Error      // a failure of the proxy's own making
-	upstreamErr error       // the upstream body broke off mid-response
+	gen         *generation      // the certificate generation the request was sent with
+	err         *Error           // a failure of the proxy's own making
+	upstreamErr error            // the upstream body broke off mid-response
+	bodyErr     *clientBodyError // the client\'s request body failed
 }
 
 type exchangeKey struct{}

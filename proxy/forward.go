@@ -91,6 +91,9 @@ func (p *Proxy) finish(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Respons
 			err = errors.New("no response")
 		}
 		perr := ex.up.classify(ctx.Req.Context(), err, ex.gen)
+		if ex.bodyErr != nil { // the client's fault, whatever the transport made of it
+			perr = ex.bodyErr.proxyError()
+		}
 		ex.fail(perr)
 		return perr.response(ctx.Req, ex.id)
 	}

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/elazarl/goproxy"
 	"go.uber.org/zap"
@@ -21,8 +22,14 @@ type Config struct {
 	// AllowCIDRs are the client addresses allowed to use the proxy. Empty
 	// means loopback only: the proxy carries the merchant's identity.
 	AllowCIDRs []netip.Prefix
-	Logger     *zap.Logger // nil means no logging
-	Metrics    *Metrics    // nil means no metrics
+	// ClientBodyIdle is how long a client's request body may pause before
+	// the request is abandoned with 408. Zero means 30s.
+	ClientBodyIdle time.Duration
+	// ProxyAuth, when not nil, requires Proxy-Authorization: Basic from
+	// every client, in forward and base-URL modes.
+	ProxyAuth *AuthFile
+	Logger    *zap.Logger // nil means no logging
+	Metrics   *Metrics    // nil means no metrics
 }
 
 // Proxy is the http.Handler of the proxy listener. It routes each request to
@@ -36,6 +43,8 @@ type Proxy struct {
 	allowedHosts string // for messages: "a, b"
 	allow        []netip.Prefix
 	gp           *goproxy.ProxyHttpServer
+	auth         *AuthFile
+	bodyIdle     time.Duration
 	log          *zap.Logger
 	m            *Metrics
 	ids          *requestIDs
@@ -51,7 +60,11 @@ func New(cfg Config) (*Proxy, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	p := &Proxy{byHost: map[string]*Upstream{}, allow: cfg.AllowCIDRs, log: log, m: cfg.Metrics, ids: newRequestIDs()}
+	p := &Proxy{byHost: map[string]*Upstream{}, allow: cfg.AllowCIDRs, log: log, m: cfg.Metrics, auth: cfg.ProxyAuth, ids: newRequestIDs()}
+	p.bodyIdle = cfg.ClientBodyIdle
+	if p.bodyIdle <= 0 {
+		p.bodyIdle = 30 * time.Second
+	}
 	if len(p.allow) == 0 {
 		p.allow = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 	}
@@ -113,24 +126,37 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		err.write(rw, ex.id)
 		return
 	}
+	if err := p.checkProxyAuth(r); err != nil {
+		ex.fail(err)
+		err.write(rw, ex.id)
+		return
+	}
 	up, mode, err := p.route(r)
 	ex.mode, ex.up = mode, up
+	if err == nil {
+		err = checkFraming(r)
+	}
 	if err != nil {
 		ex.fail(err)
 		err.write(rw, ex.id)
 		return
 	}
-	p.gp.ServeHTTP(rw, p.toGoproxy(r, up, ex))
+	p.gp.ServeHTTP(rw, p.toGoproxy(rw, r, up, ex))
 }
 
 // toGoproxy returns a shallow copy of r for goproxy: absolute-form (goproxy
 // passes origin-form requests elsewhere) and carrying the exchange.
-func (p *Proxy) toGoproxy(r *http.Request, up *Upstream, ex *exchange) *http.Request {
+//
+// A request body is read with an idle timeout (see clientBody).
+func (p *Proxy) toGoproxy(w http.ResponseWriter, r *http.Request, up *Upstream, ex *exchange) *http.Request {
 	r2 := r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex))
 	if !r.URL.IsAbs() {
 		u := *r.URL
 		u.Scheme, u.Host = "http", up.host
 		r2.URL = &u
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		r2.Body = &clientBody{ReadCloser: r.Body, rc: http.NewResponseController(w), idle: p.bodyIdle, ex: ex}
 	}
 	return r2
 }

@@ -63,7 +63,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /delay/{d}", delayHandler)
 	mux.HandleFunc("GET /gzip", gzipHandler)
 	mux.HandleFunc("/status/{code}", statusHandler)
-	mux.HandleFunc("/", echoHandler)
+	mux.HandleFunc("/", s.echo)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.requests.Add(1)
 		mux.ServeHTTP(w, r)
@@ -83,6 +83,13 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	s.tokenIssued.Add(1)
 	writeJSON(w, http.StatusOK, Token{AccessToken: hex.EncodeToString(b), TokenType: "Bearer",
 		ExpiresIn: int64(s.opts.TokenTTL / time.Second)})
+}
+
+func (s *Server) echo(w http.ResponseWriter, r *http.Request) {
+	if key := r.Header.Get("X-Idempotency-Key"); key != "" && s.opts.Keys != nil {
+		s.opts.Keys.add(key)
+	}
+	echoHandler(w, r)
 }
 
 func echoHandler(w http.ResponseWriter, r *http.Request) {

@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -37,6 +38,42 @@ type Options struct {
 	TokenTTL     time.Duration   // expires_in of issued tokens; 0 means one hour
 	DisableHTTP2 bool            // offer only HTTP/1.1 in ALPN
 	MaxVersion   uint16          // cap the TLS version (tls.VersionTLS12); 0 means the default
+	Keys         *KeyCounter     // counts X-Idempotency-Key arrivals; may be shared across restarts
+}
+
+// KeyCounter counts how often each X-Idempotency-Key reached the echo
+// endpoint, so a test can prove no request was sent twice. Safe for
+// concurrent use; the zero value is ready.
+type KeyCounter struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (k *KeyCounter) add(key string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.n == nil {
+		k.n = map[string]int{}
+	}
+	k.n[key]++
+}
+
+// Count returns how often key arrived.
+func (k *KeyCounter) Count(key string) int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.n[key]
+}
+
+// Snapshot returns a copy of all counts.
+func (k *KeyCounter) Snapshot() map[string]int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	out := make(map[string]int, len(k.n))
+	for key, v := range k.n {
+		out[key] = v
+	}
+	return out
 }
 
 // Server is a running stand-in. Its counters are safe for concurrent use.

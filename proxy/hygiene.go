@@ -1,0 +1,86 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"time"
+)
+
+// Request framing (RFC 9112 §6). Go's server already refuses most
+// smuggling shapes (conflicting Content-Length values, unknown or repeated
+// transfer codings, invalid header names) and normalises the rest: with
+// both Content-Length and Transfer-Encoding it drops Content-Length and
+// reads chunks (§6.3), obs-fold is joined into one line (§5.2), chunk
+// extensions are dropped. The outbound request is written by the transport
+// from ContentLength alone, so the upstream always receives one framing.
+// What is left to refuse here is below.
+
+// checkFraming refuses what Go's server accepts but would forward as a
+// different request. Go ignores (and deletes) Transfer-Encoding on HTTP/1.0
+// requests (golang/go#12785), so an HTTP/1.0 POST with a chunked body would
+// go out with an empty body and its chunks would be read as the next
+// request. RFC 9112 §6.1 calls such framing faulty, and HTTP/1.0 requires
+// Content-Length on a request with a body (RFC 1945 §7.2.2): refuse any
+// HTTP/1.0 request of a body-carrying method without one.
+func checkFraming(r *http.Request) *Error {
+	if r.ProtoAtLeast(1, 1) {
+		return nil
+	}
+	switch r.Method {
+	case http.MethodPost, http.MethodPut, http.MethodPatch:
+		if len(r.Header["Content-Length"]) == 0 {
+			return newError(KindBadRequest, nil, "an HTTP/1.0 %s needs a Content-Length (Transfer-Encoding is not "+
+				"HTTP/1.0, RFC 9112 §6.1); send HTTP/1.1, or a Content-Length", r.Method)
+		}
+	}
+	return nil
+}
+
+// clientBodyError is a failure to read the client's request body: its
+// framing broke, or it went quiet for longer than the idle timeout. It is
+// the client's fault, not the upstream's.
+type clientBodyError struct {
+	err     error
+	timeout time.Duration
+}
+
+func (e *clientBodyError) Error() string { return "reading the request body: " + e.err.Error() }
+func (e *clientBodyError) Unwrap() error { return e.err }
+
+func (e *clientBodyError) proxyError() *Error {
+	var ne net.Error
+	if errors.As(e.err, &ne) && ne.Timeout() {
+		return newError(KindClientTimeout, e, "the request body stalled: no bytes for %s; the upstream request "+
+			"was abandoned, send the body without pauses", e.timeout)
+	}
+	return newError(KindBadRequest, e, "the request body could not be read (%v); the upstream request was "+
+		"abandoned before it was complete", e.err)
+}
+
+// clientBody reads the client's request body with an idle timeout: each
+// Read must make progress within idle, so a slow or stalled client gives up
+// its request without holding an upstream connection for long. The
+// deadline is cleared at EOF, because net/http keeps reading the
+// connection in the background afterwards to notice a client that leaves.
+type clientBody struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	idle time.Duration
+	ex   *exchange // receives the first read failure
+}
+
+func (b *clientBody) Read(p []byte) (int, error) {
+	_ = b.rc.SetReadDeadline(time.Now().Add(b.idle))
+	n, err := b.ReadCloser.Read(p)
+	switch {
+	case err == io.EOF:
+		_ = b.rc.SetReadDeadline(time.Time{})
+	case err != nil:
+		be := &clientBodyError{err: err, timeout: b.idle}
+		b.ex.bodyErr = be
+		return n, be
+	}
+	return n, err
+}
