@@ -29,6 +29,7 @@ type app struct {
 	log      *zap.Logger
 	stores   []*certs.Store
 	watcher  *certs.Watcher
+	auth     *proxy.AuthFile // nil without access.proxy_auth_file
 	proxy    *proxy.Proxy
 	registry *prometheus.Registry
 	admin    http.Handler
@@ -53,7 +54,15 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 			RootCAs: roots, Certificates: store, CertSource: src.String(),
 		})
 	}
+	if f := cfg.Access.ProxyAuthFile; f != "" {
+		auth, err := proxy.NewAuthFile(f)
+		if err != nil {
+			return nil, err
+		}
+		a.auth = auth
+	}
 	p, err := proxy.New(proxy.Config{
+		ProxyAuth: a.auth,
 		Upstreams: ups,
 		Timeouts: proxy.Timeouts{Dial: cfg.Timeouts.Dial, TLSHandshake: cfg.Timeouts.TLSHandshake,
 			ResponseHeader: cfg.Timeouts.ResponseHeader, IdleConn: cfg.Timeouts.IdleConn},
@@ -86,10 +95,6 @@ func notYetAvailable(cfg *config.Config) error {
 	if cfg.Connect != config.ConnectReject {
 		return fmt.Errorf("connect: %s is not available in this version; remove it (or set connect: reject): "+
 			"CONNECT requests are answered with 405 and advice to use http:// through HTTP_PROXY", cfg.Connect)
-	}
-	if cfg.Access.ProxyAuthFile != "" {
-		return fmt.Errorf("access.proxy_auth_file is not enforced by this version; remove it and rely on " +
-			"access.allow_cidrs (loopback by default) rather than believe the proxy checks credentials")
 	}
 	for _, u := range cfg.Upstreams {
 		if u.Token.ClientID != "" {
@@ -149,6 +154,11 @@ func (a *app) run(ctx context.Context, ready func(listeners)) error {
 	}
 	a.log.Info("proxy listening", zap.String("listen", ln.Addr().String()), zap.String("admin_listen", adminLn.Addr().String()),
 		zap.String("version", version), zap.Strings("upstreams", upstreamHosts(a.cfg)))
+	if !isLoopback(ln.Addr()) && a.auth == nil {
+		a.log.Warn("the proxy listens beyond loopback without proxy authentication: anyone allowed by "+
+			"access.allow_cidrs can call Payrails as the merchant; set access.proxy_auth_file, or listen on 127.0.0.1",
+			zap.String("listen", ln.Addr().String()), zap.Any("allow_cidrs", a.cfg.Access.AllowCIDRs))
+	}
 
 	bg, stopBackground := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -187,10 +197,20 @@ func (a *app) reloadOnSIGHUP(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-hup:
-			a.log.Info("SIGHUP: reloading certificates")
+			a.log.Info("SIGHUP: reloading certificates and the proxy_auth_file")
 			a.watcher.ReloadAll()
+			if a.auth != nil {
+				if err := a.auth.Reload(); err != nil {
+					a.log.Error("proxy_auth_file not reloaded; the previous credentials stay", zap.Error(err))
+				}
+			}
 		}
 	}
+}
+
+func isLoopback(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
 }
 
 func upstreamHosts(cfg *config.Config) []string {
