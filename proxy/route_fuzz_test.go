@@ -1,0 +1,74 @@
+package proxy
+
+import (
+	"bufio"
+	"crypto/tls"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+)
+
+type nilSource struct{}
+
+func (nilSource) Certificate() *tls.Certificate { return nil }
+
+// FuzzRoute: whatever request target and Host header a client sends, the
+// routing decision never panics, and a request only ever reaches an
+// upstream whose host it names exactly (forward mode) or through a path
+// (base-URL mode).
+func FuzzRoute(f *testing.F) {
+	p, err := New(Config{Upstreams: []UpstreamConfig{
+		{Name: "live", URL: &url.URL{Scheme: "https", Host: "api.acme.payrails.io"}, Certificates: nilSource{}, Default: true},
+		{Name: "staging", URL: &url.URL{Scheme: "https", Host: "acme-api.staging.payrails.io:8443"}, Certificates: nilSource{}},
+	}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, s := range []struct{ target, host string }{
+		{"http://api.acme.payrails.io/v1/x", "api.acme.payrails.io"},
+		{"http://API.ACME.PAYRAILS.IO:80/x", "x"},
+		{"http://api.acme.payrails.io.evil.com/", "x"},
+		{"http://api.acme.payrails.io./", "x"},
+		{"http://u:p@api.acme.payrails.io/", "x"},
+		{"/v1/x", "acme-api.staging.payrails.io:8080"},
+		{"https://acme-api.staging.payrails.io/", "x"},
+		{"http://[::1]:80/", "x"},
+		{"*", "x"},
+		{"api.acme.payrails.io:443", "api.acme.payrails.io:443"},
+	} {
+		f.Add("GET", s.target, s.host)
+		f.Add("CONNECT", s.target, s.host)
+	}
+	f.Fuzz(func(t *testing.T, method, target, host string) {
+		raw := method + " " + target + " HTTP/1.1\r\nHost: " + host + "\r\n\r\n"
+		r, err := http.ReadRequest(bufio.NewReader(strings.NewReader(raw)))
+		if err != nil {
+			return // net/http refuses it before any routing
+		}
+		up, mode, perr := p.route(r)
+		if (up == nil) == (perr == nil) {
+			t.Fatalf("route(%q) = upstream %v, error %v: want exactly one", raw, up, perr)
+		}
+		if up == nil {
+			if perr.Kind.Status() < 400 {
+				t.Fatalf("refusal with status %d", perr.Kind.Status())
+			}
+			return
+		}
+		switch mode {
+		case ModeForward:
+			u := r.URL
+			if u.Scheme != "http" || u.User != nil || (u.Port() != "" && u.Port() != "80") ||
+				!strings.EqualFold(u.Hostname(), up.host) {
+				t.Fatalf("forward request %q routed to %s", raw, up.host)
+			}
+		case ModeGateway:
+			if !strings.HasPrefix(r.URL.Path, "/") {
+				t.Fatalf("gateway request %q without a path routed to %s", raw, up.host)
+			}
+		default:
+			t.Fatalf("mode %q routed to %s", mode, up.host)
+		}
+	})
+}
