@@ -143,6 +143,18 @@ func Start(o Options) (*Server, error) {
 	return s, nil
 }
 
+// Handler returns the stand-in's endpoints without a listener, for serving
+// behind another TLS terminator (the interop tests put nginx in front). The
+// echo then reports no client certificate of its own; the terminator can
+// pass its verdict in headers, which the echo shows.
+func Handler(o Options) http.Handler {
+	if o.TokenTTL == 0 {
+		o.TokenTTL = time.Hour
+	}
+	s := &Server{opts: o}
+	return s.routes()
+}
+
 // Close stops the server and closes every connection.
 func (s *Server) Close() error {
 	err := s.srv.Close()
