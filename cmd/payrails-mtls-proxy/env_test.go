@@ -33,6 +33,7 @@ const apiHost = "api.acme.payrails.test"
 type world struct {
 	ca      *pki.CA
 	api     *standin.Server
+	apiOpts standin.Options // Keys is shared by every restart
 	certDir string
 	caFile  string
 }
@@ -47,13 +48,15 @@ func newWorld(t testing.TB) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	api, err := standin.Start(standin.Options{Certificate: srv.TLS(), ClientCAs: ca.Pool(), ClientID: "cid", ClientSecret: "s3cret"})
+	opts := standin.Options{Certificate: srv.TLS(), ClientCAs: ca.Pool(), ClientID: "cid", ClientSecret: "s3cret",
+		Keys: &standin.KeyCounter{}}
+	api, err := standin.Start(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { api.Close() })
 	dir := t.TempDir()
-	w := &world{ca: ca, api: api, certDir: filepath.Join(dir, "certs"), caFile: filepath.Join(dir, "ca.pem")}
+	w := &world{ca: ca, api: api, apiOpts: opts, certDir: filepath.Join(dir, "certs"), caFile: filepath.Join(dir, "ca.pem")}
+	t.Cleanup(func() { w.api.Close() })
 	if err := os.Mkdir(w.certDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -61,6 +64,20 @@ func newWorld(t testing.TB) *world {
 		t.Fatal(err)
 	}
 	return w
+}
+
+// restartAPI stops the stand-in (closing every connection, as a deploy
+// would) and starts it again on the same address.
+func (w *world) restartAPI(t testing.TB) {
+	t.Helper()
+	w.api.Close()
+	o := w.apiOpts
+	o.Addr = w.api.Addr
+	api, err := standin.Start(o)
+	if err != nil {
+		t.Fatalf("restarting the stand-in: %v", err)
+	}
+	w.api = api
 }
 
 // clientCert issues a client certificate whose NotBefore orders it: later
