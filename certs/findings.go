@@ -78,11 +78,14 @@ func csrMessage(path string, inPlaceOfCert bool) string {
 		return fmt.Sprintf("is a certificate signing request (CSR), ignored: %s is the request you upload in "+
 			"the Payrails dashboard (Step 1), not the certificate; keep it or delete it", base)
 	}
-	return fmt.Sprintf("is a certificate signing request (CSR), not a certificate: %s is the file made in Step 1 "+
-		"(domain.csr) and uploaded to the Payrails dashboard; the certificate is the domain.pem you download "+
-		"from the dashboard's mTLS Certificates page after the upload. Used as a certificate, this file is "+
-		"what makes OpenSSL and curl fail with \"PEM routines ... NO_START_LINE\"; put the downloaded "+
-		"domain.pem here instead", base)
+	made := base + " is the file made in Step 1 (the guide's domain.csr)"
+	if base == "domain.csr" {
+		made = "domain.csr is the file made in Step 1"
+	}
+	return fmt.Sprintf("is a certificate signing request (CSR), not a certificate: %s and uploaded to the "+
+		"Payrails dashboard; the certificate is the domain.pem you download from the dashboard's mTLS "+
+		"Certificates page after the upload. Used as a certificate, this file is what makes OpenSSL and curl "+
+		"fail with \"PEM routines ... NO_START_LINE\"; put the downloaded domain.pem here instead", made)
 }
 
 func joinFindings(fs []Finding, min Severity) string {

@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/certs"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
+)
+
+// remote probes the target with the chosen certificate and prints what
+// happened. It returns whether the server accepted the certificate, and a
+// short verdict.
+func (p *checkPrinter) remote(ctx context.Context, t *remoteTarget, chosen *certs.Pair) (bool, string) {
+	dial := t.config.URL.Host
+	if t.config.Address != "" {
+		dial = t.config.Address
+	}
+	p.f("\nServer %s (dialling %s):\n", t.config.URL, dial)
+	if chosen == nil {
+		p.f("  NOT TESTED: there is no valid certificate to present; fix the folder first.\n")
+		return false, "the server was not tested"
+	}
+	cfg := t.config
+	cfg.Certificate = chosen.Certificate
+	res := proxy.Probe(ctx, cfg)
+	ok, headline, advice := explainProbe(res, t, chosen.Serial)
+	p.f("%s\n", wrap("  "+headline, 100, 4))
+	if advice != "" {
+		p.f("%s\n", wrap("  "+advice, 100, 4))
+	}
+	return ok, strings.SplitN(headline, ":", 2)[0]
+}
+
+// explainProbe turns a probe's outcome into words: whether the certificate
+// was accepted, a headline, and what to do.
+func explainProbe(res proxy.ProbeResult, t *remoteTarget, serial string) (ok bool, headline, advice string) {
+	switch res.Outcome {
+	case proxy.OutcomeTCPFailed:
+		return false, fmt.Sprintf("UNREACHABLE: no TCP connection to %s: %v.", res.Addr, res.Err),
+			"Check DNS and the egress firewall from this host; --address HOST:PORT dials a fixed address."
+	case proxy.OutcomeServerUntrusted:
+		return false, fmt.Sprintf("SERVER NOT TRUSTED: the server's certificate does not verify: %v.", res.Err),
+			serverTrustAdvice(t.caFile)
+	case proxy.OutcomeTLSFailed:
+		return false, fmt.Sprintf("TLS FAILED: the handshake with %s failed: %v.", res.Addr, res.Err),
+			"The server named no problem with the client certificate; check that the URL and port speak TLS."
+	case proxy.OutcomeCertificateRefused:
+		return false, fmt.Sprintf("REFUSED: the server rejected the client certificate (serial %s) with TLS alert %q.",
+			serial, res.Alert), alertMeaning(res.Alert)
+	case proxy.OutcomeCertNotRequested:
+		return false, fmt.Sprintf("NOT TESTED: the server answered (HTTP %d) without asking for a client certificate, "+
+				"so this says nothing about the certificate.", res.Status),
+			"Payrails' API always asks for one: check that --remote (and --address) point at the Payrails API, " +
+				"not at a load balancer, proxy or other host that does not check client certificates."
+	case proxy.OutcomeAccepted:
+		return explainAnswer(res)
+	default:
+		return false, fmt.Sprintf("NO ANSWER: the handshake finished but the connection broke before an HTTP "+
+				"answer, without a TLS alert: %v.", res.Err), "A server that refuses a certificate sometimes just " +
+				"closes the connection; try again, and check the certificate is active in the Payrails dashboard."
+	}
+}
+
+func serverTrustAdvice(caFile string) string {
+	if caFile != "" {
+		return fmt.Sprintf("%s does not hold the CA that signed this server's certificate: check --ca-file, --remote "+
+			"and --address. The client certificate was not tested.", caFile)
+	}
+	return "Payrails' servers verify with the system roots; for a server with a private CA (a test server or " +
+		"stand-in), give that CA's certificate with --ca-file. The client certificate was not tested."
+}
+
+// explainAnswer judges an HTTP answer after a handshake in which the server
+// asked for the certificate. An HTML error page comes from an edge that
+// refused the request before the API (Payrails' edge does that to a
+// request without a valid client certificate); JSON comes from the API.
+func explainAnswer(res proxy.ProbeResult) (bool, string, string) {
+	what := fmt.Sprintf("HTTP %d", res.Status)
+	if res.ContentType != "" {
+		what += " (" + res.ContentType + ")"
+	}
+	if res.EdgePage && res.Status >= 400 {
+		return false, fmt.Sprintf("REFUSED AT THE EDGE: the handshake passed, but the answer is an HTML error page, %s, "+
+				"from an edge or load balancer, not the API's JSON.", what),
+			"The certificate was most likely not accepted for this host: check it was issued for this environment " +
+				"(live and staging differ), is active in the Payrails dashboard, and that --remote is the API host."
+	}
+	headline := fmt.Sprintf("ACCEPTED: the server asked for the client certificate and accepted it (%s); it answered %s.",
+		res.TLSVersion, what)
+	switch {
+	case res.EdgePage:
+		return true, headline, "The answer is an HTML page rather than the API's JSON: check that --remote is the API host."
+	case res.Status == 401 || res.Status == 403:
+		return true, headline, "A 401 or 403 is expected here: check sends no access token."
+	}
+	return true, headline, ""
+}
+
+// alertMeaning says what a TLS alert about the client certificate means for
+// Payrails. The alert's text is its RFC 8446 name, as crypto/tls prints it.
+func alertMeaning(alert string) string {
+	switch {
+	case strings.Contains(alert, "revoked"):
+		return "The certificate was revoked: download an active certificate from the dashboard's mTLS Certificates " +
+			"page, or make a new CSR (payrails-mtls-proxy csr) and upload it."
+	case strings.Contains(alert, "expired"):
+		return "The server considers the certificate expired: check this machine's clock and the dates above, and " +
+			"download a current certificate from the Payrails dashboard."
+	case strings.Contains(alert, "certificate required"):
+		return "The server received no certificate; the certificate and key above should have been sent: check " +
+			"the key type is one the server accepts."
+	case strings.Contains(alert, "access denied"):
+		return "The server knows the certificate but refuses access: it may be inactive or revoked in the " +
+			"Payrails dashboard, or belong to another merchant account."
+	}
+	return "The server does not recognise this certificate. For Payrails this means: a certificate of the other " +
+		"environment (staging and live have their own; the Common Name says which), a certificate not issued by " +
+		"Payrails (not the domain.pem downloaded after uploading the CSR), or one that was never uploaded or is no " +
+		"longer active. Download the certificate for this environment from the dashboard's mTLS Certificates page."
+}
