@@ -74,8 +74,10 @@ func (p *parsedFile) add(sev Severity, code Code, format string, args ...any) {
 // findings on the result.
 func readFile(path string, r role, pass *passphrase) *parsedFile {
 	p := &parsedFile{File: File{Path: path}}
-	data, mode, err := readBounded(path)
-	p.Mode = mode
+	data, st, err := readBounded(path)
+	if st != nil {
+		p.Mode = st.Mode()
+	}
 	switch {
 	case errors.Is(err, errTooLarge):
 		p.Kind = KindUnrecognised
@@ -96,33 +98,50 @@ func readFile(path string, r role, pass *passphrase) *parsedFile {
 		p.parseDER(data, pass)
 	}
 	p.classify(r)
-	if p.Keys > 0 && p.Mode.Perm()&0o077 != 0 {
-		p.add(Warning, CodeKeyPermissions, "holds a private key and is readable by group or others (mode %04o): "+
-			"run `chmod 600 %s` (Kubernetes: set the Secret volume's defaultMode to 0400)", p.Mode.Perm(), path)
+	if p.Keys > 0 {
+		p.checkKeyPermissions(st)
 	}
 	return p
 }
 
 var errTooLarge = errors.New("file too large")
 
-func readBounded(path string) ([]byte, fs.FileMode, error) {
+func readBounded(path string) ([]byte, fs.FileInfo, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, err
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, err
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
 	if err != nil {
-		return nil, st.Mode(), err
+		return nil, st, err
 	}
 	if len(data) > maxFileSize {
-		return nil, st.Mode(), errTooLarge
+		return nil, st, errTooLarge
 	}
-	return data, st.Mode(), nil
+	return data, st, nil
+}
+
+// checkKeyPermissions warns about a key file others can read. A key
+// readable by its group only, when that group is this process's own, is
+// how Kubernetes lets a non-root container read a Secret (fsGroup turns
+// defaultMode 0400 into 0440): that gets a note, not a warning, so the
+// warning keeps its meaning.
+func (p *parsedFile) checkKeyPermissions(st fs.FileInfo) {
+	perm := p.Mode.Perm()
+	switch {
+	case perm&0o077 == 0:
+	case perm&0o007 == 0 && st != nil && groupIsOurs(st):
+		p.add(Info, CodeKeyPermissions, "holds a private key readable by its group (mode %04o), which is this "+
+			"process's own group, as Kubernetes' fsGroup arranges; fine while no other process shares that group", perm)
+	default:
+		p.add(Warning, CodeKeyPermissions, "holds a private key and is readable by group or others (mode %04o): "+
+			"run `chmod 600 %s` (Kubernetes: defaultMode 0400 with the pod's fsGroup set to the container's group)", perm, p.Path)
+	}
 }
 
 func (p *parsedFile) parsePEM(data []byte, pass *passphrase) {
