@@ -1,0 +1,60 @@
+# payrails-mtls-proxy: one static binary on distroless, running as non-root.
+#
+#   docker build --build-arg VERSION=$(git describe --tags --always --dirty) -t payrails-mtls-proxy .
+#   docker run --rm --read-only --stop-timeout 40 -v "$PWD/certs:/certs:ro" \
+#     -e PAYRAILS_PROXY_UPSTREAM=https://api.acme.payrails.io payrails-mtls-proxy
+#
+# With a configuration file, mount it at /etc/payrails-mtls-proxy/config.yaml and run
+# `serve --config /etc/payrails-mtls-proxy/config.yaml` (or set PAYRAILS_PROXY_CONFIG).
+# The environment below beats the file (flags > environment > file > defaults): change
+# listen addresses with -e, not in the file, and with several upstreams in the file set
+# PAYRAILS_PROXY_CERT_DIR to empty (an empty variable counts as unset). See README.md,
+# "Deployment".
+
+# The build runs on the builder's own platform and cross-compiles (no emulation):
+# TARGETOS/TARGETARCH come from `docker buildx build --platform ...`.
+FROM --platform=$BUILDPLATFORM golang:1.26-bookworm AS build
+WORKDIR /src
+# Modules first, so that a source change does not download them again.
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+ARG VERSION=dev
+ARG TARGETOS
+ARG TARGETARCH
+# scripts/build.sh is the only place the release build command lives; CI runs it too.
+RUN GOOS=$TARGETOS GOARCH=$TARGETARCH OUT=/out/payrails-mtls-proxy bash scripts/build.sh "$VERSION"
+
+# static-debian12: CA certificates, /etc/passwd with nonroot (65532), no shell, no libc.
+FROM gcr.io/distroless/static-debian12:nonroot
+ARG VERSION=dev
+LABEL org.opencontainers.image.title="payrails-mtls-proxy" \
+      org.opencontainers.image.description="Sidecar: plain HTTP in, Payrails API out over mutual TLS with a hot-reloaded client certificate" \
+      org.opencontainers.image.source="https://github.com/mtlsproxy/payrails-mtls-proxy" \
+      org.opencontainers.image.version="$VERSION"
+COPY --from=build /out/payrails-mtls-proxy /payrails-mtls-proxy
+
+# Proxy port on loopback: a sidecar shares its pod's (or compose service's) network
+# namespace, so the application reaches it at 127.0.0.1:8080 while the merchant's
+# identity stays off the network. Serving other hosts needs PAYRAILS_PROXY_LISTEN=0.0.0.0:8080,
+# PAYRAILS_PROXY_ALLOW_CIDRS set to their networks, and access.proxy_auth_file.
+# Admin port on all interfaces: kubelet probes and Prometheus come from outside the
+# namespace, and /healthz, /readyz, /metrics and /certs expose no key material.
+# Certificates: the folder /certs (a Kubernetes Secret mounted as a directory, never with
+# subPath, or a read-only bind mount), re-read when files change.
+ENV PAYRAILS_PROXY_LISTEN=127.0.0.1:8080 \
+    PAYRAILS_PROXY_ADMIN_LISTEN=0.0.0.0:9090 \
+    PAYRAILS_PROXY_CERT_DIR=/certs
+USER nonroot:nonroot
+EXPOSE 8080 9090
+VOLUME /certs
+
+# No shell or curl in the image: the binary asks its own admin port. /readyz is 200 only
+# while a valid client certificate is loaded for every upstream.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+  CMD ["/payrails-mtls-proxy", "health", "--url", "http://127.0.0.1:9090/readyz"]
+# SIGTERM: stop accepting, let requests in flight finish for up to timeouts.shutdown (30s),
+# so give `docker stop` more than that (--stop-timeout 40, compose stop_grace_period).
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["/payrails-mtls-proxy"]
+CMD ["serve"]

@@ -1,0 +1,189 @@
+package main
+
+import (
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/config"
+	"go.yaml.in/yaml/v3"
+)
+
+// deployDockerfileEnv returns the variables the image sets with ENV.
+func deployDockerfileEnv(t *testing.T) map[string]string {
+	t.Helper()
+	env := map[string]string{}
+	for _, ins := range deployDockerInstructions(deployRead(t, "Dockerfile")) {
+		if ins.cmd != "ENV" {
+			continue
+		}
+		for _, kv := range strings.Fields(ins.args) {
+			if k, v, ok := strings.Cut(kv, "="); ok {
+				env[k] = strings.Trim(v, `"`)
+			}
+		}
+	}
+	return env
+}
+
+type deployDockerInstruction struct{ cmd, args string }
+
+// deployDockerInstructions splits a Dockerfile into instructions, joining
+// continuation lines and dropping comments.
+func deployDockerInstructions(data []byte) []deployDockerInstruction {
+	var out []deployDockerInstruction
+	var cur strings.Builder
+	for line := range strings.Lines(string(data)) {
+		line = strings.TrimSpace(line)
+		if strings.HasPrefix(line, "#") || line == "" && cur.Len() == 0 {
+			continue
+		}
+		more := strings.HasSuffix(line, `\`)
+		cur.WriteString(strings.TrimSuffix(line, `\`) + " ")
+		if more {
+			continue
+		}
+		cmd, args, _ := strings.Cut(strings.TrimSpace(cur.String()), " ")
+		out = append(out, deployDockerInstruction{strings.ToUpper(cmd), strings.TrimSpace(args)})
+		cur.Reset()
+	}
+	return out
+}
+
+// deployPort is the port of a HOST:PORT.
+func deployPort(t *testing.T, hostPort string) int {
+	t.Helper()
+	_, p, err := net.SplitHostPort(hostPort)
+	n, err2 := strconv.Atoi(p)
+	if err != nil || err2 != nil {
+		t.Fatalf("%q: no port: %v %v", hostPort, err, err2)
+	}
+	return n
+}
+
+func deployDefaultShutdown(t *testing.T) time.Duration {
+	t.Helper()
+	def, err := deployParse(t, []byte("upstreams: [{url: https://api.acme.payrails.io, cert_dir: /certs}]"), "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return def.Timeouts.Shutdown
+}
+
+func TestDeployCompose(t *testing.T) {
+	var c struct {
+		Services map[string]struct {
+			NetworkMode     string            `yaml:"network_mode"`
+			Environment     map[string]string `yaml:"environment"`
+			Volumes         []string          `yaml:"volumes"`
+			StopGracePeriod string            `yaml:"stop_grace_period"`
+			Healthcheck     struct {
+				Test []string `yaml:"test"`
+			} `yaml:"healthcheck"`
+		} `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(deployRead(t, "deploy/docker-compose.yml"), &c); err != nil {
+		t.Fatal(err)
+	}
+	side, ok := c.Services["payrails-mtls-proxy"]
+	if !ok {
+		t.Fatal("docker-compose.yml has no payrails-mtls-proxy service")
+	}
+	if !slices.Contains(side.Volumes, "./certs:/certs:ro") {
+		t.Errorf("the sidecar's volumes %q do not mount the certificate folder read-only at /certs", side.Volumes)
+	}
+	if !slices.Contains(side.Healthcheck.Test, "health") {
+		t.Errorf("the sidecar's healthcheck %q does not use the health command", side.Healthcheck.Test)
+	}
+	if grace, err := time.ParseDuration(side.StopGracePeriod); err != nil || grace <= deployDefaultShutdown(t) {
+		t.Errorf("stop_grace_period %q must exceed timeouts.shutdown %v", side.StopGracePeriod, deployDefaultShutdown(t))
+	}
+	apps := 0
+	proxyURL := "http://127.0.0.1:" + strconv.Itoa(deployPort(t, config.DefaultListen))
+	for name, s := range c.Services {
+		if s.NetworkMode != "service:payrails-mtls-proxy" {
+			continue
+		}
+		apps++
+		if s.Environment["HTTP_PROXY"] != proxyURL || s.Environment["http_proxy"] != proxyURL {
+			t.Errorf("service %s: HTTP_PROXY %q, http_proxy %q; want both %s", name,
+				s.Environment["HTTP_PROXY"], s.Environment["http_proxy"], proxyURL)
+		}
+	}
+	if apps == 0 {
+		t.Error(`no service shares the sidecar's network namespace (network_mode: "service:payrails-mtls-proxy")`)
+	}
+}
+
+func TestDeployDockerfile(t *testing.T) {
+	ins := deployDockerInstructions(deployRead(t, "Dockerfile"))
+	var runs, froms []string
+	have := map[string]string{}
+	for _, i := range ins {
+		switch i.cmd {
+		case "RUN":
+			runs = append(runs, i.args)
+		case "FROM":
+			froms = append(froms, i.args)
+		}
+		have[i.cmd] = i.args // the last one counts
+	}
+	if !slices.ContainsFunc(runs, func(r string) bool { return strings.Contains(r, "scripts/build.sh") }) {
+		t.Errorf("no RUN step calls scripts/build.sh: %q", runs)
+	}
+	for _, r := range runs {
+		if strings.Contains(r, "go build") {
+			t.Errorf("RUN %q: the release build command lives only in scripts/build.sh", r)
+		}
+	}
+	if len(froms) < 2 || !strings.HasPrefix(froms[len(froms)-1], "gcr.io/distroless/static") {
+		t.Errorf("stages %q: want a build stage and a final gcr.io/distroless/static stage", froms)
+	}
+	for cmd, want := range map[string]string{
+		"USER":        "nonroot",
+		"HEALTHCHECK": `"health"`,
+		"ENTRYPOINT":  `["/payrails-mtls-proxy"]`,
+		"CMD":         `["serve"]`,
+		"VOLUME":      "/certs",
+	} {
+		if !strings.Contains(have[cmd], want) {
+			t.Errorf("%s %q does not contain %s", cmd, have[cmd], want)
+		}
+	}
+	env := deployDockerfileEnv(t)
+	if got, want := deployPort(t, env["PAYRAILS_PROXY_LISTEN"]), deployPort(t, config.DefaultListen); got != want {
+		t.Errorf("ENV PAYRAILS_PROXY_LISTEN port %d, want the default %d", got, want)
+	}
+	if host, _, _ := net.SplitHostPort(env["PAYRAILS_PROXY_LISTEN"]); !net.ParseIP(host).IsLoopback() {
+		t.Errorf("ENV PAYRAILS_PROXY_LISTEN=%s: the proxy port must stay on loopback", env["PAYRAILS_PROXY_LISTEN"])
+	}
+
+	build := string(deployRead(t, "scripts/build.sh"))
+	for _, want := range []string{"CGO_ENABLED=0 go build -trimpath", "-X main.version=", "./cmd/payrails-mtls-proxy"} {
+		if !strings.Contains(build, want) {
+			t.Errorf("scripts/build.sh does not contain %q", want)
+		}
+	}
+}
+
+func TestDeploySystemd(t *testing.T) {
+	unit := map[string][]string{}
+	for line := range strings.Lines(string(deployRead(t, "deploy/systemd/payrails-mtls-proxy.service"))) {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), "="); ok && !strings.HasPrefix(k, "#") {
+			unit[k] = append(unit[k], v)
+		}
+	}
+	if r := strings.Join(unit["ExecReload"], " "); !strings.Contains(r, "-HUP") || !strings.Contains(r, "$MAINPID") {
+		t.Errorf("ExecReload=%s: want kill -HUP $MAINPID (SIGHUP re-reads the certificates)", r)
+	}
+	stop, err := time.ParseDuration(strings.Join(unit["TimeoutStopSec"], ""))
+	if err != nil || stop <= deployDefaultShutdown(t) {
+		t.Errorf("TimeoutStopSec=%q must be a duration above timeouts.shutdown %v", unit["TimeoutStopSec"], deployDefaultShutdown(t))
+	}
+	if !strings.Contains(strings.Join(unit["ExecStart"], ""), " serve ") {
+		t.Errorf("ExecStart=%q does not run serve", unit["ExecStart"])
+	}
+}

@@ -1,0 +1,206 @@
+package main
+
+import (
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/config"
+	"go.yaml.in/yaml/v3"
+)
+
+// TestDeployKubernetesConfigMap: the configuration in the ConfigMap loads
+// with the environment the Deployment gives the sidecar.
+func TestDeployKubernetesConfigMap(t *testing.T) {
+	docs, err := deployYAMLDocs(deployRead(t, "deploy/kubernetes/configmap.yaml"))
+	if err != nil || len(docs) != 1 {
+		t.Fatalf("configmap.yaml: %d documents, %v", len(docs), err)
+	}
+	data, _ := docs[0].(map[string]any)["data"].(map[string]any)
+	text, _ := data["config.yaml"].(string)
+	if text == "" {
+		t.Fatal("configmap.yaml has no data.config.yaml")
+	}
+	env := deployDockerfileEnv(t)
+	for k, v := range deploySidecar(t).envMap() {
+		env[k] = v
+	}
+	cfg, err := deployParse(t, []byte(text), "/etc/payrails-mtls-proxy/config.yaml", env)
+	if err != nil {
+		t.Fatalf("the ConfigMap's config.yaml does not load with the Deployment's environment:\n%v", err)
+	}
+	if err := notYetAvailable(cfg); err != nil {
+		t.Errorf("the ConfigMap's config.yaml would not start: %v", err)
+	}
+}
+
+// deployContainer is the part of a Kubernetes container these tests read.
+type deployContainer struct {
+	Name          string   `yaml:"name"`
+	RestartPolicy string   `yaml:"restartPolicy"`
+	Args          []string `yaml:"args"`
+	Env           []struct {
+		Name  string `yaml:"name"`
+		Value string `yaml:"value"`
+	} `yaml:"env"`
+	Ports []struct {
+		Name          string `yaml:"name"`
+		ContainerPort int    `yaml:"containerPort"`
+	} `yaml:"ports"`
+	LivenessProbe   *deployProbe `yaml:"livenessProbe"`
+	ReadinessProbe  *deployProbe `yaml:"readinessProbe"`
+	SecurityContext struct {
+		RunAsNonRoot             *bool `yaml:"runAsNonRoot"`
+		ReadOnlyRootFilesystem   *bool `yaml:"readOnlyRootFilesystem"`
+		AllowPrivilegeEscalation *bool `yaml:"allowPrivilegeEscalation"`
+		Capabilities             struct {
+			Drop []string `yaml:"drop"`
+		} `yaml:"capabilities"`
+		SeccompProfile struct {
+			Type string `yaml:"type"`
+		} `yaml:"seccompProfile"`
+	} `yaml:"securityContext"`
+	VolumeMounts []struct {
+		Name      string `yaml:"name"`
+		MountPath string `yaml:"mountPath"`
+		SubPath   string `yaml:"subPath"`
+		ReadOnly  bool   `yaml:"readOnly"`
+	} `yaml:"volumeMounts"`
+}
+
+type deployProbe struct {
+	HTTPGet struct {
+		Path string `yaml:"path"`
+		Port any    `yaml:"port"`
+	} `yaml:"httpGet"`
+}
+
+type deployK8s struct {
+	Spec struct {
+		Template struct {
+			Spec struct {
+				TerminationGracePeriodSeconds int               `yaml:"terminationGracePeriodSeconds"`
+				InitContainers                []deployContainer `yaml:"initContainers"`
+				Containers                    []deployContainer `yaml:"containers"`
+				Volumes                       []struct {
+					Name   string `yaml:"name"`
+					Secret *struct {
+						SecretName  string `yaml:"secretName"`
+						DefaultMode int    `yaml:"defaultMode"`
+					} `yaml:"secret"`
+					ConfigMap *struct {
+						Name string `yaml:"name"`
+					} `yaml:"configMap"`
+				} `yaml:"volumes"`
+			} `yaml:"spec"`
+		} `yaml:"template"`
+	} `yaml:"spec"`
+}
+
+func (c deployContainer) envMap() map[string]string {
+	m := map[string]string{}
+	for _, e := range c.Env {
+		m[e.Name] = e.Value
+	}
+	return m
+}
+
+func deployDeployment(t *testing.T) deployK8s {
+	t.Helper()
+	var d deployK8s
+	if err := yaml.Unmarshal(deployRead(t, "deploy/kubernetes/deployment.yaml"), &d); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// deploySidecar is the proxy's container in the Deployment: a native
+// sidecar (init container that keeps running) or a plain container.
+func deploySidecar(t *testing.T) deployContainer {
+	t.Helper()
+	spec := deployDeployment(t).Spec.Template.Spec
+	for _, c := range slices.Concat(spec.InitContainers, spec.Containers) {
+		if c.Name == "payrails-mtls-proxy" {
+			return c
+		}
+	}
+	t.Fatal("deployment.yaml has no container named payrails-mtls-proxy")
+	return deployContainer{}
+}
+
+func TestDeployKubernetesDeployment(t *testing.T) {
+	d := deployDeployment(t)
+	spec := d.Spec.Template.Spec
+	side := deploySidecar(t)
+	admin := deployPort(t, config.DefaultAdminListen)
+
+	ports := map[string]int{}
+	for _, p := range side.Ports {
+		ports[p.Name] = p.ContainerPort
+	}
+	for _, pr := range []struct {
+		name string
+		p    *deployProbe
+		path string
+	}{{"livenessProbe", side.LivenessProbe, "/healthz"}, {"readinessProbe", side.ReadinessProbe, "/readyz"}} {
+		if pr.p == nil {
+			t.Errorf("sidecar has no %s", pr.name)
+			continue
+		}
+		port, _ := pr.p.HTTPGet.Port.(int)
+		if name, ok := pr.p.HTTPGet.Port.(string); ok {
+			port = ports[name]
+		}
+		if pr.p.HTTPGet.Path != pr.path || port != admin {
+			t.Errorf("%s asks %s on port %d, want %s on the admin port %d", pr.name, pr.p.HTTPGet.Path, port, pr.path, admin)
+		}
+	}
+
+	sc := side.SecurityContext
+	if sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
+		sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
+		!slices.Contains(sc.Capabilities.Drop, "ALL") || sc.SeccompProfile.Type != "RuntimeDefault" {
+		t.Errorf("sidecar securityContext %+v: want runAsNonRoot, readOnlyRootFilesystem, no privilege escalation, "+
+			"capabilities drop ALL, seccomp RuntimeDefault", sc)
+	}
+
+	secretVolumes := map[string]bool{}
+	for _, v := range spec.Volumes {
+		if v.Secret != nil {
+			secretVolumes[v.Name] = true
+			if v.Secret.DefaultMode != 0o400 {
+				t.Errorf("Secret volume %s: defaultMode %#o, want 0400", v.Name, v.Secret.DefaultMode)
+			}
+		}
+	}
+	certDir := side.envMap()["PAYRAILS_PROXY_CERT_DIR"]
+	mounted := false
+	for _, c := range slices.Concat(spec.InitContainers, spec.Containers) {
+		for _, m := range c.VolumeMounts {
+			if !secretVolumes[m.Name] {
+				continue
+			}
+			if m.SubPath != "" {
+				t.Errorf("container %s mounts Secret volume %s with subPath %q: a subPath mount never sees a rotated certificate",
+					c.Name, m.Name, m.SubPath)
+			}
+			if c.Name == side.Name && m.MountPath == certDir && m.ReadOnly {
+				mounted = true
+			}
+		}
+	}
+	if !mounted {
+		t.Errorf("the sidecar does not mount a Secret read-only at its certificate folder %q", certDir)
+	}
+
+	shutdown := deployDefaultShutdown(t)
+	if grace := time.Duration(spec.TerminationGracePeriodSeconds) * time.Second; grace <= shutdown {
+		t.Errorf("terminationGracePeriodSeconds %v must exceed timeouts.shutdown %v", grace, shutdown)
+	}
+	app := spec.Containers[0].envMap()
+	proxyURL := "http://127.0.0.1:" + strconv.Itoa(deployPort(t, config.DefaultListen))
+	if app["HTTP_PROXY"] != proxyURL || app["http_proxy"] != proxyURL {
+		t.Errorf("app container: HTTP_PROXY %q, http_proxy %q; want both %s", app["HTTP_PROXY"], app["http_proxy"], proxyURL)
+	}
+}

@@ -1,0 +1,171 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+// healthServer starts an admin stand-in on loopback answering with h.
+func healthServer(t *testing.T, h http.HandlerFunc) string {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// healthRefusedAddr is a loopback address nothing listens on.
+func healthRefusedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+func healthRun(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code = run(context.Background(), args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func TestHealth(t *testing.T) {
+	t.Parallel()
+	// slow never answers before the client gives up; it returns when the
+	// client hangs up, or at the latest when the test ends.
+	release := make(chan struct{})
+	slow := healthServer(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	})
+	t.Cleanup(func() { close(release) }) // runs before slow's Close (cleanups are LIFO)
+
+	up := healthServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/readyz" || r.Method != http.MethodGet {
+			http.Error(w, "wrong request "+r.Method+" "+r.URL.Path, http.StatusNotFound)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
+	plain503 := healthServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte("\nno valid certificate for upstream live: domain.pem is a CSR\nsecond line\n"))
+	})
+	json503 := healthServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte("{\n  \"ready\": false,\n  \"upstreams\": {\n    \"live\": {\"ready\": false, \"reason\": \"expired\"}\n  }\n}\n"))
+	})
+	redirect := healthServer(t, func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/elsewhere", http.StatusFound)
+	})
+	huge := strings.Repeat("x", 10_000)
+	long503 := healthServer(t, func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, huge, http.StatusServiceUnavailable)
+	})
+
+	cases := []struct {
+		name       string
+		args       []string
+		wantCode   int
+		wantStdout []string
+		wantStderr []string
+		notStderr  []string
+	}{
+		{name: "up", args: []string{"--url", up + "/readyz"}, wantCode: exitOK, wantStdout: []string{"200 OK"}},
+		{name: "down", args: []string{"--url", "http://" + healthRefusedAddr(t) + "/readyz"}, wantCode: exitFailure,
+			wantStderr: []string{"connection refused", "admin_listen"}},
+		{name: "slow", args: []string{"--url", slow + "/readyz", "--timeout", "100ms"}, wantCode: exitFailure,
+			wantStderr: []string{"timeout", "100ms"}},
+		{name: "503 with a text body", args: []string{"--url", plain503 + "/readyz"}, wantCode: exitFailure,
+			wantStderr: []string{"503 Service Unavailable", "no valid certificate for upstream live: domain.pem is a CSR"},
+			notStderr:  []string{"second line"}},
+		{name: "503 with indented JSON", args: []string{"--url", json503 + "/readyz"}, wantCode: exitFailure,
+			wantStderr: []string{"503", `{"ready":false,"upstreams":{"live":{"ready":false,"reason":"expired"}}}`}},
+		{name: "redirect not followed", args: []string{"--url", redirect + "/readyz"}, wantCode: exitFailure,
+			wantStderr: []string{"302 Found", "/elsewhere", "not followed"}},
+		{name: "long body cut", args: []string{"--url", long503 + "/readyz"}, wantCode: exitFailure,
+			wantStderr: []string{"503", "xxx..."}, notStderr: []string{huge}},
+		{name: "help", args: []string{"-h"}, wantCode: exitOK, wantStderr: []string{"--url", "--timeout", "-url", "-timeout"}},
+		{name: "unknown flag", args: []string{"--port", "9090"}, wantCode: exitUsage, wantStderr: []string{"-port"}},
+		{name: "stray argument", args: []string{up}, wantCode: exitUsage, wantStderr: []string{"unexpected argument"}},
+		{name: "not an http URL", args: []string{"--url", "ftp://127.0.0.1:9090/readyz"}, wantCode: exitUsage,
+			wantStderr: []string{"--url", "not an http:// or https:// URL"}},
+		{name: "no host", args: []string{"--url", "/readyz"}, wantCode: exitUsage, wantStderr: []string{"--url"}},
+		{name: "zero timeout", args: []string{"--timeout", "0s"}, wantCode: exitUsage, wantStderr: []string{"--timeout", "not positive"}},
+		{name: "bad timeout", args: []string{"--timeout", "2"}, wantCode: exitUsage, wantStderr: []string{"-timeout"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			code, stdout, stderr := healthRun(t, append([]string{"health"}, tc.args...)...)
+			if code != tc.wantCode {
+				t.Errorf("exit code %d, want %d; stderr:\n%s", code, tc.wantCode, stderr)
+			}
+			for _, w := range tc.wantStdout {
+				if !strings.Contains(stdout, w) {
+					t.Errorf("stdout %q does not contain %q", stdout, w)
+				}
+			}
+			for _, w := range tc.wantStderr {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("stderr %q does not contain %q", stderr, w)
+				}
+			}
+			for _, w := range tc.notStderr {
+				if strings.Contains(stderr, w) {
+					t.Errorf("stderr %q contains %q", stderr, w)
+				}
+			}
+			if tc.wantCode == exitFailure && strings.Count(strings.TrimSpace(stderr), "\n") > 0 {
+				t.Errorf("a failure is one line on stderr, got:\n%s", stderr)
+			}
+		})
+	}
+}
+
+// TestHealthIgnoresProxyEnvironment: the probe asks the URL itself even
+// when the image sets HTTP_PROXY for the application (and NO_PROXY misses
+// the admin host), so a proxy that would say 200 must never be asked.
+func TestHealthIgnoresProxyEnvironment(t *testing.T) {
+	var asked atomic.Int32
+	fakeProxy := healthServer(t, func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		w.Write([]byte("ok\n"))
+	})
+	for _, k := range []string{"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"} {
+		t.Setenv(k, fakeProxy)
+	}
+	for _, k := range []string{"NO_PROXY", "no_proxy"} {
+		t.Setenv(k, "")
+	}
+	// .invalid never resolves (RFC 6761 §6.4): only a proxy could answer.
+	code, _, stderr := healthRun(t, "health", "--url", "http://admin.payrails-proxy.invalid:9090/readyz", "--timeout", "2s")
+	if code != exitFailure {
+		t.Errorf("exit code %d, want %d; stderr:\n%s", code, exitFailure, stderr)
+	}
+	if n := asked.Load(); n != 0 {
+		t.Errorf("the proxy from the environment was asked %d times, want 0", n)
+	}
+}
+
+// TestHealthDefaultURL keeps the default --url on the default admin port.
+func TestHealthDefaultURL(t *testing.T) {
+	t.Parallel()
+	_, _, stderr := healthRun(t, "health", "-h")
+	if want := "http://127.0.0.1:9090/readyz"; !strings.Contains(stderr, want) {
+		t.Errorf("health -h does not show the default URL %s:\n%s", want, stderr)
+	}
+}
