@@ -65,6 +65,10 @@ func (u *Upstream) classify(ctx context.Context, err error, g *generation) *Erro
 	if errors.As(err, &be) {
 		return be.proxyError()
 	}
+	var te *tokenError
+	if errors.As(err, &te) {
+		return u.classifyToken(te)
+	}
 	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 		return newError(KindClientClosed, err, "the client closed the connection before the response from %s arrived", host)
 	}

@@ -31,6 +31,7 @@ const (
 	KindUpstreamError       Kind = "upstream_error"
 	KindClientClosed        Kind = "client_closed"
 	KindClientTimeout       Kind = "client_timeout"
+	KindToken               Kind = "token"
 )
 
 // StatusClientClosedRequest is nginx's and Caddy's code for a client that
@@ -53,6 +54,7 @@ var kindStatus = map[Kind]int{
 	KindUpstreamError:       http.StatusBadGateway,
 	KindClientClosed:        StatusClientClosedRequest,
 	KindClientTimeout:       http.StatusRequestTimeout,
+	KindToken:               http.StatusBadGateway,
 }
 
 // Status returns the HTTP status for the kind; 502 for an unknown kind.

@@ -30,6 +30,7 @@ const (
 	fieldSerial   = "serial"
 	fieldError    = "error"
 	fieldCause    = "cause"
+	fieldToken    = "token" // "injected" or "replayed", never the token itself
 )
 
 // exchange is the state of one request, shared by ServeHTTP and the goproxy
@@ -40,10 +41,11 @@ type exchange struct {
 	start       time.Time
 	mode        Mode
 	up          *Upstream
-	gen         *generation      // the certificate generation the request was sent with
-	err         *Error           // a failure of the proxy's own making
-	upstreamErr error            // the upstream body broke off mid-response
-	bodyErr     *clientBodyError // the client\'s request body failed
+	gen         *generation                     // the certificate generation the request was sent with
+	err         *Error                          // a failure of the proxy's own making
+	upstreamErr error                           // the upstream body broke off mid-response
+	bodyErr     atomic.Pointer[clientBodyError] // the client's request body failed; set by the transport's writer
+	token       string                          // "injected" or "replayed" when the proxy added the access token
 }
 
 type exchangeKey struct{}
@@ -107,6 +109,9 @@ func (p *Proxy) finishExchange(ex *exchange, rw *responseWriter, r *http.Request
 		)
 		if ex.gen != nil {
 			fields = append(fields, zap.String(fieldSerial, ex.gen.serial))
+		}
+		if ex.token != "" {
+			fields = append(fields, zap.String(fieldToken, ex.token))
 		}
 		switch {
 		case ex.err != nil:

@@ -40,7 +40,7 @@ func (p *Proxy) prepare(in *http.Request, ctx *goproxy.ProxyCtx) (*http.Request,
 	up := ex.up
 	out := outbound(in, up)
 	ctx.RoundTripper = goproxy.RoundTripperFunc(func(req *http.Request, _ *goproxy.ProxyCtx) (*http.Response, error) {
-		resp, g, err := up.roundTrip(req)
+		resp, g, err := up.send(ex, req)
 		ex.gen = g
 		if err != nil {
 			return nil, err
@@ -91,8 +91,8 @@ func (p *Proxy) finish(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Respons
 			err = errors.New("no response")
 		}
 		perr := ex.up.classify(ctx.Req.Context(), err, ex.gen)
-		if ex.bodyErr != nil { // the client's fault, whatever the transport made of it
-			perr = ex.bodyErr.proxyError()
+		if be := ex.bodyErr.Load(); be != nil { // the client's fault, whatever the transport made of it
+			perr = be.proxyError()
 		}
 		ex.fail(perr)
 		return perr.response(ctx.Req, ex.id)

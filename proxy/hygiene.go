@@ -61,9 +61,14 @@ func (e *clientBodyError) proxyError() *Error {
 
 // clientBody reads the client's request body with an idle timeout: each
 // Read must make progress within idle, so a slow or stalled client gives up
-// its request without holding an upstream connection for long. The
-// deadline is cleared at EOF, because net/http keeps reading the
-// connection in the background afterwards to notice a client that leaves.
+// its request without holding an upstream connection for long.
+//
+// The timeout is a timer rather than a standing read deadline: when it
+// fires it records the reason first and only then unblocks the read with a
+// deadline in the past. net/http cancels the request's context as soon as
+// that read fails, and the exchange must already know it was a timeout, not
+// a client that went away. No deadline is left behind either, which matters
+// because net/http keeps reading the connection after the body ends.
 type clientBody struct {
 	io.ReadCloser
 	rc   *http.ResponseController
@@ -72,15 +77,18 @@ type clientBody struct {
 }
 
 func (b *clientBody) Read(p []byte) (int, error) {
-	_ = b.rc.SetReadDeadline(time.Now().Add(b.idle))
+	t := time.AfterFunc(b.idle, func() {
+		b.ex.bodyErr.CompareAndSwap(nil, &clientBodyError{err: errBodyIdle, timeout: b.idle})
+		_ = b.rc.SetReadDeadline(time.Now())
+	})
 	n, err := b.ReadCloser.Read(p)
-	switch {
-	case err == io.EOF:
-		_ = b.rc.SetReadDeadline(time.Time{})
-	case err != nil:
-		be := &clientBodyError{err: err, timeout: b.idle}
-		b.ex.bodyErr = be
-		return n, be
+	t.Stop()
+	if err != nil && err != io.EOF {
+		b.ex.bodyErr.CompareAndSwap(nil, &clientBodyError{err: err, timeout: b.idle})
+		return n, b.ex.bodyErr.Load()
 	}
 	return n, err
 }
+
+// errBodyIdle is the idle timeout of a request body.
+var errBodyIdle = &timeoutError{"no bytes of the request body within the idle timeout"}

@@ -19,6 +19,9 @@ type Metrics struct {
 	handshakeTime  *prometheus.HistogramVec
 	clientConns    prometheus.Gauge
 	upstreamConns  *prometheus.GaugeVec
+	tokenFetches   *prometheus.CounterVec
+	tokenExpiry    *prometheus.GaugeVec
+	tokenInjected  *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics and registers them with reg.
@@ -59,8 +62,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "TLS connections open to each upstream.",
 		}, []string{"upstream"}),
 	}
+	m.tokenFetches = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "payrails_proxy_token_fetches_total",
+		Help: "Access token fetches from /auth/token, by upstream and result (ok, error).",
+	}, []string{"upstream", "result"})
+	m.tokenExpiry = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "payrails_proxy_token_expiry_timestamp_seconds",
+		Help: "Expiry of the current managed access token as a Unix timestamp.",
+	}, []string{"upstream"})
+	m.tokenInjected = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "payrails_proxy_token_injected_requests_total",
+		Help: "Requests to which the proxy added the access token, by upstream and whether they were replayed after a 401.",
+	}, []string{"upstream", "replayed"})
 	reg.MustRegister(m.requests, m.duration, m.upstreamErrors, m.denied, m.handshakes, m.handshakeTime,
-		m.clientConns, m.upstreamConns)
+		m.clientConns, m.upstreamConns, m.tokenFetches, m.tokenExpiry, m.tokenInjected)
 	return m
 }
 
@@ -84,6 +99,9 @@ func (m *Metrics) observe(ex *exchange, method string, status int, elapsed time.
 		upstream = ex.up.name
 	}
 	m.requests.WithLabelValues(upstream, methodLabel(method), statusClass(status)).Inc()
+	if ex.token != "" {
+		m.tokenInjected.WithLabelValues(upstream, strconv.FormatBool(ex.token == "replayed")).Inc()
+	}
 	m.duration.WithLabelValues(upstream).Observe(elapsed.Seconds())
 	if ex.err == nil {
 		if ex.upstreamErr != nil {
@@ -98,6 +116,18 @@ func (m *Metrics) observe(ex *exchange, method string, status int, elapsed time.
 	if ex.err.Kind != KindClientClosed {
 		m.upstreamErrors.WithLabelValues(upstream, string(ex.err.Kind)).Inc()
 	}
+}
+
+func (m *Metrics) tokenFetched(upstream string, ok bool, expiry time.Time) {
+	if m == nil {
+		return
+	}
+	if !ok {
+		m.tokenFetches.WithLabelValues(upstream, "error").Inc()
+		return
+	}
+	m.tokenFetches.WithLabelValues(upstream, "ok").Inc()
+	m.tokenExpiry.WithLabelValues(upstream).Set(float64(expiry.Unix()))
 }
 
 func (m *Metrics) handshake(upstream string, resumed bool, d time.Duration) {

@@ -75,6 +75,10 @@ func New(cfg Config) (*Proxy, error) {
 		if err != nil {
 			return nil, err
 		}
+		if c.Token != nil {
+			up.manager = up.newTokenManager(c.Token, cfg.Metrics)
+			up.tokens = up.manager
+		}
 		if _, dup := p.byHost[up.host]; dup {
 			return nil, fmt.Errorf("upstream %q: host %s is already used by another upstream", c.Name, up.host)
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -30,7 +31,17 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener, shutdownTimeout time
 		ErrorLog:          zap.NewStdLog(p.log.Named("http")),
 		ConnState:         func(c net.Conn, st http.ConnState) { p.m.connState(c, st) },
 	}
-	return RunServer(ctx, srv, ln, shutdownTimeout, p.log)
+	tctx, stopTokens := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	for _, up := range p.upstreams {
+		if up.manager != nil {
+			wg.Go(func() { up.manager.Run(tctx) })
+		}
+	}
+	err := RunServer(ctx, srv, ln, shutdownTimeout, p.log)
+	stopTokens() // after the last request in flight: it may still need a token
+	wg.Wait()
+	return err
 }
 
 // RunServer runs srv on ln until ctx is cancelled, then shuts it down

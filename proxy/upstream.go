@@ -12,7 +12,10 @@ import (
 	"net/url"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/token"
 )
 
 // CertificateSource is what the proxy needs from a certificate store.
@@ -33,6 +36,7 @@ type UpstreamConfig struct {
 	RootCAs      *x509.CertPool    // roots that verify the server; nil means the system roots
 	Certificates CertificateSource // required
 	CertSource   string            // where the certificates come from, for messages
+	Token        *TokenConfig      // managed access tokens; nil means none
 }
 
 // Timeouts bound each step of an upstream exchange. Zero values are
@@ -70,6 +74,8 @@ type Upstream struct {
 	certSource string
 	timeouts   Timeouts
 	m          *Metrics
+	tokens     TokenSource    // nil without managed tokens
+	manager    *token.Manager // the manager behind tokens, run by Proxy.Serve
 
 	mu  sync.Mutex // serialises building a generation
 	gen atomic.Pointer[generation]
@@ -95,6 +101,9 @@ func newUpstream(c UpstreamConfig, t Timeouts, m *Metrics) (*Upstream, error) {
 		isDefault: c.Default, roots: c.RootCAs, certs: c.Certificates, certSource: c.CertSource, timeouts: t, m: m,
 	}, nil
 }
+
+// baseURL is https://HOST[:PORT] of the upstream.
+func (u *Upstream) baseURL() *url.URL { return &url.URL{Scheme: "https", Host: u.authority} }
 
 // Name is the upstream's configured name.
 func (u *Upstream) Name() string { return u.name }
@@ -157,6 +166,32 @@ func (u *Upstream) roundTrip(out *http.Request) (*http.Response, *generation, er
 	}
 	resp.Body = &releasingBody{ReadCloser: resp.Body, g: g}
 	return resp, g, nil
+}
+
+// roundTripRetry is roundTrip with one more attempt when a pooled
+// connection turns out dead under an idempotent request without a body:
+// the upstream restarted, and the HTTP/2 client (unlike the HTTP/1 one)
+// does not retry such a request itself. Anything else, and a POST in
+// particular, is never sent twice.
+func (u *Upstream) roundTripRetry(out *http.Request) (*http.Response, *generation, error) {
+	resp, g, err := u.roundTrip(out)
+	if err != nil && out.Context().Err() == nil && isIdempotent(out.Method) &&
+		(out.Body == nil || out.Body == http.NoBody) && deadConnection(err) {
+		resp, g, err = u.roundTrip(out)
+	}
+	return resp, g, err
+}
+
+// deadConnection reports a connection that broke under a request, as
+// opposed to failing to connect or timing out.
+func deadConnection(err error) bool {
+	var de *dialError
+	var he *handshakeError
+	if errors.As(err, &de) || errors.As(err, &he) {
+		return false
+	}
+	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 func (g *generation) release() {

@@ -2,8 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -203,6 +206,51 @@ func TestCertsEndpoint(t *testing.T) {
 	for _, bad := range []string{"PRIVATE KEY", "-----BEGIN", keyB64} {
 		if strings.Contains(string(body), bad) {
 			t.Errorf("/certs contains %q", bad)
+		}
+	}
+}
+
+// TestTokenMetrics: with managed tokens configured, the fetch, the token's
+// expiry and the injected requests are exported, and no secret or token
+// appears in /metrics or /certs.
+func TestTokenMetrics(t *testing.T) {
+	w := newWorld(t)
+	leaf := w.clientCert(t, "merchant", time.Now().Add(-time.Hour))
+	leaf.WriteFiles(w.certDir, "domain.pem", "domain.key")
+	secret := filepath.Join(t.TempDir(), "secret")
+	mustWrite(t, secret, []byte("s3cret\n"), 0o600)
+	cfg := w.configFile(t, "")
+	data, _ := os.ReadFile(cfg)
+	data = []byte(strings.Replace(string(data), "    ca_file:", fmt.Sprintf("    token: {client_id: cid, client_secret_file: %s}\n    ca_file:", secret), 1))
+	mustWrite(t, cfg, data, 0o600)
+	r := startApp(t, cfg)
+	c := r.client(t)
+	for range 3 {
+		if _, err := echoSerial(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mfs map[string]*dto.MetricFamily
+	waitUntil(t, "the injected requests to be counted", func() bool {
+		mfs = scrape(t, r.admin)
+		return value(mfs, "payrails_proxy_token_injected_requests_total", map[string]string{"upstream": "live", "replayed": "false"}) == 3
+	})
+	if got := value(mfs, "payrails_proxy_token_fetches_total", map[string]string{"upstream": "live", "result": "ok"}); got != 1 {
+		t.Errorf("token fetches %v, want 1", got)
+	}
+	exp := value(mfs, "payrails_proxy_token_expiry_timestamp_seconds", map[string]string{"upstream": "live"})
+	if want := float64(time.Now().Add(time.Hour).Unix()); exp < want-60 || exp > want+60 {
+		t.Errorf("token expiry %v, want about %v", exp, want)
+	}
+	for _, path := range []string{"/metrics", "/certs"} {
+		resp, err := http.Get("http://" + r.admin + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(string(body), "s3cret") || strings.Contains(string(body), "Bearer") {
+			t.Errorf("%s shows the secret or a token", path)
 		}
 	}
 }

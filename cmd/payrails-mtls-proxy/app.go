@@ -51,7 +51,7 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 		a.stores = append(a.stores, store)
 		ups = append(ups, proxy.UpstreamConfig{
 			Name: u.Name, URL: u.URL, Address: u.Address, Default: u.Default,
-			RootCAs: roots, Certificates: store, CertSource: src.String(),
+			RootCAs: roots, Certificates: store, CertSource: src.String(), Token: tokenConfig(u.Token),
 		})
 	}
 	if f := cfg.Access.ProxyAuthFile; f != "" {
@@ -96,13 +96,28 @@ func notYetAvailable(cfg *config.Config) error {
 		return fmt.Errorf("connect: %s is not available in this version; remove it (or set connect: reject): "+
 			"CONNECT requests are answered with 405 and advice to use http:// through HTTP_PROXY", cfg.Connect)
 	}
-	for _, u := range cfg.Upstreams {
-		if u.Token.ClientID != "" {
-			return fmt.Errorf("upstreams %q: managed tokens (token.client_id) are not available in this version; "+
-				"remove the token section and let the service send its own Authorization header", u.Name)
-		}
-	}
 	return nil
+}
+
+// tokenConfig turns on managed tokens when the upstream has a client ID.
+// The secret is read at every fetch, so a rotated secret file is used
+// without a restart; the environment variable is fixed for the process.
+func tokenConfig(t config.Token) *proxy.TokenConfig {
+	if t.ClientID == "" {
+		return nil
+	}
+	secret := t.ClientSecret
+	file := t.ClientSecretFile
+	return &proxy.TokenConfig{ClientID: t.ClientID, Secret: func() ([]byte, error) {
+		if file == "" {
+			return []byte(secret.Value()), nil
+		}
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("reading token.client_secret_file: %w", err)
+		}
+		return firstLine(data), nil
+	}}
 }
 
 func certSource(u config.Upstream) certs.Source {

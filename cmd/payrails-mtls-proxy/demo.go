@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"text/template"
+	"time"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs/pki"
 	"github.com/mtlsproxy/payrails-mtls-proxy/config"
@@ -54,19 +55,23 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "demo: %v\n", err)
 		return exitFailure
 	}
+	// Like Payrails: the client certificate is required, and so is an access
+	// token, which lives for five minutes.
 	api, err := standin.Start(standin.Options{Certificate: d.server.TLS(), ClientCAs: d.ca.Pool(),
-		ClientID: demoClientID, ClientSecret: demoClientSecret})
+		ClientID: demoClientID, ClientSecret: demoClientSecret, RequireToken: true, TokenTTL: 5 * time.Minute})
 	if err != nil {
 		fmt.Fprintf(stderr, "demo: %v\n", err)
 		return exitFailure
 	}
 	defer api.Close()
 
-	// The same path as serve: a Config from flags, then the app.
-	cfg, err := config.Load("", nil, config.Overrides{
-		Listen: *listen, AdminListen: *admin, Upstream: "https://" + demoHost, Address: api.Addr,
-		CertDir: d.certDir, CAFile: d.caFile, LogFormat: *logFormat,
-	})
+	// The same path as serve: a configuration file, then the app.
+	cfgFile, err := writeDemoConfig(dir, api.Addr, d)
+	if err != nil {
+		fmt.Fprintf(stderr, "demo: %v\n", err)
+		return exitFailure
+	}
+	cfg, err := config.Load(cfgFile, nil, config.Overrides{Listen: *listen, AdminListen: *admin, LogFormat: *logFormat})
 	if err != nil {
 		fmt.Fprintf(stderr, "demo: %v\n", err)
 		return exitUsage
@@ -83,7 +88,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	err = a.run(ctx, func(l listeners) {
 		printDemo(stdout, demoInfo{Proxy: l.proxy, Admin: l.admin, Host: demoHost, API: api.Addr, Dir: dir, CertDir: d.certDir,
-			CAFile: d.caFile, ClientID: demoClientID, Secret: demoClientSecret, Port: portOf(api.Addr)})
+			CAFile: d.caFile, ClientID: demoClientID, Secret: demoClientSecret, Port: portOf(api.Addr), Config: cfgFile})
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "demo: %v\n", err)
@@ -136,7 +141,28 @@ func newDemoPKI(dir, keyType string) (*demoPKI, error) {
 }
 
 type demoInfo struct {
-	Proxy, Admin, Host, API, Dir, CertDir, CAFile, ClientID, Secret, Port string
+	Proxy, Admin, Host, API, Dir, CertDir, CAFile, ClientID, Secret, Port, Config string
+}
+
+// writeDemoConfig writes the demo's configuration file: one upstream, the
+// stand-in, with its certificate folder and managed tokens.
+func writeDemoConfig(dir, apiAddr string, d *demoPKI) (string, error) {
+	secret := filepath.Join(dir, "client-secret")
+	if err := os.WriteFile(secret, []byte(demoClientSecret+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	y := fmt.Sprintf(`# written by payrails-mtls-proxy demo
+upstreams:
+  - name: demo
+    url: https://%s
+    address: %s          # the stand-in's loopback port
+    cert_dir: %s
+    ca_file: %s
+    token: {client_id: %s, client_secret_file: %s}
+reload: {debounce: 100ms}
+`, demoHost, apiAddr, d.certDir, d.caFile, demoClientID, secret)
+	path := filepath.Join(dir, "config.yaml")
+	return path, os.WriteFile(path, []byte(y), 0o600)
 }
 
 func portOf(addr string) string {
@@ -150,9 +176,11 @@ payrails-mtls-proxy demo is running.
   stand-in Payrails API  https://{{.Host}}  (listening on {{.API}}; requires a client certificate)
   proxy                  http://{{.Proxy}}   (plain HTTP in, mTLS out)
   client certificate     {{.CertDir}}/domain.pem + domain.key
+  configuration          {{.Config}}
   admin                  http://{{.Admin}}/readyz  /metrics  /certs
 
-Try, in another terminal:
+Try, in another terminal. No command carries a certificate, a secret or an Authorization header:
+the proxy presents the certificate and adds an access token it fetched and renews itself.
 
   # 1. Forward mode, as a legacy service with HTTP_PROXY calls it (curl reads the lower-case variable):
   http_proxy=http://{{.Proxy}} curl -s http://{{.Host}}/merchant/payments
@@ -160,7 +188,7 @@ Try, in another terminal:
   # 2. Base-URL mode: point the service's base URL at the proxy:
   curl -s http://{{.Proxy}}/merchant/payments
 
-  # 3. An access token, as Payrails' guide shows, through the proxy:
+  # 3. Payrails' token call itself passes through untouched:
   curl -s -X POST -H 'x-api-key: {{.Secret}}' -H 'Accept: application/json' http://{{.Proxy}}/auth/token/{{.ClientID}}
 
 Without the proxy the stand-in refuses the call, as Payrails' edge does:

@@ -54,7 +54,11 @@ func TestNothingLost(t *testing.T) {
 				req, _ := http.NewRequest(http.MethodPost, "http://"+apiHost+"/v1/payments",
 					strings.NewReader(`{"amount":100,"currency":"EUR"}`))
 				req.Header.Set("Content-Type", "application/json")
-				req.Header.Set("X-Idempotency-Key", o.key)
+				// Not the canonical spelling: Go's client treats a request with
+				// X-Idempotency-Key as replayable and would itself resend it when
+				// the proxy cuts a response the upstream broke off. The test is
+				// about what the proxy sends, so the client must not retry.
+				req.Header["x-idempotency-key"] = []string{o.key}
 				resp, err := c.Do(req)
 				if err != nil {
 					o.err = err

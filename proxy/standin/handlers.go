@@ -4,7 +4,6 @@ import (
 	"compress/gzip"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/subtle"
 	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
@@ -66,23 +65,10 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("/", s.echo)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.requests.Add(1)
-		mux.ServeHTTP(w, r)
+		if s.requireToken(w, r) {
+			mux.ServeHTTP(w, r)
+		}
 	})
-}
-
-func (s *Server) token(w http.ResponseWriter, r *http.Request) {
-	id, key := r.PathValue("id"), r.Header.Get("X-Api-Key")
-	okID := s.opts.ClientID == "" || id == s.opts.ClientID
-	okKey := s.opts.ClientSecret != "" && subtle.ConstantTimeCompare([]byte(key), []byte(s.opts.ClientSecret)) == 1
-	if !okID || !okKey {
-		writeAPIError(w, http.StatusUnauthorized, "unauthorized", "Invalid client id or x-api-key.")
-		return
-	}
-	b := make([]byte, 24)
-	_, _ = rand.Read(b)
-	s.tokenIssued.Add(1)
-	writeJSON(w, http.StatusOK, Token{AccessToken: hex.EncodeToString(b), TokenType: "Bearer",
-		ExpiresIn: int64(s.opts.TokenTTL / time.Second)})
 }
 
 func (s *Server) echo(w http.ResponseWriter, r *http.Request) {

@@ -39,6 +39,8 @@ type Options struct {
 	DisableHTTP2 bool            // offer only HTTP/1.1 in ALPN
 	MaxVersion   uint16          // cap the TLS version (tls.VersionTLS12); 0 means the default
 	Keys         *KeyCounter     // counts X-Idempotency-Key arrivals; may be shared across restarts
+	RequireToken bool            // every endpoint but /auth/token wants a valid issued Bearer token
+	Secret       func() string   // the expected x-api-key, read at each token request; overrides ClientSecret
 }
 
 // KeyCounter counts how often each X-Idempotency-Key reached the echo
@@ -88,6 +90,7 @@ type Server struct {
 	conns       atomic.Int64 // connections accepted
 	requests    atomic.Int64
 	tokenIssued atomic.Int64
+	tok         tokens
 }
 
 // Start listens and serves in the background until Close.

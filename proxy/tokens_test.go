@@ -1,0 +1,287 @@
+package proxy_test
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/standin"
+)
+
+const (
+	tokenSecret  = "sk-test-0123456789"
+	tokenNewer   = "sk-test-rotated-9876"
+	tokenClient  = "cid"
+	tokenLogWord = "sk-test-"
+)
+
+// tokenEnv is a stand-in that issues tokens and requires them, and a proxy
+// that manages them with the secret in a file.
+type tokenEnv struct {
+	*env
+	api        *standin.Server
+	secretFile string
+	accepted   atomic.Pointer[string] // the secret the stand-in accepts
+}
+
+func newTokenEnv(t *testing.T, ttl time.Duration) *tokenEnv {
+	t.Helper()
+	ps := newPKI(t)
+	te := &tokenEnv{secretFile: filepath.Join(t.TempDir(), "client-secret")}
+	s := tokenSecret
+	te.accepted.Store(&s)
+	if err := os.WriteFile(te.secretFile, []byte(tokenSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	te.api = startStandin(t, ps, func(o *standin.Options) {
+		o.RequireToken, o.TokenTTL, o.ClientID = true, ttl, tokenClient
+		o.Secret = func() string { return *te.accepted.Load() }
+		o.Keys = &standin.KeyCounter{}
+	})
+	uc := upstreamConfig("live", hostA, te.api.Addr, ps, sourceOf(ps.client))
+	uc.Token = &proxy.TokenConfig{ClientID: tokenClient, Secret: func() ([]byte, error) {
+		b, err := os.ReadFile(te.secretFile)
+		return []byte(strings.TrimSpace(string(b))), err
+	}}
+	te.env = startProxy(t, proxy.Config{Upstreams: []proxy.UpstreamConfig{uc}})
+	t.Cleanup(func() { te.assertNoSecretsLogged(t) })
+	return te
+}
+
+// assertNoSecretsLogged: neither the client secret nor a token appears in
+// any log line.
+func (te *tokenEnv) assertNoSecretsLogged(t *testing.T) {
+	for _, e := range te.logs.All() {
+		line := fmt.Sprint(e.Message, e.ContextMap())
+		if strings.Contains(line, tokenLogWord) || strings.Contains(line, "Bearer ") {
+			t.Errorf("a log line carries a secret or token: %s", line)
+		}
+	}
+}
+
+func (te *tokenEnv) get(t *testing.T, c *http.Client, path string) (*http.Response, []byte) {
+	t.Helper()
+	return get(t, c, "http://"+hostA+path)
+}
+
+// TestTokenSingleFlight: many concurrent requests across several token
+// lifetimes cause one fetch per renewal window, and every request reaches
+// the API with a valid token.
+func TestTokenSingleFlight(t *testing.T) {
+	te := newTokenEnv(t, 2*time.Second) // renewed at half-life: one fetch per second
+	c := te.forwardClient(t)
+	const workers = 16
+	var (
+		wg       sync.WaitGroup
+		ok, fail atomic.Int64
+		start    = time.Now()
+	)
+	for range workers {
+		wg.Go(func() {
+			for n := 0; n < 400 && time.Since(start) < 4500*time.Millisecond; n++ {
+				resp, body := te.get(t, c, "/v1/x")
+				if resp.StatusCode == http.StatusOK {
+					ok.Add(1)
+				} else if fail.Add(1) <= 3 {
+					t.Errorf("status %d: %s", resp.StatusCode, body)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	calls := te.api.TokenCalls()
+	windows := int(elapsed/time.Second) + 1
+	t.Logf("%d requests in %s by %d clients, %d token fetches", ok.Load(), elapsed.Round(time.Millisecond), workers, calls)
+	if fail.Load() > 0 || te.api.Denied() > 0 {
+		t.Errorf("%d requests failed, %d refused by the API for their token", fail.Load(), te.api.Denied())
+	}
+	if calls > windows+1 || calls < 3 {
+		t.Errorf("%d token fetches over %s; want one per renewal window (%d)", calls, elapsed, windows)
+	}
+}
+
+// TestTokenEndpointFailures: a failing token endpoint gives a clear 502
+// naming Payrails' answer, is retried with back-off (not per request), and
+// a token still valid keeps being used meanwhile.
+func TestTokenEndpointFailures(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		fault  standin.TokenFault
+		detail string
+	}{
+		{"server error", standin.TokenFault{Status: 500, Body: `{"errors":[{"code":"internal","detail":"Token service unavailable."}]}`}, "Token service unavailable."},
+		{"wrong secret", standin.TokenFault{Status: 401, Body: `{"errors":[{"code":"unauthorized","detail":"Invalid client id or x-api-key."}]}`}, "Invalid client id or x-api-key."},
+		{"HTML edge page", standin.TokenFault{Status: 400, ContentType: "text/html", Body: "<html><body>400 Bad Request</body></html>"}, "HTML page from the edge"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			te := newTokenEnv(t, time.Hour)
+			te.api.SetTokenFault(tt.fault)
+			c := te.forwardClient(t)
+			for i := range 20 {
+				resp, body := te.get(t, c, "/v1/x")
+				detail := wantProxyError(t, resp, body, http.StatusBadGateway, proxy.KindToken)
+				if i == 0 && !strings.Contains(detail, tt.detail) {
+					t.Errorf("detail %q lacks Payrails' answer %q", detail, tt.detail)
+				}
+			}
+			if n := te.api.TokenCalls(); n != 1 {
+				t.Errorf("20 requests during back-off made %d token calls, want 1", n)
+			}
+			te.api.SetTokenFault(standin.TokenFault{})
+			waitFor(t, "the retry after back-off to succeed", func() bool {
+				resp, _ := te.get(t, c, "/v1/x")
+				return resp.StatusCode == http.StatusOK
+			})
+		})
+	}
+	t.Run("slow endpoint: requests wait on one fetch", func(t *testing.T) {
+		te := newTokenEnv(t, time.Hour)
+		te.api.SetTokenFault(standin.TokenFault{Delay: 300 * time.Millisecond})
+		c := te.forwardClient(t)
+		var wg sync.WaitGroup
+		for range 10 {
+			wg.Go(func() {
+				if resp, body := te.get(t, c, "/v1/x"); resp.StatusCode != 200 {
+					t.Errorf("status %d: %s", resp.StatusCode, body)
+				}
+			})
+		}
+		wg.Wait()
+		if n := te.api.TokenCalls(); n != 1 {
+			t.Errorf("10 concurrent requests made %d token calls, want 1", n)
+		}
+	})
+	t.Run("renewal fails: the old token is used while valid", func(t *testing.T) {
+		te := newTokenEnv(t, 3*time.Second) // renewal from 1.5s on, expiry at 3s
+		c := te.forwardClient(t)
+		if resp, _ := te.get(t, c, "/v1/x"); resp.StatusCode != 200 {
+			t.Fatal("first request failed")
+		}
+		te.api.SetTokenFault(standin.TokenFault{Status: 503, Body: `{"errors":[{"code":"unavailable","detail":"down"}]}`})
+		start := time.Now()
+		for time.Since(start) < 2500*time.Millisecond {
+			if resp, body := te.get(t, c, "/v1/x"); resp.StatusCode != 200 {
+				t.Fatalf("after %s with the old token still valid: %d %s", time.Since(start), resp.StatusCode, body)
+			}
+			time.Sleep(20 * time.Millisecond) // pacing the load, not synchronising
+		}
+		// Renewal attempts from 1.5s: at 1.5s, then after 1s back-off: 2 or 3 calls, not one per request.
+		if n := te.api.TokenCalls(); n < 2 || n > 4 {
+			t.Errorf("%d token calls while renewal failed, want a few with back-off", n)
+		}
+	})
+}
+
+// TestToken401Replay: a 401 to an injected token drops it and fetches a
+// new one; the request is replayed once only when that is safe.
+func TestToken401Replay(t *testing.T) {
+	te := newTokenEnv(t, time.Hour)
+	c := te.forwardClient(t)
+	if resp, body := te.get(t, c, "/v1/warm"); resp.StatusCode != 200 {
+		t.Fatalf("warm-up %d %s", resp.StatusCode, body)
+	}
+	payment := `{"amount":100,"currency":"EUR"}`
+	post := func(key string) (*http.Response, []byte) {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+hostA+"/v1/payments", strings.NewReader(payment))
+		req.Header.Set("Content-Type", "application/json")
+		if key != "" {
+			req.Header["x-idempotency-key"] = []string{key} // not canonical: Go's client must not retry by itself
+		}
+		return do(t, c, req)
+	}
+	sum := sha256.Sum256([]byte(payment))
+
+	t.Run("GET is replayed once", func(t *testing.T) {
+		te.api.RevokeTokens()
+		denied, calls := te.api.Denied(), te.api.TokenCalls()
+		resp, body := te.get(t, c, "/v1/x")
+		if resp.StatusCode != 200 || te.api.Denied() != denied+1 || te.api.TokenCalls() != calls+1 {
+			t.Errorf("status %d (%s), denied +%d, token calls +%d; want 200 after one replay", resp.StatusCode, body,
+				te.api.Denied()-denied, te.api.TokenCalls()-calls)
+		}
+	})
+	t.Run("POST with an idempotency key is replayed with the same body and key", func(t *testing.T) {
+		te.api.RevokeTokens()
+		denied := te.api.Denied()
+		resp, body := post("pay-1")
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d: %s", resp.StatusCode, body)
+		}
+		e := decodeEcho(t, body)
+		if e.BodySHA256 != hex.EncodeToString(sum[:]) || strings.Join(e.Header["X-Idempotency-Key"], "") != "pay-1" ||
+			te.api.Denied() != denied+1 {
+			t.Errorf("replay: body sha %s, key %v, denied +%d", e.BodySHA256, e.Header["X-Idempotency-Key"], te.api.Denied()-denied)
+		}
+	})
+	t.Run("POST without a key is not replayed", func(t *testing.T) {
+		te.api.RevokeTokens()
+		denied := te.api.Denied()
+		resp, _ := post("")
+		if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get(proxy.HeaderError) != "" {
+			t.Errorf("status %d (%s), want Payrails' own 401", resp.StatusCode, resp.Header.Get(proxy.HeaderError))
+		}
+		if te.api.Denied() != denied+1 {
+			t.Errorf("sent %d times, want once", te.api.Denied()-denied)
+		}
+		if resp, _ := te.get(t, c, "/v1/after"); resp.StatusCode != 200 {
+			t.Error("the dropped token was not replaced")
+		}
+	})
+	t.Run("never a third send", func(t *testing.T) {
+		te.api.RejectAllTokens(true)
+		defer te.api.RejectAllTokens(false)
+		denied := te.api.Denied()
+		resp, _ := te.get(t, c, "/v1/x")
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("status %d, want the API's 401", resp.StatusCode)
+		}
+		if n := te.api.Denied() - denied; n != 2 {
+			t.Errorf("sent %d times, want exactly 2 (the request and one replay)", n)
+		}
+	})
+	t.Run("the service's own Authorization and token requests pass untouched", func(t *testing.T) {
+		calls := te.api.TokenCalls()
+		req, _ := http.NewRequest(http.MethodGet, "http://"+hostA+"/v1/x", nil)
+		req.Header.Set("Authorization", "Bearer the-services-own")
+		if resp, _ := do(t, c, req); resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("status %d: the service's own (invalid) token was replaced", resp.StatusCode)
+		}
+		treq, _ := http.NewRequest(http.MethodPost, "http://"+hostA+"/auth/token/"+tokenClient, nil)
+		treq.Header.Set("X-Api-Key", tokenSecret)
+		if resp, body := do(t, c, treq); resp.StatusCode != 200 || !strings.Contains(string(body), "access_token") {
+			t.Errorf("token request through the proxy: %d %s", resp.StatusCode, body)
+		}
+		if got := te.api.TokenCalls() - calls; got != 1 {
+			t.Errorf("%d token calls, want only the client's own", got)
+		}
+	})
+}
+
+// TestTokenSecretRotation: a new secret dropped into the secret file is
+// used at the next fetch, without a restart.
+func TestTokenSecretRotation(t *testing.T) {
+	te := newTokenEnv(t, time.Hour)
+	c := te.forwardClient(t)
+	if resp, _ := te.get(t, c, "/v1/x"); resp.StatusCode != 200 {
+		t.Fatal("first request failed")
+	}
+	s := tokenNewer
+	te.accepted.Store(&s) // Payrails now accepts only the new secret
+	tmp := te.secretFile + ".tmp"
+	os.WriteFile(tmp, []byte(tokenNewer+"\n"), 0o600)
+	os.Rename(tmp, te.secretFile)
+	te.api.RevokeTokens() // and the old tokens are gone
+	if resp, body := te.get(t, c, "/v1/x"); resp.StatusCode != 200 {
+		t.Fatalf("after rotating the secret: %d %s", resp.StatusCode, body)
+	}
+}
