@@ -176,15 +176,15 @@ func unmatchedCerts(f *parsedFile, matched map[*x509.Certificate]bool) []Finding
 	if len(f.Certs) == 0 {
 		return nil
 	}
+	for _, c := range f.Certs {
+		if matched[c] {
+			return nil // a chain whose leaf was paired (or a CA with its key, as for connect: mitm)
+		}
+	}
 	if f.Kind == KindCABundle {
 		return []Finding{{Severity: Info, Code: CodeCABundle, Path: f.Path,
 			Message: "holds only CA certificates and no key: not a client certificate; ignored (a CA that " +
 				"verifies the server belongs in ca_file)"}}
-	}
-	for _, c := range f.Certs {
-		if matched[c] {
-			return nil // a chain whose leaf was paired
-		}
 	}
 	leaf := f.Certs[0]
 	return []Finding{{Severity: Warning, Code: CodeCertUnmatched, Path: f.Path,

@@ -46,16 +46,15 @@ type exchange struct {
 	upstreamErr error                           // the upstream body broke off mid-response
 	bodyErr     atomic.Pointer[clientBodyError] // the client's request body failed; set by the transport's writer
 	token       string                          // "injected" or "replayed" when the proxy added the access token
+	tunnel      *tunnel                         // an allowed CONNECT (connect: mitm)
 }
 
 type exchangeKey struct{}
 
+// exchangeFrom returns the exchange ServeHTTP put in the context, or nil
+// for a request read inside a CONNECT tunnel (connect: mitm).
 func exchangeFrom(ctx context.Context) *exchange {
 	ex, _ := ctx.Value(exchangeKey{}).(*exchange)
-	if ex == nil {
-		// Only requests that came through ServeHTTP reach the hooks.
-		panic("proxy: request without exchange")
-	}
 	return ex
 }
 
@@ -65,20 +64,32 @@ func (p *Proxy) newExchange(r *http.Request) *exchange {
 
 func (ex *exchange) fail(e *Error) { ex.err = e }
 
-// finishExchange writes the one log line of the request. It runs deferred,
-// so a response aborted by panic(http.ErrAbortHandler) is logged too (and
-// the panic passed on to net/http).
+// finishExchange ends a request served by ServeHTTP. It runs deferred, so
+// a response aborted by panic(http.ErrAbortHandler) is logged too (and the
+// panic passed on to net/http).
 func (p *Proxy) finishExchange(ex *exchange, rw *responseWriter, r *http.Request) {
 	rec := recover()
 	status := rw.status
 	if rec != nil {
 		status = 0 // the client got a broken response
 	}
+	if r.Method == http.MethodConnect && status == http.StatusSwitchingProtocols {
+		status = http.StatusOK // the tunnel was opened
+	}
+	p.logExchange(ex, r, status, rw.bytes, rec != nil)
+	if rec != nil {
+		panic(rec)
+	}
+}
+
+// logExchange writes the one log line of a request and records its
+// metrics. broken means the client got a response cut short.
+func (p *Proxy) logExchange(ex *exchange, r *http.Request, status int, bytes int64, broken bool) {
 	elapsed := time.Since(ex.start)
 	p.m.observe(ex, r.Method, status, elapsed)
 	lvl := zapcore.InfoLevel
 	switch {
-	case rec != nil || ex.upstreamErr != nil:
+	case broken || ex.upstreamErr != nil:
 		lvl = zapcore.ErrorLevel
 	case ex.err != nil && ex.err.Kind.Status() >= 500:
 		lvl = zapcore.ErrorLevel
@@ -103,7 +114,7 @@ func (p *Proxy) finishExchange(ex *exchange, rw *responseWriter, r *http.Request
 			zap.String(fieldHost, host),
 			zap.String(fieldPath, r.URL.Path),
 			zap.Int(fieldStatus, status),
-			zap.Int64(fieldBytes, rw.bytes),
+			zap.Int64(fieldBytes, bytes),
 			zap.Duration(fieldDuration, elapsed),
 			zap.String(fieldClient, r.RemoteAddr),
 		)
@@ -120,9 +131,6 @@ func (p *Proxy) finishExchange(ex *exchange, rw *responseWriter, r *http.Request
 			fields = append(fields, zap.String(fieldError, "upstream_body"), zap.String(fieldCause, ex.upstreamErr.Error()))
 		}
 		ce.Write(fields...)
-	}
-	if rec != nil {
-		panic(rec)
 	}
 }
 

@@ -31,26 +31,43 @@ func (p *Proxy) newGoproxy() *goproxy.ProxyHttpServer {
 	})
 	gp.OnRequest().DoFunc(p.prepare)
 	gp.OnResponse().DoFunc(p.finish)
+	if p.mitm != nil {
+		gp.OnRequest().HandleConnectFunc(p.handleConnect)
+	}
 	return gp
 }
 
 // prepare builds the outbound request and points goproxy at the upstream.
 func (p *Proxy) prepare(in *http.Request, ctx *goproxy.ProxyCtx) (*http.Request, *http.Response) {
 	ex := exchangeFrom(in.Context())
-	up := ex.up
-	out := outbound(in, up)
+	if ex == nil {
+		return p.prepareTunnelled(in, ctx)
+	}
+	p.sendTo(ctx, ex, ex.up, func(b io.ReadCloser) io.ReadCloser { return &abortingBody{ReadCloser: b, ex: ex} })
+	return outbound(in, ex.up), nil
+}
+
+// sendTo points goproxy at up for this request. The round trip never fails
+// towards goproxy: a failure becomes the proxy's JSON error response here,
+// so that forward and tunnelled requests answer it alike. wrap, if not
+// nil, wraps the response body of a successful exchange.
+func (p *Proxy) sendTo(ctx *goproxy.ProxyCtx, ex *exchange, up *Upstream, wrap func(io.ReadCloser) io.ReadCloser) {
 	ctx.RoundTripper = goproxy.RoundTripperFunc(func(req *http.Request, _ *goproxy.ProxyCtx) (*http.Response, error) {
 		resp, g, err := up.send(ex, req)
 		ex.gen = g
 		if err != nil {
-			return nil, err
+			perr := up.classify(req.Context(), err, g)
+			if be := ex.bodyErr.Load(); be != nil { // the client's fault, whatever the transport made of it
+				perr = be.proxyError()
+			}
+			ex.fail(perr)
+			return perr.response(req, ex.id), nil
 		}
-		if resp.StatusCode != http.StatusSwitchingProtocols {
-			resp.Body = &abortingBody{ReadCloser: resp.Body, ex: ex}
+		if wrap != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+			resp.Body = wrap(resp.Body)
 		}
 		return resp, nil
 	})
-	return out, nil
 }
 
 // outbound returns the request to send upstream: a clone of in (which is
@@ -81,24 +98,22 @@ func outbound(in *http.Request, up *Upstream) *http.Request {
 	return out
 }
 
-// finish turns a failed exchange into the JSON error of DESIGN.md, and
-// removes hop-by-hop headers from upstream responses.
+// finish removes hop-by-hop headers from upstream responses. sendTo has
+// already turned failures into responses; a nil response here would be a
+// goproxy path we do not expect, and still gets a JSON error.
 func (p *Proxy) finish(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Response {
-	ex := exchangeFrom(ctx.Req.Context())
 	if resp == nil {
 		err := ctx.Error
 		if err == nil {
 			err = errors.New("no response")
 		}
-		perr := ex.up.classify(ctx.Req.Context(), err, ex.gen)
-		if be := ex.bodyErr.Load(); be != nil { // the client's fault, whatever the transport made of it
-			perr = be.proxyError()
-		}
-		ex.fail(perr)
-		return perr.response(ctx.Req, ex.id)
+		return newError(KindUpstreamError, err, "internal error: no response (%v)", err).response(ctx.Req, "")
 	}
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		removeHopHeaders(resp.Header)
+	}
+	if _, ok := ctx.UserData.(*tunnelled); ok {
+		return p.finishTunnelled(resp, ctx)
 	}
 	return resp
 }

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/elazarl/goproxy"
@@ -28,8 +29,13 @@ type Config struct {
 	// ProxyAuth, when not nil, requires Proxy-Authorization: Basic from
 	// every client, in forward and base-URL modes.
 	ProxyAuth *AuthFile
-	Logger    *zap.Logger // nil means no logging
-	Metrics   *Metrics    // nil means no metrics
+	// MITM, when not nil, enables connect: mitm: CONNECT to a configured
+	// upstream host on port 443 is intercepted with leaves from this source
+	// (the local CA) and its requests go the way of forward mode. nil means
+	// CONNECT gets 405.
+	MITM    LeafSource
+	Logger  *zap.Logger // nil means no logging
+	Metrics *Metrics    // nil means no metrics
 }
 
 // Proxy is the http.Handler of the proxy listener. It routes each request to
@@ -45,6 +51,9 @@ type Proxy struct {
 	gp           *goproxy.ProxyHttpServer
 	auth         *AuthFile
 	bodyIdle     time.Duration
+	mitm         LeafSource
+	tunnelsMu    sync.Mutex
+	tunnels      map[*tunnel]struct{} // intercepted CONNECTs with their client connection open
 	log          *zap.Logger
 	m            *Metrics
 	ids          *requestIDs
@@ -60,7 +69,8 @@ func New(cfg Config) (*Proxy, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	p := &Proxy{byHost: map[string]*Upstream{}, allow: cfg.AllowCIDRs, log: log, m: cfg.Metrics, auth: cfg.ProxyAuth, ids: newRequestIDs()}
+	p := &Proxy{byHost: map[string]*Upstream{}, allow: cfg.AllowCIDRs, log: log, m: cfg.Metrics, auth: cfg.ProxyAuth, ids: newRequestIDs(),
+		mitm: cfg.MITM, tunnels: map[*tunnel]struct{}{}}
 	p.bodyIdle = cfg.ClientBodyIdle
 	if p.bodyIdle <= 0 {
 		p.bodyIdle = 30 * time.Second
@@ -143,6 +153,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		ex.fail(err)
 		err.write(rw, ex.id)
+		return
+	}
+	if mode == ModeConnect {
+		ex.tunnel = &tunnel{up: up}
+		rw.onHijack = func(c net.Conn) net.Conn { return p.trackTunnel(ex.tunnel, c) }
+		p.gp.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex)))
 		return
 	}
 	p.gp.ServeHTTP(rw, p.toGoproxy(rw, r, up, ex))

@@ -23,10 +23,8 @@ func canonicalHost(h string) string { return strings.ToLower(h) }
 // the merchant's certificate.
 func (p *Proxy) route(r *http.Request) (*Upstream, Mode, *Error) {
 	if r.Method == http.MethodConnect {
-		return nil, ModeConnect, newError(KindConnectNotSupported, nil, "CONNECT (HTTPS_PROXY) cannot carry the "+
-			"client certificate through a tunnel; call http://%s/... through HTTP_PROXY (http_proxy for curl) and "+
-			"the proxy adds TLS and the certificate, or use the proxy as the base URL (http://%s/...)",
-			p.exampleHost(), r.Host)
+		up, err := p.routeConnect(r)
+		return up, ModeConnect, err
 	}
 	if r.URL.IsAbs() {
 		up, err := p.routeForward(r)

@@ -39,7 +39,8 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener, shutdownTimeout time
 		}
 	}
 	err := RunServer(ctx, srv, ln, shutdownTimeout, p.log)
-	stopTokens() // after the last request in flight: it may still need a token
+	p.drainTunnels(shutdownTimeout) // hijacked CONNECT tunnels are not the server's to wait for
+	stopTokens()                    // after the last request in flight: it may still need a token
 	wg.Wait()
 	return err
 }

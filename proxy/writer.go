@@ -13,8 +13,9 @@ import (
 // the first two and net/http's ReadFrom copies without a per-request buffer.
 type responseWriter struct {
 	http.ResponseWriter
-	status int
-	bytes  int64
+	status   int
+	bytes    int64
+	onHijack func(net.Conn) net.Conn // wraps a hijacked connection; nil leaves it as is
 }
 
 func (w *responseWriter) WriteHeader(code int) {
@@ -64,7 +65,11 @@ func (w *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if w.status == 0 {
 		w.status = http.StatusSwitchingProtocols
 	}
-	return h.Hijack()
+	c, brw, err := h.Hijack()
+	if err == nil && w.onHijack != nil {
+		c = w.onHijack(c)
+	}
+	return c, brw, err
 }
 
 // Unwrap lets http.ResponseController reach the underlying writer.

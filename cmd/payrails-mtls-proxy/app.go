@@ -36,9 +36,6 @@ type app struct {
 }
 
 func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
-	if err := notYetAvailable(cfg); err != nil {
-		return nil, err
-	}
 	a := &app{cfg: cfg, log: log, registry: newRegistry()}
 	var ups []proxy.UpstreamConfig
 	for _, u := range cfg.Upstreams {
@@ -61,7 +58,16 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 		}
 		a.auth = auth
 	}
+	minter, err := a.mitmLeaves()
+	if err != nil {
+		return nil, err
+	}
+	var leaves proxy.LeafSource
+	if minter != nil {
+		leaves = minter
+	}
 	p, err := proxy.New(proxy.Config{
+		MITM:      leaves,
 		ProxyAuth: a.auth,
 		Upstreams: ups,
 		Timeouts: proxy.Timeouts{Dial: cfg.Timeouts.Dial, TLSHandshake: cfg.Timeouts.TLSHandshake,
@@ -89,15 +95,36 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 	return a, nil
 }
 
-// notYetAvailable refuses settings whose feature this version lacks, rather
-// than run with less protection (or fewer features) than the operator asked for.
-func notYetAvailable(cfg *config.Config) error {
-	if cfg.Connect != config.ConnectReject {
-		return fmt.Errorf("connect: %s is not available in this version; remove it (or set connect: reject): "+
-			"CONNECT requests are answered with 405 and advice to use http:// through HTTP_PROXY", cfg.Connect)
+// mitmLeaves sets up connect: mitm: the local CA is a certificate store like
+// the client certificates (watched and reloaded the same way), and a
+// Minter signs the leaves presented inside tunnels. nil when connect is
+// reject.
+func (a *app) mitmLeaves() (*certs.Minter, error) {
+	if a.cfg.Connect != config.ConnectMITM {
+		return nil, nil
 	}
-	return nil
+	src := certs.Source{CertFile: a.cfg.MITM.CACertFile, KeyFile: a.cfg.MITM.CAKeyFile}
+	ca := certs.NewStore("mitm-ca", src, a.log.Named("certs"))
+	if err := ca.Ready(); err != nil {
+		return nil, fmt.Errorf("connect: mitm: the local CA cannot be used: %w (make one with `payrails-mtls-proxy ca init`)", err)
+	}
+	if !ca.InUse().IsCA {
+		return nil, fmt.Errorf("connect: mitm: %s is not a CA certificate (make one with `payrails-mtls-proxy ca init`)", src.CertFile)
+	}
+	a.stores = append(a.stores, ca) // watched with the others
+	m := certs.NewMinter(ca.Certificate, mitmLeafValidity, mitmLeafCache)
+	a.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "payrails_proxy_mitm_leaf_signatures_total",
+		Help: "Certificates signed by the local CA for CONNECT tunnels (cached: about one per host per day).",
+	}, func() float64 { return float64(m.Signatures()) }))
+	return m, nil
 }
+
+// Interception leaves live a day and are cached for up to 256 hosts.
+const (
+	mitmLeafValidity = 24 * time.Hour
+	mitmLeafCache    = 256
+)
 
 // tokenConfig turns on managed tokens when the upstream has a client ID.
 // The secret is read at every fetch, so a rotated secret file is used

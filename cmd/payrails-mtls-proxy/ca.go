@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/certs"
+	"github.com/mtlsproxy/payrails-mtls-proxy/config"
+)
+
+func init() {
+	register(command{name: "ca", summary: "ca init: make the local CA for connect: mitm (HTTPS_PROXY support)", order: 60, run: runCA})
+}
+
+// hostList collects repeated --host flags.
+type hostList []string
+
+func (h *hostList) String() string     { return strings.Join(*h, ",") }
+func (h *hostList) Set(v string) error { *h = append(*h, strings.ToLower(v)); return nil }
+
+func runCA(_ context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("ca init", flag.ContinueOnError)
+	var (
+		outDir, cfgPath string
+		hosts           hostList
+		force           bool
+	)
+	fs.StringVar(&outDir, "out-dir", "", "`folder` to write ca.pem and ca.key (0600) into")
+	fs.StringVar(&cfgPath, "config", "", "configuration `file` whose upstream hosts the CA is constrained to")
+	fs.Var(&hosts, "host", "a `HOST` the CA may sign for (repeatable; added to the config's upstreams)")
+	fs.BoolVar(&force, "force", false, "overwrite an existing ca.key")
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: payrails-mtls-proxy ca init --out-dir DIR [--config FILE] [--host HOST ...] [--force]")
+		fmt.Fprintln(fs.Output(), "\nMakes the local CA that connect: mitm signs its interception certificates with. The CA is")
+		fmt.Fprintln(fs.Output(), "name-constrained to the upstream hosts: even its stolen key cannot impersonate another site.")
+		fs.PrintDefaults()
+	}
+	switch {
+	case len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help"):
+		fs.Usage()
+		return exitOK
+	case len(args) == 0 || args[0] != "init":
+		fs.Usage()
+		return exitUsage
+	}
+	if code, ok := parseFlags(fs, args[1:], stderr); !ok {
+		return code
+	}
+	if outDir == "" {
+		fmt.Fprintln(stderr, "ca init: --out-dir is required")
+		return exitUsage
+	}
+	all, err := caHosts(cfgPath, hosts)
+	if err != nil {
+		fmt.Fprintf(stderr, "ca init: %v\n", err)
+		return exitUsage
+	}
+	certFile, keyFile, err := writeCA(outDir, all, force)
+	if err != nil {
+		fmt.Fprintf(stderr, "ca init: %v\n", err)
+		return exitFailure
+	}
+	_ = caText.Execute(stdout, map[string]any{"Cert": certFile, "Key": keyFile, "Hosts": strings.Join(all, ", ")})
+	return exitOK
+}
+
+// caHosts are the hosts the CA may sign for: the configuration's upstreams
+// (read without checking that the CA files exist yet) and --host.
+func caHosts(cfgPath string, extra []string) ([]string, error) {
+	seen := map[string]bool{}
+	var hosts []string
+	add := func(h string) {
+		if !seen[h] {
+			seen[h] = true
+			hosts = append(hosts, h)
+		}
+	}
+	if cfgPath != "" {
+		data, err := os.ReadFile(cfgPath)
+		if err != nil {
+			return nil, fmt.Errorf("reading --config: %w", err)
+		}
+		cfg, err := config.Parse(data, cfgPath, os.LookupEnv, config.Overrides{}, false)
+		if err != nil {
+			return nil, err
+		}
+		for _, u := range cfg.Upstreams {
+			add(u.Host)
+		}
+	}
+	for _, h := range extra {
+		add(h)
+	}
+	if len(hosts) == 0 {
+		return nil, errors.New("no host: give --config with the upstreams, or --host api.acme.payrails.io")
+	}
+	return hosts, nil
+}
+
+func writeCA(dir string, hosts []string, force bool) (string, string, error) {
+	certPEM, keyPEM, err := certs.NewMITMCA(hosts, time.Now())
+	if err != nil {
+		return "", "", err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", "", err
+	}
+	certFile, keyFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca.key")
+	if _, err := os.Stat(keyFile); err == nil && !force {
+		return "", "", fmt.Errorf("%s exists: services already trust the CA it belongs to; give --force to replace it "+
+			"(and make them trust the new one)", keyFile)
+	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return "", "", err
+	}
+	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+		return "", "", err
+	}
+	if err := os.Chmod(keyFile, 0o600); err != nil {
+		return "", "", err
+	}
+	return certFile, keyFile, os.WriteFile(certFile, certPEM, 0o644)
+}
+
+var caText = template.Must(template.New("ca").Parse(`Wrote {{.Cert}} (the CA certificate, to be trusted by the services)
+Wrote {{.Key}}  (its key, mode 0600: it stays with the proxy)
+
+The CA may sign for: {{.Hosts}} (name constraints; no other name, no IP address).
+
+Enable it in the proxy's configuration:
+  connect: mitm
+  mitm: {ca_cert_file: {{.Cert}}, ca_key_file: {{.Key}}}
+and set HTTPS_PROXY=http://127.0.0.1:8080 (and https_proxy) for the service.
+
+Make the service's runtime trust {{.Cert}}:
+  Debian/Ubuntu:  cp {{.Cert}} /usr/local/share/ca-certificates/payrails-mtls-proxy.crt && update-ca-certificates
+  Alpine:         cp {{.Cert}} /usr/local/share/ca-certificates/payrails-mtls-proxy.crt && update-ca-certificates
+  OpenSSL, Go, Ruby, Python urllib:  SSL_CERT_FILE=<a bundle of the system roots plus {{.Cert}}>
+                  (it replaces the system bundle: cat /etc/ssl/certs/ca-certificates.crt {{.Cert}} > bundle.pem)
+  Python requests: REQUESTS_CA_BUNDLE=<that bundle>
+  Node.js:        NODE_EXTRA_CA_CERTS={{.Cert}}   (added to the built-in roots)
+  curl:           --cacert <that bundle>, or CURL_CA_BUNDLE
+  Java:           keytool -importcert -noprompt -cacerts -storepass changeit -alias payrails-mtls-proxy -file {{.Cert}}
+`))
