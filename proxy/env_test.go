@@ -103,7 +103,9 @@ func upstreamConfig(name, host, addr string, ps *pkiSet, src proxy.CertificateSo
 func startProxy(t testing.TB, cfg proxy.Config) *env {
 	t.Helper()
 	core, logs := observer.New(zapcore.DebugLevel)
-	cfg.Logger = zap.New(core)
+	if cfg.Logger == nil {
+		cfg.Logger = zap.New(core)
+	}
 	p, err := proxy.New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -126,14 +126,20 @@ func bytesHandler(w http.ResponseWriter, r *http.Request) {
 	writePattern(w, n)
 }
 
+// patternBlock is Pattern(0..len-1); its length is a multiple of 26, so it
+// also holds the pattern from any offset that is a multiple of its length.
+var patternBlock = func() []byte {
+	b := make([]byte, 26*1260) // 32,760 bytes
+	for i := range b {
+		b[i] = Pattern(int64(i))
+	}
+	return b
+}()
+
 func writePattern(w io.Writer, n int64) {
-	buf := make([]byte, 32<<10)
 	for off := int64(0); off < n; {
-		m := min(int64(len(buf)), n-off)
-		for i := range m {
-			buf[i] = Pattern(off + i)
-		}
-		if _, err := w.Write(buf[:m]); err != nil {
+		m := min(int64(len(patternBlock)), n-off)
+		if _, err := w.Write(patternBlock[:m]); err != nil {
 			return
 		}
 		off += m

@@ -1,0 +1,77 @@
+package proxy_test
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"testing"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/standin"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// The benchmarks run client, proxy and stand-in upstream in one process:
+// use them to compare changes to the proxy (allocations per request, CPU
+// profiles), not as absolute figures; bench/compare.sh measures the proxy
+// alone against its peers.
+
+func benchEnv(b *testing.B, h2 bool) (*env, *standin.Server) {
+	ps := newPKI(b)
+	up := startStandin(b, ps, func(o *standin.Options) { o.DisableHTTP2 = !h2 })
+	// As in production: one JSON line per request at info level, written
+	// (here to io.Discard), and Prometheus metrics.
+	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(io.Discard), zapcore.InfoLevel))
+	e := startProxy(b, proxy.Config{Logger: log, Metrics: proxy.NewMetrics(prometheus.NewRegistry()),
+		Upstreams: []proxy.UpstreamConfig{upstreamConfig("live", hostA, up.Addr, ps, sourceOf(ps.client))}})
+	return e, up
+}
+
+func benchRequests(b *testing.B, c *http.Client, url string) {
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			resp, err := c.Get(url)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				b.Errorf("status %d", resp.StatusCode)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkForward: absolute-form requests, as HTTP_PROXY clients send.
+func BenchmarkForward(b *testing.B) {
+	for _, h2 := range []bool{false, true} {
+		b.Run(fmt.Sprintf("http2=%v", h2), func(b *testing.B) {
+			e, _ := benchEnv(b, h2)
+			benchRequests(b, e.forwardClient(b), "http://"+hostA+"/bytes/200")
+		})
+	}
+}
+
+// BenchmarkGateway: origin-form requests to the proxy as a base URL.
+func BenchmarkGateway(b *testing.B) {
+	for _, h2 := range []bool{false, true} {
+		b.Run(fmt.Sprintf("http2=%v", h2), func(b *testing.B) {
+			e, _ := benchEnv(b, h2)
+			benchRequests(b, plainClient(b), e.url+"/bytes/200")
+		})
+	}
+}
+
+// BenchmarkBigBody: 1 MiB responses through the proxy.
+func BenchmarkBigBody(b *testing.B) {
+	e, _ := benchEnv(b, true)
+	b.SetBytes(1 << 20)
+	benchRequests(b, plainClient(b), e.url+"/bytes/1048576")
+}
