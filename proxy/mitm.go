@@ -158,7 +158,7 @@ func (b *loggedBody) Close() error {
 // trackTunnel is the hijack hook of an allowed CONNECT: it keeps the
 // client connection so that Shutdown can end the tunnel gracefully.
 func (p *Proxy) trackTunnel(t *tunnel, c net.Conn) net.Conn {
-	tc := &tunnelConn{Conn: c, t: t}
+	tc := &closeNotifier{Conn: c}
 	t.mu.Lock()
 	t.conn = tc
 	t.closed = make(chan struct{})
@@ -173,20 +173,6 @@ func (p *Proxy) trackTunnel(t *tunnel, c net.Conn) net.Conn {
 		close(t.closed)
 	}
 	return tc
-}
-
-// tunnelConn reports its closing once.
-type tunnelConn struct {
-	net.Conn
-	t       *tunnel
-	once    sync.Once
-	onClose func()
-}
-
-func (c *tunnelConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(c.onClose)
-	return err
 }
 
 func (t *tunnel) begin() {

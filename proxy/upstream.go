@@ -241,7 +241,7 @@ func (u *Upstream) dialTLS(ctx context.Context, cfg *tls.Config) (net.Conn, erro
 	defer cancel()
 	if u.m != nil {
 		u.m.upstreamConn(u.name, 1)
-		raw = &countedConn{Conn: raw, done: func() { u.m.upstreamConn(u.name, -1) }}
+		raw = &closeNotifier{Conn: raw, onClose: func() { u.m.upstreamConn(u.name, -1) }}
 	}
 	conn := tls.Client(raw, cfg)
 	start := time.Now()
@@ -256,16 +256,16 @@ func (u *Upstream) dialTLS(ctx context.Context, cfg *tls.Config) (net.Conn, erro
 	return conn, nil
 }
 
-// countedConn calls done once, when closed.
-type countedConn struct {
+// closeNotifier calls onClose once, when the connection is first closed.
+type closeNotifier struct {
 	net.Conn
-	once sync.Once
-	done func()
+	once    sync.Once
+	onClose func()
 }
 
-func (c *countedConn) Close() error {
+func (c *closeNotifier) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(c.done)
+	c.once.Do(c.onClose)
 	return err
 }
 
