@@ -219,20 +219,18 @@ func (p *parsedFile) parseDER(data []byte, pass *passphrase) {
 		p.csr = true
 		return
 	}
-	if _, err := pkcs12.ToPEM(data, ""); err != nil && !looksLikePKCS12(err) {
+	secret, perr := pass.get()
+	key, leaf, chain, err := pkcs12.DecodeChain(data, string(secret))
+	if err != nil && !looksLikePKCS12(err) {
 		p.Kind = KindUnrecognised
 		p.add(Info, CodeUnrecognised, "is neither PEM nor a DER certificate nor PKCS#12; ignored")
 		return
 	}
 	p.Kind = KindPKCS12
 	p.Keys = 1
-	secret, err := pass.get()
-	if err != nil {
-		p.add(Error, CodePassphraseRead, "is a PKCS#12 bundle, and the passphrase could not be read: %v", err)
-		return
-	}
-	key, leaf, chain, err := pkcs12.DecodeChain(data, string(secret))
 	switch {
+	case perr != nil:
+		p.add(Error, CodePassphraseRead, "is a PKCS#12 bundle, and the passphrase could not be read: %v", perr)
 	case errors.Is(err, pkcs12.ErrIncorrectPassword) && len(secret) == 0:
 		p.add(Error, CodePassphraseMissing, "is a PKCS#12 bundle protected by a password and no passphrase is "+
 			"configured; set key_passphrase_file (--key-passphrase-file) or PAYRAILS_PROXY_KEY_PASSPHRASE")
@@ -251,8 +249,8 @@ func (p *parsedFile) parseDER(data []byte, pass *passphrase) {
 	}
 }
 
-// looksLikePKCS12 reports whether ToPEM got far enough to recognise a
-// PKCS#12 structure: only password errors (or an unsupported but valid
+// looksLikePKCS12 reports whether DecodeChain got far enough to recognise
+// a PKCS#12 structure: only password errors (or an unsupported but valid
 // bundle) mean the bytes were PKCS#12.
 func looksLikePKCS12(err error) bool {
 	return errors.Is(err, pkcs12.ErrIncorrectPassword) || errors.Is(err, pkcs12.ErrDecryption) ||
@@ -309,15 +307,4 @@ func allCA(cs []*x509.Certificate) bool {
 		}
 	}
 	return true
-}
-
-func hasCode(fs []Finding, codes ...Code) bool {
-	for _, f := range fs {
-		for _, c := range codes {
-			if f.Code == c {
-				return true
-			}
-		}
-	}
-	return false
 }

@@ -70,8 +70,7 @@ func (s *Store) Report() Report {
 	r := Report{
 		Upstream: s.name, Source: snap.Source, LoadedAt: snap.LoadedAt, Reason: snap.Reason,
 		Candidates: []CertInfo{}, Files: []FileInfo{}, Findings: []FindingInfo{},
-		Reloads: ReloadInfo{Swapped: st.Swapped, Unchanged: st.Unchanged, Failed: st.Failed,
-			LastAttempt: st.LastAttempt, LastResult: st.LastResult, LastError: st.LastError, LastSuccess: st.LastSuccess},
+		Reloads: ReloadInfo(st),
 	}
 	if err := s.Ready(); err != nil {
 		r.Error = err.Error()
