@@ -58,7 +58,7 @@ func exchangeFrom(ctx context.Context) *exchange {
 	return ex
 }
 
-func (p *Proxy) newExchange(r *http.Request) *exchange {
+func (p *Proxy) newExchange() *exchange {
 	return &exchange{id: p.ids.next(), start: time.Now()}
 }
 

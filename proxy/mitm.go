@@ -88,7 +88,7 @@ type tunnelled struct {
 // carries requests for another.
 func (p *Proxy) prepareTunnelled(in *http.Request, ctx *goproxy.ProxyCtx) (*http.Request, *http.Response) {
 	t, _ := ctx.UserData.(*tunnel)
-	ex := p.newExchange(in)
+	ex := p.newExchange()
 	ex.mode = ModeTunnel
 	if t == nil {
 		perr := newError(KindBadRequest, nil, "internal error: a tunnelled request without its tunnel")

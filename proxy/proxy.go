@@ -131,25 +131,12 @@ func (p *Proxy) Upstreams() []*Upstream { return p.upstreams }
 // ServeHTTP handles one client request: access check, routing, then
 // goproxy with our hooks. The inbound request is never modified.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ex := p.newExchange(r)
+	ex := p.newExchange()
 	rw := &responseWriter{ResponseWriter: w}
 	defer p.finishExchange(ex, rw, r)
 
-	if err := p.checkSource(r); err != nil {
-		ex.fail(err)
-		err.write(rw, ex.id)
-		return
-	}
-	if err := p.checkProxyAuth(r); err != nil {
-		ex.fail(err)
-		err.write(rw, ex.id)
-		return
-	}
-	up, mode, err := p.route(r)
+	up, mode, err := p.admit(r)
 	ex.mode, ex.up = mode, up
-	if err == nil {
-		err = checkFraming(r)
-	}
 	if err != nil {
 		ex.fail(err)
 		err.write(rw, ex.id)
@@ -162,6 +149,22 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.gp.ServeHTTP(rw, p.toGoproxy(rw, r, up, ex))
+}
+
+// admit decides whether and where a request goes: the client's address,
+// its proxy credentials, the route, then the framing.
+func (p *Proxy) admit(r *http.Request) (*Upstream, Mode, *Error) {
+	if err := p.checkSource(r); err != nil {
+		return nil, "", err
+	}
+	if err := p.checkProxyAuth(r); err != nil {
+		return nil, "", err
+	}
+	up, mode, err := p.route(r)
+	if err == nil {
+		err = checkFraming(r)
+	}
+	return up, mode, err
 }
 
 // toGoproxy returns a shallow copy of r for goproxy: absolute-form (goproxy
