@@ -85,7 +85,8 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 		adminUps = append(adminUps, adminUpstream(s))
 	}
 	a.registry.MustRegister(admin.NewCertCollector(adminUps))
-	a.admin = admin.New(admin.Config{Upstreams: adminUps, Gatherer: a.registry})
+	a.admin = admin.New(admin.Config{Upstreams: adminUps, Gatherer: a.registry,
+		Pprof: os.Getenv("PAYRAILS_PROXY_DEBUG_PPROF") == "1"})
 	w, err := certs.NewWatcher(a.stores, certs.WatchOptions{Debounce: cfg.Reload.Debounce,
 		PollInterval: cfg.Reload.PollInterval}, log.Named("certs"))
 	if err != nil {

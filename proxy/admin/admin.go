@@ -8,6 +8,7 @@ package admin
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,6 +43,10 @@ type CertMetric struct {
 type Config struct {
 	Upstreams []Upstream
 	Gatherer  prometheus.Gatherer // what /metrics serves
+	// Pprof adds Go's profiling endpoints under /debug/pprof/. Off by
+	// default: profiles reveal internals, and the admin port may be reachable
+	// from the pod network.
+	Pprof bool
 }
 
 // New returns the admin handler.
@@ -60,6 +65,13 @@ func New(c Config) http.Handler {
 		writeJSON(w, http.StatusOK, out)
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(c.Gatherer, promhttp.HandlerOpts{}))
+	if c.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 

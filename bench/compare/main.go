@@ -1,0 +1,236 @@
+// Command compare is the side-by-side benchmark of payrails-mtls-proxy: it
+// runs the same plain-HTTP-in, mTLS-out job through this proxy (base-URL and
+// forward mode), nginx, HAProxy and stunnel4 against an nginx stand-in for
+// the Payrails API that requires the client certificate, and prints one
+// table with each figure's ratio to the best of those peers. See
+// bench/README.md.
+//
+// Everything runs on 127.0.0.1; every process it starts is stopped and its
+// temporary folder removed on exit, error, Ctrl-C or SIGTERM.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// options are the command-line flags.
+type options struct {
+	duration    time.Duration
+	warmup      time.Duration
+	runs        int
+	scenarios   []string
+	peers       []string
+	requireAll  bool
+	proxyBin    string
+	repo        string
+	jsonOut     string
+	peerCPUs    string
+	wanRTT      time.Duration
+	wanRequests int
+	upstreamH2  bool
+}
+
+// bench is the state of one run, shared by the scenarios.
+type bench struct {
+	opts     options
+	start    time.Time
+	dir      string    // temporary folder for everything; removed at exit
+	pki      *pkiFiles // the throwaway PKI
+	cpus     cpuPlan
+	proxyBin string
+	api      string      // the stand-in API's address
+	peers    []peer      // selected peers whose tools are present
+	skipped  []string    // peers not run, with the reason
+	counters cpuCounters // /proc/stat at start, for the steal figure
+	loadAvg  string      // 1-minute load average at start
+}
+
+func main() {
+	opts, err := parseFlags(os.Args[1:])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "compare:", err)
+		os.Exit(2)
+	}
+	// SIGPIPE too: with stdout piped into head, the runner must still stop
+	// what it started rather than die at its next write.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGPIPE)
+	err = run(ctx, opts)
+	stop()
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			fmt.Fprintln(os.Stderr, "compare: interrupted; everything started was stopped")
+			os.Exit(130)
+		}
+		fmt.Fprintln(os.Stderr, "compare:", err)
+		os.Exit(1)
+	}
+}
+
+func parseFlags(args []string) (options, error) {
+	var o options
+	var scenarios, peers string
+	fs := flag.NewFlagSet("compare", flag.ContinueOnError)
+	fs.DurationVar(&o.duration, "duration", 5*time.Second, "length of each measured wrk run (whole seconds)")
+	fs.DurationVar(&o.warmup, "warmup", time.Second, "untimed wrk run per scenario and peer before the measured runs")
+	fs.IntVar(&o.runs, "runs", 3, "measured runs per scenario and peer; the table shows medians")
+	fs.StringVar(&scenarios, "scenarios", "all", "comma-separated scenarios: "+strings.Join(scenarioNames(), ","))
+	fs.StringVar(&peers, "peers", "all", "comma-separated peers: "+strings.Join(peerNames(), ","))
+	fs.BoolVar(&o.requireAll, "require-all", false, "fail instead of skipping a peer whose tool is missing")
+	fs.StringVar(&o.proxyBin, "proxy-bin", "", "payrails-mtls-proxy binary (default: build it with scripts/build.sh)")
+	fs.StringVar(&o.repo, "repo", "", "repository root, for scripts/build.sh (default: found from the working directory)")
+	fs.StringVar(&o.jsonOut, "json", "", "also write the raw results to this file")
+	fs.StringVar(&o.peerCPUs, "peer-cpus", "none", "CPUs for the peer under test: none (everything shares every CPU), auto (the upper half; wrk and the stand-in API get the rest) or a list such as 1 or 2-3")
+	fs.DurationVar(&o.wanRTT, "wan-rtt", 20*time.Millisecond, "round-trip time the wan relay adds")
+	fs.IntVar(&o.wanRequests, "wan-requests", 100, "timed sequential requests per wan run and client")
+	fs.BoolVar(&o.upstreamH2, "upstream-h2", false, "let the stand-in API offer HTTP/2 (only this proxy uses it)")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	switch {
+	case o.duration < time.Second || o.duration > 10*time.Minute:
+		return o, fmt.Errorf("--duration %s: want 1s to 10m", o.duration)
+	case o.warmup < time.Second || o.warmup > time.Minute:
+		return o, fmt.Errorf("--warmup %s: want 1s to 1m", o.warmup)
+	case o.runs < 1 || o.runs > 50:
+		return o, fmt.Errorf("--runs %d: want 1 to 50", o.runs)
+	case o.wanRequests < 1 || o.wanRequests > 10000:
+		return o, fmt.Errorf("--wan-requests %d: want 1 to 10000", o.wanRequests)
+	case o.wanRTT < 0 || o.wanRTT > time.Second:
+		return o, fmt.Errorf("--wan-rtt %s: want 0 to 1s", o.wanRTT)
+	}
+	var err error
+	if o.scenarios, err = pickNames("--scenarios", scenarios, scenarioNames()); err != nil {
+		return o, err
+	}
+	o.peers, err = pickNames("--peers", peers, peerNames())
+	return o, err
+}
+
+// pickNames splits a comma list, "all" meaning every known name, and
+// refuses unknown names.
+func pickNames(flagName, list string, known []string) ([]string, error) {
+	if list == "all" {
+		return known, nil
+	}
+	var out []string
+	for _, n := range strings.Split(list, ",") {
+		n = strings.TrimSpace(n)
+		if !slices.Contains(known, n) {
+			return nil, fmt.Errorf("%s: unknown %q; known: %s", flagName, n, strings.Join(known, ","))
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func scenarioNames() []string {
+	var n []string
+	for _, s := range allScenarios {
+		n = append(n, s.Name)
+	}
+	return n
+}
+
+func peerNames() []string {
+	var n []string
+	for _, p := range allPeers {
+		n = append(n, p.Name)
+	}
+	return n
+}
+
+// run does the whole benchmark and prints the report to stdout; progress
+// goes to stderr.
+func run(ctx context.Context, opts options) (err error) {
+	b := &bench{opts: opts, start: time.Now()}
+	b.counters, _ = readCPUCounters() // zero when unreadable: no steal figure
+	b.loadAvg = loadAverage()
+	if b.dir, err = os.MkdirTemp("", "payrails-mtls-proxy-bench-"); err != nil {
+		return err
+	}
+	defer os.RemoveAll(b.dir)
+	// nginx workers run as nobody and must reach the stand-in API's files;
+	// 0711 lets them through without listing (keys are 0600 and read by
+	// the master, which runs as the runner's user).
+	if err := os.Chmod(b.dir, 0o711); err != nil {
+		return err
+	}
+	procs := &procSet{}
+	defer procs.stopAll()
+	if err := b.prepare(ctx, procs); err != nil {
+		return err
+	}
+	b.progress("estimated time: %s", b.estimate().Round(time.Second))
+	var rows []row
+	var ran []scenario
+	for _, s := range allScenarios {
+		if !slices.Contains(opts.scenarios, s.Name) {
+			continue
+		}
+		b.progress("scenario %s: %s", s.Name, s.About)
+		r, err := s.run(ctx, b, s)
+		if err != nil {
+			return fmt.Errorf("scenario %s: %w", s.Name, err)
+		}
+		rows, ran = append(rows, r...), append(ran, s)
+	}
+	m := b.collectMeta(ctx)
+	m.TookTotal = time.Since(b.start).Round(time.Second).String()
+	rep := report{Meta: m, Rows: rows, Checks: checkTargets(rows)}
+	b.print(rep, ran)
+	if opts.jsonOut != "" {
+		return writeJSON(opts.jsonOut, rep)
+	}
+	return nil
+}
+
+// print writes the header, the table and the target lines to stdout.
+func (b *bench) print(rep report, ran []scenario) {
+	fmt.Println()
+	printHeader(os.Stdout, rep.Meta)
+	fmt.Println()
+	printTable(os.Stdout, ran, rep.Rows)
+	fmt.Println()
+	fmt.Println("targets (this proxy, both modes):")
+	for _, l := range rep.Checks {
+		fmt.Println("  " + l.String())
+	}
+	fmt.Printf("\ntook %s\n", rep.Meta.TookTotal)
+}
+
+// progress writes one line to stderr, stamped with the time since start.
+func (b *bench) progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "[%6s] %s\n", time.Since(b.start).Round(time.Second), fmt.Sprintf(format, args...))
+}
+
+// findRepo walks up from the working directory to the folder holding
+// scripts/build.sh.
+func findRepo() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "scripts", "build.sh")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no scripts/build.sh above the working directory; pass --repo or --proxy-bin")
+		}
+		dir = parent
+	}
+}

@@ -1,0 +1,172 @@
+package main
+
+import (
+	"os"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestParseStat(t *testing.T) {
+	tests := []struct {
+		name string
+		line string
+		want procStat
+	}{
+		{"cat", "17920 (cat) R 17877 17877 18136 0 -1 4194304 101 0 0 0 0 0 0 0 20 0 1 0 440866 3133440 393 " +
+			"18446744073709551615 94776728350720 94776728370601 140728109096256 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 " +
+			"94776728386608 94776728388224 94777085751296 140728109099693 140728109099713 140728109099713 140728109101035 0",
+			procStat{PID: 17920, Comm: "cat", PGRP: 17877}},
+		{"nginx worker", "22732 (nginx) S 1 22731 18136 0 -1 4194624 546 0 1 0 7 3 0 0 20 0 1 0 395569 24473600 1398 " +
+			"18446744073709551615 93910366801920 93910367585393 140726720914304 0 0 0 0 1073745920 402745863 1 0 0 17 0 0 0 0 0 0",
+			procStat{PID: 22732, Comm: "nginx", PGRP: 22731, UTime: 7, STime: 3}},
+		{"process_api", "1 (process_api) S 0 0 0 0 -1 4194560 84029 13659566 0 3323 213 1080 63503 14987 20 0 13 0 24 " +
+			"40382464 2668 18446744073709551615 1 1 0 0 0 0 0 4096 1256 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0",
+			procStat{PID: 1, Comm: "process_api", PGRP: 0, UTime: 213, STime: 1080}},
+		// A command name may hold spaces and parentheses (prctl PR_SET_NAME).
+		{"odd comm", "4242 (a) b (c)) S 1 4240 4240 0 -1 0 0 0 0 0 150 50 0 0 20 0 1 0 1 1 1",
+			procStat{PID: 4242, Comm: "a) b (c)", PGRP: 4240, UTime: 150, STime: 50}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseStat(tt.line)
+			if err != nil {
+				t.Fatalf("parseStat: %v", err)
+			}
+			if got != tt.want {
+				t.Errorf("got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+	if got := (procStat{UTime: 213, STime: 1080}).CPU(); got != 12930*time.Millisecond {
+		t.Errorf("CPU() = %v, want 12.93s", got)
+	}
+}
+
+func TestParseStatRefusesGarbage(t *testing.T) {
+	for _, line := range []string{"", "17920 cat R 1 2 3", "x (cat) R 1 2 3 4 5 6 7 8 9 10 11 12",
+		"17920 (cat) R 17877 17877", "17920 (cat) R 1 notapgrp 3 4 5 6 7 8 9 10 11 12 13"} {
+		if got, err := parseStat(line); err == nil {
+			t.Errorf("parseStat(%q) = %+v, want an error", line, got)
+		}
+	}
+}
+
+// statusSample is part of /proc/PID/status of a Go process on Linux 6.x.
+const statusSample = `Name:	payrails-mtls-
+Umask:	0022
+State:	S (sleeping)
+Tgid:	18450
+Pid:	18450
+VmPeak:	 1261148 kB
+VmSize:	 1261148 kB
+VmLck:	       0 kB
+VmHWM:	   24812 kB
+VmRSS:	   20160 kB
+RssAnon:	    9216 kB
+Threads:	7
+Cpus_allowed_list:	0-1
+`
+
+func TestParseStatusKB(t *testing.T) {
+	tests := []struct {
+		key     string
+		want    int64
+		wantErr bool
+	}{
+		{"VmHWM", 24812 * 1024, false},
+		{"VmRSS", 20160 * 1024, false},
+		{"VmSwap", 0, true},  // absent
+		{"Threads", 0, true}, // not a kB line
+		{"VmH", 0, true},     // a prefix is not the key
+	}
+	for _, tt := range tests {
+		t.Run(tt.key, func(t *testing.T) {
+			got, err := parseStatusKB(statusSample, tt.key)
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Errorf("parseStatusKB(%s) = %d, %v; want %d, error %v", tt.key, got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestParseCPUList(t *testing.T) {
+	tests := []struct {
+		in   string
+		want []int
+	}{
+		{"0-1", []int{0, 1}},
+		{"0", []int{0}},
+		{"0-3,6", []int{0, 1, 2, 3, 6}},
+		{" 2,4-5\n", []int{2, 4, 5}},
+	}
+	for _, tt := range tests {
+		if got, err := parseCPUList(tt.in); err != nil || !slices.Equal(got, tt.want) {
+			t.Errorf("parseCPUList(%q) = %v, %v; want %v", tt.in, got, err, tt.want)
+		}
+	}
+	for _, bad := range []string{"", "a", "3-1", "1-", "0-99999"} {
+		if got, err := parseCPUList(bad); err == nil {
+			t.Errorf("parseCPUList(%q) = %v, want an error", bad, got)
+		}
+	}
+}
+
+func TestParseProcStat(t *testing.T) {
+	const sample = "cpu  207167 0 69751 572289 13949 0 10856 2295 0 0\n" +
+		"cpu0 100256 0 34525 293869 2733 0 5401 1160 0 0\n" +
+		"cpu1 106910 0 35225 278419 11215 0 5454 1134 0 0\nintr 1 2 3\n"
+	got, err := parseProcStat(sample)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := cpuCounters{Total: 207167 + 69751 + 572289 + 13949 + 10856 + 2295, Steal: 2295}
+	if got != want {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+	if s := stealShare(cpuCounters{Total: 1000, Steal: 10}, cpuCounters{Total: 2000, Steal: 60}); s != 0.05 {
+		t.Errorf("stealShare = %v, want 0.05", s)
+	}
+	if _, err := parseProcStat("intr 1 2 3\n"); err == nil {
+		t.Error("parseProcStat without a cpu line: want an error")
+	}
+}
+
+func TestPlanCPUs(t *testing.T) {
+	tests := []struct {
+		flag    string
+		allowed []int
+		want    cpuPlan
+		wantErr bool
+	}{
+		{"none", []int{0, 1}, cpuPlan{Workers: 2}, false},
+		{"auto", []int{0, 1}, cpuPlan{Peer: []int{1}, Load: []int{0}, Workers: 1}, false},
+		{"auto", []int{0, 1, 2, 3, 4}, cpuPlan{Peer: []int{3, 4}, Load: []int{0, 1, 2}, Workers: 2}, false},
+		{"auto", []int{0}, cpuPlan{Workers: 1}, false},
+		{"2-3", []int{0, 1, 2, 3}, cpuPlan{Peer: []int{2, 3}, Load: []int{0, 1}, Workers: 2}, false},
+		{"0-1", []int{0, 1}, cpuPlan{}, true}, // nothing left for wrk
+		{"5", []int{0, 1}, cpuPlan{}, true},   // not allowed
+	}
+	for _, tt := range tests {
+		got, err := planCPUs(tt.flag, tt.allowed)
+		if (err != nil) != tt.wantErr || !slices.Equal(got.Peer, tt.want.Peer) || !slices.Equal(got.Load, tt.want.Load) ||
+			got.Workers != tt.want.Workers {
+			t.Errorf("planCPUs(%q, %v) = %+v, %v; want %+v, error %v", tt.flag, tt.allowed, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+// TestGroupStatsSelf reads this test process's own group from /proc.
+func TestGroupStatsSelf(t *testing.T) {
+	stats, err := groupStats(syscall.Getpgrp())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(stats, func(s procStat) bool { return s.PID == os.Getpid() }) {
+		t.Errorf("group %d: %+v does not hold this process %d", syscall.Getpgrp(), stats, os.Getpid())
+	}
+	if rss, err := groupPeakRSS(syscall.Getpgrp()); err != nil || rss <= 0 {
+		t.Errorf("groupPeakRSS = %d, %v; want > 0", rss, err)
+	}
+}

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+// startEcho runs a TCP server that echoes each connection until EOF, then
+// closes it. It stops when the test ends.
+func startEcho(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				_, _ = io.Copy(c, c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestRelayDelaysAndKeepsOrder sends data through the relay and back: it
+// must arrive intact, in order, after the simulated handshake and two
+// one-way delays at least (only lower bounds: the machine may be slow).
+func TestRelayDelaysAndKeepsOrder(t *testing.T) {
+	tests := []struct {
+		name   string
+		oneWay time.Duration
+		size   int
+	}{
+		{"no delay", 0, 1 << 20},
+		{"10ms each way", 10 * time.Millisecond, 256 << 10},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := startRelay(startEcho(t), tt.oneWay)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			want := make([]byte, tt.size)
+			_, _ = rand.Read(want)
+			start := time.Now()
+			c, err := net.Dial("tcp", r.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+			go func() {
+				_, _ = c.Write(want)
+				_ = c.(*net.TCPConn).CloseWrite() // the echo server then closes, through the relay
+			}()
+			got, err := io.ReadAll(c)
+			if err != nil {
+				t.Fatalf("reading the echo: %v", err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("echo differs: got %d bytes, want %d", len(got), len(want))
+			}
+			if least := 4 * tt.oneWay; time.Since(start) < least {
+				t.Errorf("round trip took %v, want at least %v (handshake plus there and back)", time.Since(start), least)
+			}
+		})
+	}
+}
+
+// TestRelayCloseEndsConnections: Close cuts relayed connections and returns.
+func TestRelayCloseEndsConnections(t *testing.T) {
+	r, err := startRelay(startEcho(t), time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", r.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(c, buf); err != nil {
+		t.Fatalf("echo through the relay: %v", err)
+	}
+	r.Close()
+	if n, err := c.Read(buf); err == nil {
+		t.Errorf("read %d bytes after Close, want EOF or an error", n)
+	}
+	if _, err := net.DialTimeout("tcp", r.Addr(), time.Second); err == nil {
+		t.Error("the relay still accepts after Close")
+	}
+}

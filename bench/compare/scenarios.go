@@ -1,0 +1,216 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// scenario is one workload, run through every selected peer. A scenario
+// with its own kind of client (such as the planned "mitm": this proxy
+// reached through HTTPS_PROXY/CONNECT with a local CA) adds an entry with
+// its own run function and, if it needs one, its own peer.
+type scenario struct {
+	Name    string
+	About   string
+	Metrics []metric // the table's columns for this scenario, in order
+	job     wrkJob   // the load, for wrk scenarios (Duration comes from --duration)
+	run     func(ctx context.Context, b *bench, s scenario) ([]row, error)
+}
+
+// allScenarios is every scenario, in run and table order.
+var allScenarios = []scenario{
+	{Name: "c1", About: "1 connection, keep-alive, GET /small (~200 B JSON)",
+		Metrics: []metric{mRate, mP50, mP99, mCPU, mRSS}, job: wrkJob{Conns: 1, Path: "/small"}, run: runWrkScenario},
+	{Name: "c64", About: "64 connections, keep-alive, GET /small",
+		Metrics: []metric{mRate, mP50, mP99, mCPU, mRSS}, job: wrkJob{Conns: 64, Path: "/small"}, run: runWrkScenario},
+	{Name: "close", About: "16 connections, Connection: close on every request, GET /small",
+		Metrics: []metric{mRate, mP50, mP99, mCPU, mRSS}, job: wrkJob{Conns: 16, Path: "/small", Close: true}, run: runWrkScenario},
+	{Name: "big", About: "8 connections, keep-alive, GET /big (1 MiB)",
+		Metrics: []metric{mMiBps, mP50, mP99, mCPU, mRSS}, job: wrkJob{Conns: 8, Path: "/big"}, run: runWrkScenario},
+	{Name: "wan", About: "sequential legacy client, new connection per request, upstream behind a delay relay",
+		Metrics: []metric{mP50, mP99}, run: runWAN},
+}
+
+// row is the results of one peer in one scenario.
+type row struct {
+	Scenario string    `json:"scenario"`
+	Peer     string    `json:"peer"`
+	Ref      bool      `json:"reference"` // nginx, haproxy, stunnel
+	Runs     []figures `json:"runs"`
+	Median   figures   `json:"median"`
+	Err      string    `json:"error,omitempty"`
+}
+
+// figures are the measurements of one run, or their medians; zero means
+// not measured.
+type figures struct {
+	ReqPerSec float64 `json:"req_per_s,omitempty"`
+	P50ms     float64 `json:"p50_ms,omitempty"`
+	P99ms     float64 `json:"p99_ms,omitempty"`
+	MiBps     float64 `json:"mib_per_s,omitempty"`
+	CPUms1k   float64 `json:"cpu_ms_per_1k_req,omitempty"`
+	RSSMiB    float64 `json:"peak_rss_mib,omitempty"` // per scenario, in the median only
+	// PeerCores is the peer's CPU time over the wall time of the run: near
+	// the number of workers, the peer was the bottleneck.
+	PeerCores float64 `json:"peer_cores_busy,omitempty"`
+	Requests  int64   `json:"requests,omitempty"`
+	Errors    int64   `json:"errors,omitempty"` // socket errors and non-2xx answers
+}
+
+// runWrkScenario starts every selected peer afresh (so peak RSS belongs to
+// this scenario), warms each up, then runs s.job --runs times through each,
+// rotating the order every run so that no peer always goes first.
+func runWrkScenario(ctx context.Context, b *bench, s scenario) ([]row, error) {
+	procs := &procSet{}
+	defer procs.stopAll()
+	ins, rows := b.startPeers(ctx, procs, s.Name, b.api)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	b.warmUp(ctx, ins, rows, s.job)
+	job := s.job
+	job.Duration = b.opts.duration
+	for run := 0; run < b.opts.runs; run++ {
+		for k := range ins {
+			i := (run + k) % len(ins)
+			if ins[i] == nil {
+				continue
+			}
+			f, err := b.measure(ctx, ins[i], job)
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			if err != nil {
+				rows[i].Err, ins[i] = err.Error(), nil
+				continue
+			}
+			rows[i].Runs = append(rows[i].Runs, f)
+			b.progress("%s run %d/%d %-10s %s", s.Name, run+1, b.opts.runs, ins[i].Name, f.summary())
+		}
+	}
+	for i, in := range ins {
+		rows[i].Median = medianOf(rows[i].Runs)
+		if in != nil {
+			rss, err := groupPeakRSS(in.proc.pgid())
+			if err != nil {
+				rows[i].Err = "peak RSS: " + err.Error()
+			}
+			rows[i].Median.RSSMiB = float64(rss) / (1 << 20)
+		}
+	}
+	return rows, nil
+}
+
+// warmUp runs job for --warmup through every peer still in ins, so that
+// pools are full and code is paged in before anything is measured. A peer
+// that fails is dropped from ins with the error on its row.
+func (b *bench) warmUp(ctx context.Context, ins []*instance, rows []row, job wrkJob) {
+	job.Duration = b.opts.warmup
+	for i, in := range ins {
+		if in == nil || ctx.Err() != nil {
+			continue
+		}
+		if _, err := b.runWrk(ctx, in, job); err != nil {
+			rows[i].Err, ins[i] = "warm-up: "+err.Error(), nil
+		}
+	}
+}
+
+// startPeers starts every selected peer with api as upstream. It returns
+// one instance per peer (nil when it failed to start) and one row per peer
+// (with the error when it failed).
+func (b *bench) startPeers(ctx context.Context, procs *procSet, scenario, api string) ([]*instance, []row) {
+	ins := make([]*instance, len(b.peers))
+	rows := make([]row, len(b.peers))
+	for i, p := range b.peers {
+		rows[i] = row{Scenario: scenario, Peer: p.Name, Ref: p.Ref}
+		in, err := b.startPeer(ctx, procs, p, api)
+		if err != nil {
+			rows[i].Err = "start: " + err.Error()
+			b.progress("%s %s: %v", scenario, p.Name, err)
+			continue
+		}
+		ins[i] = in
+	}
+	return ins, rows
+}
+
+// measure runs one wrk job against in and reads the CPU its process group
+// used meanwhile.
+func (b *bench) measure(ctx context.Context, in *instance, j wrkJob) (figures, error) {
+	before, err := groupCPU(in.proc.pgid())
+	if err != nil {
+		return figures{}, err
+	}
+	start := time.Now()
+	res, err := b.runWrk(ctx, in, j)
+	if err != nil {
+		return figures{}, err
+	}
+	after, err := groupCPU(in.proc.pgid())
+	if err != nil {
+		return figures{}, err
+	}
+	f := figures{ReqPerSec: res.ReqPerSec, P50ms: ms(res.P50), P99ms: ms(res.P99),
+		MiBps: res.BytesPerSec / (1 << 20), Requests: res.Requests, Errors: res.SocketErrors + res.Non2xx,
+		PeerCores: float64(after-before) / float64(time.Since(start))}
+	if res.Requests > 0 {
+		f.CPUms1k = ms(after-before) / float64(res.Requests) * 1000
+	}
+	return f, nil
+}
+
+// summary is one progress line's worth of f.
+func (f figures) summary() string {
+	s := fmt.Sprintf("%8.0f req/s  p50 %6.3f ms  p99 %7.3f ms  %7.1f MiB/s  cpu %6.1f ms/1k  %.2f cores busy",
+		f.ReqPerSec, f.P50ms, f.P99ms, f.MiBps, f.CPUms1k, f.PeerCores)
+	if f.Errors > 0 {
+		s += fmt.Sprintf("  %d ERRORS", f.Errors)
+	}
+	return s
+}
+
+// medianOf returns the per-field median of runs; counts are summed.
+func medianOf(runs []figures) figures {
+	if len(runs) == 0 {
+		return figures{}
+	}
+	pick := func(get func(figures) float64) float64 {
+		v := make([]float64, len(runs))
+		for i, r := range runs {
+			v[i] = get(r)
+		}
+		return median(v)
+	}
+	m := figures{
+		ReqPerSec: pick(func(f figures) float64 { return f.ReqPerSec }),
+		P50ms:     pick(func(f figures) float64 { return f.P50ms }),
+		P99ms:     pick(func(f figures) float64 { return f.P99ms }),
+		MiBps:     pick(func(f figures) float64 { return f.MiBps }),
+		CPUms1k:   pick(func(f figures) float64 { return f.CPUms1k }),
+		PeerCores: pick(func(f figures) float64 { return f.PeerCores }),
+	}
+	for _, r := range runs {
+		m.Requests += r.Requests
+		m.Errors += r.Errors
+	}
+	return m
+}
+
+// median returns the middle value of v (the mean of the two middle ones
+// for an even count). v is reordered.
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	slices.Sort(v)
+	n := len(v)
+	if n%2 == 1 {
+		return v[n/2]
+	}
+	return (v[n/2-1] + v[n/2]) / 2
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
