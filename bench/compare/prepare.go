@@ -113,6 +113,10 @@ func (b *bench) estimate() time.Duration {
 			total += runs * (3*per + 10*time.Millisecond*time.Duration(b.opts.wanRequests) + n*2*per)
 			continue
 		}
+		if s.Name == "mitm" { // this proxy only, two ways
+			total += 2 * (2*time.Second + runs*b.opts.duration)
+			continue
+		}
 		total += n * (b.opts.warmup + time.Second + runs*(b.opts.duration+300*time.Millisecond))
 	}
 	return total

@@ -31,6 +31,8 @@ var allScenarios = []scenario{
 		Metrics: []metric{mMiBps, mP50, mP99, mCPU, mRSS}, job: wrkJob{Conns: 8, Path: "/big"}, run: runWrkScenario},
 	{Name: "wan", About: "sequential legacy client, new connection per request, upstream behind a delay relay",
 		Metrics: []metric{mP50, mP99}, run: runWAN},
+	{Name: "mitm", About: "16 keep-alive Go clients through this proxy: https:// via CONNECT (connect: mitm) vs http:// forward mode",
+		Metrics: []metric{mRate, mP50, mP99, mCPU}, run: runMITM},
 }
 
 // row is the results of one peer in one scenario.
