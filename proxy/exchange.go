@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -97,7 +98,9 @@ func (p *Proxy) logExchange(ex *exchange, r *http.Request, status int, bytes int
 		lvl = zapcore.WarnLevel
 	}
 	if ce := p.log.Check(lvl, "request"); ce != nil {
-		fields := make([]zap.Field, 0, 14)
+		fp := fieldPool.Get().(*[]zap.Field)
+		fields := (*fp)[:0]
+		defer func() { clear(fields); *fp = fields[:0]; fieldPool.Put(fp) }()
 		fields = append(fields,
 			zap.String(fieldID, ex.id),
 			zap.String(fieldMethod, r.Method),
@@ -133,6 +136,10 @@ func (p *Proxy) logExchange(ex *exchange, r *http.Request, status int, bytes int
 		ce.Write(fields...)
 	}
 }
+
+// fieldPool recycles the log line's field slice: one fewer allocation of
+// about a kilobyte per request.
+var fieldPool = sync.Pool{New: func() any { s := make([]zap.Field, 0, 16); return &s }}
 
 // requestIDs makes short unique request IDs: a random per-process prefix and
 // a counter. They appear in error bodies and log lines to tie them together.

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -43,8 +44,9 @@ func (p *Proxy) prepare(in *http.Request, ctx *goproxy.ProxyCtx) (*http.Request,
 	if ex == nil {
 		return p.prepareTunnelled(in, ctx)
 	}
+	// ServeHTTP has already built the outbound request (outboundFor).
 	p.sendTo(ctx, ex, ex.up, func(b io.ReadCloser) io.ReadCloser { return &abortingBody{ReadCloser: b, ex: ex} })
-	return outbound(in, ex.up), nil
+	return in, nil
 }
 
 // sendTo points goproxy at up for this request. The round trip never fails
@@ -73,8 +75,8 @@ func (p *Proxy) sendTo(ctx *goproxy.ProxyCtx, ex *exchange, up *Upstream, wrap f
 // outbound returns the request to send upstream: a clone of in (which is
 // never modified) with an https URL on the upstream, Host rewritten, and
 // hop-by-hop headers removed. The body is shared and streamed.
-func outbound(in *http.Request, up *Upstream) *http.Request {
-	out := in.Clone(in.Context())
+func outbound(in *http.Request, up *Upstream, ctx context.Context) *http.Request {
+	out := in.Clone(ctx)
 	out.URL = &url.URL{
 		Scheme:   "https",
 		Host:     up.authority,

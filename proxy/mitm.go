@@ -106,7 +106,7 @@ func (p *Proxy) prepareTunnelled(in *http.Request, ctx *goproxy.ProxyCtx) (*http
 		return in, perr.response(in, ex.id)
 	}
 	p.sendTo(ctx, ex, t.up, nil)
-	return outbound(in, t.up), nil
+	return outbound(in, t.up, in.Context()), nil
 }
 
 // finishTunnelled makes the response body log the request when goproxy

@@ -148,7 +148,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.gp.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex)))
 		return
 	}
-	p.gp.ServeHTTP(rw, p.toGoproxy(rw, r, up, ex))
+	p.gp.ServeHTTP(rw, p.outboundFor(rw, r, up, ex))
 }
 
 // admit decides whether and where a request goes: the client's address,
@@ -167,21 +167,16 @@ func (p *Proxy) admit(r *http.Request) (*Upstream, Mode, *Error) {
 	return up, mode, err
 }
 
-// toGoproxy returns a shallow copy of r for goproxy: absolute-form (goproxy
-// passes origin-form requests elsewhere) and carrying the exchange.
-//
-// A request body is read with an idle timeout (see clientBody).
-func (p *Proxy) toGoproxy(w http.ResponseWriter, r *http.Request, up *Upstream, ex *exchange) *http.Request {
-	r2 := r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex))
-	if !r.URL.IsAbs() {
-		u := *r.URL
-		u.Scheme, u.Host = "http", up.host
-		r2.URL = &u
+// outboundFor builds the request to send upstream and hands it to goproxy
+// as is (absolute-form, so goproxy takes it as a proxy request), carrying
+// the exchange in its context. The inbound request is never modified. A
+// request body is read with an idle timeout (see clientBody).
+func (p *Proxy) outboundFor(w http.ResponseWriter, r *http.Request, up *Upstream, ex *exchange) *http.Request {
+	out := outbound(r, up, context.WithValue(r.Context(), exchangeKey{}, ex))
+	if out.Body != nil && out.Body != http.NoBody {
+		out.Body = &clientBody{ReadCloser: r.Body, rc: http.NewResponseController(w), idle: p.bodyIdle, ex: ex}
 	}
-	if r.Body != nil && r.Body != http.NoBody {
-		r2.Body = &clientBody{ReadCloser: r.Body, rc: http.NewResponseController(w), idle: p.bodyIdle, ex: ex}
-	}
-	return r2
+	return out
 }
 
 func (p *Proxy) checkSource(r *http.Request) *Error {
