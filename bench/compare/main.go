@@ -61,9 +61,13 @@ func main() {
 		fmt.Fprintln(os.Stderr, "compare:", err)
 		os.Exit(2)
 	}
-	// SIGPIPE too: with stdout piped into head, the runner must still stop
-	// what it started rather than die at its next write.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGPIPE)
+	// SIGPIPE is ignored, not caught: with stdout piped into head the runner
+	// must not die at its next write and leave the peers running, and a
+	// caught SIGPIPE would also fire for every peer that closes a socket
+	// under a write (Go raises it for any descriptor once it is notified).
+	// Writes then fail with EPIPE, and the run ends and cleans up normally.
+	signal.Ignore(syscall.SIGPIPE)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	err = run(ctx, opts)
 	stop()
 	if err != nil {
