@@ -45,15 +45,17 @@ func (p *Proxy) prepare(in *http.Request, ctx *goproxy.ProxyCtx) (*http.Request,
 		return p.prepareTunnelled(in, ctx)
 	}
 	// ServeHTTP has already built the outbound request (outboundFor).
-	p.sendTo(ctx, ex, ex.up, func(b io.ReadCloser) io.ReadCloser { return &abortingBody{ReadCloser: b, ex: ex} })
+	p.sendTo(ctx, ex, ex.up, func(resp *http.Response) io.ReadCloser {
+		return &abortingBody{ReadCloser: resp.Body, ex: ex, size: resp.ContentLength}
+	})
 	return in, nil
 }
 
 // sendTo points goproxy at up for this request. The round trip never fails
 // towards goproxy: a failure becomes the proxy's JSON error response here,
 // so that forward and tunnelled requests answer it alike. wrap, if not
-// nil, wraps the response body of a successful exchange.
-func (p *Proxy) sendTo(ctx *goproxy.ProxyCtx, ex *exchange, up *Upstream, wrap func(io.ReadCloser) io.ReadCloser) {
+// nil, returns the body to give goproxy for a successful response.
+func (p *Proxy) sendTo(ctx *goproxy.ProxyCtx, ex *exchange, up *Upstream, wrap func(*http.Response) io.ReadCloser) {
 	ctx.RoundTripper = goproxy.RoundTripperFunc(func(req *http.Request, _ *goproxy.ProxyCtx) (*http.Response, error) {
 		resp, g, err := up.send(ex, req)
 		ex.gen = g
@@ -66,7 +68,7 @@ func (p *Proxy) sendTo(ctx *goproxy.ProxyCtx, ex *exchange, up *Upstream, wrap f
 			return perr.response(req, ex.id), nil
 		}
 		if wrap != nil && resp.StatusCode != http.StatusSwitchingProtocols {
-			resp.Body = wrap(resp.Body)
+			resp.Body = wrap(resp)
 		}
 		return resp, nil
 	})
@@ -128,7 +130,8 @@ func (p *Proxy) finish(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Respons
 // net/http/httputil.ReverseProxy uses).
 type abortingBody struct {
 	io.ReadCloser
-	ex *exchange
+	ex   *exchange
+	size int64 // the declared Content-Length; -1 when unknown
 }
 
 func (b *abortingBody) Read(p []byte) (int, error) {
@@ -138,6 +141,11 @@ func (b *abortingBody) Read(p []byte) (int, error) {
 		panic(http.ErrAbortHandler)
 	}
 	return n, err
+}
+
+// WriteTo copies the body to the client in large writes (see bodyCopier).
+func (b *abortingBody) WriteTo(w io.Writer) (int64, error) {
+	return bodyCopier{Reader: b, coalesce: b.size >= coalesceMinSize}.WriteTo(w)
 }
 
 // goproxyLogger sends goproxy's Printf output to zap: its "WARN:" lines

@@ -152,6 +152,9 @@ func cutHandler(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, http.StatusBadRequest, "n", "n must be a non-negative integer")
 		return
 	}
+	if l := r.URL.Query().Get("length"); l != "" {
+		w.Header().Set("Content-Length", l) // declare more than will come
+	}
 	writePattern(w, n)
 	http.NewResponseController(w).Flush()
 	panic(http.ErrAbortHandler) // break the connection without ending the body

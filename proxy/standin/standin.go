@@ -7,7 +7,7 @@
 //
 //	POST /auth/token/{id}  x-api-key must match; answers Payrails' token JSON
 //	GET  /bytes/{n}        n bytes of a fixed pattern (?chunked=1: no Content-Length)
-//	GET  /cut/{n}          a chunked response that breaks off after n bytes
+//	GET  /cut/{n}          a response that breaks off after n bytes (chunked, or ?length=L declared)
 //	GET  /delay/{d}        answers after d (a Go duration), or when the client leaves
 //	GET  /gzip             a gzip-encoded JSON body with Content-Encoding: gzip
 //	GET  /status/{code}    answers with that status
