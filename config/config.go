@@ -146,6 +146,9 @@ type Token struct {
 	// ClientSecret comes from PAYRAILS_PROXY_<NAME>_CLIENT_SECRET; never from
 	// the file or argv.
 	ClientSecret Secret
+	// ClientSecretEnv names the environment variable ClientSecret came from,
+	// for messages; "" when ClientSecret is empty.
+	ClientSecretEnv string
 }
 
 // Reload configures how certificate folders are watched.

@@ -47,7 +47,7 @@ func (b *builder) token(ru *rawUpstream, name string) Token {
 		b.errs.add(&Error{Source: "env " + envVar, Key: idKey, Reason: fmt.Sprintf(
 			"a client secret is set in %s but token.client_id is not; set token.client_id to the Client ID from the Payrails dashboard, or unset the variable", envVar)})
 	case fromEnv:
-		t.ClientSecret = NewSecret(v)
+		t.ClientSecret, t.ClientSecretEnv = NewSecret(v), envVar
 	}
 	return t
 }

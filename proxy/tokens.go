@@ -20,6 +20,9 @@ type TokenConfig struct {
 	// Secret returns the client secret; it is called at every fetch, so a
 	// rotated secret file is used without a restart.
 	Secret func() ([]byte, error)
+	// SecretSource names where the secret comes from (a file or an
+	// environment variable), for error messages; never the secret itself.
+	SecretSource string
 }
 
 // TokenSource is what a request needs from a token manager.
@@ -41,6 +44,10 @@ func (e *tokenError) Unwrap() error { return e.err }
 // newTokenManager builds the manager of an upstream; it fetches through the
 // upstream itself, over the same mTLS connection pool.
 func (u *Upstream) newTokenManager(c *TokenConfig, m *Metrics) *token.Manager {
+	u.tokenSecretSource = c.SecretSource
+	if u.tokenSecretSource == "" {
+		u.tokenSecretSource = "the configured secret"
+	}
 	return token.NewManager(token.ManagerConfig{
 		ClientID: c.ClientID, Secret: c.Secret, Transport: u, Base: u.baseURL(),
 		Hooks: token.Hooks{Fetched: func(ok bool, expiry time.Time) { m.tokenFetched(u.name, ok, expiry) }},
@@ -139,10 +146,5 @@ func (u *Upstream) classifyToken(te *tokenError) *Error {
 		detail = ae.Error()
 	}
 	return newError(KindToken, te, "no access token for upstream %q: %s; the proxy keeps retrying with back-off; "+
-		"check token.client_id and the client secret (token.client_secret_file or PAYRAILS_PROXY_%s_CLIENT_SECRET)",
-		u.name, detail, envName(u.name))
-}
-
-func envName(name string) string {
-	return strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+		"check token.client_id and the client secret in %s", u.name, detail, u.tokenSecretSource)
 }

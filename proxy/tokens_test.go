@@ -48,7 +48,7 @@ func newTokenEnv(t *testing.T, ttl time.Duration) *tokenEnv {
 		o.Keys = &standin.KeyCounter{}
 	})
 	uc := upstreamConfig("live", hostA, te.api.Addr, ps, sourceOf(ps.client))
-	uc.Token = &proxy.TokenConfig{ClientID: tokenClient, Secret: func() ([]byte, error) {
+	uc.Token = &proxy.TokenConfig{ClientID: tokenClient, SecretSource: "token.client_secret_file " + te.secretFile, Secret: func() ([]byte, error) {
 		b, err := os.ReadFile(te.secretFile)
 		return []byte(strings.TrimSpace(string(b))), err
 	}}
@@ -130,8 +130,8 @@ func TestTokenEndpointFailures(t *testing.T) {
 			for i := range 20 {
 				resp, body := te.get(t, c, "/v1/x")
 				detail := wantProxyError(t, resp, body, http.StatusBadGateway, proxy.KindToken)
-				if i == 0 && !strings.Contains(detail, tt.detail) {
-					t.Errorf("detail %q lacks Payrails' answer %q", detail, tt.detail)
+				if i == 0 && (!strings.Contains(detail, tt.detail) || !strings.Contains(detail, te.secretFile)) {
+					t.Errorf("detail %q lacks Payrails' answer %q or where the secret comes from", detail, tt.detail)
 				}
 			}
 			if n := te.api.TokenCalls(); n != 1 {

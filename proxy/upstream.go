@@ -76,6 +76,8 @@ type Upstream struct {
 	m          *Metrics
 	tokens     TokenSource    // nil without managed tokens
 	manager    *token.Manager // the manager behind tokens, run by Proxy.Serve
+	// tokenSecretSource names where the client secret comes from, for messages.
+	tokenSecretSource string
 
 	mu  sync.Mutex // serialises building a generation
 	gen atomic.Pointer[generation]

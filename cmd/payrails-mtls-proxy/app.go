@@ -136,7 +136,11 @@ func tokenConfig(t config.Token) *proxy.TokenConfig {
 	}
 	secret := t.ClientSecret
 	file := t.ClientSecretFile
-	return &proxy.TokenConfig{ClientID: t.ClientID, Secret: func() ([]byte, error) {
+	source := "token.client_secret_file " + file
+	if file == "" {
+		source = t.ClientSecretEnv
+	}
+	return &proxy.TokenConfig{ClientID: t.ClientID, SecretSource: source, Secret: func() ([]byte, error) {
 		if file == "" {
 			return []byte(secret.Value()), nil
 		}
