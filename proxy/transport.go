@@ -21,14 +21,27 @@ const (
 // newGeneration builds the transport that presents exactly cert. Its
 // tls.Config is built here once and never modified afterwards.
 func (u *Upstream) newGeneration(cert *tls.Certificate) *generation {
-	g := &generation{cert: cert, serial: serialOf(cert)}
 	// Per generation: a resumed TLS 1.3 session keeps the identity of the
 	// handshake that made it, so tickets must not outlive the certificate.
 	cfg := clientTLS(u.host, u.roots, cert, tls.NewLRUClientSessionCache(sessionCacheSize), nil, "h2", "http/1.1")
+	g := &generation{cert: cert, serial: serialOf(cert), tls: cfg, h1: newH1Pool(u.timeouts.IdleConn, maxIdleConnsPerHost)}
 	g.tr = &http.Transport{
 		Proxy: nil, // never through the proxy's own HTTP_PROXY environment
 		DialTLSContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return u.dialTLS(ctx, cfg)
+			// A connection the fast path dialled and found speaking HTTP/2,
+			// or an idle HTTP/1.1 one of the fast path's pool, saves a
+			// handshake.
+			if c := g.takeSpare(); c != nil {
+				return c, nil
+			}
+			if c := g.h1.get(); c != nil {
+				return c.conn, nil
+			}
+			conn, err := u.dialTLS(ctx, cfg)
+			if err == nil && conn.(*tls.Conn).ConnectionState().NegotiatedProtocol == "h2" {
+				g.h2.Store(true)
+			}
+			return conn, err
 		},
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          maxIdleConns,

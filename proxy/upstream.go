@@ -118,7 +118,11 @@ func (u *Upstream) Host() string { return u.host }
 type generation struct {
 	cert     *tls.Certificate
 	serial   string
-	tr       *http.Transport
+	tls      *tls.Config     // presents cert; shared by tr and h1
+	tr       *http.Transport // HTTP/2, requests with a body, upgrades
+	h1       *h1Pool         // the HTTP/1.1 fast path (see h1.go)
+	h2       atomic.Bool     // the upstream chose HTTP/2: everything goes through tr
+	spare    atomic.Pointer[tls.Conn]
 	inflight atomic.Int64
 	retired  atomic.Bool
 
@@ -157,6 +161,15 @@ func (u *Upstream) roundTrip(out *http.Request) (*http.Response, *generation, er
 		return nil, nil, err
 	}
 	g.inflight.Add(1)
+	if g.fastPath(out) {
+		resp, err := u.roundTripH1(g, out)
+		if err != errUseTransport {
+			if err != nil {
+				g.release()
+			}
+			return resp, g, err
+		}
+	}
 	resp, err := g.tr.RoundTrip(out)
 	if err != nil {
 		g.release()
@@ -204,11 +217,38 @@ func (g *generation) release() {
 
 func (g *generation) retire() {
 	g.retired.Store(true)
+	g.h1.closeIdle(true)
+	g.closeSpare()
 	g.tr.CloseIdleConnections()
 }
 
 // close shuts the generation's idle connections (on proxy shutdown).
-func (g *generation) close() { g.tr.CloseIdleConnections() }
+func (g *generation) close() {
+	g.h1.closeIdle(false)
+	g.closeSpare()
+	g.tr.CloseIdleConnections()
+}
+
+// offerSpare keeps a connection that negotiated HTTP/2 for the Transport's
+// next dial, and sends the generation's requests to the Transport from now
+// on. A connection already waiting there is closed.
+func (g *generation) offerSpare(c *tls.Conn) {
+	g.h2.Store(true)
+	if old := g.spare.Swap(c); old != nil {
+		old.Close()
+	}
+	if g.retired.Load() {
+		g.closeSpare()
+	}
+}
+
+func (g *generation) takeSpare() *tls.Conn { return g.spare.Swap(nil) }
+
+func (g *generation) closeSpare() {
+	if c := g.spare.Swap(nil); c != nil {
+		c.Close()
+	}
+}
 
 // releasingBody releases its generation once, when closed.
 type releasingBody struct {

@@ -12,6 +12,7 @@ import (
 	"log"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -61,6 +62,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /cut/{n}", cutHandler)
 	mux.HandleFunc("GET /delay/{d}", delayHandler)
 	mux.HandleFunc("GET /gzip", gzipHandler)
+	mux.HandleFunc("GET /header-bytes/{n}", headerBytesHandler)
 	mux.HandleFunc("/status/{code}", statusHandler)
 	mux.HandleFunc("/", s.echo)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -112,6 +114,18 @@ func echoHandler(w http.ResponseWriter, r *http.Request) {
 // Pattern is the byte at offset i of /bytes and /cut bodies, so that a
 // receiver can check every byte.
 func Pattern(i int64) byte { return byte('a' + i%26) }
+
+// headerBytesHandler answers with an X-Filler header of n bytes, to test
+// a client's limit on response headers.
+func headerBytesHandler(w http.ResponseWriter, r *http.Request) {
+	n, err := strconv.Atoi(r.PathValue("n"))
+	if err != nil || n < 0 || n > 64<<20 {
+		writeAPIError(w, http.StatusBadRequest, "n", "n must be an integer from 0 to 64 MiB")
+		return
+	}
+	w.Header().Set("X-Filler", strings.Repeat("f", n))
+	w.WriteHeader(http.StatusNoContent)
+}
 
 func bytesHandler(w http.ResponseWriter, r *http.Request) {
 	n, err := strconv.ParseInt(r.PathValue("n"), 10, 64)

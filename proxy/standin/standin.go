@@ -41,6 +41,7 @@ type Options struct {
 	Keys         *KeyCounter     // counts X-Idempotency-Key arrivals; may be shared across restarts
 	RequireToken bool            // every endpoint but /auth/token wants a valid issued Bearer token
 	Secret       func() string   // the expected x-api-key, read at each token request; overrides ClientSecret
+	IdleTimeout  time.Duration   // close keep-alive connections idle this long; 0 means never
 }
 
 // KeyCounter counts how often each X-Idempotency-Key reached the echo
@@ -88,6 +89,7 @@ type Server struct {
 	ln          net.Listener
 	done        chan struct{}
 	conns       atomic.Int64 // connections accepted
+	open        atomic.Int64 // connections open now
 	requests    atomic.Int64
 	tokenIssued atomic.Int64
 	tok         tokens
@@ -126,9 +128,14 @@ func Start(o Options) (*Server, error) {
 		Handler:           s.routes(),
 		TLSConfig:         cfg,
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       o.IdleTimeout,
 		ConnState: func(_ net.Conn, st http.ConnState) {
-			if st == http.StateNew {
+			switch st {
+			case http.StateNew:
 				s.conns.Add(1)
+				s.open.Add(1)
+			case http.StateClosed, http.StateHijacked:
+				s.open.Add(-1)
 			}
 		},
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
@@ -167,6 +174,9 @@ func (s *Server) Close() error {
 
 // Connections is the number of TCP connections accepted so far.
 func (s *Server) Connections() int64 { return s.conns.Load() }
+
+// OpenConnections is the number of TCP connections open now.
+func (s *Server) OpenConnections() int64 { return s.open.Load() }
 
 // Requests is the number of requests handled so far.
 func (s *Server) Requests() int64 { return s.requests.Load() }

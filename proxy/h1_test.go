@@ -1,0 +1,106 @@
+package proxy_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/standin"
+)
+
+// h1Env: one HTTP/1.1-only stand-in behind the proxy.
+func h1Env(t *testing.T, mod func(*standin.Options), timeouts proxy.Timeouts) (*env, *standin.Server) {
+	t.Helper()
+	ps := newPKI(t)
+	up := startStandin(t, ps, func(o *standin.Options) {
+		o.DisableHTTP2 = true
+		if mod != nil {
+			mod(o)
+		}
+	})
+	e := startProxy(t, proxy.Config{Upstreams: []proxy.UpstreamConfig{upstreamConfig("live", hostA, up.Addr, ps, sourceOf(ps.client))},
+		Timeouts: timeouts})
+	return e, up
+}
+
+func postEmpty(t *testing.T, c *http.Client) standinEcho {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, "http://"+hostA+"/v1/capture", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, body := do(t, c, req)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST without a body: status %d: %s", resp.StatusCode, body)
+	}
+	return decodeEcho(t, body)
+}
+
+// TestIdleUpstreamConnections: pooled HTTP/1.1 connections to the upstream
+// are dropped when the server closed them while idle (found before a
+// request is written on them, so even a POST, which is never retried, goes
+// through) and when they sat idle past timeouts.idle_conn.
+func TestIdleUpstreamConnections(t *testing.T) {
+	t.Run("closed by the server", func(t *testing.T) {
+		e, up := h1Env(t, func(o *standin.Options) { o.IdleTimeout = 100 * time.Millisecond }, proxy.Timeouts{})
+		c := e.forwardClient(t)
+		first := postEmpty(t, c)
+		waitFor(t, "the stand-in to close the idle connection", func() bool { return up.OpenConnections() == 0 })
+		second := postEmpty(t, c)
+		if second.Conn == first.Conn {
+			t.Fatalf("both POSTs came on connection %s", first.Conn)
+		}
+		if got := up.Requests(); got != 2 {
+			t.Errorf("the stand-in handled %d requests, want 2 (one per POST)", got)
+		}
+	})
+	t.Run("idle past timeouts.idle_conn", func(t *testing.T) {
+		e, up := h1Env(t, nil, proxy.Timeouts{IdleConn: 150 * time.Millisecond})
+		c := e.forwardClient(t)
+		postEmpty(t, c)
+		if up.OpenConnections() != 1 {
+			t.Fatalf("%d open upstream connections after one request, want 1", up.OpenConnections())
+		}
+		waitFor(t, "the proxy to close its idle connection", func() bool { return up.OpenConnections() == 0 })
+	})
+}
+
+// TestBodyRequestsShareIdleConnections: a request with a body after one
+// without reuses the idle connection the first left, instead of a new
+// handshake.
+func TestBodyRequestsShareIdleConnections(t *testing.T) {
+	e, up := h1Env(t, nil, proxy.Timeouts{})
+	c := e.forwardClient(t)
+	first := echoVia(t, c)
+	req, err := http.NewRequest(http.MethodPost, "http://"+hostA+"/v1/payments", strings.NewReader(`{"amount":1}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, body := do(t, c, req)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST: status %d: %s", resp.StatusCode, body)
+	}
+	if got := decodeEcho(t, body); got.Conn != first.Conn || got.BodyBytes != 12 {
+		t.Errorf("POST came on %s with %d body bytes, want %s (the GET's connection) and 12", got.Conn, got.BodyBytes, first.Conn)
+	}
+	if n := up.Connections(); n != 1 {
+		t.Errorf("the stand-in accepted %d connections, want 1", n)
+	}
+}
+
+// TestResponseHeaderLimit: an upstream that sends response headers without
+// end gets a 502, not a proxy buffering them; large but sane ones pass.
+func TestResponseHeaderLimit(t *testing.T) {
+	e, _ := h1Env(t, nil, proxy.Timeouts{})
+	c := e.forwardClient(t)
+	resp, body := get(t, c, "http://"+hostA+"/header-bytes/100000")
+	if resp.StatusCode != http.StatusNoContent || len(resp.Header.Get("X-Filler")) != 100000 {
+		t.Fatalf("100 kB header: status %d, header of %d bytes: %s", resp.StatusCode, len(resp.Header.Get("X-Filler")), body)
+	}
+	resp, body = get(t, c, "http://"+hostA+"/header-bytes/2000000")
+	if detail := wantProxyError(t, resp, body, http.StatusBadGateway, proxy.KindUpstreamError); !strings.Contains(detail, "exceed 1 MiB") {
+		t.Errorf("detail %q does not say the headers were too large", detail)
+	}
+}
