@@ -74,11 +74,16 @@ func (p *Proxy) sendTo(ctx *goproxy.ProxyCtx, ex *exchange, up *Upstream, wrap f
 	})
 }
 
-// outbound returns the request to send upstream: a clone of in (which is
-// never modified) with an https URL on the upstream, Host rewritten, and
-// hop-by-hop headers removed. The body is shared and streamed.
+// outbound returns the request to send upstream: a copy of in (which is
+// never modified) with an https URL on the upstream, Host rewritten, and a
+// header of its own without the hop-by-hop fields. The body is shared and
+// streamed. So is the trailer map, on purpose: the server fills in.Trailer
+// when the client's body reaches its end, which is when the transport
+// reads out.Trailer to send them on (a clone taken before the body is
+// read would hold no values).
 func outbound(in *http.Request, up *Upstream, ctx context.Context) *http.Request {
-	out := in.Clone(ctx)
+	out := in.WithContext(ctx) // a shallow copy: every field changed below is replaced, never modified
+	out.Header = cloneHeader(in.Header, 1)
 	out.URL = &url.URL{
 		Scheme:   "https",
 		Host:     up.authority,
@@ -94,7 +99,7 @@ func outbound(in *http.Request, up *Upstream, ctx context.Context) *http.Request
 	removeHopHeaders(out.Header)
 	if _, ok := out.Header["User-Agent"]; !ok {
 		// Stop the transport from adding Go's default User-Agent.
-		out.Header["User-Agent"] = []string{""}
+		out.Header["User-Agent"] = noUserAgent
 	}
 	if in.ContentLength == 0 {
 		out.Body = nil // no body: lets the transport retry the request on a stale connection when safe

@@ -41,11 +41,36 @@ func removeHopHeaders(h http.Header) {
 		if upgrade && (name == "Connection" || name == "Upgrade") {
 			continue
 		}
-		h.Del(name)
+		delete(h, name) // already canonical: no need for Del's canonicalisation, twice per request
 	}
 	if teTrailers {
 		h["Te"] = []string{"trailers"}
 	}
+}
+
+// noUserAgent is the User-Agent value that makes net/http send none. It is
+// shared: header values are replaced, never modified in place.
+var noUserAgent = []string{""}
+
+// cloneHeader is http.Header.Clone with room for extra more fields, so
+// that adding one (User-Agent) does not grow the map.
+func cloneHeader(h http.Header, extra int) http.Header {
+	n := 0
+	for _, vv := range h {
+		n += len(vv)
+	}
+	values := make([]string, n) // one backing array for all values, as Clone does
+	h2 := make(http.Header, len(h)+extra)
+	for k, vv := range h {
+		if vv == nil {
+			h2[k] = nil
+			continue
+		}
+		n := copy(values, vv)
+		h2[k] = values[:n:n]
+		values = values[n:]
+	}
+	return h2
 }
 
 func isWebsocketUpgrade(h http.Header) bool {

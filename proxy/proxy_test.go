@@ -171,6 +171,58 @@ func closedPort(t testing.TB) string {
 	return addr
 }
 
+// TestTrailers: trailers pass through in both directions, after a
+// streamed body: a client's chunked upload (through the Transport) and an
+// upstream's chunked answer (through the HTTP/1.1 fast path and HTTP/2).
+func TestTrailers(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("http2=%v", h2), func(t *testing.T) {
+			ps := newPKI(t)
+			up := startStandin(t, ps, func(o *standin.Options) { o.DisableHTTP2 = !h2 })
+			e := startProxy(t, proxy.Config{Upstreams: []proxy.UpstreamConfig{upstreamConfig("live", hostA, up.Addr, ps, sourceOf(ps.client))}})
+			c := e.forwardClient(t)
+
+			trailer := http.Header{"X-Checksum": nil}
+			body := &trailerSettingReader{r: strings.NewReader(`{"part":1}`), set: func() { trailer.Set("X-Checksum", "sha256=123") }}
+			req, _ := http.NewRequest(http.MethodPost, "http://"+hostA+"/v1/upload", body)
+			req.Trailer = trailer
+			resp, b := do(t, c, req)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("upload: status %d: %s", resp.StatusCode, b)
+			}
+			if got := decodeEcho(t, b).Trailer["X-Checksum"]; len(got) != 1 || got[0] != "sha256=123" {
+				t.Errorf("the upstream received trailer X-Checksum %q, want sha256=123", got)
+			}
+
+			resp, b = get(t, c, "http://"+hostA+"/trailers")
+			if string(b) != "body before the trailers\n" {
+				t.Errorf("body %q", b)
+			}
+			for k, want := range map[string]string{"X-Checksum": "sha256=abc", "X-Late": "late"} {
+				if got := resp.Trailer.Get(k); got != want {
+					t.Errorf("the client received trailer %s %q, want %q", k, got, want)
+				}
+			}
+		})
+	}
+}
+
+// trailerSettingReader calls set when its reader is exhausted: a trailer
+// known only after the body, as a checksum is.
+type trailerSettingReader struct {
+	r   io.Reader
+	set func()
+}
+
+func (r *trailerSettingReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err == io.EOF && r.set != nil {
+		r.set()
+		r.set = nil
+	}
+	return n, err
+}
+
 // TestHeaderHygiene: hop-by-hop and proxy headers stop at the proxy;
 // end-to-end headers, Accept-Encoding and compressed bytes pass untouched.
 func TestHeaderHygiene(t *testing.T) {

@@ -63,6 +63,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /delay/{d}", delayHandler)
 	mux.HandleFunc("GET /gzip", gzipHandler)
 	mux.HandleFunc("GET /header-bytes/{n}", headerBytesHandler)
+	mux.HandleFunc("GET /trailers", trailersHandler)
 	mux.HandleFunc("/status/{code}", statusHandler)
 	mux.HandleFunc("/", s.echo)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -114,6 +115,18 @@ func echoHandler(w http.ResponseWriter, r *http.Request) {
 // Pattern is the byte at offset i of /bytes and /cut bodies, so that a
 // receiver can check every byte.
 func Pattern(i int64) byte { return byte('a' + i%26) }
+
+// trailersHandler answers a chunked body followed by an announced
+// X-Checksum trailer and an unannounced X-Late one (http.TrailerPrefix).
+func trailersHandler(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Trailer", "X-Checksum")
+	w.Header().Set("Content-Type", "text/plain")
+	w.WriteHeader(http.StatusOK)
+	io.WriteString(w, "body before the trailers\n")
+	w.(http.Flusher).Flush()
+	w.Header().Set("X-Checksum", "sha256=abc")
+	w.Header().Set(http.TrailerPrefix+"X-Late", "late")
+}
 
 // headerBytesHandler answers with an X-Filler header of n bytes, to test
 // a client's limit on response headers.
