@@ -187,7 +187,7 @@ type listeners struct {
 // listeners' addresses once they accept connections. Every goroutine it
 // starts has stopped when it returns.
 func (a *app) run(ctx context.Context, ready func(listeners)) error {
-	ln, err := net.Listen("tcp", a.cfg.Listen)
+	ln, err := proxy.Listen(ctx, a.cfg.Listen)
 	if err != nil {
 		a.watcher.Close()
 		return &listenError{what: "proxy", addr: a.cfg.Listen, flag: "--listen, PAYRAILS_PROXY_LISTEN or listen:", err: err}
