@@ -19,15 +19,21 @@ import (
 // API calls those hand-offs (each one a goroutine wake-up, often on another
 // core) cost more than the proxy's own work: profiles of bench/compare's c1
 // and c64 scenarios put most of the proxy's CPU in the scheduler and
-// futex calls around them. A request without a body needs no concurrent
-// writer, so the fast path writes it and reads the answer in the caller's
-// goroutine, on a connection of the generation's h1Pool.
+// futex calls around them. A request without a body, or with a small one of
+// known length (a payment's JSON), needs no concurrent writer: the fast
+// path writes it and then reads the answer in the caller's goroutine, on a
+// connection of the generation's h1Pool.
 //
-// Everything else goes through the Transport: requests with a body (the
-// Transport writes the body while it watches for an early answer and
-// handles Expect: 100-continue), upgrades (WebSocket), and every request to
-// an upstream that speaks HTTP/2, which multiplexes requests on one
-// connection anyway.
+// Everything else goes through the Transport: bodies of unknown or large
+// size (the Transport writes them while it watches for an early answer),
+// Expect: 100-continue, request trailers, upgrades (WebSocket), and every
+// request to an upstream that speaks HTTP/2, which multiplexes requests on
+// one connection anyway.
+
+// maxFastBody is the largest request body the fast path sends: small enough
+// to sit in the socket's send buffer, so that writing it never waits on a
+// server that answers before reading it.
+const maxFastBody = 64 << 10
 
 // errUseTransport: the fast path dialled and the server chose HTTP/2; the
 // connection waits in the generation's spare slot for the Transport.
@@ -39,10 +45,13 @@ var aLongTimeAgo = time.Unix(1, 0)
 
 // fastPath reports whether out can take the HTTP/1.1 fast path.
 func (g *generation) fastPath(out *http.Request) bool {
-	return !g.h2.Load() && (out.Body == nil || out.Body == http.NoBody) && out.Header["Upgrade"] == nil
+	if g.h2.Load() || out.Header["Upgrade"] != nil || out.Header["Expect"] != nil || out.Trailer != nil {
+		return false
+	}
+	return out.Body == nil || out.Body == http.NoBody || (out.ContentLength > 0 && out.ContentLength <= maxFastBody)
 }
 
-// roundTripH1 sends a request without a body over a pooled HTTP/1.1
+// roundTripH1 sends a request that fastPath accepted over a pooled HTTP/1.1
 // connection. The returned response's body gives the connection back to
 // the pool (or closes it) and releases the generation when it has been read
 // to the end or closed; on error the caller releases the generation.
@@ -72,8 +81,9 @@ func (u *Upstream) roundTripH1(g *generation, out *http.Request) (*http.Response
 	return resp, nil
 }
 
-// exchangeH1 writes out on c and reads the response headers, within the
-// response-header timeout. While the exchange lasts (the response body
+// exchangeH1 writes out on c and reads the response headers within the
+// response-header timeout, counted from the request fully sent, as the
+// Transport counts it. While the exchange lasts (the response body
 // included), the request context ending (the client went away) breaks the
 // connection's reads and writes off.
 func (u *Upstream) exchangeH1(ctx context.Context, c *h1Conn, out *http.Request, g *generation) (*http.Response, error) {
@@ -81,10 +91,19 @@ func (u *Upstream) exchangeH1(ctx context.Context, c *h1Conn, out *http.Request,
 	if ctx.Done() != nil {
 		stop = context.AfterFunc(ctx, func() { c.conn.SetDeadline(aLongTimeAgo) })
 	}
-	c.conn.SetDeadline(time.Now().Add(u.timeouts.ResponseHeader))
-	err := out.Write(c.bw)
+	err := out.Write(c.bw) // reads the client's body, if any, with its idle timeout (clientBody)
 	if err == nil {
 		err = c.bw.Flush()
+	}
+	c.conn.SetReadDeadline(time.Now().Add(u.timeouts.ResponseHeader))
+	keep := true
+	if err != nil && out.Body != nil && !isClientBodyError(err) {
+		// The server may have answered and closed before reading the whole
+		// body (a 413, say): that answer, not the broken write, is what the
+		// client should get. The connection is not reused either way.
+		if _, perr := c.br.Peek(1); perr == nil {
+			err, keep = nil, false
+		}
 	}
 	var resp *http.Response
 	for err == nil {
@@ -102,7 +121,7 @@ func (u *Upstream) exchangeH1(ctx context.Context, c *h1Conn, out *http.Request,
 		// body and precede the real one (RFC 9110 §15.2).
 	}
 	if err == nil {
-		c.conn.SetDeadline(time.Time{})
+		c.conn.SetReadDeadline(time.Time{})
 		if ctx.Err() != nil { // cancelled as the deadline was cleared: the AfterFunc's may have been undone
 			err = ctx.Err()
 		}
@@ -112,7 +131,7 @@ func (u *Upstream) exchangeH1(ctx context.Context, c *h1Conn, out *http.Request,
 		return nil, err
 	}
 	b := &h1Body{body: resp.Body, c: c, g: g, stop: stop,
-		keep: !resp.Close && resp.ProtoAtLeast(1, 1)}
+		keep: keep && !resp.Close && resp.ProtoAtLeast(1, 1)}
 	if resp.Body == http.NoBody {
 		b.done(true)
 	} else {
@@ -152,6 +171,11 @@ func (b *h1Body) Close() error {
 }
 
 var errBodyClosed = errors.New("read on a closed response body")
+
+func isClientBodyError(err error) bool {
+	var be *clientBodyError
+	return errors.As(err, &be)
+}
 
 func (b *h1Body) done(complete bool) {
 	if !b.ended.CompareAndSwap(false, true) {

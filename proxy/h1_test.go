@@ -1,6 +1,11 @@
 package proxy_test
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -102,5 +107,42 @@ func TestResponseHeaderLimit(t *testing.T) {
 	resp, body = get(t, c, "http://"+hostA+"/header-bytes/2000000")
 	if detail := wantProxyError(t, resp, body, http.StatusBadGateway, proxy.KindUpstreamError); !strings.Contains(detail, "exceed 1 MiB") {
 		t.Errorf("detail %q does not say the headers were too large", detail)
+	}
+}
+
+// TestRequestBodies: bodies of every size and framing arrive whole, on
+// either side of the fast path's limit (64 KiB of declared length).
+func TestRequestBodies(t *testing.T) {
+	e, up := h1Env(t, nil, proxy.Timeouts{})
+	c := e.forwardClient(t)
+	for _, size := range []int{1, 4 << 10, 64 << 10, 64<<10 + 1, 1 << 20} {
+		for _, chunked := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%d bytes chunked=%v", size, chunked), func(t *testing.T) {
+				payload := bytes.Repeat([]byte("0123456789abcdef"), size/16+1)[:size]
+				var body io.Reader = bytes.NewReader(payload)
+				if chunked {
+					body = io.MultiReader(body) // hides the length: the client sends it chunked
+				}
+				req, err := http.NewRequest(http.MethodPost, "http://"+hostA+"/v1/payments", body)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp, b := do(t, c, req)
+				if resp.StatusCode != http.StatusOK {
+					t.Fatalf("status %d: %s", resp.StatusCode, b)
+				}
+				got := decodeEcho(t, b)
+				sum := sha256.Sum256(payload)
+				if got.BodyBytes != int64(size) || got.BodySHA256 != hex.EncodeToString(sum[:]) {
+					t.Errorf("upstream received %d bytes (sha256 %s), want %d", got.BodyBytes, got.BodySHA256, size)
+				}
+				if got.Chunked != chunked {
+					t.Errorf("upstream saw chunked=%v, want %v (the client's framing kept)", got.Chunked, chunked)
+				}
+			})
+		}
+	}
+	if n := up.Connections(); n > 2 {
+		t.Errorf("%d upstream connections for sequential requests, want at most 2", n)
 	}
 }
