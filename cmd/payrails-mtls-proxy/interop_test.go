@@ -238,10 +238,7 @@ func TestInterop(t *testing.T) {
 		checkInterop(t, "go", serial, parseResults(t, runClient(t, cmd)))
 	})
 	t.Run("java HttpURLConnection", func(t *testing.T) {
-		javac, err := exec.LookPath("javac")
-		if err != nil {
-			t.Skip("no JDK installed: the Java client is tested only where one is (the issue asks for it when present)")
-		}
+		javac := requireTool(t, "javac")
 		classes := t.TempDir()
 		if out, err := exec.Command(javac, "-d", classes, "testdata/interop/Interop.java").CombinedOutput(); err != nil {
 			t.Fatalf("javac: %v\n%s", err, out)
