@@ -150,10 +150,15 @@ type h1Body struct {
 	stop  func() bool // stops the context's AfterFunc; false if it already ran
 	keep  bool        // the response lets the connection carry another request
 	ended atomic.Bool
+	eof   atomic.Bool // read to its end: later reads return io.EOF
 }
 
 func (b *h1Body) Read(p []byte) (int, error) {
 	if b.ended.Load() {
+		// The connection may already carry another request: never read it.
+		if b.eof.Load() {
+			return 0, io.EOF
+		}
 		return 0, errBodyClosed
 	}
 	n, err := b.body.Read(p)
@@ -178,6 +183,9 @@ func isClientBodyError(err error) bool {
 }
 
 func (b *h1Body) done(complete bool) {
+	if complete {
+		b.eof.Store(true)
+	}
 	if !b.ended.CompareAndSwap(false, true) {
 		return
 	}
