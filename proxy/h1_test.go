@@ -146,3 +146,39 @@ func TestRequestBodies(t *testing.T) {
 		t.Errorf("%d upstream connections for sequential requests, want at most 2", n)
 	}
 }
+
+// TestResponsesWithoutBodies: HEAD, 204 and an answer preceded by 103
+// Early Hints come through whole and leave the connection reusable.
+func TestResponsesWithoutBodies(t *testing.T) {
+	e, up := h1Env(t, nil, proxy.Timeouts{})
+	c := e.forwardClient(t)
+	req, _ := http.NewRequest(http.MethodHead, "http://"+hostA+"/v1/payments", nil)
+	if resp, body := do(t, c, req); resp.StatusCode != http.StatusOK || len(body) != 0 {
+		t.Errorf("HEAD: status %d, %d body bytes", resp.StatusCode, len(body))
+	}
+	if resp, body := get(t, c, "http://"+hostA+"/status/204"); resp.StatusCode != http.StatusNoContent || len(body) != 0 {
+		t.Errorf("204: status %d, %d body bytes", resp.StatusCode, len(body))
+	}
+	if resp, body := get(t, c, "http://"+hostA+"/early-hints"); resp.StatusCode != http.StatusOK || strings.TrimSpace(string(body)) != `{"hinted":true}` {
+		t.Errorf("after 103 Early Hints: status %d, body %q; want 200 and the final body", resp.StatusCode, body)
+	}
+	echoVia(t, c)
+	if n := up.Connections(); n != 1 {
+		t.Errorf("%d upstream connections for four sequential requests, want 1", n)
+	}
+}
+
+// TestClientGoneAway: when the client gives up while the upstream is still
+// working, the proxy drops its upstream connection at once rather than
+// waiting out timeouts.response_header.
+func TestClientGoneAway(t *testing.T) {
+	e, up := h1Env(t, nil, proxy.Timeouts{ResponseHeader: time.Minute})
+	c := e.forwardClient(t)
+	c.Timeout = 200 * time.Millisecond
+	if resp, err := c.Get("http://" + hostA + "/delay/1m"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("the request answered %d before the upstream's minute", resp.StatusCode)
+	}
+	waitFor(t, "the proxy to close the upstream connection", func() bool { return up.OpenConnections() == 0 })
+	e.waitLogLines(t, "request", 1)
+}

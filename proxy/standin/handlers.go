@@ -64,6 +64,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /gzip", gzipHandler)
 	mux.HandleFunc("GET /header-bytes/{n}", headerBytesHandler)
 	mux.HandleFunc("GET /trailers", trailersHandler)
+	mux.HandleFunc("GET /early-hints", earlyHintsHandler)
 	mux.HandleFunc("/status/{code}", statusHandler)
 	mux.HandleFunc("/", s.echo)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -115,6 +116,14 @@ func echoHandler(w http.ResponseWriter, r *http.Request) {
 // Pattern is the byte at offset i of /bytes and /cut bodies, so that a
 // receiver can check every byte.
 func Pattern(i int64) byte { return byte('a' + i%26) }
+
+// earlyHintsHandler sends a 103 Early Hints informational response before
+// its 200.
+func earlyHintsHandler(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Link", "</v1/config>; rel=preload")
+	w.WriteHeader(http.StatusEarlyHints)
+	writeJSON(w, http.StatusOK, map[string]bool{"hinted": true})
+}
 
 // trailersHandler answers a chunked body followed by an announced
 // X-Checksum trailer and an unannounced X-Late one (http.TrailerPrefix).
