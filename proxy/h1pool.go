@@ -183,10 +183,3 @@ func (p *h1Pool) closeIdle(retire bool) {
 		c.close()
 	}
 }
-
-// idleCount is the number of idle connections, for tests.
-func (p *h1Pool) idleCount() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.idle)
-}
