@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
@@ -65,6 +66,35 @@ func BenchmarkGateway(b *testing.B) {
 		b.Run(fmt.Sprintf("http2=%v", h2), func(b *testing.B) {
 			e, _ := benchEnv(b, h2)
 			benchRequests(b, plainClient(b), e.url+"/bytes/200")
+		})
+	}
+}
+
+// BenchmarkPayment: the usual API call, a POST with a 1 KiB JSON body, in
+// forward mode.
+func BenchmarkPayment(b *testing.B) {
+	payload := `{"amount":{"value":"10.00","currency":"EUR"},"meta":"` + strings.Repeat("x", 970) + `"}`
+	for _, h2 := range []bool{false, true} {
+		b.Run(fmt.Sprintf("http2=%v", h2), func(b *testing.B) {
+			e, _ := benchEnv(b, h2)
+			c := e.forwardClient(b)
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					resp, err := c.Post("http://"+hostA+"/v1/payments", "application/json", strings.NewReader(payload))
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						b.Errorf("status %d", resp.StatusCode)
+						return
+					}
+				}
+			})
 		})
 	}
 }
