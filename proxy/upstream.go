@@ -113,16 +113,18 @@ func (u *Upstream) Name() string { return u.name }
 // Host is the host name requests are matched against.
 func (u *Upstream) Host() string { return u.host }
 
-// generation is one certificate's transport. Immutable apart from its
-// counters and the cached probe verdict.
+// generation is one certificate's connections: the fast path's HTTP/1.1
+// pool and the Transport, which share one tls.Config and session cache.
+// Immutable apart from its counters, the HTTP/2 flag, the spare connection
+// and the cached probe verdict.
 type generation struct {
 	cert     *tls.Certificate
 	serial   string
-	tls      *tls.Config     // presents cert; shared by tr and h1
-	tr       *http.Transport // HTTP/2, requests with a body, upgrades
-	h1       *h1Pool         // the HTTP/1.1 fast path (see h1.go)
-	h2       atomic.Bool     // the upstream chose HTTP/2: everything goes through tr
-	spare    atomic.Pointer[tls.Conn]
+	tls      *tls.Config              // presents cert; shared by tr and h1
+	tr       *http.Transport          // HTTP/2, large or unknown-length bodies, upgrades (see fastPath)
+	h1       *h1Pool                  // the HTTP/1.1 fast path (see h1.go)
+	h2       atomic.Bool              // the upstream chose HTTP/2: everything goes through tr
+	spare    atomic.Pointer[tls.Conn] // an HTTP/2 connection the fast path dialled, for tr's next dial
 	inflight atomic.Int64
 	retired  atomic.Bool
 
@@ -185,9 +187,11 @@ func (u *Upstream) roundTrip(out *http.Request) (*http.Response, *generation, er
 
 // roundTripRetry is roundTrip with one more attempt when a pooled
 // connection turns out dead under an idempotent request without a body:
-// the upstream restarted, and the HTTP/2 client (unlike the HTTP/1 one)
-// does not retry such a request itself. Anything else, and a POST in
-// particular, is never sent twice.
+// the upstream restarted, and neither the HTTP/2 client nor the HTTP/1.1
+// fast path retries such a request itself (the fast path's liveness check
+// catches most dead connections before a request is written, not one that
+// dies in between). Anything else, and a POST in particular, is never sent
+// twice.
 func (u *Upstream) roundTripRetry(out *http.Request) (*http.Response, *generation, error) {
 	resp, g, err := u.roundTrip(out)
 	if err != nil && out.Context().Err() == nil && isIdempotent(out.Method) &&
