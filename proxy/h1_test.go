@@ -182,3 +182,23 @@ func TestClientGoneAway(t *testing.T) {
 	waitFor(t, "the proxy to close the upstream connection", func() bool { return up.OpenConnections() == 0 })
 	e.waitLogLines(t, "request", 1)
 }
+
+// TestAnswerBeforeBody: an upstream that answers without reading the
+// request body (a 413, say) has its answer reach the client, on either
+// side of the fast path's body limit.
+func TestAnswerBeforeBody(t *testing.T) {
+	e, _ := h1Env(t, nil, proxy.Timeouts{})
+	c := e.forwardClient(t)
+	for _, size := range []int{60 << 10, 300 << 10} {
+		req, err := http.NewRequest(http.MethodPost, "http://"+hostA+"/status/413", bytes.NewReader(make([]byte, size)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, body := do(t, c, req)
+		if resp.StatusCode != http.StatusRequestEntityTooLarge || resp.Header.Get(proxy.HeaderError) != "" {
+			t.Errorf("%d-byte body: status %d, %s %q; want the upstream's own 413: %s", size, resp.StatusCode,
+				proxy.HeaderError, resp.Header.Get(proxy.HeaderError), body)
+		}
+	}
+	echoVia(t, c) // the proxy still serves
+}
