@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -59,11 +58,10 @@ func (u *Upstream) roundTripH1(g *generation, out *http.Request) (*http.Response
 	ctx := out.Context()
 	c := g.h1.get()
 	if c == nil {
-		conn, err := u.dialTLS(ctx, g.tls)
+		tc, err := u.dialTLS(ctx, g.tls)
 		if err != nil {
 			return nil, err
 		}
-		tc := conn.(*tls.Conn)
 		if tc.ConnectionState().NegotiatedProtocol == "h2" {
 			g.offerSpare(tc)
 			return nil, errUseTransport

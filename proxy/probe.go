@@ -90,8 +90,7 @@ func (u *Upstream) probe(ctx context.Context, cert *tls.Certificate, path string
 		return u.probeFailure(res, err)
 	}
 	defer conn.Close()
-	tc := conn.(*tls.Conn)
-	st := tc.ConnectionState()
+	st := conn.ConnectionState()
 	res.TLSVersion = tls.VersionName(st.Version)
 	if len(st.PeerCertificates) > 0 {
 		res.ServerCertificate = st.PeerCertificates[0]

@@ -38,10 +38,13 @@ func (u *Upstream) newGeneration(cert *tls.Certificate) *generation {
 				return c.conn, nil
 			}
 			conn, err := u.dialTLS(ctx, cfg)
-			if err == nil && conn.(*tls.Conn).ConnectionState().NegotiatedProtocol == "h2" {
+			if err != nil {
+				return nil, err // not a typed nil in the interface
+			}
+			if conn.ConnectionState().NegotiatedProtocol == "h2" {
 				g.h2.Store(true)
 			}
-			return conn, err
+			return conn, nil
 		},
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          maxIdleConns,

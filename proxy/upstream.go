@@ -277,7 +277,7 @@ func (u *Upstream) close() {
 // dialTLS opens a connection to the upstream and completes the TLS
 // handshake, so that failures can be told apart: TCP (dialError) or TLS
 // (handshakeError).
-func (u *Upstream) dialTLS(ctx context.Context, cfg *tls.Config) (net.Conn, error) {
+func (u *Upstream) dialTLS(ctx context.Context, cfg *tls.Config) (*tls.Conn, error) {
 	d := net.Dialer{Timeout: u.timeouts.Dial, KeepAlive: 30 * time.Second}
 	raw, err := d.DialContext(ctx, "tcp", u.dialAddr)
 	if err != nil {
