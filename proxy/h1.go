@@ -71,7 +71,7 @@ func (u *Upstream) roundTripH1(g *generation, out *http.Request) (*http.Response
 	resp, err := u.exchangeH1(ctx, c, out, g)
 	if err != nil {
 		c.close()
-		if ctx.Err() != nil {
+		if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
 			return nil, fmt.Errorf("%w (%v)", ctx.Err(), err)
 		}
 		return nil, err
@@ -94,6 +94,11 @@ func (u *Upstream) exchangeH1(ctx context.Context, c *h1Conn, out *http.Request,
 		err = c.bw.Flush()
 	}
 	c.conn.SetReadDeadline(time.Now().Add(u.timeouts.ResponseHeader))
+	if err == nil && ctx.Err() != nil {
+		// Cancelled after the write: the AfterFunc's deadline in the past
+		// may have been overwritten just now, and nobody waits for the answer.
+		err = ctx.Err()
+	}
 	keep := true
 	if err != nil && out.Body != nil && !isClientBodyError(err) {
 		// The server may have answered and closed before reading the whole
