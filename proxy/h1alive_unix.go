@@ -16,11 +16,16 @@ func (c *h1Conn) alive() bool {
 	if c.raw == nil {
 		return true
 	}
-	var err error
-	var n int
-	rerr := c.raw.Read(func(fd uintptr) bool {
-		n, _, err = syscall.Recvfrom(int(fd), c.peek[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		return true // never wait for readiness
-	})
-	return rerr == nil && n <= 0 && err == syscall.EAGAIN
+	if c.peekFn == nil {
+		c.peekFn = c.peekOnce // one method value per connection, not a closure per check
+	}
+	rerr := c.raw.Read(c.peekFn)
+	return rerr == nil && c.peekN <= 0 && c.peekErr == syscall.EAGAIN
+}
+
+// peekOnce is alive's callback for RawConn.Read: one non-blocking peek,
+// its result left in peekN and peekErr.
+func (c *h1Conn) peekOnce(fd uintptr) bool {
+	c.peekN, _, c.peekErr = syscall.Recvfrom(int(fd), c.peek[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	return true // never wait for readiness
 }

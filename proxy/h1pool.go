@@ -21,7 +21,12 @@ type h1Conn struct {
 	// headerBudget is how many more bytes may be read while response
 	// headers are being parsed; negative means no limit (reading a body).
 	headerBudget int64
-	peek         [1]byte
+
+	// The liveness check's state (h1alive_unix.go).
+	peek    [1]byte
+	peekFn  func(fd uintptr) bool
+	peekN   int
+	peekErr error
 }
 
 // maxResponseHeaderBytes bounds an upstream's response headers, as

@@ -167,9 +167,12 @@ func methodLabel(m string) string {
 	return "OTHER"
 }
 
+// statusClasses are the status label's values, indexed by status/100.
+var statusClasses = [...]string{"0xx", "1xx", "2xx", "3xx", "4xx", "5xx"}
+
 func statusClass(status int) string {
 	if status < 100 || status > 599 {
-		return "0xx"
+		return statusClasses[0]
 	}
-	return strconv.Itoa(status/100) + "xx"
+	return statusClasses[status/100]
 }
