@@ -30,18 +30,41 @@ func (b *builder) build(r *raw) *Config {
 	}
 	cfg.Upstreams = b.upstreams(r)
 	cfg.Reload = Reload{
-		Debounce:     b.duration(r.debounce, "reload.debounce", defaultDebounce, true),
-		PollInterval: b.duration(r.pollInterval, "reload.poll_interval", defaultPollInterval, false),
+		Debounce:     b.duration(r.debounce, defaultDebounce, true),
+		PollInterval: b.duration(r.pollInterval, defaultPollInterval, false),
+		Verify:       b.boolean(r.verify, defaultVerify),
 	}
 	cfg.Timeouts = Timeouts{
-		Dial:           b.duration(r.dial, "timeouts.dial", defaultDial, false),
-		TLSHandshake:   b.duration(r.tlsHandshake, "timeouts.tls_handshake", defaultTLSHandshake, false),
-		ResponseHeader: b.duration(r.responseHeader, "timeouts.response_header", defaultResponseHeader, false),
-		IdleConn:       b.duration(r.idleConn, "timeouts.idle_conn", defaultIdleConn, false),
-		Shutdown:       b.duration(r.shutdown, "timeouts.shutdown", defaultShutdown, false),
+		Dial:           b.duration(r.dial, defaultDial, false),
+		TLSHandshake:   b.duration(r.tlsHandshake, defaultTLSHandshake, false),
+		ResponseHeader: b.duration(r.responseHeader, defaultResponseHeader, false),
+		IdleConn:       b.duration(r.idleConn, defaultIdleConn, false),
+		Shutdown:       b.duration(r.shutdown, defaultShutdown, false),
 	}
+	cfg.Retry = b.retry(r)
 	cfg.Connect, cfg.MITM = b.connect(r)
 	return cfg
+}
+
+// retry validates the retry block.
+func (b *builder) retry(r *raw) Retry {
+	rt := Retry{
+		Attempts:           b.integer(r.retryAttempts, defaultRetryAttempts, 1, maxRetryAttempts),
+		Backoff:            b.duration(r.retryBackoff, defaultRetryBackoff, false),
+		MaxBackoff:         b.duration(r.retryMaxBackoff, defaultRetryMaxBack, false),
+		IdempotencyHeaders: b.headerNames(r.retryHeaders, defaultIdempotencyHeaders()),
+		AddIdempotencyKey:  b.boolean(r.retryAddKey, defaultAddKey),
+		MaxBody:            b.size(r.retryMaxBody, defaultRetryMaxBody, maxRetryMaxBody),
+	}
+	if rt.Backoff > 0 && rt.MaxBackoff > 0 && rt.MaxBackoff < rt.Backoff {
+		blame := r.retryMaxBackoff
+		if !blame.set {
+			blame = r.retryBackoff
+		}
+		b.add(blame.at, "retry.max_backoff (%s) is shorter than retry.backoff (%s); the cap must be at least the first pause",
+			rt.MaxBackoff, rt.Backoff)
+	}
+	return rt
 }
 
 // add records a problem at o.

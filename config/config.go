@@ -25,13 +25,33 @@ const (
 	defaultResponseHeader = 60 * time.Second
 	defaultIdleConn       = 90 * time.Second
 	defaultShutdown       = 30 * time.Second
+	defaultVerify         = true
+	defaultVerifyPath     = "/"
+	defaultWarm           = 1
+	maxWarm               = 64
+	defaultRetryAttempts  = 4
+	maxRetryAttempts      = 10
+	defaultRetryBackoff   = 200 * time.Millisecond
+	defaultRetryMaxBack   = 2 * time.Second
+	defaultRetryMaxBody   = 1 << 20
+	maxRetryMaxBody       = 64 << 20
+	defaultAddKey         = false
 )
 
-// defaultAllowCIDRs is a function, not a variable, so that every Config gets
-// its own slice and no caller can change another's defaults.
+// defaultIdempotencyHeaders are the headers Payrails deduplicates by
+// (x-idempotency-key, sent by its SDKs on every mutating call) and the IETF
+// draft's name that Go's own Transport also treats as making a request
+// replayable. A function so that every Config gets its own slice.
+func defaultIdempotencyHeaders() []string { return []string{"X-Idempotency-Key", "Idempotency-Key"} }
+
+// defaultAllowCIDRs is loopback, what a sidecar sharing its pod's or host's
+// network namespace means: all of 127.0.0.0/8 (a service may bind or
+// connect from any loopback address) and ::1. A function, not a variable,
+// so that every Config gets its own slice and no caller can change
+// another's defaults.
 func defaultAllowCIDRs() []netip.Prefix {
 	return []netip.Prefix{
-		netip.MustParsePrefix("127.0.0.1/32"),
+		netip.MustParsePrefix("127.0.0.0/8"),
 		netip.MustParsePrefix("::1/128"),
 	}
 }
@@ -63,6 +83,8 @@ type Config struct {
 	Reload Reload
 	// Timeouts bound the upstream connection and shutdown.
 	Timeouts Timeouts
+	// Retry says when and how a request is sent again.
+	Retry Retry
 	// Connect is what a CONNECT request gets. Default ConnectReject.
 	Connect ConnectMode
 	// MITM is the local CA used when Connect is ConnectMITM; both files are
@@ -132,6 +154,22 @@ type Upstream struct {
 	CAFile string
 	// Token configures managed access tokens; its zero value means none.
 	Token Token
+	// VerifyPath is the path of the HEAD request that verifies a newly
+	// chosen certificate against this upstream before it takes traffic
+	// (Reload.Verify). Starts with "/". Default "/".
+	VerifyPath string
+	// WarmConnections is how many idle, verified TLS connections with the
+	// current certificate are kept open to this upstream; 0 means none.
+	// 0..64. Default 1.
+	WarmConnections int
+	// Via is an optional egress proxy, http://HOST:PORT, through which
+	// every connection to this upstream is tunnelled with CONNECT (TLS
+	// stays end to end). nil means direct connections.
+	Via *url.URL
+	// ViaAuthFile is an optional absolute path of a file holding
+	// "user:password" for Via (Proxy-Authorization: Basic). Only set
+	// together with Via.
+	ViaAuthFile string
 }
 
 // Token configures managed Payrails access tokens for an upstream. Either all
@@ -158,6 +196,10 @@ type Reload struct {
 	Debounce time.Duration
 	// PollInterval is the fallback re-read period; > 0. Default 30s.
 	PollInterval time.Duration
+	// Verify makes a newly chosen certificate take traffic only after a
+	// TLS connection and a HEAD VerifyPath request to the upstream have
+	// shown that the upstream accepts it. Default true.
+	Verify bool
 }
 
 // Timeouts bound the upstream connection and shutdown. All are > 0.
@@ -172,6 +214,31 @@ type Timeouts struct {
 	IdleConn time.Duration
 	// Shutdown bounds the wait for in-flight requests on SIGTERM. Default 30s.
 	Shutdown time.Duration
+}
+
+// Retry says when a request may be sent again: only where a second send
+// cannot double a payment (DESIGN.md § Retries).
+type Retry struct {
+	// Attempts is the total number of sends of one request, the first
+	// included; 1 means never retry. 1..10. Default 4.
+	Attempts int
+	// Backoff is the pause before the second send, doubled (with jitter)
+	// for each further one; > 0. Default 200ms.
+	Backoff time.Duration
+	// MaxBackoff caps the pause; >= Backoff. Default 2s.
+	MaxBackoff time.Duration
+	// IdempotencyHeaders are the request headers (canonical form) whose
+	// presence makes a request safe to send again: the upstream
+	// deduplicates by their value. May be empty. Default
+	// [X-Idempotency-Key, Idempotency-Key].
+	IdempotencyHeaders []string
+	// AddIdempotencyKey gives POST and PATCH requests without one of
+	// IdempotencyHeaders a fresh random X-Idempotency-Key. Default false.
+	AddIdempotencyKey bool
+	// MaxBody is the largest request body, in bytes, kept in memory so
+	// that the request can be sent again; larger bodies are streamed and
+	// never retried. 0..64 MiB; 0 means bodies are never kept. Default 1 MiB.
+	MaxBody int64
 }
 
 // ConnectMode is what a CONNECT (HTTPS_PROXY) request gets.

@@ -83,7 +83,7 @@ func applyOverrides(r *raw, env lookupFunc, flags *Overrides, errs *collector) {
 	}
 	if v, ok := env.get(envPrefix + "ALLOW_CIDRS"); ok {
 		at := origin{source: "env " + envPrefix + "ALLOW_CIDRS", key: "access.allow_cidrs"}
-		r.allowCIDRs = cidrList{set: true, at: at}
+		r.allowCIDRs = settingList{set: true, at: at}
 		for item := range strings.SplitSeq(v, ",") {
 			if item = strings.TrimSpace(item); item != "" {
 				r.allowCIDRs.items = append(r.allowCIDRs.items, setting{value: item, set: true, at: at})

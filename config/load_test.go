@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io/fs"
 	"net/netip"
+	"net/url"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -26,9 +27,11 @@ func TestDefaults(t *testing.T) {
 		{"Listen", cfg.Listen, "127.0.0.1:8080"},
 		{"AdminListen", cfg.AdminListen, "127.0.0.1:9090"},
 		{"Log", cfg.Log, Log{Level: "info", Format: "json"}},
-		{"AllowCIDRs", cfg.Access.AllowCIDRs, []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("::1/128")}},
+		{"AllowCIDRs", cfg.Access.AllowCIDRs, []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}},
 		{"ProxyAuthFile", cfg.Access.ProxyAuthFile, ""},
-		{"Reload", cfg.Reload, Reload{Debounce: 250 * time.Millisecond, PollInterval: 30 * time.Second}},
+		{"Reload", cfg.Reload, Reload{Debounce: 250 * time.Millisecond, PollInterval: 30 * time.Second, Verify: true}},
+		{"Retry", cfg.Retry, Retry{Attempts: 4, Backoff: 200 * time.Millisecond, MaxBackoff: 2 * time.Second,
+			IdempotencyHeaders: []string{"X-Idempotency-Key", "Idempotency-Key"}, MaxBody: 1 << 20}},
 		{"Timeouts", cfg.Timeouts, Timeouts{Dial: 5 * time.Second, TLSHandshake: 10 * time.Second,
 			ResponseHeader: 60 * time.Second, IdleConn: 90 * time.Second, Shutdown: 30 * time.Second}},
 		{"Connect", cfg.Connect, ConnectReject},
@@ -39,6 +42,10 @@ func TestDefaults(t *testing.T) {
 		{"Upstream.URL", cfg.Upstreams[0].URL.String(), "https://api.acme.payrails.io"},
 		{"Upstream.Host", cfg.Upstreams[0].Host, "api.acme.payrails.io"},
 		{"Upstream.CertDir", cfg.Upstreams[0].CertDir, certs},
+		{"Upstream.VerifyPath", cfg.Upstreams[0].VerifyPath, "/"},
+		{"Upstream.WarmConnections", cfg.Upstreams[0].WarmConnections, 1},
+		{"Upstream.Via", cfg.Upstreams[0].Via, (*url.URL)(nil)},
+		{"Upstream.ViaAuthFile", cfg.Upstreams[0].ViaAuthFile, ""},
 	}
 	for _, c := range checks {
 		if !reflect.DeepEqual(c.got, c.want) {
@@ -51,8 +58,12 @@ func TestDefaultsAreNotShared(t *testing.T) {
 	a := mustLoad(t, oneUpstream, nil, Overrides{})
 	b := mustLoad(t, oneUpstream, nil, Overrides{})
 	a.Access.AllowCIDRs[0] = netip.MustParsePrefix("0.0.0.0/0")
-	if got := b.Access.AllowCIDRs[0].String(); got != "127.0.0.1/32" {
-		t.Errorf("changing one Config changed another: got %s, want 127.0.0.1/32", got)
+	a.Retry.IdempotencyHeaders[0] = "X-Changed"
+	if got := b.Access.AllowCIDRs[0].String(); got != "127.0.0.0/8" {
+		t.Errorf("changing one Config changed another: got %s, want 127.0.0.0/8", got)
+	}
+	if got := b.Retry.IdempotencyHeaders[0]; got != "X-Idempotency-Key" {
+		t.Errorf("changing one Config changed another: got %s, want X-Idempotency-Key", got)
 	}
 }
 
@@ -74,10 +85,21 @@ upstreams:
     key_passphrase_file: ""
     ca_file: ""
     token: {client_id: "", client_secret_file: ""}   # optional managed tokens
+    verify_path: /           # probe request used to verify a certificate against this upstream
+    warm_connections: 1      # idle, verified TLS connections kept open (0: none)
+    via: ""                  # optional egress proxy http://HOST:PORT (CONNECT; TLS stays end to end)
+    via_auth_file: ""        # optional "user:password" for that egress proxy
   - name: staging
     url: https://acme-api.staging.payrails.io
     cert_dir: certs/staging
-reload: {debounce: 250ms, poll_interval: 30s}
+reload: {debounce: 250ms, poll_interval: 30s, verify: true}
+retry:                       # proxy-side retries, only where a second send cannot double a payment
+  attempts: 4                # total sends of one request, the first included (1: never retry)
+  backoff: 200ms             # doubled per attempt with jitter, capped by max_backoff (covers a restart of ~1 s)
+  max_backoff: 2s
+  idempotency_headers: [X-Idempotency-Key, Idempotency-Key]
+  add_idempotency_key: false # true: give POST/PATCH without a key a fresh X-Idempotency-Key
+  max_body: 1MiB             # larger request bodies are streamed, never kept, never retried
 timeouts: {dial: 5s, tls_handshake: 10s, response_header: 60s, idle_conn: 90s, shutdown: 30s}
 connect: reject              # what a CONNECT (HTTPS_PROXY) request gets: reject | mitm
 mitm: {ca_cert_file: "", ca_key_file: ""}   # local CA for connect: mitm (see ca init)
@@ -95,8 +117,8 @@ func TestDesignExample(t *testing.T) {
 		t.Errorf("Source = %q, want %q", cfg.Source, path)
 	}
 	want := []Upstream{
-		{Name: "live", Host: "api.acme.payrails.io", Default: true, CertDir: live},
-		{Name: "staging", Host: "acme-api.staging.payrails.io", CertDir: staging},
+		{Name: "live", Host: "api.acme.payrails.io", Default: true, CertDir: live, VerifyPath: "/", WarmConnections: 1},
+		{Name: "staging", Host: "acme-api.staging.payrails.io", CertDir: staging, VerifyPath: "/", WarmConnections: 1},
 	}
 	if len(cfg.Upstreams) != len(want) {
 		t.Fatalf("got %d upstreams, want %d", len(cfg.Upstreams), len(want))
@@ -115,7 +137,7 @@ func TestDesignExample(t *testing.T) {
 
 func TestFullExample(t *testing.T) {
 	dir := t.TempDir()
-	for _, f := range []string{"auth.txt", "ca/ca.pem", "ca/ca.key", "live.pem", "live.key", "pass.txt", "roots.pem", "secret.txt"} {
+	for _, f := range []string{"auth.txt", "ca/ca.pem", "ca/ca.key", "live.pem", "live.key", "pass.txt", "roots.pem", "secret.txt", "via.txt"} {
 		writeFile(t, dir, f, "x")
 	}
 	content := `
@@ -134,7 +156,18 @@ upstreams:
     key_passphrase_file: pass.txt
     ca_file: roots.pem
     token: {client_id: cid, client_secret_file: secret.txt}
-reload: {debounce: 0s, poll_interval: 1m30s}
+    verify_path: /health?probe=1
+    warm_connections: 0
+    via: HTTP://Squid.Internal:3128
+    via_auth_file: via.txt
+reload: {debounce: 0s, poll_interval: 1m30s, verify: false}
+retry:
+  attempts: 1
+  backoff: 50ms
+  max_backoff: 50ms
+  idempotency_headers: [idempotency-key, x-request-key]
+  add_idempotency_key: true
+  max_body: 512KiB
 timeouts: {dial: 1s, tls_handshake: 2s, response_header: 3s, idle_conn: 4s, shutdown: 5s}
 connect: mitm
 mitm: {ca_cert_file: ca/ca.pem, ca_key_file: ./ca/../ca/ca.key}
@@ -166,7 +199,13 @@ mitm: {ca_cert_file: ca/ca.pem, ca_key_file: ./ca/../ca/ca.key}
 		{"KeyPassphraseFile", u.KeyPassphraseFile, filepath.Join(dir, "pass.txt")},
 		{"CAFile", u.CAFile, filepath.Join(dir, "roots.pem")},
 		{"Token", u.Token, Token{ClientID: "cid", ClientSecretFile: filepath.Join(dir, "secret.txt")}},
+		{"VerifyPath", u.VerifyPath, "/health?probe=1"},
+		{"WarmConnections", u.WarmConnections, 0},
+		{"Via", u.Via.String(), "http://squid.internal:3128"},
+		{"ViaAuthFile", u.ViaAuthFile, filepath.Join(dir, "via.txt")},
 		{"Reload", cfg.Reload, Reload{Debounce: 0, PollInterval: 90 * time.Second}},
+		{"Retry", cfg.Retry, Retry{Attempts: 1, Backoff: 50 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
+			IdempotencyHeaders: []string{"Idempotency-Key", "X-Request-Key"}, AddIdempotencyKey: true, MaxBody: 512 << 10}},
 		{"Timeouts", cfg.Timeouts, Timeouts{time.Second, 2 * time.Second, 3 * time.Second, 4 * time.Second, 5 * time.Second}},
 		{"Connect", cfg.Connect, ConnectMITM},
 		{"MITM", cfg.MITM, MITM{CACertFile: filepath.Join(dir, "ca/ca.pem"), CAKeyFile: filepath.Join(dir, "ca/ca.key")}},

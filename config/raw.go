@@ -26,8 +26,9 @@ type setting struct {
 	at    origin
 }
 
-// cidrList is access.allow_cidrs: set (even to an empty list) or not.
-type cidrList struct {
+// settingList is a list of scalars (access.allow_cidrs,
+// retry.idempotency_headers): set (even to an empty list) or not.
+type settingList struct {
 	items []setting
 	set   bool
 	at    origin
@@ -42,7 +43,7 @@ type raw struct {
 
 	listen, adminListen setting
 	logLevel, logFormat setting
-	allowCIDRs          cidrList
+	allowCIDRs          settingList
 	proxyAuthFile       setting
 
 	upstreams []*rawUpstream
@@ -50,8 +51,12 @@ type raw struct {
 	// list; "no upstream configured" would then only add noise.
 	upstreamsBroken bool
 
-	debounce, pollInterval                                 setting
+	debounce, pollInterval, verify                         setting
 	dial, tlsHandshake, responseHeader, idleConn, shutdown setting
+
+	retryAttempts, retryBackoff, retryMaxBackoff setting
+	retryAddKey, retryMaxBody                    setting
+	retryHeaders                                 settingList
 
 	connect           setting
 	mitmCert, mitmKey setting
@@ -66,4 +71,5 @@ type rawUpstream struct {
 	name, url, address, isDefault                         setting
 	certDir, certFile, keyFile, keyPassphraseFile, caFile setting
 	clientID, clientSecretFile                            setting
+	verifyPath, warm, via, viaAuthFile                    setting
 }

@@ -17,13 +17,14 @@ func topKeys(r *raw) keys {
 			"format": scalar(&r.logFormat),
 		}),
 		"access": section(keys{
-			"allow_cidrs":     cidrs(&r.allowCIDRs),
+			"allow_cidrs":     list(&r.allowCIDRs, "[127.0.0.1/32, 10.0.0.0/8]"),
 			"proxy_auth_file": scalar(&r.proxyAuthFile),
 		}),
 		"upstreams": upstreams(r),
 		"reload": section(keys{
 			"debounce":      scalar(&r.debounce),
 			"poll_interval": scalar(&r.pollInterval),
+			"verify":        scalar(&r.verify),
 		}),
 		"timeouts": section(keys{
 			"dial":            scalar(&r.dial),
@@ -31,6 +32,14 @@ func topKeys(r *raw) keys {
 			"response_header": scalar(&r.responseHeader),
 			"idle_conn":       scalar(&r.idleConn),
 			"shutdown":        scalar(&r.shutdown),
+		}),
+		"retry": section(keys{
+			"attempts":            scalar(&r.retryAttempts),
+			"backoff":             scalar(&r.retryBackoff),
+			"max_backoff":         scalar(&r.retryMaxBackoff),
+			"idempotency_headers": list(&r.retryHeaders, "[X-Idempotency-Key, Idempotency-Key]"),
+			"add_idempotency_key": scalar(&r.retryAddKey),
+			"max_body":            scalar(&r.retryMaxBody),
 		}),
 		"connect": scalar(&r.connect),
 		"mitm": section(keys{
@@ -58,6 +67,10 @@ func upstreamKeys(u *rawUpstream) keys {
 			"client_id":          scalar(&u.clientID),
 			"client_secret_file": scalar(&u.clientSecretFile),
 		}),
+		"verify_path":      scalar(&u.verifyPath),
+		"warm_connections": scalar(&u.warm),
+		"via":              scalar(&u.via),
+		"via_auth_file":    scalar(&u.viaAuthFile),
 	}
 }
 
@@ -85,18 +98,19 @@ func scalar(dst *setting) handler {
 	}
 }
 
-// cidrs is the handler for access.allow_cidrs: a list of scalars.
-func cidrs(dst *cidrList) handler {
+// list is the handler for a list of scalars; example shows the shape in
+// messages.
+func list(dst *settingList, example string) handler {
 	return func(d *decoder, n *yaml.Node, path string) {
 		n = deref(n)
 		if n == nil || isNull(n) {
 			return
 		}
 		if n.Kind != yaml.SequenceNode {
-			d.problem(path, n.Line, "must be a list such as [127.0.0.1/32, 10.0.0.0/8], "+found(n))
+			d.problem(path, n.Line, "must be a list such as "+example+", "+found(n))
 			return
 		}
-		*dst = cidrList{set: true, at: d.at(path, n.Line)}
+		*dst = settingList{set: true, at: d.at(path, n.Line)}
 		for i, item := range n.Content {
 			var s setting
 			scalar(&s)(d, item, fmt.Sprintf("%s[%d]", path, i))

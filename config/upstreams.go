@@ -47,7 +47,7 @@ func (b *builder) upstream(ru *rawUpstream, n int) Upstream {
 	u := Upstream{Name: b.upstreamName(ru, n)}
 	u.URL, u.Host = b.upstreamURL(ru)
 	u.Address = b.dialAddress(ru.address)
-	u.Default = b.boolean(ru.isDefault) || n == 1
+	u.Default = b.boolean(ru.isDefault, false) || n == 1
 	b.certSource(ru, &u)
 	u.CAFile = b.file(ru.caFile)
 	u.KeyPassphraseFile = b.file(ru.keyPassphraseFile)
@@ -55,7 +55,57 @@ func (b *builder) upstream(ru *rawUpstream, n int) Upstream {
 		u.KeyPassphrase, u.KeyPassphraseEnv = b.keyPassphrase(ru, u.Name)
 		u.Token = b.token(ru, u.Name)
 	}
+	u.VerifyPath = b.verifyPath(ru.verifyPath)
+	u.WarmConnections = b.integer(ru.warm, defaultWarm, 0, maxWarm)
+	u.Via, u.ViaAuthFile = b.via(ru)
 	return u
+}
+
+// verifyPath validates the path of the verification probe.
+func (b *builder) verifyPath(s setting) string {
+	if !s.set {
+		return defaultVerifyPath
+	}
+	p := strings.TrimSpace(s.value)
+	u, err := url.ParseRequestURI(p)
+	if err != nil || !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") || u.Host != "" || strings.ContainsAny(p, " #") {
+		b.add(s.at, "%q is not a request path; write a path starting with /, such as / or /health", s.value)
+	}
+	return p
+}
+
+// via validates the optional egress proxy and its credentials file.
+func (b *builder) via(ru *rawUpstream) (*url.URL, string) {
+	s, auth := ru.via, ru.viaAuthFile
+	authFile := b.file(auth)
+	if !s.set {
+		if auth.set {
+			b.add(auth.at, "via_auth_file is set but via is not; set via to the egress proxy, http://HOST:PORT, or remove via_auth_file")
+		}
+		return nil, authFile
+	}
+	v := strings.TrimSpace(s.value)
+	u, err := url.Parse(v)
+	const want = "write the egress proxy as http://HOST:PORT, such as http://squid.internal:3128"
+	switch {
+	case err != nil:
+		b.add(s.at, "%q is not a URL; %s", s.value, want)
+	case u.Scheme != "http":
+		b.add(s.at, "%q must use http:// (the proxy sends CONNECT in plain HTTP to the egress proxy, and TLS to the upstream "+
+			"stays end to end inside the tunnel); %s", u.Redacted(), want)
+	case u.User != nil:
+		b.add(s.at, "the egress proxy URL must not carry a user or password; put \"user:password\" in a file and set via_auth_file")
+	case u.Hostname() == "" || u.Port() == "":
+		b.add(s.at, "%q has no HOST:PORT; %s", u.Redacted(), want)
+	case (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "":
+		b.add(s.at, "%q must have no path, query or fragment; %s", u.Redacted(), want)
+	default:
+		if _, ok := parsePort(u.Port(), 1); !ok {
+			b.add(s.at, "%q has port %q; the port must be a number from 1 to 65535", u.Redacted(), u.Port())
+		}
+		return &url.URL{Scheme: "http", Host: strings.ToLower(u.Host)}, authFile
+	}
+	return nil, authFile
 }
 
 // upstreamName validates the name; a lone upstream may leave it out.

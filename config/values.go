@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"net/textproto"
 	"strconv"
 	"strings"
 	"time"
@@ -14,7 +15,7 @@ const durationExample = "use Go duration syntax such as 250ms, 30s or 1m30s"
 
 // duration parses s (or returns def when unset). Durations must be > 0, or
 // >= 0 when zeroOK.
-func (b *builder) duration(s setting, key string, def time.Duration, zeroOK bool) time.Duration {
+func (b *builder) duration(s setting, def time.Duration, zeroOK bool) time.Duration {
 	if !s.set {
 		return def
 	}
@@ -32,10 +33,10 @@ func (b *builder) duration(s setting, key string, def time.Duration, zeroOK bool
 	return d
 }
 
-// boolean parses a true/false setting; unset is false.
-func (b *builder) boolean(s setting) bool {
+// boolean parses a true/false setting; unset is def.
+func (b *builder) boolean(s setting, def bool) bool {
 	if !s.set {
-		return false
+		return def
 	}
 	switch {
 	case strings.EqualFold(s.value, "true"):
@@ -47,8 +48,86 @@ func (b *builder) boolean(s setting) bool {
 	return false
 }
 
+// integer parses a whole number in lo..hi (or returns def when unset).
+func (b *builder) integer(s setting, def, lo, hi int) int {
+	if !s.set {
+		return def
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(s.value))
+	switch {
+	case err != nil:
+		b.add(s.at, "%q is not a whole number; write a number from %d to %d", s.value, lo, hi)
+	case n < lo || n > hi:
+		b.add(s.at, "%d is out of range; write a number from %d to %d", n, lo, hi)
+	}
+	return n
+}
+
+// sizeUnits are the suffixes size accepts, binary multiples only: "MB"
+// would leave the reader guessing between 10^6 and 2^20.
+var sizeUnits = []struct {
+	suffix string
+	factor int64
+}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}}
+
+// size parses a byte count such as 1MiB, 512KiB or 65536 (or returns def
+// when unset); it must be in 0..max.
+func (b *builder) size(s setting, def, max int64) int64 {
+	if !s.set {
+		return def
+	}
+	v := strings.TrimSpace(s.value)
+	factor := int64(1)
+	for _, u := range sizeUnits {
+		if num, ok := strings.CutSuffix(v, u.suffix); ok {
+			v, factor = strings.TrimSpace(num), u.factor
+			break
+		}
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 || n > max/factor {
+		b.add(s.at, "%q is not a size from 0 to %dMiB; write a whole number of bytes with an optional unit KiB, MiB or GiB, such as 1MiB or 512KiB",
+			s.value, max>>20)
+		return def
+	}
+	return n * factor
+}
+
+// headerNames parses a list of HTTP header names into canonical form (or
+// returns def when unset). An empty list is allowed.
+func (b *builder) headerNames(l settingList, def []string) []string {
+	if !l.set {
+		return def
+	}
+	out := make([]string, 0, len(l.items))
+	for _, s := range l.items {
+		name := strings.TrimSpace(s.value)
+		if !validHeaderName(name) {
+			b.add(s.at, "%q is not an HTTP header name; use letters, digits and '-', such as X-Idempotency-Key", s.value)
+			continue
+		}
+		out = append(out, textproto.CanonicalMIMEHeaderKey(name))
+	}
+	return out
+}
+
+// validHeaderName reports whether name is an RFC 9110 §5.1 token.
+func validHeaderName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
 // allowCIDRs parses access.allow_cidrs, defaulting to loopback only.
-func (b *builder) allowCIDRs(l cidrList) []netip.Prefix {
+func (b *builder) allowCIDRs(l settingList) []netip.Prefix {
 	if !l.set {
 		return defaultAllowCIDRs()
 	}
