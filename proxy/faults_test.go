@@ -73,7 +73,7 @@ func TestDNSFailure(t *testing.T) {
 func TestSlowClient(t *testing.T) {
 	ps := newPKI(t)
 	up := startStandin(t, ps, nil)
-	e := startProxy(t, proxy.Config{ClientBodyIdle: 300 * time.Millisecond,
+	e := startProxy(t, proxy.Config{Client: proxy.ClientLimits{BodyIdle: 300 * time.Millisecond},
 		Upstreams: []proxy.UpstreamConfig{upstreamConfig("live", hostA, up.Addr, ps, sourceOf(ps.client))}})
 	conn, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
 	if err != nil {

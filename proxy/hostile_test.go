@@ -144,7 +144,7 @@ const hostileHost = "api.acme.test"
 func TestHostileRequests(t *testing.T) {
 	ps := newPKI(t)
 	up := startRecordingUpstream(t, ps)
-	e := startProxy(t, proxy.Config{ClientBodyIdle: 2 * time.Second,
+	e := startProxy(t, proxy.Config{Client: proxy.ClientLimits{BodyIdle: 2 * time.Second},
 		Upstreams: []proxy.UpstreamConfig{upstreamConfig("live", hostileHost, up.addr, ps, sourceOf(ps.client))}})
 	addr := strings.TrimPrefix(e.url, "http://")
 	const h = "Host: " + hostileHost + "\r\n"

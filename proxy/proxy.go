@@ -10,7 +10,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/elazarl/goproxy"
 	"go.uber.org/zap"
@@ -23,9 +22,9 @@ type Config struct {
 	// AllowCIDRs are the client addresses allowed to use the proxy. Empty
 	// means loopback only: the proxy carries the merchant's identity.
 	AllowCIDRs []netip.Prefix
-	// ClientBodyIdle is how long a client's request body may pause before
-	// the request is abandoned with 408. Zero means 30s.
-	ClientBodyIdle time.Duration
+	// Client bounds what clients may make the proxy hold; zero fields take
+	// DefaultClientLimits' values.
+	Client ClientLimits
 	// ProxyAuth, when not nil, requires Proxy-Authorization: Basic from
 	// every client, in forward and base-URL modes.
 	ProxyAuth *AuthFile
@@ -50,7 +49,7 @@ type Proxy struct {
 	allow        []netip.Prefix
 	gp           *goproxy.ProxyHttpServer
 	auth         *AuthFile
-	bodyIdle     time.Duration
+	limits       ClientLimits
 	mitm         LeafSource
 	tunnelsMu    sync.Mutex
 	tunnels      map[*tunnel]struct{} // intercepted CONNECTs with their client connection open
@@ -71,10 +70,7 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p := &Proxy{byHost: map[string]*Upstream{}, allow: cfg.AllowCIDRs, log: log, m: cfg.Metrics, auth: cfg.ProxyAuth, ids: newRequestIDs(),
 		mitm: cfg.MITM, tunnels: map[*tunnel]struct{}{}}
-	p.bodyIdle = cfg.ClientBodyIdle
-	if p.bodyIdle <= 0 {
-		p.bodyIdle = 30 * time.Second
-	}
+	p.limits = withClientDefaults(cfg.Client)
 	if len(p.allow) == 0 {
 		p.allow = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 	}
@@ -174,7 +170,7 @@ func (p *Proxy) admit(r *http.Request) (*Upstream, Mode, *Error) {
 func (p *Proxy) outboundFor(w http.ResponseWriter, r *http.Request, up *Upstream, ex *exchange) *http.Request {
 	out := outbound(r, up, context.WithValue(r.Context(), exchangeKey{}, ex))
 	if out.Body != nil && out.Body != http.NoBody {
-		out.Body = &clientBody{ReadCloser: r.Body, rc: http.NewResponseController(w), idle: p.bodyIdle, ex: ex}
+		out.Body = &clientBody{ReadCloser: r.Body, rc: http.NewResponseController(w), idle: p.limits.BodyIdle, ex: ex}
 	}
 	return out
 }

@@ -11,20 +11,46 @@ import (
 	"go.uber.org/zap"
 )
 
-// Server limits on the client side of the proxy.
-const (
-	readHeaderTimeout = 10 * time.Second // a client that never finishes its headers
-	clientIdleTimeout = 120 * time.Second
-	maxHeaderBytes    = 64 << 10
-)
+// ClientLimits bound what a client may make the proxy hold: on the proxy
+// port and, identically, inside an intercepted CONNECT tunnel. Zero fields
+// take DefaultClientLimits' values (withClientDefaults, the one place).
+type ClientLimits struct {
+	HeaderTimeout  time.Duration // to read a request's line and headers
+	IdleTimeout    time.Duration // a keep-alive connection may wait this long for its next request
+	BodyIdle       time.Duration // a request body may pause this long before the request gets 408
+	MaxHeaderBytes int           // request line and headers; beyond it 431
+}
+
+// DefaultClientLimits are the proxy port's limits. A service on the same
+// host sends its headers in one write; 64 KiB is four times what Payrails'
+// own edge accepts.
+var DefaultClientLimits = ClientLimits{HeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second,
+	BodyIdle: 30 * time.Second, MaxHeaderBytes: 64 << 10}
+
+func withClientDefaults(l ClientLimits) ClientLimits {
+	d := DefaultClientLimits
+	if l.HeaderTimeout > 0 {
+		d.HeaderTimeout = l.HeaderTimeout
+	}
+	if l.IdleTimeout > 0 {
+		d.IdleTimeout = l.IdleTimeout
+	}
+	if l.BodyIdle > 0 {
+		d.BodyIdle = l.BodyIdle
+	}
+	if l.MaxHeaderBytes > 0 {
+		d.MaxHeaderBytes = l.MaxHeaderBytes
+	}
+	return d
+}
 
 // Listen opens the proxy's TCP listener on addr. Accepted connections get
 // no TCP keep-alive probes: net.Listen's default turns them on with four
 // setsockopt calls per connection, a tenth of the system calls a client
 // that opens a connection per request costs (bench/compare's close
 // scenario, strace -c). They would find nothing the server's own timeouts
-// do not: an idle client connection is closed after clientIdleTimeout,
-// a stalled request after readHeaderTimeout or the body idle timeout, and
+// do not: an idle client connection is closed after the idle timeout,
+// a stalled request after the header or body idle timeout (ClientLimits), and
 // probes never fire on a connection with data in flight.
 func Listen(ctx context.Context, addr string) (net.Listener, error) {
 	lc := net.ListenConfig{KeepAlive: -1}
@@ -36,14 +62,7 @@ func Listen(ctx context.Context, addr string) (net.Listener, error) {
 // shutdownTimeout, closes what is left, and returns. It returns nil after a
 // shutdown requested through ctx, or the error that stopped serving.
 func (p *Proxy) Serve(ctx context.Context, ln net.Listener, shutdownTimeout time.Duration) error {
-	srv := &http.Server{
-		Handler:           p,
-		ReadHeaderTimeout: readHeaderTimeout,
-		IdleTimeout:       clientIdleTimeout,
-		MaxHeaderBytes:    maxHeaderBytes,
-		ErrorLog:          zap.NewStdLog(p.log.Named("http")),
-		ConnState:         func(c net.Conn, st http.ConnState) { p.m.connState(c, st) },
-	}
+	srv := p.newServer(p, nil)
 	tctx, stopTokens := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	for _, up := range p.upstreams {
@@ -56,6 +75,25 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener, shutdownTimeout time
 	stopTokens()                    // after the last request in flight: it may still need a token
 	wg.Wait()
 	return err
+}
+
+// newServer is the one place where a server for clients is made: the proxy
+// port and every intercepted tunnel are served with the same limits.
+// onState, if not nil, is called after the metrics on every state change.
+func (p *Proxy) newServer(h http.Handler, onState func(net.Conn, http.ConnState)) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: p.limits.HeaderTimeout,
+		IdleTimeout:       p.limits.IdleTimeout,
+		MaxHeaderBytes:    p.limits.MaxHeaderBytes,
+		ErrorLog:          zap.NewStdLog(p.log.Named("http")),
+		ConnState: func(c net.Conn, st http.ConnState) {
+			p.m.connState(c, st)
+			if onState != nil {
+				onState(c, st)
+			}
+		},
+	}
 }
 
 // RunServer runs srv on ln until ctx is cancelled, then shuts it down
