@@ -8,8 +8,8 @@
 # `serve --config /etc/payrails-mtls-proxy/config.yaml` (or set PAYRAILS_PROXY_CONFIG).
 # The environment below beats the file (flags > environment > file > defaults): change
 # listen addresses with -e, not in the file, and with several upstreams in the file set
-# PAYRAILS_PROXY_CERT_DIR to empty (an empty variable counts as unset). See README.md,
-# "Deployment".
+# PAYRAILS_PROXY_CERT_DIR to empty (an empty variable counts as unset). See
+# docs/deployment.md.
 
 # The build runs on the builder's own platform and cross-compiles (no emulation):
 # TARGETOS/TARGETARCH come from `docker buildx build --platform ...`.

@@ -139,14 +139,18 @@ func deployCommandHelp(t *testing.T, sub string) (string, map[string]bool) {
 	return help, flags
 }
 
-// deployREADMEEnvFlags reads README.md's table of serve settings: environment
-// variable (a regexp, for PAYRAILS_PROXY_<NAME>_...) to its flag, "" when
-// the variable has none.
-func deployREADMEEnvFlags(t *testing.T) map[*regexp.Regexp]string {
+// deploySettingsDoc is where the table of serve settings (flag, environment,
+// config key, default) is documented; README.md links it.
+const deploySettingsDoc = "docs/configuration.md"
+
+// deployDocEnvFlags reads deploySettingsDoc's table of serve settings:
+// environment variable (a regexp, for PAYRAILS_PROXY_<NAME>_...) to its flag,
+// "" when the variable has none.
+func deployDocEnvFlags(t *testing.T) map[*regexp.Regexp]string {
 	t.Helper()
 	rows := map[*regexp.Regexp]string{}
 	cellEnv := regexp.MustCompile(`PAYRAILS_PROXY_[A-Z0-9_<>]+`)
-	for line := range strings.Lines(string(deployRead(t, "README.md"))) {
+	for line := range strings.Lines(string(deployRead(t, deploySettingsDoc))) {
 		cells := strings.Split(line, "|")
 		if len(cells) < 4 || !strings.HasPrefix(line, "|") {
 			continue
@@ -163,15 +167,15 @@ func deployREADMEEnvFlags(t *testing.T) map[*regexp.Regexp]string {
 		}
 	}
 	if len(rows) < 10 {
-		t.Fatalf("README.md: found %d PAYRAILS_PROXY_* rows in the table of serve settings; has its format changed?", len(rows))
+		t.Fatalf("%s: found %d PAYRAILS_PROXY_* rows in the table of serve settings; has its format changed?", deploySettingsDoc, len(rows))
 	}
 	return rows
 }
 
 // TestDeployCommandLines: every --flag the deploy files and the Dockerfile
 // give a subcommand is in that subcommand's help, and every PAYRAILS_PROXY_*
-// variable is one README's table lists, whose flag serve has, and which the
-// binary reads.
+// variable is one the table in deploySettingsDoc lists, whose flag serve has,
+// and which the binary reads.
 func TestDeployCommandLines(t *testing.T) {
 	invs, envs := deployUsage(t)
 	found := map[string]bool{}
@@ -203,7 +207,7 @@ func TestDeployCommandLines(t *testing.T) {
 		record, config.Overrides{}, false); err != nil {
 		t.Fatal(err)
 	}
-	table := deployREADMEEnvFlags(t)
+	table := deployDocEnvFlags(t)
 	for e, where := range envs {
 		flag, listed := "", false
 		for re, f := range table {
@@ -214,9 +218,9 @@ func TestDeployCommandLines(t *testing.T) {
 		}
 		switch {
 		case !listed:
-			t.Errorf("%s: %s is not in README.md's table of serve settings", where, e)
+			t.Errorf("%s: %s is not in %s's table of serve settings", where, e, deploySettingsDoc)
 		case flag != "" && !serveFlags[flag]:
-			t.Errorf("%s: %s maps to %s in README.md, but serve has no such flag", where, e, flag)
+			t.Errorf("%s: %s maps to %s in %s, but serve has no such flag", where, e, flag, deploySettingsDoc)
 		case !read[e] && !strings.Contains(serveHelp, e):
 			t.Errorf("%s: %s is neither read by the configuration nor named in serve -h", where, e)
 		}
