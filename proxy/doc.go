@@ -20,7 +20,8 @@
 //     (status, X-Payrails-Proxy-Error kind, JSON body) and the mapping of
 //     transport errors onto it, telling a refused client certificate apart.
 //   - tokens.go (with proxy/token): managed access tokens.
-//   - mitm.go: connect: mitm.
+//   - tunnel.go: connect: mitm; each intercepted tunnel is served by an
+//     http.Server with the proxy port's limits and the same handler path.
 //   - exchange.go, metrics.go: the one log line per request and the
 //     Prometheus metrics.
 //   - serve.go: the listener and graceful shutdown.

@@ -38,32 +38,43 @@ const (
 // went away before the response: it is logged, never seen by the client.
 const StatusClientClosedRequest = 499
 
-// kindStatus is the one table mapping failures to HTTP status codes.
-var kindStatus = map[Kind]int{
-	KindHostNotAllowed:      http.StatusForbidden,
-	KindSourceNotAllowed:    http.StatusForbidden,
-	KindProxyAuthRequired:   http.StatusProxyAuthRequired,
-	KindConnectNotSupported: http.StatusMethodNotAllowed,
-	KindNoDefaultUpstream:   http.StatusBadRequest,
-	KindBadRequest:          http.StatusBadRequest,
-	KindNoCertificate:       http.StatusServiceUnavailable,
-	KindUpstreamUnreachable: http.StatusBadGateway,
-	KindUpstreamTLS:         http.StatusBadGateway,
-	KindCertificateRejected: http.StatusBadGateway,
-	KindUpstreamTimeout:     http.StatusGatewayTimeout,
-	KindUpstreamError:       http.StatusBadGateway,
-	KindClientClosed:        StatusClientClosedRequest,
-	KindClientTimeout:       http.StatusRequestTimeout,
-	KindToken:               http.StatusBadGateway,
+// kindInfo is what the table says of a kind.
+type kindInfo struct {
+	status int
+	// closes: the client's connection ends with the answer, because the
+	// request's framing or body was refused or abandoned and its unread
+	// bytes must never be taken for a next request.
+	closes bool
+}
+
+// kinds is the one table of the proxy's failures.
+var kinds = map[Kind]kindInfo{
+	KindHostNotAllowed:      {status: http.StatusForbidden},
+	KindSourceNotAllowed:    {status: http.StatusForbidden},
+	KindProxyAuthRequired:   {status: http.StatusProxyAuthRequired},
+	KindConnectNotSupported: {status: http.StatusMethodNotAllowed},
+	KindNoDefaultUpstream:   {status: http.StatusBadRequest},
+	KindBadRequest:          {status: http.StatusBadRequest, closes: true},
+	KindNoCertificate:       {status: http.StatusServiceUnavailable},
+	KindUpstreamUnreachable: {status: http.StatusBadGateway},
+	KindUpstreamTLS:         {status: http.StatusBadGateway},
+	KindCertificateRejected: {status: http.StatusBadGateway},
+	KindUpstreamTimeout:     {status: http.StatusGatewayTimeout},
+	KindUpstreamError:       {status: http.StatusBadGateway},
+	KindClientClosed:        {status: StatusClientClosedRequest, closes: true},
+	KindClientTimeout:       {status: http.StatusRequestTimeout, closes: true},
+	KindToken:               {status: http.StatusBadGateway},
 }
 
 // Status returns the HTTP status for the kind; 502 for an unknown kind.
 func (k Kind) Status() int {
-	if s, ok := kindStatus[k]; ok {
-		return s
+	if i, ok := kinds[k]; ok {
+		return i.status
 	}
 	return http.StatusBadGateway
 }
+
+func (k Kind) closesConnection() bool { return kinds[k].closes }
 
 // HeaderError carries the kind on every response the proxy makes itself.
 const HeaderError = "X-Payrails-Proxy-Error"

@@ -47,13 +47,11 @@ type exchange struct {
 	upstreamErr error                           // the upstream body broke off mid-response
 	bodyErr     atomic.Pointer[clientBodyError] // the client's request body failed; set by the transport's writer
 	token       string                          // "injected" or "replayed" when the proxy added the access token
-	tunnel      *tunnel                         // an allowed CONNECT (connect: mitm)
 }
 
 type exchangeKey struct{}
 
-// exchangeFrom returns the exchange ServeHTTP put in the context, or nil
-// for a request read inside a CONNECT tunnel (connect: mitm).
+// exchangeFrom returns the exchange handle put in the request context.
 func exchangeFrom(ctx context.Context) *exchange {
 	ex, _ := ctx.Value(exchangeKey{}).(*exchange)
 	return ex

@@ -32,46 +32,36 @@ func (p *Proxy) newGoproxy() *goproxy.ProxyHttpServer {
 	})
 	gp.OnRequest().DoFunc(p.prepare)
 	gp.OnResponse().DoFunc(p.finish)
-	if p.mitm != nil {
-		gp.OnRequest().HandleConnectFunc(p.handleConnect)
-	}
 	return gp
 }
 
-// prepare builds the outbound request and points goproxy at the upstream.
+// prepare points goproxy at the request's upstream; handle has already
+// built the outbound request (outboundFor) and put the exchange in its
+// context. The round trip never fails towards goproxy: a failure becomes
+// the proxy's JSON error response here.
 func (p *Proxy) prepare(in *http.Request, ctx *goproxy.ProxyCtx) (*http.Request, *http.Response) {
 	ex := exchangeFrom(in.Context())
-	if ex == nil {
-		return p.prepareTunnelled(in, ctx)
+	if ex == nil { // handle puts it in every request it gives goproxy
+		perr := newError(KindBadRequest, nil, "internal error: a request reached goproxy without its exchange")
+		return in, perr.response(in, "")
 	}
-	// ServeHTTP has already built the outbound request (outboundFor).
-	p.sendTo(ctx, ex, ex.up, func(resp *http.Response) io.ReadCloser {
-		return &abortingBody{ReadCloser: resp.Body, ex: ex, size: resp.ContentLength}
-	})
-	return in, nil
-}
-
-// sendTo points goproxy at up for this request. The round trip never fails
-// towards goproxy: a failure becomes the proxy's JSON error response here,
-// so that forward and tunnelled requests answer it alike. wrap, if not
-// nil, returns the body to give goproxy for a successful response.
-func (p *Proxy) sendTo(ctx *goproxy.ProxyCtx, ex *exchange, up *Upstream, wrap func(*http.Response) io.ReadCloser) {
 	ctx.RoundTripper = goproxy.RoundTripperFunc(func(req *http.Request, _ *goproxy.ProxyCtx) (*http.Response, error) {
-		resp, g, err := up.send(ex, req)
+		resp, g, err := ex.up.send(ex, req)
 		ex.gen = g
 		if err != nil {
-			perr := up.classify(req.Context(), err, g)
+			perr := ex.up.classify(req.Context(), err, g)
 			if be := ex.bodyErr.Load(); be != nil { // the client's fault, whatever the transport made of it
 				perr = be.proxyError()
 			}
 			ex.fail(perr)
 			return perr.response(req, ex.id), nil
 		}
-		if wrap != nil && resp.StatusCode != http.StatusSwitchingProtocols {
-			resp.Body = wrap(resp)
+		if resp.StatusCode != http.StatusSwitchingProtocols {
+			resp.Body = &abortingBody{ReadCloser: resp.Body, ex: ex, size: resp.ContentLength}
 		}
 		return resp, nil
 	})
+	return in, nil
 }
 
 // outbound returns the request to send upstream: a copy of in (which is
@@ -120,9 +110,6 @@ func (p *Proxy) finish(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Respons
 	}
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		removeHopHeaders(resp.Header)
-	}
-	if _, ok := ctx.UserData.(*tunnelled); ok {
-		return p.finishTunnelled(resp, ctx)
 	}
 	return resp
 }

@@ -147,16 +147,66 @@ func TestHostileRequests(t *testing.T) {
 	e := startProxy(t, proxy.Config{Client: proxy.ClientLimits{BodyIdle: 2 * time.Second},
 		Upstreams: []proxy.UpstreamConfig{upstreamConfig("live", hostileHost, up.addr, ps, sourceOf(ps.client))}})
 	addr := strings.TrimPrefix(e.url, "http://")
+	tests := hostileShapes()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(up.completed())
+			tt.verify(t, rawRoundTrip(t, addr, tt.raw), up.completed()[before:])
+		})
+	}
+	if len(tests) < 25 {
+		t.Errorf("only %d hostile shapes", len(tests))
+	}
+}
+
+// TestHostileRequestsInTunnel: the same shapes sent inside an intercepted
+// tunnel (connect: mitm) meet the same rules, since the tunnel is served by
+// the same server settings and handler path. The absolute-form requests
+// for the upstream become origin-form, as an HTTPS_PROXY client sends them
+// in a tunnel; a few shapes mean something else there (noted).
+func TestHostileRequestsInTunnel(t *testing.T) {
+	e, ps, up := tunnelEnv(t, proxy.ClientLimits{BodyIdle: 2 * time.Second})
+	inTunnel := map[string]struct {
+		status int
+		kind   proxy.Kind
+	}{
+		// The Host header must name the tunnel's host: inside a tunnel it is the target.
+		"lying Host header: the URL decides": {403, proxy.KindHostNotAllowed},
+		// Only https:// URLs may use a tunnel; the http:// one with user info never reaches the user-info check.
+		"user info in the URL": {403, proxy.KindHostNotAllowed},
+		// https://host is exactly what a tunnel carries.
+		"https absolute form": {200, ""},
+	}
+	for _, tt := range hostileShapes() {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.raw = strings.Replace(tt.raw, "http://"+hostileHost+"/", "/", 1)
+			if o, ok := inTunnel[tt.name]; ok {
+				tt.status, tt.kind, tt.check = o.status, o.kind, nil
+			}
+			tc := openTunnel(t, e, ps, hostileHost)
+			before := len(up.completed())
+			io.WriteString(tc, tt.raw)
+			tt.verify(t, readResponse(t, tc), up.completed()[before:])
+		})
+	}
+}
+
+// hostileShape is one request shape and what must come of it.
+type hostileShape struct {
+	name   string
+	raw    string
+	status int
+	kind   proxy.Kind // the proxy's own error kind, if it made the answer
+	body   string     // for forwarded requests: the body the upstream must get
+	check  func(t *testing.T, r recorded)
+}
+
+// hostileShapes are request shapes used for smuggling, relaying and
+// confusion.
+func hostileShapes() []hostileShape {
 	const h = "Host: " + hostileHost + "\r\n"
 	const post = "POST http://" + hostileHost + "/v1/payments HTTP/1.1\r\n" + h
-	tests := []struct {
-		name   string
-		raw    string
-		status int
-		kind   proxy.Kind // the proxy's own error kind, if it made the answer
-		body   string     // for forwarded requests: the body the upstream must get
-		check  func(t *testing.T, r recorded)
-	}{
+	return []hostileShape{
 		{"baseline GET", "GET http://" + hostileHost + "/v1/x HTTP/1.1\r\n" + h + "\r\n", 200, "", "", nil},
 		{"Content-Length with Transfer-Encoding: chunked wins, CL removed", post + "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 200, "", "abc", nil},
 		{"two different Content-Lengths", post + "Content-Length: 4\r\nContent-Length: 5\r\n\r\nabcde", 400, "", "", nil},
@@ -209,40 +259,35 @@ func TestHostileRequests(t *testing.T) {
 				}
 			}},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			before := len(up.completed())
-			resp := rawRoundTrip(t, addr, tt.raw)
-			if resp.StatusCode != tt.status {
-				t.Errorf("status %d, want %d", resp.StatusCode, tt.status)
-			}
-			if got := proxy.Kind(resp.Header.Get(proxy.HeaderError)); tt.kind != "" && got != tt.kind {
-				t.Errorf("%s %q, want %q", proxy.HeaderError, got, tt.kind)
-			}
-			done := up.completed()[before:]
-			if tt.status != 200 {
-				if len(done) != 0 {
-					t.Errorf("the upstream received a complete request: %q %v", done[0].line, done[0].head)
-				}
-				return
-			}
-			if len(done) != 1 {
-				t.Fatalf("the upstream received %d complete requests, want 1", len(done))
-			}
-			r := done[0]
-			if cl, te := r.head.Values("Content-Length"), r.head.Values("Transfer-Encoding"); len(cl)+len(te) > 1 {
-				t.Errorf("upstream framing ambiguous: Content-Length %v, Transfer-Encoding %v", cl, te)
-			}
-			if r.body != tt.body {
-				t.Errorf("upstream body %q, want %q", r.body, tt.body)
-			}
-			if tt.check != nil {
-				tt.check(t, r)
-			}
-		})
+}
+
+// verify checks the answer to tt and what the upstream received (done).
+func (tt hostileShape) verify(t *testing.T, resp *http.Response, done []recorded) {
+	t.Helper()
+	if resp.StatusCode != tt.status {
+		t.Errorf("status %d, want %d", resp.StatusCode, tt.status)
 	}
-	if len(tests) < 25 {
-		t.Errorf("only %d hostile shapes", len(tests))
+	if got := proxy.Kind(resp.Header.Get(proxy.HeaderError)); tt.kind != "" && got != tt.kind {
+		t.Errorf("%s %q, want %q", proxy.HeaderError, got, tt.kind)
+	}
+	if tt.status != 200 {
+		if len(done) != 0 {
+			t.Errorf("the upstream received a complete request: %q %v", done[0].line, done[0].head)
+		}
+		return
+	}
+	if len(done) != 1 {
+		t.Fatalf("the upstream received %d complete requests, want 1", len(done))
+	}
+	r := done[0]
+	if cl, te := r.head.Values("Content-Length"), r.head.Values("Transfer-Encoding"); len(cl)+len(te) > 1 {
+		t.Errorf("upstream framing ambiguous: Content-Length %v, Transfer-Encoding %v", cl, te)
+	}
+	if r.body != tt.body {
+		t.Errorf("upstream body %q, want %q", r.body, tt.body)
+	}
+	if tt.check != nil {
+		tt.check(t, r)
 	}
 }
 

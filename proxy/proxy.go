@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -9,7 +10,6 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
-	"sync"
 
 	"github.com/elazarl/goproxy"
 	"go.uber.org/zap"
@@ -51,8 +51,9 @@ type Proxy struct {
 	auth         *AuthFile
 	limits       ClientLimits
 	mitm         LeafSource
-	tunnelsMu    sync.Mutex
-	tunnels      map[*tunnel]struct{} // intercepted CONNECTs with their client connection open
+	tunnelTLS    map[*Upstream]*tls.Config // connect: mitm: the server side of each upstream's tunnels
+	tunnels      tunnels                   // intercepted CONNECTs being served
+	timeouts     Timeouts
 	log          *zap.Logger
 	m            *Metrics
 	ids          *requestIDs
@@ -69,12 +70,13 @@ func New(cfg Config) (*Proxy, error) {
 		log = zap.NewNop()
 	}
 	p := &Proxy{byHost: map[string]*Upstream{}, allow: cfg.AllowCIDRs, log: log, m: cfg.Metrics, auth: cfg.ProxyAuth, ids: newRequestIDs(),
-		mitm: cfg.MITM, tunnels: map[*tunnel]struct{}{}}
+		mitm: cfg.MITM, tunnelTLS: map[*Upstream]*tls.Config{}}
 	p.limits = withClientDefaults(cfg.Client)
 	if len(p.allow) == 0 {
 		p.allow = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 	}
 	t := withDefaults(cfg.Timeouts)
+	p.timeouts = t
 	var hosts []string
 	for _, c := range cfg.Upstreams {
 		up, err := newUpstream(c, t, cfg.Metrics)
@@ -96,6 +98,9 @@ func New(cfg Config) (*Proxy, error) {
 		}
 		p.byHost[up.host] = up
 		p.upstreams = append(p.upstreams, up)
+		if p.mitm != nil {
+			p.tunnelTLS[up] = tunnelTLS(p.mitm, up.host)
+		}
 		hosts = append(hosts, up.host)
 	}
 	sort.Strings(hosts)
@@ -124,14 +129,22 @@ func withDefaults(t Timeouts) Timeouts {
 // Upstreams returns the configured upstreams in configuration order.
 func (p *Proxy) Upstreams() []*Upstream { return p.upstreams }
 
-// ServeHTTP handles one client request: access check, routing, then
-// goproxy with our hooks. The inbound request is never modified.
-func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// ServeHTTP handles one request on the proxy port.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.handle(w, r, nil) }
+
+// handle is the one path of every request, on the proxy port and inside
+// intercepted tunnels (tunnel is then the tunnel's upstream, else nil):
+// admission, then an intercepted CONNECT or goproxy with our hooks. The
+// inbound request is never modified; one log line is written when it ends.
+func (p *Proxy) handle(w http.ResponseWriter, r *http.Request, tunnel *Upstream) {
 	ex := p.newExchange()
-	rw := &responseWriter{ResponseWriter: w}
+	// HTTP/1.0 connections end after one answer: Go drops an HTTP/1.0
+	// Transfer-Encoding (golang/go#12785), so its chunks would otherwise be
+	// read as the next request (RFC 9112 §6.1).
+	rw := &responseWriter{ResponseWriter: w, ex: ex, closeAfter: !r.ProtoAtLeast(1, 1)}
 	defer p.finishExchange(ex, rw, r)
 
-	up, mode, err := p.admit(r)
+	up, mode, err := p.admit(r, tunnel)
 	ex.mode, ex.up = mode, up
 	if err != nil {
 		ex.fail(err)
@@ -139,19 +152,24 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if mode == ModeConnect {
-		ex.tunnel = &tunnel{up: up}
-		rw.onHijack = func(c net.Conn) net.Conn { return p.trackTunnel(ex.tunnel, c) }
-		p.gp.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex)))
+		p.serveTunnel(rw, r, up, ex)
 		return
 	}
 	p.gp.ServeHTTP(rw, p.outboundFor(rw, r, up, ex))
 }
 
 // admit decides whether and where a request goes: the client's address,
-// its proxy credentials, the route, then the framing.
-func (p *Proxy) admit(r *http.Request) (*Upstream, Mode, *Error) {
+// its proxy credentials (given once, on the CONNECT, for a tunnel), the
+// route, then the framing.
+func (p *Proxy) admit(r *http.Request, tunnel *Upstream) (*Upstream, Mode, *Error) {
 	if err := p.checkSource(r); err != nil {
 		return nil, "", err
+	}
+	if tunnel != nil {
+		if err := routeTunnelled(r, tunnel); err != nil {
+			return nil, ModeTunnel, err
+		}
+		return tunnel, ModeTunnel, checkFraming(r)
 	}
 	if err := p.checkProxyAuth(r); err != nil {
 		return nil, "", err

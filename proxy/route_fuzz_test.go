@@ -72,3 +72,58 @@ func FuzzRoute(f *testing.F) {
 		}
 	})
 }
+
+// FuzzTunnelRoute: inside a tunnel opened for one upstream, whatever
+// target and Host header a request carries, it is admitted only when it
+// names that upstream's host on port 443 (or no port), over https or in
+// origin-form, and never when it is a CONNECT of its own.
+func FuzzTunnelRoute(f *testing.F) {
+	up, err := newUpstream(UpstreamConfig{Name: "live", URL: &url.URL{Scheme: "https", Host: "api.acme.payrails.io"},
+		Certificates: nilSource{}}, DefaultTimeouts, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, s := range []struct{ method, target, host string }{
+		{"GET", "/v1/x", "api.acme.payrails.io"},
+		{"GET", "/v1/x", "API.acme.payrails.io:443"},
+		{"GET", "/v1/x", "api.acme.payrails.io:8443"},
+		{"GET", "/v1/x", "evil.example"},
+		{"GET", "https://api.acme.payrails.io/v1/x", "evil.example"},
+		{"GET", "http://api.acme.payrails.io/v1/x", "api.acme.payrails.io"},
+		{"GET", "https://u:p@api.acme.payrails.io/", "x"},
+		{"CONNECT", "api.acme.payrails.io:443", "api.acme.payrails.io:443"},
+		{"OPTIONS", "*", "api.acme.payrails.io"},
+	} {
+		f.Add(s.method, s.target, s.host)
+	}
+	f.Fuzz(func(t *testing.T, method, target, host string) {
+		raw := method + " " + target + " HTTP/1.1\r\nHost: " + host + "\r\n\r\n"
+		r, err := http.ReadRequest(bufio.NewReader(strings.NewReader(raw)))
+		if err != nil {
+			return // net/http refuses it before any routing
+		}
+		perr := routeTunnelled(r, up)
+		if perr != nil {
+			if perr.Kind.Status() < 400 {
+				t.Fatalf("refusal with status %d", perr.Kind.Status())
+			}
+			return
+		}
+		name := r.Host
+		if r.URL.IsAbs() {
+			if r.URL.Scheme != "https" || r.URL.User != nil {
+				t.Fatalf("tunnelled %q admitted with scheme %q", raw, r.URL.Scheme)
+			}
+			name = r.URL.Host
+		} else if !strings.HasPrefix(r.URL.Path, "/") {
+			t.Fatalf("tunnelled %q admitted without a path", raw)
+		}
+		h, port := name, ""
+		if i := strings.LastIndexByte(name, ':'); i >= 0 && !strings.Contains(name[i:], "]") {
+			h, port = name[:i], name[i+1:]
+		}
+		if r.Method == http.MethodConnect || !strings.EqualFold(h, up.host) || (port != "" && port != "443") {
+			t.Fatalf("tunnelled %q admitted for the tunnel to %s", raw, up.host)
+		}
+	})
+}

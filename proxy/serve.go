@@ -70,9 +70,10 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener, shutdownTimeout time
 			wg.Go(func() { up.manager.Run(tctx) })
 		}
 	}
-	err := RunServer(ctx, srv, ln, shutdownTimeout, p.log)
-	p.drainTunnels(shutdownTimeout) // hijacked CONNECT tunnels are not the server's to wait for
-	stopTokens()                    // after the last request in flight: it may still need a token
+	// Hijacked CONNECT tunnels are not srv's to wait for: they shut down
+	// alongside it, within the same deadline.
+	err := RunServer(ctx, srv, ln, shutdownTimeout, p.log, p.tunnels.shutdown)
+	stopTokens() // after the last request in flight: it may still need a token
 	wg.Wait()
 	return err
 }
@@ -98,7 +99,10 @@ func (p *Proxy) newServer(h http.Handler, onState func(net.Conn, http.ConnState)
 
 // RunServer runs srv on ln until ctx is cancelled, then shuts it down
 // gracefully within shutdownTimeout; the proxy and admin listeners share it.
-func RunServer(ctx context.Context, srv *http.Server, ln net.Listener, shutdownTimeout time.Duration, log *zap.Logger) error {
+// Each of also runs alongside srv's shutdown, with the same deadline, and
+// has returned when RunServer returns.
+func RunServer(ctx context.Context, srv *http.Server, ln net.Listener, shutdownTimeout time.Duration, log *zap.Logger,
+	also ...func(context.Context)) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -110,6 +114,11 @@ func RunServer(ctx context.Context, srv *http.Server, ln net.Listener, shutdownT
 		zap.Duration("timeout", shutdownTimeout))
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for _, f := range also {
+		wg.Go(func() { f(sctx) })
+	}
 	err := srv.Shutdown(sctx)
 	if errors.Is(err, context.DeadlineExceeded) {
 		log.Warn("shutdown timeout reached; closing the remaining connections",
