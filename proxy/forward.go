@@ -84,8 +84,13 @@ func outbound(in *http.Request, up *Upstream, ctx context.Context) *http.Request
 	out.Host = up.authority
 	out.RequestURI = ""
 	// The client's Connection: close applies to its own connection; the
-	// upstream connection stays pooled.
-	out.Close = false
+	// upstream connection stays pooled. Except after Expect: 100-continue
+	// (the only expectation Go's server lets through): when the upstream
+	// answers early, without 100, the Transport would send the body anyway
+	// to keep the connection reusable, and so make the proxy ask the client
+	// for a body the upstream has refused. With Close it sends no body and
+	// drops the connection.
+	out.Close = in.Header["Expect"] != nil
 	removeHopHeaders(out.Header)
 	if _, ok := out.Header["User-Agent"]; !ok {
 		// Stop the transport from adding Go's default User-Agent.

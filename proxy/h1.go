@@ -89,9 +89,18 @@ func (u *Upstream) exchangeH1(ctx context.Context, c *h1Conn, out *http.Request,
 	if ctx.Done() != nil {
 		stop = context.AfterFunc(ctx, func() { c.conn.SetDeadline(aLongTimeAgo) })
 	}
-	err := out.Write(c.bw) // reads the client's body, if any, with its idle timeout (clientBody)
+	err := writeRequest(c.bw, out) // reads the client's body, if any, with its idle timeout (clientBody)
 	if err == nil {
 		err = c.bw.Flush()
+	}
+	var bre *bodyReadError
+	if errors.As(err, &bre) {
+		// The client's body failed (it stalled or broke off): the upstream
+		// holds half a request, so the connection is closed, and the
+		// client's failure is the answer, not whatever the upstream makes
+		// of the half request.
+		stop()
+		return nil, bre.err
 	}
 	c.conn.SetReadDeadline(time.Now().Add(u.timeouts.ResponseHeader))
 	if err == nil && ctx.Err() != nil {
@@ -100,7 +109,7 @@ func (u *Upstream) exchangeH1(ctx context.Context, c *h1Conn, out *http.Request,
 		err = ctx.Err()
 	}
 	keep := true
-	if err != nil && out.Body != nil && !isClientBodyError(err) {
+	if err != nil && out.Body != nil {
 		// The server may have answered and closed before reading the whole
 		// body (a 413, say): that answer, not the broken write, is what the
 		// client should get. The connection is not reused either way.
@@ -180,10 +189,42 @@ func (b *h1Body) Close() error {
 
 var errBodyClosed = errors.New("read on a closed response body")
 
-func isClientBodyError(err error) bool {
-	var be *clientBodyError
-	return errors.As(err, &be)
+// writeRequest writes out, telling a failure to read its body apart from a
+// failure to write the connection: Request.Write wraps body read errors in
+// a type of its own without Unwrap, so the body's own error would be lost.
+func writeRequest(w io.Writer, out *http.Request) error {
+	if out.Body == nil || out.Body == http.NoBody {
+		return out.Write(w)
+	}
+	rec := &recordingBody{ReadCloser: out.Body}
+	cp := *out
+	cp.Body = rec
+	err := cp.Write(w)
+	if rec.err != nil && err != nil {
+		return &bodyReadError{err: rec.err}
+	}
+	return err
 }
+
+// recordingBody keeps the first read error of a request body.
+type recordingBody struct {
+	io.ReadCloser
+	err error
+}
+
+func (b *recordingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF && b.err == nil {
+		b.err = err
+	}
+	return n, err
+}
+
+// bodyReadError: the request body, not the connection, failed.
+type bodyReadError struct{ err error }
+
+func (e *bodyReadError) Error() string { return "reading the request body: " + e.err.Error() }
+func (e *bodyReadError) Unwrap() error { return e.err }
 
 func (b *h1Body) done(complete bool) {
 	if complete {

@@ -14,13 +14,13 @@ import "syscall"
 // the socket, with one non-blocking MSG_PEEK.
 func (c *h1Conn) alive() bool {
 	if c.raw == nil {
-		return true
+		return !c.plaintextPending()
 	}
 	if c.peekFn == nil {
 		c.peekFn = c.peekOnce // one method value per connection, not a closure per check
 	}
 	rerr := c.raw.Read(c.peekFn)
-	return rerr == nil && c.peekN <= 0 && c.peekErr == syscall.EAGAIN
+	return rerr == nil && c.peekN <= 0 && c.peekErr == syscall.EAGAIN && !c.plaintextPending()
 }
 
 // peekOnce is alive's callback for RawConn.Read: one non-blocking peek,

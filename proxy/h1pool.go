@@ -64,6 +64,22 @@ func (l headerLimit) Read(p []byte) (int, error) {
 
 func (c *h1Conn) close() { c.conn.Close() }
 
+// plaintextPending reports whether crypto/tls holds decrypted bytes that
+// nobody asked for: the rest of a record whose start ended a response. The
+// socket peek cannot see them, and they would be read as the answer to the
+// next request. A read with a deadline in the past returns what crypto/tls
+// has buffered without touching the socket (its timeout error is not
+// sticky: the connection stays usable).
+func (c *h1Conn) plaintextPending() bool {
+	if c.br.Buffered() > 0 {
+		return true
+	}
+	c.conn.SetReadDeadline(aLongTimeAgo)
+	n, _ := c.conn.Read(c.peek[:])
+	c.conn.SetReadDeadline(time.Time{})
+	return n > 0
+}
+
 // rawConnOf finds the TCP socket under a TLS connection made by dialTLS.
 func rawConnOf(conn *tls.Conn) syscall.RawConn {
 	nc := conn.NetConn()

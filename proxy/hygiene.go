@@ -90,5 +90,13 @@ func (b *clientBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Close does not close the client's body: net/http does, when the handler
+// returns. A transport closes the request body when it gives up (a dial
+// failure, an early answer to Expect: 100-continue), and the server's body
+// Close reads what is left of it, so a client waiting for 100 Continue
+// would wait for ever and the answer never be written (Go issue 16036;
+// httputil.ReverseProxy shields the body the same way).
+func (b *clientBody) Close() error { return nil }
+
 // errBodyIdle is the idle timeout of a request body.
 var errBodyIdle = &timeoutError{"no bytes of the request body within the idle timeout"}
