@@ -13,10 +13,11 @@ import (
 	"go.uber.org/zap"
 )
 
-// WatchOptions tune a Watcher. Zero values take the defaults of DESIGN.md.
+// WatchOptions tune a Watcher; the configuration's reload block supplies
+// them (config owns their defaults).
 type WatchOptions struct {
-	Debounce     time.Duration // quiet time after the last event before reloading; default 250ms
-	PollInterval time.Duration // fallback re-read of every store; default 30s
+	Debounce     time.Duration // quiet time after the last event before reloading; >= 0
+	PollInterval time.Duration // fallback re-read of every store; > 0
 }
 
 // Watcher reloads Stores when their files change. It watches directories,
@@ -42,13 +43,8 @@ type Watcher struct {
 // operating system refuses a watcher (inotify limits); directories that do
 // not exist yet are retried on every poll.
 func NewWatcher(stores []*Store, opts WatchOptions, log *zap.Logger) (*Watcher, error) {
-	if opts.Debounce < 0 {
-		opts.Debounce = 0
-	} else if opts.Debounce == 0 {
-		opts.Debounce = 250 * time.Millisecond
-	}
-	if opts.PollInterval <= 0 {
-		opts.PollInterval = 30 * time.Second
+	if opts.Debounce < 0 || opts.PollInterval <= 0 {
+		return nil, fmt.Errorf("watch options %+v: the debounce must be >= 0 and the poll interval > 0", opts)
 	}
 	fsw, err := fsnotify.NewWatcher()
 	if err != nil {
