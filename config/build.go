@@ -34,12 +34,13 @@ func (b *builder) build(r *raw) *Config {
 		PollInterval: b.duration(r.pollInterval, defaultPollInterval, false),
 		Verify:       b.boolean(r.verify, defaultVerify),
 	}
+	def := DefaultTimeouts()
 	cfg.Timeouts = Timeouts{
-		Dial:           b.duration(r.dial, defaultDial, false),
-		TLSHandshake:   b.duration(r.tlsHandshake, defaultTLSHandshake, false),
-		ResponseHeader: b.duration(r.responseHeader, defaultResponseHeader, false),
-		IdleConn:       b.duration(r.idleConn, defaultIdleConn, false),
-		Shutdown:       b.duration(r.shutdown, defaultShutdown, false),
+		Dial:           b.duration(r.dial, def.Dial, false),
+		TLSHandshake:   b.duration(r.tlsHandshake, def.TLSHandshake, false),
+		ResponseHeader: b.duration(r.responseHeader, def.ResponseHeader, false),
+		IdleConn:       b.duration(r.idleConn, def.IdleConn, false),
+		Shutdown:       b.duration(r.shutdown, def.Shutdown, false),
 	}
 	cfg.Retry = b.retry(r)
 	cfg.Connect, cfg.MITM = b.connect(r)

@@ -44,16 +44,25 @@ const (
 // replayable. A function so that every Config gets its own slice.
 func defaultIdempotencyHeaders() []string { return []string{"X-Idempotency-Key", "Idempotency-Key"} }
 
-// defaultAllowCIDRs is loopback, what a sidecar sharing its pod's or host's
-// network namespace means: all of 127.0.0.0/8 (a service may bind or
-// connect from any loopback address) and ::1. A function, not a variable,
-// so that every Config gets its own slice and no caller can change
-// another's defaults.
-func defaultAllowCIDRs() []netip.Prefix {
+// DefaultAllowCIDRs is the default of access.allow_cidrs: loopback, what a
+// sidecar sharing its pod's or host's network namespace means: all of
+// 127.0.0.0/8 (a service may bind or connect from any loopback address)
+// and ::1. A function, not a variable, so that every caller gets its own
+// slice and none can change another's defaults.
+func DefaultAllowCIDRs() []netip.Prefix {
 	return []netip.Prefix{
 		netip.MustParsePrefix("127.0.0.0/8"),
 		netip.MustParsePrefix("::1/128"),
 	}
+}
+
+// DefaultTimeouts are the defaults of the timeouts block, what Load fills
+// in for keys that are not set; for tools that reach an upstream without a
+// configuration (check --remote, token) and for the proxy's one
+// zero-means-default rule.
+func DefaultTimeouts() Timeouts {
+	return Timeouts{Dial: defaultDial, TLSHandshake: defaultTLSHandshake, ResponseHeader: defaultResponseHeader,
+		IdleConn: defaultIdleConn, Shutdown: defaultShutdown}
 }
 
 // Config is the validated configuration, as returned by Load and Parse.

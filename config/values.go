@@ -129,7 +129,7 @@ func validHeaderName(name string) bool {
 // allowCIDRs parses access.allow_cidrs, defaulting to loopback only.
 func (b *builder) allowCIDRs(l settingList) []netip.Prefix {
 	if !l.set {
-		return defaultAllowCIDRs()
+		return DefaultAllowCIDRs()
 	}
 	if len(l.items) == 0 {
 		b.add(l.at, "the list is empty, so no client could use the proxy; list the client networks, e.g. [127.0.0.1/32, 10.0.0.0/8]")

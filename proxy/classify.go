@@ -8,33 +8,53 @@ import (
 	"reflect"
 )
 
-// dialError is a failure to open the TCP connection to an upstream.
-type dialError struct {
-	addr string
-	err  error
-}
-
-func (e *dialError) Error() string { return "connecting to " + e.addr + ": " + e.err.Error() }
-func (e *dialError) Unwrap() error { return e.err }
-
-// handshakeError is a failure of the TLS handshake with an upstream.
-type handshakeError struct {
-	addr string
-	err  error
-}
-
-func (e *handshakeError) Error() string { return "TLS handshake with " + e.addr + ": " + e.err.Error() }
-func (e *handshakeError) Unwrap() error { return e.err }
+// Classification turns a round trip's failure into the error the client
+// receives. It is pure: it reads the error and what the generation already
+// knows of its certificate (certCheck), and never dials.
 
 // errNoCertificate: the upstream's certificate source has no valid pair.
 var errNoCertificate = errors.New("no valid client certificate loaded")
 
-// TLS alerts a server sends about the client's certificate (RFC 8446 §6.2,
-// RFC 5246 §7.2.2). handshake_failure (40) is left out: it also means no
+// CertificateAlert is a TLS alert that a server sends about the client's
+// certificate (RFC 8446 §6.2, RFC 5246 §7.2.2), with what it means for a
+// Payrails merchant.
+type CertificateAlert struct {
+	Code   uint8
+	Name   string // as crypto/tls prints it
+	Advice string // what to do, for the operator
+}
+
+// adviceUnknown is what most refusals mean for Payrails.
+const adviceUnknown = "The server does not recognise this certificate. For Payrails this means: a certificate of " +
+	"the other environment (staging and live have their own; the Common Name says which), a certificate not " +
+	"issued by Payrails (not the domain.pem downloaded after uploading the CSR), or one that was never uploaded " +
+	"or is no longer active. Download the certificate for this environment from the dashboard's mTLS " +
+	"Certificates page."
+
+// certificateAlerts is the one table of the alerts about the client's
+// certificate. handshake_failure (40) is not one of them: it also means no
 // common cipher or version.
-var certificateAlerts = map[uint8]bool{
-	42: true, 43: true, 44: true, 45: true, 46: true, // bad, unsupported, revoked, expired, unknown
-	48: true, 49: true, 116: true, // unknown_ca, access_denied, certificate_required
+var certificateAlerts = map[uint8]CertificateAlert{
+	42: {42, "bad certificate", adviceUnknown},
+	43: {43, "unsupported certificate", "The server cannot use this kind of certificate or key: Payrails asks for " +
+		"an RSA-4096 key (payrails-mtls-proxy csr makes one)."},
+	44: {44, "revoked certificate", "The certificate was revoked: download an active certificate from the " +
+		"dashboard's mTLS Certificates page, or make a new CSR (payrails-mtls-proxy csr) and upload it."},
+	45: {45, "expired certificate", "The server considers the certificate expired: check this machine's clock " +
+		"and the certificate's dates, and download a current certificate from the Payrails dashboard."},
+	46: {46, "unknown certificate", adviceUnknown},
+	48: {48, "unknown certificate authority", adviceUnknown},
+	49: {49, "access denied", "The server knows the certificate but refuses access: it may be inactive or " +
+		"revoked in the Payrails dashboard, or belong to another merchant account."},
+	116: {116, "certificate required", "The server received no certificate; the certificate and key should have " +
+		"been sent: check the key type is one the server accepts."},
+}
+
+// LookupCertificateAlert returns the table's entry for a TLS alert code,
+// and whether the alert is about the client's certificate at all.
+func LookupCertificateAlert(code uint8) (CertificateAlert, bool) {
+	a, ok := certificateAlerts[code]
+	return a, ok
 }
 
 // serverAlert reports a TLS alert received from the server. crypto/tls
@@ -55,56 +75,52 @@ func serverAlert(err error) (code uint8, text string, ok bool) {
 
 // classify turns a round-trip failure into the error the client receives.
 // The request context tells a client that went away from an upstream that
-// failed.
+// failed. g, the generation the request was sent with, may be nil.
 func (u *Upstream) classify(ctx context.Context, err error, g *generation) *Error {
-	host, serial := u.host, "(none)"
+	serial := "(none)"
 	if g != nil {
 		serial = g.serial
 	}
 	var be *clientBodyError
-	if errors.As(err, &be) {
-		return be.proxyError()
-	}
 	var te *tokenError
-	if errors.As(err, &te) {
+	var hs *handshakeError
+	var de *dialError
+	var ne net.Error
+	switch {
+	case errors.As(err, &be):
+		return be.proxyError()
+	case errors.As(err, &te):
 		return u.classifyToken(te)
-	}
-	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
-		return newError(KindClientClosed, err, "the client closed the connection before the response from %s arrived", host)
-	}
-	if errors.Is(err, errNoCertificate) {
+	case ctx.Err() != nil && errors.Is(err, context.Canceled):
+		return newError(KindClientClosed, err, "the client closed the connection before the response from %s arrived", u.host)
+	case errors.Is(err, errNoCertificate):
 		return u.noCertificate()
 	}
-	if code, text, ok := serverAlert(err); ok && certificateAlerts[code] {
-		return u.rejected(err, serial, text)
-	}
-	var hs *handshakeError
-	if errors.As(err, &hs) {
-		return u.classifyHandshake(hs)
-	}
-	var de *dialError
-	if errors.As(err, &de) {
-		return u.classifyDial(de)
-	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return newError(KindUpstreamTimeout, err, "%s sent no response headers within %s (timeouts.response_header); "+
-			"the request may still have been processed: retry only if it is idempotent", host, u.timeouts.ResponseHeader)
-	}
-	if g != nil {
-		if refusal := u.refusal(ctx, g); refusal != nil {
-			_, text, _ := serverAlert(refusal)
-			return u.rejected(fmt.Errorf("%w (probe: %w)", err, refusal), serial, text)
+	if code, text, ok := serverAlert(err); ok {
+		if a, isCert := certificateAlerts[code]; isCert {
+			return u.rejected(err, serial, text, a.Advice)
 		}
 	}
-	return newError(KindUpstreamError, err, "the exchange with %s failed: %v", host, err)
+	switch {
+	case errors.As(err, &hs):
+		return u.classifyHandshake(hs)
+	case errors.As(err, &de):
+		return u.classifyDial(de)
+	case errors.As(err, &ne) && ne.Timeout():
+		return newError(KindUpstreamTimeout, err, "%s sent no response headers within %s (timeouts.response_header); "+
+			"the request may still have been processed: retry only if it is idempotent", u.host, u.timeouts.ResponseHeader)
+	}
+	if g != nil {
+		if r := u.refusal(ctx, g); r != nil {
+			return u.rejected(fmt.Errorf("%w (the server refused the certificate: %w)", err, r.err), serial, r.reason, r.advice)
+		}
+	}
+	return newError(KindUpstreamError, err, "the exchange with %s failed: %v", u.host, err)
 }
 
-func (u *Upstream) rejected(err error, serial, alert string) *Error {
+func (u *Upstream) rejected(err error, serial, alert, advice string) *Error {
 	return newError(KindCertificateRejected, err, "the server %s refused the client certificate (serial %s) with "+
-		"TLS alert %q: check that the certificate is the domain.pem downloaded from the Payrails dashboard for "+
-		"this environment (live and staging differ), that it is still active there, and that %s holds its key",
-		u.host, serial, alert, u.certSource)
+		"TLS alert %q. %s The certificate comes from %s.", u.host, serial, alert, advice, u.certSource)
 }
 
 func (u *Upstream) classifyHandshake(hs *handshakeError) *Error {

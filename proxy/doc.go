@@ -1,30 +1,37 @@
 // Package proxy owns the request path: it answers plain HTTP from local
 // clients (forward-mode absolute-form requests, base-URL origin-form ones,
-// and with connect: mitm intercepted CONNECT tunnels), decides whether and
-// where each request may go, and sends it to a Payrails upstream over
-// mutual TLS with the certificate its source offers at that moment.
+// and with connect: mitm the requests inside intercepted CONNECT tunnels),
+// decides whether and where each request may go, and sends it to a
+// Payrails upstream over mutual TLS with the certificate its source offers
+// at that moment.
 //
-// Where things are:
+// The way of one request, in order:
 //
-//   - proxy.go, route.go, auth.go, hygiene.go: admission (client address,
-//     proxy credentials, route, framing) before anything leaves the host;
-//     the proxy is never an open relay.
-//   - forward.go, headers.go, copy.go, writer.go: goproxy's hooks, the
-//     outbound request (never the inbound one modified), hop-by-hop header
-//     removal, streaming bodies to the client.
-//   - upstream.go, transport.go, h1.go, h1pool.go: connections to an
-//     upstream, grouped in one generation per certificate so that a swap
-//     never reuses a connection or session ticket of the old one; the
-//     HTTP/1.1 fast path and net/http's Transport (HTTP/2, large bodies).
-//   - errors.go, classify.go, probe.go: the one table of proxy failures
-//     (status, X-Payrails-Proxy-Error kind, JSON body) and the mapping of
-//     transport errors onto it, telling a refused client certificate apart.
-//   - tokens.go (with proxy/token): managed access tokens.
-//   - tunnel.go: connect: mitm; each intercepted tunnel is served by an
-//     http.Server with the proxy port's limits and the same handler path.
-//   - exchange.go, metrics.go: the one log line per request and the
-//     Prometheus metrics.
-//   - serve.go: the listener and graceful shutdown.
+//   - Proxy.ServeHTTP, or a tunnel's server (tunnel.go), calls handle
+//     (proxy.go): admit checks the client's address, its proxy
+//     credentials, the route (route.go) and the framing (hygiene.go);
+//     a refusal is written by Error.write (errors.go).
+//   - outboundFor and outbound (forward.go) build the one outbound request
+//     (the inbound one is never modified; hop-by-hop headers go,
+//     headers.go) and hand it to goproxy, whose hook prepare sends it with
+//     Upstream.send (upstream.go).
+//   - Upstream.send adds the managed access token (tokens.go) and sends
+//     the request with the current generation (sendOnce, roundTrip): one
+//     certificate's client, whose RoundTrip (generation.go) is the one
+//     place choosing between the HTTP/1.1 fast path (h1client.go,
+//     h1conn.go, h1pool.go) and net/http's Transport. Every connection is
+//     opened by dialTLS (dial.go).
+//   - A failure is classified (classify.go) into the one table of the
+//     proxy's failures (errors.go) without any network I/O; whether the
+//     upstream refuses a certificate is learnt off the request path
+//     (certCheck, probe.go).
+//   - goproxy's response hook finish drops hop-by-hop headers; the body is
+//     copied to the client (copy.go, writer.go), and the deferred
+//     finishExchange writes the one log line and the metrics (exchange.go,
+//     metrics.go).
+//
+// Also here: serve.go (the listener, client limits and graceful shutdown),
+// auth.go (proxy credentials), probe.go's Probe (check --remote).
 //
 // The package declares the small interfaces it needs from certificates
 // (CertificateSource, LeafSource) and does not import certs; cmd wires the

@@ -131,14 +131,16 @@ func (e *Error) header(bodyLen int) http.Header {
 	return h
 }
 
-// write sends e as the response.
+// write sends e as the response: the very response that response builds
+// for goproxy, so that a refusal at admission and an upstream failure
+// reach the client alike.
 func (e *Error) write(w http.ResponseWriter, requestID string) {
-	body := e.body(requestID)
-	for k, v := range e.header(len(body)) {
+	resp := e.response(nil, requestID)
+	for k, v := range resp.Header {
 		w.Header()[k] = v
 	}
-	w.WriteHeader(e.Kind.Status())
-	_, _ = w.Write(body)
+	w.WriteHeader(resp.StatusCode)
+	_, _ = io.Copy(w, resp.Body)
 }
 
 // response returns e as an *http.Response, for goproxy's response hooks.

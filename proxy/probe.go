@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -36,7 +37,7 @@ type ProbeConfig struct {
 	Address     string           // dial this HOST:PORT instead of resolving HOST; "" to resolve
 	RootCAs     *x509.CertPool   // nil means the system roots
 	Certificate *tls.Certificate // the client certificate; nil presents none
-	Timeouts    Timeouts         // zero fields take DefaultTimeouts' values
+	Timeouts    Timeouts         // zero fields take config.DefaultTimeouts' values
 	Path        string           // the request path; "" means "/"
 }
 
@@ -48,6 +49,7 @@ type ProbeResult struct {
 	TLSVersion          string
 	ServerCertificate   *x509.Certificate // nil when the handshake failed
 	Alert               string            // the TLS alert from the server, if any
+	AlertCode           uint8             // its code; see LookupCertificateAlert
 	Status              int               // the HTTP status, when there was an answer
 	ContentType         string
 	EdgePage            bool  // the answer is an HTML page (an edge or load balancer), not the API's JSON
@@ -55,39 +57,38 @@ type ProbeResult struct {
 }
 
 // Probe opens one connection to an upstream with the proxy's TLS settings,
-// sends one HTTP/1.1 request and reports what happened, telling apart a TCP
+// sends one HTTP/1.1 GET and reports what happened, telling apart a TCP
 // failure, an untrusted server, a refused client certificate, a server
-// that never asked for one, and an HTTP answer. `check --remote` uses it,
-// and the proxy uses it to explain failures that carry no cause (see
-// Upstream.refusal).
+// that never asked for one, and an HTTP answer. `check --remote` uses it;
+// the proxy checks its own certificates the same way (certCheck).
 func Probe(ctx context.Context, c ProbeConfig) ProbeResult {
 	up, err := newUpstream(UpstreamConfig{Name: "probe", URL: c.URL, Address: c.Address, RootCAs: c.RootCAs,
-		Certificates: fixedSource{c.Certificate}}, withDefaults(c.Timeouts), nil)
+		Certificates: FixedCertificate{c.Certificate}}, withDefaults(c.Timeouts), nil)
 	if err != nil {
 		return ProbeResult{Outcome: OutcomeTCPFailed, Err: err}
 	}
-	return up.probe(ctx, c.Certificate, c.Path)
+	defer up.Close()
+	t := up.timeouts
+	ctx, cancel := context.WithTimeout(ctx, t.Dial+t.TLSHandshake+t.ResponseHeader)
+	defer cancel()
+	return up.probe(ctx, c.Certificate, http.MethodGet, c.Path)
 }
 
-type fixedSource struct{ c *tls.Certificate }
-
-func (f fixedSource) Certificate() *tls.Certificate { return f.c }
-
-func (u *Upstream) probe(ctx context.Context, cert *tls.Certificate, path string) ProbeResult {
+// probe opens one connection presenting cert (no session cache: a resumed
+// session would not present the certificate; HTTP/1.1 only), sends one
+// request with Connection: close within ctx, and reads the answer's head
+// and the start of its body.
+func (u *Upstream) probe(ctx context.Context, cert *tls.Certificate, method, path string) ProbeResult {
 	if path == "" {
 		path = "/"
 	}
 	res := ProbeResult{Addr: u.dialAddr}
 	var requested atomic.Bool
-	// HTTP/1.1 only, and no session cache: a resumed session would not
-	// present the certificate.
 	cfg := clientTLS(u.host, u.roots, cert, nil, func() { requested.Store(true) }, "http/1.1")
-	ctx, cancel := context.WithTimeout(ctx, u.timeouts.Dial+u.timeouts.TLSHandshake+u.timeouts.ResponseHeader)
-	defer cancel()
 	conn, err := u.dialTLS(ctx, cfg)
 	res.ClientCertRequested = requested.Load()
 	if err != nil {
-		return u.probeFailure(res, err)
+		return probeFailure(res, err)
 	}
 	defer conn.Close()
 	st := conn.ConnectionState()
@@ -98,14 +99,14 @@ func (u *Upstream) probe(ctx context.Context, cert *tls.Certificate, path string
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
 	}
-	_, err = fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: application/json\r\n"+
-		"User-Agent: payrails-mtls-proxy (certificate probe)\r\nConnection: close\r\n\r\n", path, u.authority)
+	_, err = fmt.Fprintf(conn, "%s %s HTTP/1.1\r\nHost: %s\r\nAccept: application/json\r\n"+
+		"User-Agent: payrails-mtls-proxy (certificate probe)\r\nConnection: close\r\n\r\n", method, path, u.authority)
 	var resp *http.Response
 	if err == nil {
-		resp, err = http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: http.MethodGet})
+		resp, err = http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: method})
 	}
 	if err != nil {
-		return u.probeFailure(res, err)
+		return probeFailure(res, err)
 	}
 	defer resp.Body.Close()
 	res.Status = resp.StatusCode
@@ -119,11 +120,11 @@ func (u *Upstream) probe(ctx context.Context, cert *tls.Certificate, path string
 	return res
 }
 
-func (u *Upstream) probeFailure(res ProbeResult, err error) ProbeResult {
+func probeFailure(res ProbeResult, err error) ProbeResult {
 	res.Err = err
 	if code, text, ok := serverAlert(err); ok {
-		res.Alert = text
-		if certificateAlerts[code] {
+		res.Alert, res.AlertCode = text, code
+		if _, isCert := certificateAlerts[code]; isCert {
 			res.Outcome = OutcomeCertificateRefused
 			return res
 		}
@@ -160,40 +161,90 @@ func looksLikeHTML(contentType string, head []byte) bool {
 	return strings.HasPrefix(h, "<!doctype html") || strings.HasPrefix(h, "<html")
 }
 
-// Why the proxy probes: in TLS 1.3 the client completes its handshake
-// before the server has judged the client certificate, so a refusal
-// arrives as an alert on the connection's first read. Over HTTP/1.1 that
-// alert becomes the request's error and is classified directly. Over HTTP/2
-// the connection's reader receives it and the request only learns that the
-// connection "could not be established", or a write fails with a broken
-// pipe; the cause is lost. For such unexplained failures the proxy asks the
-// server directly, once per generation and at most every probeTTL.
+// Why the proxy checks its certificates: in TLS 1.3 the client completes
+// its handshake before the server has judged the client certificate, so a
+// refusal arrives as an alert on the connection's first read. Over
+// HTTP/1.1 that alert becomes the request's error and is classified
+// directly. Over HTTP/2 the connection's reader receives it and the
+// request only learns that the connection "could not be established", or
+// a write fails with a broken pipe; the cause is lost. For such unexplained
+// failures classification asks the generation's certCheck, which learns
+// the answer from a connection of its own, off the request path.
 
-// probeTTL bounds how long a probe's verdict is reused.
-const probeTTL = 10 * time.Second
+// checkTTL bounds how long a check's verdict is reused.
+const checkTTL = 10 * time.Second
 
-type verdict struct {
-	refusal error // the server's certificate alert, or nil
-	at      time.Time
+// certCheck is what a generation knows of whether the upstream refuses its
+// certificate. At most one check runs at a time. The zero value is ready.
+type certCheck struct {
+	mu      sync.Mutex
+	running chan struct{} // closed when the check in progress ends; nil when none
+	last    *refusalVerdict
 }
 
-// refusal returns the server's certificate alert when the server refuses
-// this generation's certificate, or nil when it accepts it or the probe
-// itself fails for another reason.
-func (u *Upstream) refusal(ctx context.Context, g *generation) error {
-	if v := g.verdict.Load(); v != nil && time.Since(v.at) < probeTTL {
-		return v.refusal
+// refusalVerdict is one check's finding.
+type refusalVerdict struct {
+	at     time.Time
+	err    error  // the server's refusal, or nil when it did not refuse
+	reason string // the alert's name
+	advice string
+}
+
+// refusal returns the upstream's refusal of g's certificate, or nil when
+// it accepts it or cannot be reached. A recent verdict is returned as it
+// is; otherwise a check is started in the background (bounded by
+// timeouts.tls_handshake, owned by the upstream) and waited for, at most as
+// long as it may take and the request's context allows. The request's
+// goroutine never dials.
+func (u *Upstream) refusal(ctx context.Context, g *generation) *refusalVerdict {
+	c := &g.check
+	c.mu.Lock()
+	if v := c.last; v != nil && time.Since(v.at) < checkTTL {
+		c.mu.Unlock()
+		return refused(v)
 	}
-	g.probeMu.Lock()
-	defer g.probeMu.Unlock()
-	if v := g.verdict.Load(); v != nil && time.Since(v.at) < probeTTL {
-		return v.refusal
+	done := c.running
+	if done == nil {
+		done = make(chan struct{})
+		c.running = done
+		u.bg.Go(func() { u.runCheck(g, done) })
 	}
-	res := u.probe(context.WithoutCancel(ctx), g.cert, "/")
-	v := &verdict{at: time.Now()}
+	c.mu.Unlock()
+	wait := time.NewTimer(u.timeouts.TLSHandshake)
+	defer wait.Stop()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return nil
+	case <-wait.C:
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return refused(c.last)
+}
+
+func refused(v *refusalVerdict) *refusalVerdict {
+	if v == nil || v.err == nil {
+		return nil
+	}
+	return v
+}
+
+// runCheck asks the upstream, with one connection presenting g's
+// certificate and one HEAD request, whether it refuses the certificate.
+func (u *Upstream) runCheck(g *generation, done chan struct{}) {
+	ctx, cancel := context.WithTimeout(u.ctx, u.timeouts.TLSHandshake)
+	res := u.probe(ctx, g.cert, http.MethodHead, "/")
+	cancel()
+	v := &refusalVerdict{at: time.Now()}
 	if res.Outcome == OutcomeCertificateRefused {
-		v.refusal = res.Err
+		a := certificateAlerts[res.AlertCode]
+		v.err, v.reason, v.advice = res.Err, a.Name, a.Advice
 	}
-	g.verdict.Store(v)
-	return v.refusal
+	c := &g.check
+	c.mu.Lock()
+	c.last, c.running = v, nil
+	c.mu.Unlock()
+	close(done)
 }

@@ -12,15 +12,17 @@ import (
 	"strings"
 
 	"github.com/elazarl/goproxy"
+	"github.com/mtlsproxy/payrails-mtls-proxy/config"
 	"go.uber.org/zap"
 )
 
 // Config is everything New needs.
 type Config struct {
 	Upstreams []UpstreamConfig // at least one; hosts unique; at most one Default
-	Timeouts  Timeouts         // zero fields take DefaultTimeouts' values
+	Timeouts  Timeouts         // zero fields take config.DefaultTimeouts' values
 	// AllowCIDRs are the client addresses allowed to use the proxy. Empty
-	// means loopback only: the proxy carries the merchant's identity.
+	// means config.DefaultAllowCIDRs (loopback): the proxy carries the
+	// merchant's identity.
 	AllowCIDRs []netip.Prefix
 	// Client bounds what clients may make the proxy hold; zero fields take
 	// DefaultClientLimits' values.
@@ -73,7 +75,7 @@ func New(cfg Config) (*Proxy, error) {
 		mitm: cfg.MITM, tunnelTLS: map[*Upstream]*tls.Config{}}
 	p.limits = withClientDefaults(cfg.Client)
 	if len(p.allow) == 0 {
-		p.allow = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+		p.allow = config.DefaultAllowCIDRs()
 	}
 	t := withDefaults(cfg.Timeouts)
 	p.timeouts = t
@@ -82,10 +84,6 @@ func New(cfg Config) (*Proxy, error) {
 		up, err := newUpstream(c, t, cfg.Metrics)
 		if err != nil {
 			return nil, err
-		}
-		if c.Token != nil {
-			up.manager = up.newTokenManager(c.Token, cfg.Metrics)
-			up.tokens = up.manager
 		}
 		if _, dup := p.byHost[up.host]; dup {
 			return nil, fmt.Errorf("upstream %q: host %s is already used by another upstream", c.Name, up.host)
@@ -107,23 +105,6 @@ func New(cfg Config) (*Proxy, error) {
 	p.allowedHosts = strings.Join(hosts, ", ")
 	p.gp = p.newGoproxy()
 	return p, nil
-}
-
-func withDefaults(t Timeouts) Timeouts {
-	d := DefaultTimeouts
-	if t.Dial > 0 {
-		d.Dial = t.Dial
-	}
-	if t.TLSHandshake > 0 {
-		d.TLSHandshake = t.TLSHandshake
-	}
-	if t.ResponseHeader > 0 {
-		d.ResponseHeader = t.ResponseHeader
-	}
-	if t.IdleConn > 0 {
-		d.IdleConn = t.IdleConn
-	}
-	return d
 }
 
 // Upstreams returns the configured upstreams in configuration order.
@@ -208,10 +189,11 @@ func (p *Proxy) checkSource(r *http.Request) *Error {
 		"merchant's Payrails identity and serves only listed addresses", ip)
 }
 
-// Close closes idle upstream connections. In-flight requests are not touched.
+// Close closes idle upstream connections and stops the upstreams'
+// background work. In-flight requests are not touched.
 func (p *Proxy) Close() {
 	for _, up := range p.upstreams {
-		up.close()
+		up.Close()
 	}
 }
 

@@ -79,7 +79,7 @@ func FuzzRoute(f *testing.F) {
 // origin-form, and never when it is a CONNECT of its own.
 func FuzzTunnelRoute(f *testing.F) {
 	up, err := newUpstream(UpstreamConfig{Name: "live", URL: &url.URL{Scheme: "https", Host: "api.acme.payrails.io"},
-		Certificates: nilSource{}}, DefaultTimeouts, nil)
+		Certificates: nilSource{}}, withDefaults(Timeouts{}), nil)
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -66,8 +66,8 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener, shutdownTimeout time
 	tctx, stopTokens := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	for _, up := range p.upstreams {
-		if up.manager != nil {
-			wg.Go(func() { up.manager.Run(tctx) })
+		if up.tokens != nil {
+			wg.Go(func() { up.tokens.run(tctx) })
 		}
 	}
 	// Hijacked CONNECT tunnels are not srv's to wait for: they shut down

@@ -25,15 +25,16 @@ type TokenConfig struct {
 	SecretSource string
 }
 
-// TokenSource is what a request needs from a token manager.
-type TokenSource interface {
-	Token(ctx context.Context) (string, error)
-	Invalidate(token string)
-}
-
 // maxReplayBody bounds the body the proxy keeps to replay a request after
 // a 401 on a refreshed token. Larger bodies are streamed and not replayed.
 const maxReplayBody = 1 << 20
+
+// tokens are an upstream's managed access tokens: the manager (run by
+// Proxy.Serve) and where the secret comes from, for messages.
+type tokens struct {
+	manager      *token.Manager
+	secretSource string
+}
 
 // tokenError is a request that could not get an access token.
 type tokenError struct{ err error }
@@ -41,51 +42,50 @@ type tokenError struct{ err error }
 func (e *tokenError) Error() string { return e.err.Error() }
 func (e *tokenError) Unwrap() error { return e.err }
 
-// newTokenManager builds the manager of an upstream; it fetches through the
-// upstream itself, over the same mTLS connection pool.
-func (u *Upstream) newTokenManager(c *TokenConfig, m *Metrics) *token.Manager {
-	u.tokenSecretSource = c.SecretSource
-	if u.tokenSecretSource == "" {
-		u.tokenSecretSource = "the configured secret"
+// newTokens builds the token manager of an upstream; it fetches through the
+// upstream itself, over the same mTLS connections.
+func (u *Upstream) newTokens(c *TokenConfig, m *Metrics) *tokens {
+	t := &tokens{secretSource: c.SecretSource}
+	if t.secretSource == "" {
+		t.secretSource = "the configured secret"
 	}
-	return token.NewManager(token.ManagerConfig{
+	t.manager = token.NewManager(token.ManagerConfig{
 		ClientID: c.ClientID, Secret: c.Secret, Transport: u, Base: u.baseURL(),
 		Hooks: token.Hooks{Fetched: func(ok bool, expiry time.Time) { m.tokenFetched(u.name, ok, expiry) }},
 	})
+	return t
 }
 
-// wantsToken reports whether the proxy adds a token to out: the upstream
-// manages tokens, the service sent no Authorization of its own (it stays in
-// control when it does), and it is not a token request itself.
-func (u *Upstream) wantsToken(out *http.Request) bool {
-	return u.tokens != nil && out.Header.Get("Authorization") == "" && !strings.HasPrefix(out.URL.Path, "/auth/token/")
+// wants reports whether the proxy adds a token to out: the service sent no
+// Authorization of its own (it stays in control when it does), and it is
+// not a token request itself.
+func (t *tokens) wants(out *http.Request) bool {
+	return out.Header.Get("Authorization") == "" && !strings.HasPrefix(out.URL.Path, "/auth/token/")
 }
 
-// send is roundTrip plus managed tokens: inject, and on a 401 to an
-// injected token, drop it, fetch a new one and replay the request once
-// when that is safe (an idempotent method, or an X-Idempotency-Key with a
-// body the proxy kept). A request is never sent more than twice.
-func (u *Upstream) send(ex *exchange, out *http.Request) (*http.Response, *generation, error) {
-	if !u.wantsToken(out) {
-		return u.roundTripRetry(out)
-	}
+// sendWithToken is sendOnce with the access token injected; on a 401 to it
+// the token is dropped and the request replayed once with a new one when
+// that is safe (an idempotent method, or an X-Idempotency-Key with a body
+// the proxy kept). A request is never sent more than twice.
+func (u *Upstream) sendWithToken(ex *exchange, out *http.Request) (*http.Response, *generation, error) {
 	ctx := out.Context()
-	tok, err := u.tokens.Token(ctx)
+	mgr := u.tokens.manager
+	tok, err := mgr.Token(ctx)
 	if err != nil {
 		return nil, nil, &tokenError{err}
 	}
 	kept, replayable := keepForReplay(out)
 	out.Header.Set("Authorization", "Bearer "+tok)
 	ex.token = "injected"
-	resp, g, err := u.roundTripRetry(out)
+	resp, g, err := u.sendOnce(out)
 	if err != nil || resp.StatusCode != http.StatusUnauthorized {
 		return resp, g, err
 	}
-	u.tokens.Invalidate(tok)
+	mgr.Invalidate(tok)
 	if !replayable {
 		return resp, g, nil // the 401 goes to the client: replaying is not safe
 	}
-	tok2, terr := u.tokens.Token(ctx)
+	tok2, terr := mgr.Token(ctx)
 	if terr != nil || tok2 == tok {
 		return resp, g, nil
 	}
@@ -130,14 +130,8 @@ func keepForReplay(out *http.Request) ([]byte, bool) {
 	return head, true
 }
 
-// isIdempotent: RFC 9110 §9.2.2.
-func isIdempotent(method string) bool {
-	switch method {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
-		return true
-	}
-	return false
-}
+// run fetches tokens until ctx is done (Proxy.Serve runs it).
+func (t *tokens) run(ctx context.Context) { t.manager.Run(ctx) }
 
 func (u *Upstream) classifyToken(te *tokenError) *Error {
 	var ae *token.APIError
@@ -146,5 +140,5 @@ func (u *Upstream) classifyToken(te *tokenError) *Error {
 		detail = ae.Error()
 	}
 	return newError(KindToken, te, "no access token for upstream %q: %s; the proxy keeps retrying with back-off; "+
-		"check token.client_id and the client secret in %s", u.name, detail, u.tokenSecretSource)
+		"check token.client_id and the client secret in %s", u.name, detail, u.tokens.secretSource)
 }

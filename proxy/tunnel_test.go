@@ -124,12 +124,14 @@ func TestTunnelHandshakeTimeout(t *testing.T) {
 	}
 }
 
-// TestTunnelLimits: inside an intercepted tunnel the proxy port's limits
-// hold: header cap, header timeout, idle timeout, body idle timeout and
-// the framing rules (DESIGN.md, Request paths point 6).
-func TestTunnelLimits(t *testing.T) {
-	limits := proxy.ClientLimits{HeaderTimeout: time.Second, IdleTimeout: time.Second, BodyIdle: time.Second}
-	e, ps, up := tunnelEnv(t, limits)
+// Inside an intercepted tunnel the proxy port's limits hold: header cap,
+// header timeout, idle timeout, body idle timeout and the framing rules
+// (DESIGN.md, Request paths point 6). tunnelLimits shortens them to be seen.
+var tunnelLimits = proxy.ClientLimits{HeaderTimeout: time.Second, IdleTimeout: time.Second, BodyIdle: time.Second}
+
+// TestTunnelHeaderLimits: the header cap and the header timeout.
+func TestTunnelHeaderLimits(t *testing.T) {
+	e, ps, _ := tunnelEnv(t, tunnelLimits)
 	const h = "Host: " + hostileHost + "\r\n"
 
 	t.Run("header block too large", func(t *testing.T) {
@@ -172,6 +174,13 @@ func TestTunnelLimits(t *testing.T) {
 		took := closedWithin(t, tc, tc, 8*time.Second)
 		t.Logf("unfinished headers inside a tunnel: closed after %s (header timeout 1s)", took.Round(time.Millisecond))
 	})
+}
+
+// TestTunnelIdleLimits: the idle timeout between requests and the body
+// idle timeout.
+func TestTunnelIdleLimits(t *testing.T) {
+	e, ps, up := tunnelEnv(t, tunnelLimits)
+	const h = "Host: " + hostileHost + "\r\n"
 	t.Run("idle between requests", func(t *testing.T) {
 		tc := openTunnel(t, e, ps, hostileHost)
 		br := bufio.NewReader(tc)
@@ -197,6 +206,12 @@ func TestTunnelLimits(t *testing.T) {
 			t.Errorf("the upstream received %d complete requests", n)
 		}
 	})
+}
+
+// TestTunnelFraming: the framing rules, and no CONNECT inside a tunnel.
+func TestTunnelFraming(t *testing.T) {
+	e, ps, up := tunnelEnv(t, tunnelLimits)
+	const h = "Host: " + hostileHost + "\r\n"
 	t.Run("HTTP/1.0 body without Content-Length", func(t *testing.T) {
 		tc := openTunnel(t, e, ps, hostileHost)
 		before := len(up.completed())

@@ -150,12 +150,37 @@ func TestClientStopsMidBody(t *testing.T) {
 	}
 }
 
+const expectHead = "POST http://" + hostA + "/v1/payments HTTP/1.1\r\nHost: " + hostA + "\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n"
+
+// TestExpectContinueUnreachable: with the upstream unreachable a client
+// that sent Expect: 100-continue gets 502 at once instead of waiting for a
+// 100 that never comes.
+func TestExpectContinueUnreachable(t *testing.T) {
+	ps := newPKI(t)
+	e := startProxy(t, proxy.Config{Upstreams: []proxy.UpstreamConfig{upstreamConfig("live", hostA, closedPort(t), ps, sourceOf(ps.client))}})
+	c, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	io.WriteString(c, expectHead)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("no answer within 5s: %v", err)
+	}
+	t.Logf("Expect: 100-continue to an unreachable upstream: %d after %s", resp.StatusCode, time.Since(start).Round(time.Millisecond))
+	if resp.StatusCode != http.StatusBadGateway || resp.Header.Get(proxy.HeaderError) != string(proxy.KindUpstreamUnreachable) {
+		t.Errorf("status %d %s, want 502 %s", resp.StatusCode, resp.Header.Get(proxy.HeaderError), proxy.KindUpstreamUnreachable)
+	}
+}
+
 // TestExpectContinue: Expect: 100-continue reaches the upstream and its
 // answer reaches the client, whether it is 100, a 417 or an early final
-// answer; with the upstream unreachable the client gets 502 at once
-// instead of waiting for a 100 that never comes.
+// answer.
 func TestExpectContinue(t *testing.T) {
-	const head = "POST http://" + hostA + "/v1/payments HTTP/1.1\r\nHost: " + hostA + "\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n"
+	const head = expectHead
 	early := func(answer string) func(int32, *tls.Conn, *bufio.Reader) {
 		return func(_ int32, c *tls.Conn, br *bufio.Reader) {
 			if _, err := http.ReadRequest(br); err == nil {
@@ -163,26 +188,6 @@ func TestExpectContinue(t *testing.T) {
 			}
 		}
 	}
-	t.Run("unreachable", func(t *testing.T) {
-		ps := newPKI(t)
-		e := startProxy(t, proxy.Config{Upstreams: []proxy.UpstreamConfig{upstreamConfig("live", hostA, closedPort(t), ps, sourceOf(ps.client))}})
-		c, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		start := time.Now()
-		io.WriteString(c, head)
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			t.Fatalf("no answer within 5s: %v", err)
-		}
-		t.Logf("Expect: 100-continue to an unreachable upstream: %d after %s", resp.StatusCode, time.Since(start).Round(time.Millisecond))
-		if resp.StatusCode != http.StatusBadGateway || resp.Header.Get(proxy.HeaderError) != string(proxy.KindUpstreamUnreachable) {
-			t.Errorf("status %d %s, want 502 %s", resp.StatusCode, resp.Header.Get(proxy.HeaderError), proxy.KindUpstreamUnreachable)
-		}
-	})
 	for _, tt := range []struct {
 		name, answer string
 		status       int

@@ -67,11 +67,10 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 		leaves = minter
 	}
 	p, err := proxy.New(proxy.Config{
-		MITM:      leaves,
-		ProxyAuth: a.auth,
-		Upstreams: ups,
-		Timeouts: proxy.Timeouts{Dial: cfg.Timeouts.Dial, TLSHandshake: cfg.Timeouts.TLSHandshake,
-			ResponseHeader: cfg.Timeouts.ResponseHeader, IdleConn: cfg.Timeouts.IdleConn},
+		MITM:       leaves,
+		ProxyAuth:  a.auth,
+		Upstreams:  ups,
+		Timeouts:   cfg.Timeouts,
 		AllowCIDRs: cfg.Access.AllowCIDRs,
 		Logger:     log,
 		Metrics:    proxy.NewMetrics(a.registry),

@@ -47,8 +47,9 @@ func explainProbe(res proxy.ProbeResult, t *remoteTarget, serial string) (ok boo
 		return false, fmt.Sprintf("TLS FAILED: the handshake with %s failed: %v.", res.Addr, res.Err),
 			"The server named no problem with the client certificate; check that the URL and port speak TLS."
 	case proxy.OutcomeCertificateRefused:
+		a, _ := proxy.LookupCertificateAlert(res.AlertCode)
 		return false, fmt.Sprintf("REFUSED: the server rejected the client certificate (serial %s) with TLS alert %q.",
-			serial, res.Alert), alertMeaning(res.Alert)
+			serial, res.Alert), a.Advice
 	case proxy.OutcomeCertNotRequested:
 		return false, fmt.Sprintf("NOT TESTED: the server answered (HTTP %d) without asking for a client certificate, "+
 				"so this says nothing about the certificate.", res.Status),
@@ -96,27 +97,4 @@ func explainAnswer(res proxy.ProbeResult) (bool, string, string) {
 		return true, headline, "A 401 or 403 is expected here: check sends no access token."
 	}
 	return true, headline, ""
-}
-
-// alertMeaning says what a TLS alert about the client certificate means for
-// Payrails. The alert's text is its RFC 8446 name, as crypto/tls prints it.
-func alertMeaning(alert string) string {
-	switch {
-	case strings.Contains(alert, "revoked"):
-		return "The certificate was revoked: download an active certificate from the dashboard's mTLS Certificates " +
-			"page, or make a new CSR (payrails-mtls-proxy csr) and upload it."
-	case strings.Contains(alert, "expired"):
-		return "The server considers the certificate expired: check this machine's clock and the dates above, and " +
-			"download a current certificate from the Payrails dashboard."
-	case strings.Contains(alert, "certificate required"):
-		return "The server received no certificate; the certificate and key above should have been sent: check " +
-			"the key type is one the server accepts."
-	case strings.Contains(alert, "access denied"):
-		return "The server knows the certificate but refuses access: it may be inactive or revoked in the " +
-			"Payrails dashboard, or belong to another merchant account."
-	}
-	return "The server does not recognise this certificate. For Payrails this means: a certificate of the other " +
-		"environment (staging and live have their own; the Common Name says which), a certificate not issued by " +
-		"Payrails (not the domain.pem downloaded after uploading the CSR), or one that was never uploaded or is no " +
-		"longer active. Download the certificate for this environment from the dashboard's mTLS Certificates page."
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -123,17 +122,13 @@ func fetchToken(ctx context.Context, r tokenReq, src certs.Source, address, caFi
 		return nil, nil, err
 	}
 	up, err := proxy.NewUpstream(proxy.UpstreamConfig{Name: "token", URL: r.base, Address: address, RootCAs: roots,
-		Certificates: fixedCert{snap.Chosen.Certificate}, CertSource: src.String()}, proxy.Timeouts{})
+		Certificates: proxy.FixedCertificate{C: snap.Chosen.Certificate}, CertSource: src.String()}, proxy.Timeouts{})
 	if err != nil {
 		return nil, nil, err
 	}
-	defer up.CloseIdleConnections()
+	defer up.Close()
 	return token.Fetch(ctx, up, r.base, r.clientID, r.secret)
 }
-
-type fixedCert struct{ c *tls.Certificate }
-
-func (f fixedCert) Certificate() *tls.Certificate { return f.c }
 
 func firstLine(b []byte) []byte {
 	if i := bytes.IndexAny(b, "\r\n"); i >= 0 {

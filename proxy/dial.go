@@ -1,0 +1,81 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"sync"
+	"time"
+)
+
+// dialTLS opens a connection to the upstream and completes the TLS
+// handshake with cfg, within timeouts.dial and timeouts.tls_handshake, so
+// that failures can be told apart: TCP (dialError) or TLS
+// (handshakeError). Every connection to an upstream is made here.
+func (u *Upstream) dialTLS(ctx context.Context, cfg *tls.Config) (*tls.Conn, error) {
+	d := net.Dialer{Timeout: u.timeouts.Dial, KeepAlive: 30 * time.Second}
+	raw, err := d.DialContext(ctx, "tcp", u.dialAddr)
+	if err != nil {
+		return nil, &dialError{addr: u.dialAddr, err: err}
+	}
+	hctx, cancel := context.WithTimeout(ctx, u.timeouts.TLSHandshake)
+	defer cancel()
+	if u.m != nil {
+		u.m.upstreamConn(u.name, 1)
+		raw = &closeNotifier{Conn: raw, onClose: func() { u.m.upstreamConn(u.name, -1) }}
+	}
+	conn := tls.Client(raw, cfg)
+	start := time.Now()
+	if err := conn.HandshakeContext(hctx); err != nil {
+		raw.Close()
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			err = &timeoutError{"TLS handshake timed out"}
+		}
+		return nil, &handshakeError{addr: u.dialAddr, err: err}
+	}
+	u.m.handshake(u.name, conn.ConnectionState().DidResume, time.Since(start))
+	return conn, nil
+}
+
+// dialError is a failure to open the TCP connection to an upstream.
+type dialError struct {
+	addr string
+	err  error
+}
+
+func (e *dialError) Error() string { return "connecting to " + e.addr + ": " + e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
+// handshakeError is a failure of the TLS handshake with an upstream.
+type handshakeError struct {
+	addr string
+	err  error
+}
+
+func (e *handshakeError) Error() string { return "TLS handshake with " + e.addr + ": " + e.err.Error() }
+func (e *handshakeError) Unwrap() error { return e.err }
+
+// closeNotifier calls onClose once, when the connection is first closed.
+type closeNotifier struct {
+	net.Conn
+	once    sync.Once
+	onClose func()
+}
+
+func (c *closeNotifier) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.onClose)
+	return err
+}
+
+// timeoutError marks a deadline of our own as a net.Error timeout.
+type timeoutError struct{ msg string }
+
+func (e *timeoutError) Error() string   { return e.msg }
+func (e *timeoutError) Timeout() bool   { return true }
+func (e *timeoutError) Temporary() bool { return true }
+
+// aLongTimeAgo is a deadline in the past: setting it makes blocked reads
+// and writes on a connection return at once.
+var aLongTimeAgo = time.Unix(1, 0)

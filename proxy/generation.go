@@ -1,0 +1,223 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Pool sizes. Go's default of 2 idle connections per host would make a
+// sidecar under load dial (and pay a full mTLS handshake) for most requests.
+const (
+	maxIdleConns        = 1024
+	maxIdleConnsPerHost = 512
+	sessionCacheSize    = 256
+)
+
+// generation is one certificate's HTTP client, an http.RoundTripper: every
+// connection it opens presents that certificate, and its TLS session cache
+// is its own (a resumed TLS 1.3 session keeps the identity of the handshake
+// that made it, so tickets must not outlive the certificate). It holds two
+// clients, and RoundTrip alone chooses between them: the HTTP/1.1 fast
+// path (h1client.go) for small requests, net/http's Transport for the rest
+// and for everything once the upstream has chosen HTTP/2. The only hand-over
+// between them is handOver: a connection the fast path dialled that
+// negotiated h2 goes to the Transport.
+//
+// Immutable after newGeneration apart from its counters, the HTTP/2 flag,
+// the handed-over connection and the certificate check.
+type generation struct {
+	up       *Upstream
+	cert     *tls.Certificate
+	serial   string
+	tls      *tls.Config // presents cert; shared by h1 and tr
+	h1       *h1Client
+	tr       *http.Transport
+	h2       atomic.Bool              // the upstream chose HTTP/2: every request goes to tr
+	handover atomic.Pointer[tls.Conn] // for tr's next dial
+	inflight atomic.Int64
+	retired  atomic.Bool
+	check    certCheck // whether the upstream refuses cert (probe.go)
+}
+
+// newGeneration builds the client that presents exactly cert. Its
+// tls.Config is built here once and never modified afterwards.
+func (u *Upstream) newGeneration(cert *tls.Certificate) *generation {
+	g := &generation{up: u, cert: cert, serial: serialOf(cert),
+		tls: clientTLS(u.host, u.roots, cert, tls.NewLRUClientSessionCache(sessionCacheSize), nil, "h2", "http/1.1")}
+	g.h1 = &h1Client{dial: g.dialFastPath, pool: newH1Pool(u.timeouts.IdleConn, maxIdleConnsPerHost),
+		headerTimeout: u.timeouts.ResponseHeader, done: g.release}
+	g.tr = &http.Transport{
+		Proxy:                  nil, // never through the proxy's own HTTP_PROXY environment
+		DialTLSContext:         g.dialTransport,
+		ForceAttemptHTTP2:      true,
+		MaxIdleConns:           maxIdleConns,
+		MaxIdleConnsPerHost:    maxIdleConnsPerHost,
+		IdleConnTimeout:        u.timeouts.IdleConn,
+		ResponseHeaderTimeout:  u.timeouts.ResponseHeader,
+		MaxResponseHeaderBytes: maxResponseHeaderBytes,
+		ExpectContinueTimeout:  time.Second,
+		// Accept-Encoding and compressed bodies pass through untouched.
+		DisableCompression: true,
+		HTTP2: &http.HTTP2Config{
+			// Detect a dead HTTP/2 connection instead of queueing requests on it.
+			SendPingTimeout: 30 * time.Second,
+			PingTimeout:     15 * time.Second,
+		},
+	}
+	return g
+}
+
+// RoundTrip sends req with the generation's certificate, over the fast path
+// when it takes req and the upstream speaks HTTP/1.1, else over the
+// Transport. Closing the response body (or reading it to its end) releases
+// the generation; so does a failed RoundTrip.
+func (g *generation) RoundTrip(req *http.Request) (*http.Response, error) {
+	g.inflight.Add(1)
+	if !g.h2.Load() && g.h1.takes(req) {
+		resp, err := g.h1.roundTrip(req)
+		if err != errNegotiatedH2 {
+			if err != nil {
+				g.release()
+			}
+			return resp, err
+		}
+	}
+	resp, err := g.tr.RoundTrip(req)
+	switch {
+	case err != nil:
+		g.release()
+		return nil, err
+	case resp.StatusCode == http.StatusSwitchingProtocols:
+		g.release() // the connection now belongs to the caller, not the pool
+		return resp, nil
+	}
+	resp.Body = &releasingBody{ReadCloser: resp.Body, g: g}
+	return resp, nil
+}
+
+// dialFastPath opens a connection for the fast path; one that negotiated
+// HTTP/2 is handed over to the Transport instead (errNegotiatedH2).
+func (g *generation) dialFastPath(ctx context.Context) (*h1Conn, error) {
+	c, err := g.up.dialTLS(ctx, g.tls)
+	if err != nil {
+		return nil, err
+	}
+	if c.ConnectionState().NegotiatedProtocol == "h2" {
+		g.handOver(c)
+		return nil, errNegotiatedH2
+	}
+	return newH1Conn(c), nil
+}
+
+// handOver gives a connection that negotiated HTTP/2 to the Transport's
+// next dial, and sends every later request of the generation to the
+// Transport. A connection already waiting there is closed.
+func (g *generation) handOver(c *tls.Conn) {
+	g.h2.Store(true)
+	if old := g.handover.Swap(c); old != nil {
+		old.Close()
+	}
+	if g.retired.Load() {
+		g.closeHandover()
+	}
+}
+
+// dialTransport is the Transport's dial: the handed-over connection, or a
+// new one.
+func (g *generation) dialTransport(ctx context.Context, _, _ string) (net.Conn, error) {
+	if c := g.handover.Swap(nil); c != nil {
+		return c, nil
+	}
+	c, err := g.up.dialTLS(ctx, g.tls)
+	if err != nil {
+		return nil, err // not a typed nil in the interface
+	}
+	if c.ConnectionState().NegotiatedProtocol == "h2" {
+		g.h2.Store(true)
+	}
+	return c, nil
+}
+
+func (g *generation) closeHandover() {
+	if c := g.handover.Swap(nil); c != nil {
+		c.Close()
+	}
+}
+
+// release ends one request's use of the generation; the last one out of a
+// retired generation closes what the Transport still holds.
+func (g *generation) release() {
+	if g.inflight.Add(-1) == 0 && g.retired.Load() {
+		g.tr.CloseIdleConnections()
+	}
+}
+
+// retire stops the generation from taking new requests' connections: its
+// idle connections close at once, busy ones when their response is done.
+func (g *generation) retire() {
+	g.retired.Store(true)
+	g.h1.pool.closeIdle(true)
+	g.closeHandover()
+	g.tr.CloseIdleConnections()
+}
+
+// closeIdle shuts the generation's idle connections (on proxy shutdown).
+func (g *generation) closeIdle() {
+	g.h1.pool.closeIdle(false)
+	g.closeHandover()
+	g.tr.CloseIdleConnections()
+}
+
+// releasingBody releases its generation once, when closed.
+type releasingBody struct {
+	io.ReadCloser
+	g    *generation
+	once sync.Once
+}
+
+func (b *releasingBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(b.g.release)
+	return err
+}
+
+// clientTLS is the one place where the proxy's client TLS settings are
+// made: TLS 1.2 at least, the server verified against roots (nil: the
+// system roots) for host, and cert always presented when the server asks,
+// whatever CAs it says it accepts, so that a server refusing it says so
+// with an alert instead of a confusing "certificate required". requested,
+// when not nil, is called when the server asks for a client certificate.
+func clientTLS(host string, roots *x509.CertPool, cert *tls.Certificate, sessions tls.ClientSessionCache,
+	requested func(), protos ...string) *tls.Config {
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		ServerName:         host,
+		RootCAs:            roots,
+		NextProtos:         protos,
+		ClientSessionCache: sessions,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			if requested != nil {
+				requested()
+			}
+			if cert == nil {
+				return &tls.Certificate{}, nil // none to present
+			}
+			return cert, nil
+		},
+	}
+}
+
+func serialOf(c *tls.Certificate) string {
+	if c == nil || c.Leaf == nil {
+		return ""
+	}
+	return fmt.Sprintf("%X", c.Leaf.SerialNumber.Bytes())
+}

@@ -1,0 +1,260 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync/atomic"
+	"time"
+)
+
+// The HTTP/1.1 fast path.
+//
+// net/http's Transport drives every HTTP/1.1 connection with two goroutines
+// of its own, a writer and a reader, and hands each request and response
+// between them and the caller over channels. For a sidecar forwarding small
+// API calls those hand-offs (each one a goroutine wake-up, often on another
+// core) cost more than the proxy's own work: profiles of bench/compare's c1
+// and c64 scenarios put most of the proxy's CPU in the scheduler and futex
+// calls around them. A request without a body, or with a small one of
+// known length (a payment's JSON), needs no concurrent writer: the fast
+// path writes it and then reads the answer in the caller's goroutine, on a
+// connection of its own pool. generation.RoundTrip decides which requests
+// take it (h1Client.takes); the Transport has the rest.
+
+// maxFastBody is the largest request body the fast path sends: small enough
+// to sit in the socket's send buffer, so that writing it never waits on a
+// server that answers before reading it.
+const maxFastBody = 64 << 10
+
+// maxResponseHeaderBytes bounds an upstream's response headers, on the fast
+// path and in the Transport alike: a misbehaving server must not make the
+// sidecar buffer without end.
+const maxResponseHeaderBytes = 1 << 20
+
+var errResponseHeaderTooLarge = errors.New("the response headers exceed 1 MiB")
+
+// errNegotiatedH2: the fast path dialled and the server chose HTTP/2; the
+// generation has handed the connection over to its Transport.
+var errNegotiatedH2 = errors.New("the upstream speaks HTTP/2")
+
+// h1Client is one generation's HTTP/1.1 fast path: a pool of connections,
+// each carrying one request at a time, written and read in the caller's
+// goroutine. The zero value is not usable; generation builds it.
+type h1Client struct {
+	// dial opens a connection; it returns errNegotiatedH2 when the server
+	// chose HTTP/2 (the connection then belongs to the Transport).
+	dial func(ctx context.Context) (*h1Conn, error)
+	pool *h1Pool
+	// headerTimeout bounds the wait for response headers, counted from the
+	// request fully written, as the Transport's ResponseHeaderTimeout.
+	headerTimeout time.Duration
+	// done is called once per response, when its body is done (read to its
+	// end, closed or broken); never when roundTrip returns an error.
+	done func()
+}
+
+// takes reports whether the fast path takes req: no body, or a small one
+// of declared length, and nothing that needs a concurrent writer or the
+// connection itself (Expect: 100-continue, request trailers, an upgrade).
+func (h *h1Client) takes(req *http.Request) bool {
+	if req.Header["Upgrade"] != nil || req.Header["Expect"] != nil || req.Trailer != nil {
+		return false
+	}
+	return req.Body == nil || req.Body == http.NoBody || (req.ContentLength > 0 && req.ContentLength <= maxFastBody)
+}
+
+// roundTrip sends req on a pooled connection, or a new one. The response
+// body gives the connection back to the pool (or closes it) when it has
+// been read to its end or closed.
+func (h *h1Client) roundTrip(req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	c := h.pool.get()
+	if c == nil {
+		var err error
+		if c, err = h.dial(ctx); err != nil {
+			return nil, err
+		}
+	}
+	resp, err := h.exchange(ctx, c, req)
+	if err != nil {
+		c.close()
+		if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+			return nil, fmt.Errorf("%w (%v)", ctx.Err(), err)
+		}
+		return nil, err
+	}
+	return resp, nil
+}
+
+// exchange writes req on c and reads the response headers. While the
+// exchange lasts (the response body included), the request context ending
+// (the client went away) breaks the connection's reads and writes off.
+func (h *h1Client) exchange(ctx context.Context, c *h1Conn, req *http.Request) (*http.Response, error) {
+	stop := func() bool { return true }
+	if ctx.Done() != nil {
+		stop = context.AfterFunc(ctx, func() { c.conn.SetDeadline(aLongTimeAgo) })
+	}
+	keep, err := h.write(ctx, c, req)
+	var resp *http.Response
+	if err == nil {
+		resp, err = h.readResponse(ctx, c, req)
+	}
+	if err != nil {
+		stop()
+		return nil, err
+	}
+	b := &h1Body{body: resp.Body, c: c, h: h, stop: stop, keep: keep && !resp.Close && resp.ProtoAtLeast(1, 1)}
+	if resp.Body == http.NoBody {
+		b.done(true)
+	} else {
+		resp.Body = b
+	}
+	return resp, nil
+}
+
+// write sends req and arms the response-header timeout. keep is false when
+// the connection cannot carry another request whatever the answer: the
+// server answered (and closed) before the body was written whole, and that
+// answer, not the broken write, is what the client should get (a 413, say).
+func (h *h1Client) write(ctx context.Context, c *h1Conn, req *http.Request) (keep bool, err error) {
+	err = writeRequest(c.bw, req) // reads the client's body, if any, with its idle timeout (clientBody)
+	if err == nil {
+		err = c.bw.Flush()
+	}
+	var bre *bodyReadError
+	if errors.As(err, &bre) {
+		// The client's body failed (it stalled or broke off): the upstream
+		// holds half a request, so the connection is closed, and the
+		// client's failure is the answer, not whatever the upstream makes
+		// of the half request.
+		return false, bre.err
+	}
+	c.conn.SetReadDeadline(time.Now().Add(h.headerTimeout))
+	if err == nil && ctx.Err() != nil {
+		// Cancelled after the write: the AfterFunc's deadline in the past
+		// may have been overwritten just now, and nobody waits for the answer.
+		return false, ctx.Err()
+	}
+	if err != nil && req.Body != nil {
+		if _, perr := c.br.Peek(1); perr == nil {
+			return false, nil
+		}
+	}
+	return err == nil, err
+}
+
+// readResponse reads the final response's headers within the header budget,
+// skipping 1xx informational answers (100 Continue, 103 Early Hints: no
+// body, they precede the real one, RFC 9110 §15.2).
+func (h *h1Client) readResponse(ctx context.Context, c *h1Conn, req *http.Request) (*http.Response, error) {
+	for {
+		c.headerBudget = maxResponseHeaderBytes
+		resp, err := http.ReadResponse(c.br, req)
+		c.headerBudget = -1
+		switch {
+		case err != nil:
+			return nil, err
+		case resp.StatusCode == http.StatusSwitchingProtocols:
+			return nil, errors.New("the server switched protocols on a request that did not ask to")
+		case resp.StatusCode < 200:
+			continue
+		}
+		c.conn.SetReadDeadline(time.Time{})
+		if ctx.Err() != nil { // cancelled as the deadline was cleared: the AfterFunc's may have been undone
+			return nil, ctx.Err()
+		}
+		return resp, nil
+	}
+}
+
+// writeRequest writes req, telling a failure to read its body apart from a
+// failure to write the connection: Request.Write wraps body read errors in
+// a type of its own without Unwrap, so the body's own error would be lost.
+func writeRequest(w io.Writer, req *http.Request) error {
+	if req.Body == nil || req.Body == http.NoBody {
+		return req.Write(w)
+	}
+	rec := &recordingBody{ReadCloser: req.Body}
+	cp := *req
+	cp.Body = rec
+	err := cp.Write(w)
+	if rec.err != nil && err != nil {
+		return &bodyReadError{err: rec.err}
+	}
+	return err
+}
+
+// recordingBody keeps the first read error of a request body.
+type recordingBody struct {
+	io.ReadCloser
+	err error
+}
+
+func (b *recordingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF && b.err == nil {
+		b.err = err
+	}
+	return n, err
+}
+
+// bodyReadError: the request body, not the connection, failed.
+type bodyReadError struct{ err error }
+
+func (e *bodyReadError) Error() string { return "reading the request body: " + e.err.Error() }
+func (e *bodyReadError) Unwrap() error { return e.err }
+
+// h1Body is a fast-path response body. Read to its end, it gives the
+// connection back to the pool; closed early or broken, it closes the
+// connection. Either way it calls the client's done, once.
+type h1Body struct {
+	body  io.ReadCloser // http.ReadResponse's body, reading c
+	c     *h1Conn
+	h     *h1Client
+	stop  func() bool // stops the context's AfterFunc; false if it already ran
+	keep  bool        // the response lets the connection carry another request
+	ended atomic.Bool
+	eof   atomic.Bool // read to its end: later reads return io.EOF
+}
+
+var errBodyClosed = errors.New("read on a closed response body")
+
+func (b *h1Body) Read(p []byte) (int, error) {
+	if b.ended.Load() {
+		// The connection may already carry another request: never read it.
+		if b.eof.Load() {
+			return 0, io.EOF
+		}
+		return 0, errBodyClosed
+	}
+	n, err := b.body.Read(p)
+	if err != nil {
+		b.done(err == io.EOF)
+	}
+	return n, err
+}
+
+// Close closes the connection unless the body was read to its end: the
+// rest of a response nobody wants is not worth reading.
+func (b *h1Body) Close() error {
+	b.done(false)
+	return nil
+}
+
+func (b *h1Body) done(complete bool) {
+	if complete {
+		b.eof.Store(true)
+	}
+	if !b.ended.CompareAndSwap(false, true) {
+		return
+	}
+	if b.stop() && complete && b.keep && b.c.br.Buffered() == 0 {
+		b.h.pool.put(b.c)
+	} else {
+		b.c.close()
+	}
+	b.h.done()
+}

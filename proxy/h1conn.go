@@ -1,0 +1,89 @@
+package proxy
+
+import (
+	"bufio"
+	"crypto/tls"
+	"syscall"
+	"time"
+)
+
+// h1Conn is one HTTP/1.1 connection of the fast path. It is used by one
+// request at a time: the pool hands it out and takes it back.
+type h1Conn struct {
+	conn   *tls.Conn
+	raw    syscall.RawConn // the TCP socket under conn, for the liveness check; nil if unavailable
+	br     *bufio.Reader   // reads from the conn through headerLimit
+	bw     *bufio.Writer
+	idleAt time.Time // when it went back to the pool
+
+	// headerBudget is how many more bytes may be read while response
+	// headers are being parsed; negative means no limit (reading a body).
+	headerBudget int64
+
+	// The liveness check's state (h1alive_unix.go).
+	peek    [1]byte
+	peekFn  func(fd uintptr) bool
+	peekN   int
+	peekErr error
+}
+
+func newH1Conn(conn *tls.Conn) *h1Conn {
+	c := &h1Conn{conn: conn, raw: rawConnOf(conn), headerBudget: -1}
+	c.br = bufio.NewReaderSize(headerLimit{c}, 4<<10)
+	c.bw = bufio.NewWriterSize(conn, 4<<10)
+	return c
+}
+
+// headerLimit reads the connection, counting bytes against headerBudget.
+type headerLimit struct{ c *h1Conn }
+
+func (l headerLimit) Read(p []byte) (int, error) {
+	c := l.c
+	if c.headerBudget < 0 {
+		return c.conn.Read(p)
+	}
+	if c.headerBudget == 0 {
+		return 0, errResponseHeaderTooLarge
+	}
+	if int64(len(p)) > c.headerBudget {
+		p = p[:c.headerBudget]
+	}
+	n, err := c.conn.Read(p)
+	c.headerBudget -= int64(n)
+	return n, err
+}
+
+func (c *h1Conn) close() { c.conn.Close() }
+
+// plaintextPending reports whether crypto/tls holds decrypted bytes that
+// nobody asked for: the rest of a record whose start ended a response. The
+// socket peek cannot see them, and they would be read as the answer to the
+// next request. A read with a deadline in the past returns what crypto/tls
+// has buffered without touching the socket (its timeout error is not
+// sticky: the connection stays usable).
+func (c *h1Conn) plaintextPending() bool {
+	if c.br.Buffered() > 0 {
+		return true
+	}
+	c.conn.SetReadDeadline(aLongTimeAgo)
+	n, _ := c.conn.Read(c.peek[:])
+	c.conn.SetReadDeadline(time.Time{})
+	return n > 0
+}
+
+// rawConnOf finds the TCP socket under a TLS connection made by dialTLS.
+func rawConnOf(conn *tls.Conn) syscall.RawConn {
+	nc := conn.NetConn()
+	if cn, ok := nc.(*closeNotifier); ok {
+		nc = cn.Conn
+	}
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return raw
+}
