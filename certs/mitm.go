@@ -24,10 +24,17 @@ import (
 const MITMCAValidity = 5 * 365 * 24 * time.Hour
 
 // NewMITMCA makes the local CA for `connect: mitm`: an ECDSA P-256 key and a
-// self-signed CA certificate that may only sign for hosts (RFC 5280 §4.2.1.10
-// name constraints, marked critical) and for no IP address at all, so that
-// even a stolen CA key cannot impersonate any other site to the services
-// that trust it. It returns PEM certificate and PKCS#8 key.
+// self-signed CA certificate that may only sign for hosts themselves (RFC
+// 5280 §4.2.1.10 name constraints, marked critical) and for no IP address at
+// all, so that even a stolen CA key cannot impersonate any other site to
+// the services that trust it. It returns PEM certificate and PKCS#8 key.
+//
+// A permitted dNSName "host" also permits every name under it
+// ("evil.host"), so each host is paired with the excluded subtree ".host":
+// a leading period matches names under the host only, never the host
+// itself, in OpenSSL and Go (TestMITMCAConstraintsRefuseOtherNames runs
+// both). A verifier that ignores the exclusion still confines the CA to
+// the hosts and the names under them.
 func NewMITMCA(hosts []string, now time.Time) (certPEM, keyPEM []byte, err error) {
 	if len(hosts) == 0 {
 		return nil, nil, errors.New("no host to constrain the CA to: give the configured upstream hosts")
@@ -55,6 +62,7 @@ func NewMITMCA(hosts []string, now time.Time) (certPEM, keyPEM []byte, err error
 		MaxPathLenZero:              true,
 		PermittedDNSDomainsCritical: true,
 		PermittedDNSDomains:         hosts,
+		ExcludedDNSDomains:          subdomainsOf(hosts),
 		ExcludedIPRanges:            []*net.IPNet{all4, all6},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
@@ -67,6 +75,16 @@ func NewMITMCA(hosts []string, now time.Time) (certPEM, keyPEM []byte, err error
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), nil
+}
+
+// subdomainsOf returns ".host" for each host: the excluded subtrees that
+// leave only the hosts themselves permitted.
+func subdomainsOf(hosts []string) []string {
+	out := make([]string, len(hosts))
+	for i, h := range hosts {
+		out[i] = "." + h
+	}
+	return out
 }
 
 func randomSerial() *big.Int {

@@ -1,10 +1,20 @@
 package certs
 
 import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"math/big"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -77,4 +87,86 @@ func TestMinter(t *testing.T) {
 	if _, err := NewMinter(func() *tls.Certificate { return nil }, time.Hour, 1).Certificate("a.test"); err == nil {
 		t.Error("a leaf without a CA")
 	}
+}
+
+// TestMITMCAConstraintsRefuseOtherNames: a leaf signed with the local CA's
+// key verifies for a permitted host only, never for a name under it
+// (X.509 permits subdomains of a permitted dNSName unless they are
+// excluded) nor for any other name, in Go's verifier and in OpenSSL's. The
+// leaves are made with the CA key directly, as someone who stole it would.
+func TestMITMCAConstraintsRefuseOtherNames(t *testing.T) {
+	const host, other = "api.acme.payrails.io", "acme-api.staging.payrails.io"
+	ca := mitmCA(t, host, other)
+	bin := requireOpenSSL(t)
+	dir := t.TempDir()
+	caFile := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Leaf.Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.Leaf)
+	for i, tt := range []struct {
+		names []string
+		ok    bool
+	}{
+		{[]string{host}, true},
+		{[]string{other}, true},
+		{[]string{"API.ACME.Payrails.IO"}, true},
+		{[]string{"evil." + host}, false},
+		{[]string{"a.b." + host}, false},
+		{[]string{"*." + host}, false},
+		{[]string{"EVIL." + strings.ToUpper(host)}, false},
+		{[]string{host, "evil." + host}, false},
+		{[]string{"x." + other}, false},
+		{[]string{"evil.payrails.io"}, false},
+		{[]string{"evilapi.acme.payrails.io"}, false},
+		{[]string{"example.com"}, false},
+	} {
+		t.Run(strings.Join(tt.names, ","), func(t *testing.T) {
+			leaf := signLeafWithCAKey(t, ca, tt.names)
+			_, err := leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+			if (err == nil) != tt.ok {
+				t.Errorf("Go: a leaf for %q: verification error %v, want ok=%v", tt.names, err, tt.ok)
+			}
+			leafFile := filepath.Join(dir, fmt.Sprintf("leaf%d.pem", i))
+			if err := os.WriteFile(leafFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw}), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			out, err := exec.Command(bin, "verify", "-CAfile", caFile, leafFile).CombinedOutput()
+			if (err == nil) != tt.ok {
+				t.Errorf("openssl verify -CAfile ca.pem leaf.pem for %q: %v, want ok=%v\n%s", tt.names, err, tt.ok, out)
+			}
+			if !tt.ok && err != nil && !bytes.Contains(out, []byte("subtree violation")) && !bytes.Contains(out, []byte("name constraint")) {
+				t.Errorf("openssl refused %q for another reason than the name constraints:\n%s", tt.names, out)
+			}
+		})
+	}
+}
+
+// signLeafWithCAKey makes a server certificate for names signed with the
+// CA's key, without the Minter.
+func signLeafWithCAKey(t *testing.T, ca *tls.Certificate, names []string) *x509.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: names[0]},
+		DNSNames:     names,
+		NotBefore:    time.Now().Add(-time.Minute),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Leaf, key.Public(), ca.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return leaf
 }
