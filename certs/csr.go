@@ -11,7 +11,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -223,69 +222,27 @@ const (
 	CertFileName = "domain.pem" // the certificate downloaded from the dashboard
 )
 
-// ErrKeyExists: WriteFiles was asked not to overwrite, and the key file
-// exists. Overwriting it would lose the key of a certificate that may
-// already have been issued for it.
-var ErrKeyExists = errors.New("the private key file already exists")
-
 // WriteFiles writes KeyFileName (mode 0600) and CSRFileName (mode 0644)
 // into dir, creating dir (mode 0700) if needed, and returns their paths.
-// Each file appears complete or not at all (written under a hidden
-// temporary name, then moved into place), so a watcher of dir never reads
-// half a key. Unless overwrite is true, an existing key file is left alone
-// and the error wraps ErrKeyExists; nothing is written then.
+// Each file appears complete or not at all (PlaceFile). Unless overwrite is
+// true, an existing key file is left alone and the error wraps ErrExists;
+// nothing is written then. A symbolic link at either name is refused
+// (ErrNotRegular), with or without overwrite.
 func (c *CSR) WriteFiles(dir string, overwrite bool) (keyPath, csrPath string, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", "", fmt.Errorf("creating folder %q: %w", dir, err)
 	}
 	keyPath, csrPath = filepath.Join(dir, KeyFileName), filepath.Join(dir, CSRFileName)
-	if err := placeFile(keyPath, c.KeyPEM, 0o600, overwrite); err != nil {
+	if err := CheckPlace(csrPath, true); err != nil {
 		return "", "", err
 	}
-	if err := placeFile(csrPath, c.CSRPEM, 0o644, true); err != nil {
+	if err := PlaceFile(keyPath, c.KeyPEM, 0o600, overwrite); err != nil {
+		return "", "", err
+	}
+	if err := PlaceFile(csrPath, c.CSRPEM, 0o644, true); err != nil {
 		return "", "", err
 	}
 	return keyPath, csrPath, nil
-}
-
-// placeFile writes data to a hidden temporary file next to path, then
-// moves it into place. Without overwrite it links instead of renaming, so
-// that an existing file is never replaced, even by a concurrent writer.
-func placeFile(path string, data []byte, mode os.FileMode, overwrite bool) error {
-	if !overwrite {
-		if _, err := os.Lstat(path); err == nil {
-			return fmt.Errorf("writing %q: %w", path, ErrKeyExists)
-		}
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return fmt.Errorf("writing %q: %w", path, err)
-	}
-	defer os.Remove(tmp.Name()) // after a rename or link this removes nothing, or only the spare name
-	err = tmp.Chmod(mode)       // CreateTemp makes 0600; set the mode before any byte is written
-	if err == nil {
-		_, err = tmp.Write(data)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("writing %q: %w", path, err)
-	}
-	if overwrite {
-		err = os.Rename(tmp.Name(), path)
-	} else if err = os.Link(tmp.Name(), path); errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("writing %q: %w", path, ErrKeyExists)
-	} else if err != nil {
-		err = os.Rename(tmp.Name(), path) // a filesystem without hard links: checked above
-	}
-	if err != nil {
-		return fmt.Errorf("moving %q into place: %w", path, err)
-	}
-	return nil
 }
 
 // Read returns the passphrase as Load uses it: the first line of File, or

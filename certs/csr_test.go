@@ -137,8 +137,8 @@ func TestCSRWriteFiles(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := other.WriteFiles(dir, false); !errors.Is(err, ErrKeyExists) {
-			t.Fatalf("second WriteFiles: %v, want ErrKeyExists", err)
+		if _, _, err := other.WriteFiles(dir, false); !errors.Is(err, ErrExists) {
+			t.Fatalf("second WriteFiles: %v, want ErrExists", err)
 		}
 		if got, _ := os.ReadFile(keyPath); !bytes.Equal(got, c.KeyPEM) {
 			t.Error("the existing key was changed")

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -37,7 +36,7 @@ func runCA(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&outDir, "out-dir", "", "`folder` to write ca.pem and ca.key (0600) into")
 	fs.StringVar(&cfgPath, "config", "", "configuration `file` whose upstream hosts the CA is constrained to")
 	fs.Var(&hosts, "host", "a `HOST` the CA may sign for (repeatable; added to the config's upstreams)")
-	fs.BoolVar(&force, "force", false, "overwrite an existing ca.key")
+	fs.BoolVar(&force, "force", false, "replace an existing ca.key and ca.pem (regular files only, never a symbolic link)")
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: payrails-mtls-proxy ca init --out-dir DIR [--config FILE] [--host HOST ...] [--force]")
@@ -107,28 +106,42 @@ func caHosts(cfgPath string, extra []string) ([]string, error) {
 	return hosts, nil
 }
 
+// writeCA makes the CA and writes ca.key (0600) and ca.pem (0644) into
+// dir with certs.PlaceFile, as csr writes domain.key: created exclusively,
+// never through or over a symbolic link, and with force only over regular
+// files. Both names are checked before the CA is made, so that a refusal
+// leaves the folder as it was and a key never lands next to another CA's
+// certificate.
 func writeCA(dir string, hosts []string, force bool) (string, string, error) {
+	certFile, keyFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca.key")
+	for _, p := range []string{keyFile, certFile} {
+		err := certs.CheckPlace(p, force)
+		if errors.Is(err, certs.ErrExists) {
+			return "", "", fmt.Errorf("%s exists: services may already trust the CA it belongs to; give --force to "+
+				"replace ca.pem and ca.key (and make the services trust the new CA), or choose another --out-dir", p)
+		}
+		if err != nil {
+			return "", "", err
+		}
+	}
 	certPEM, keyPEM, err := certs.NewMITMCA(hosts, time.Now())
 	if err != nil {
 		return "", "", err
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", "", fmt.Errorf("creating folder %q: %w", dir, err)
+	}
+	if err := certs.PlaceFile(keyFile, keyPEM, 0o600, force); err != nil {
 		return "", "", err
 	}
-	certFile, keyFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca.key")
-	if _, err := os.Stat(keyFile); err == nil && !force {
-		return "", "", fmt.Errorf("%s exists: services already trust the CA it belongs to; give --force to replace it "+
-			"(and make them trust the new one)", keyFile)
-	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return "", "", err
+	if err := certs.PlaceFile(certFile, certPEM, 0o644, force); err != nil {
+		if !force {
+			_ = os.Remove(keyFile) // made just now: no certificate will ever match it
+			return "", "", err
+		}
+		return "", "", fmt.Errorf("%w (%s was replaced, %s was not: run ca init --force again)", err, keyFile, certFile)
 	}
-	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
-		return "", "", err
-	}
-	if err := os.Chmod(keyFile, 0o600); err != nil {
-		return "", "", err
-	}
-	return certFile, keyFile, os.WriteFile(certFile, certPEM, 0o644)
+	return certFile, keyFile, nil
 }
 
 var caText = template.Must(template.New("ca").Parse(`Wrote {{.Cert}} (the CA certificate, to be trusted by the services)

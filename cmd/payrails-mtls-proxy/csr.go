@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -65,9 +64,18 @@ func runCSR(_ context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	keyPath := filepath.Join(f.outDir, certs.KeyFileName)
-	if _, err := os.Lstat(keyPath); err == nil && !f.force {
-		refuseOverwrite(stderr, keyPath)
-		return exitFailure // before spending seconds on a key
+	// Before spending seconds on a key: the names must be free (or, with
+	// --force, regular files), never symbolic links.
+	for _, p := range []string{keyPath, filepath.Join(f.outDir, certs.CSRFileName)} {
+		err := certs.CheckPlace(p, f.force || p != keyPath)
+		if errors.Is(err, certs.ErrExists) {
+			refuseOverwrite(stderr, keyPath)
+			return exitFailure
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "csr: %v\n", err)
+			return exitFailure
+		}
 	}
 	if req.keyType == certs.KeyRSA4096 {
 		fmt.Fprintln(stderr, "csr: generating an RSA-4096 key, this takes a few seconds...")
@@ -78,7 +86,7 @@ func runCSR(_ context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	written, csrPath, err := c.WriteFiles(f.outDir, f.force)
-	if errors.Is(err, certs.ErrKeyExists) { // made by someone else while the key was generated
+	if errors.Is(err, certs.ErrExists) { // made by someone else while the key was generated
 		refuseOverwrite(stderr, keyPath)
 		return exitFailure
 	}

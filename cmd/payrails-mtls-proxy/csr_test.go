@@ -194,6 +194,38 @@ func TestCSRRefusesToOverwriteKey(t *testing.T) {
 	}
 }
 
+// TestCSRNeverWritesThroughALink: a symbolic link at domain.key or
+// domain.csr (dangling or not) is refused with and without --force, and
+// nothing is written where it points; ca init shares the same rule
+// (certs.PlaceFile).
+func TestCSRNeverWritesThroughALink(t *testing.T) {
+	for _, name := range []string{"domain.key", "domain.csr"} {
+		for _, force := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s force=%v", name, force), func(t *testing.T) {
+				dir, outside := t.TempDir(), t.TempDir()
+				link := filepath.Join(dir, name)
+				if err := os.Symlink(filepath.Join(outside, "target"), link); err != nil {
+					t.Fatal(err)
+				}
+				args := acmeArgs(dir)
+				if force {
+					args = append(args, "--force")
+				}
+				code, _, stderr := csrCmd(t, args...)
+				if code != exitFailure || !strings.Contains(stderr, link) || !strings.Contains(stderr, "symbolic link") {
+					t.Errorf("exit %d, want %d and a refusal naming %s as a symbolic link:\n%s", code, exitFailure, link, stderr)
+				}
+				if entries, _ := os.ReadDir(outside); len(entries) != 0 {
+					t.Errorf("csr wrote through the link: %v", entries)
+				}
+				if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+					t.Errorf("the folder holds %v, want only the link", entries)
+				}
+			})
+		}
+	}
+}
+
 // TestCSREncryptedKeyLoads: a key encrypted with --key-passphrase-file opens
 // with the same file through certs.Load, paired with the certificate a CA
 // issues for the CSR.
