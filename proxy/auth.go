@@ -3,12 +3,15 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
 	"fmt"
 	"net/http"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,12 +19,32 @@ import (
 	"golang.org/x/crypto/bcrypt"
 )
 
+// Limits of proxy authentication.
+const (
+	// minBcryptCost and maxBcryptCost bound the cost of a bcrypt hash in a
+	// proxy_auth_file. bcrypt itself refuses less than 4; every step up
+	// doubles the work, and above 14 one check takes over a second of a
+	// core (5, htpasswd -B's default, to 12 are usual), which a client
+	// sending wrong passwords could turn into a denial of service.
+	minBcryptCost = bcrypt.MinCost
+	maxBcryptCost = 14
+)
+
+// bcryptSlots is how many bcrypt comparisons run at once: half the cores
+// the Go runtime uses, at least one, so that checking proxy credentials
+// never takes every core from the requests being served. More wait.
+func bcryptSlots() int { return max(1, runtime.GOMAXPROCS(0)/2) }
+
 // Credentials are the users allowed to use the proxy, from a
 // proxy_auth_file: one "user:password" per line, where the password may be
-// a bcrypt hash ($2a$, $2b$, $2y$, as `htpasswd -B` writes). Blank lines
-// and lines starting with # are ignored. Immutable once parsed.
+// a bcrypt hash ($2a$, $2b$, $2y$, as `htpasswd -B` writes) of cost 4 to 14.
+// Blank lines and lines starting with # are ignored. Immutable once parsed.
 type Credentials struct {
 	users map[string]credential
+	// dummy is a bcrypt hash at the file's highest cost, compared for an
+	// unknown user so that its refusal costs what a bcrypt user's does;
+	// nil when the file has no bcrypt user.
+	dummy []byte
 	// ok caches successful bcrypt checks by digest of user:password, so a
 	// client paying bcrypt's deliberate cost once does not pay it per request.
 	ok sync.Map
@@ -33,9 +56,11 @@ type credential struct {
 }
 
 // ParseCredentials reads a proxy_auth_file's content; name is used in
-// messages. Errors name the line, never its password.
+// messages. Errors name the line, never its password. With bcrypt users it
+// computes one hash at their highest cost (up to a second at cost 14).
 func ParseCredentials(data []byte, name string) (*Credentials, error) {
 	c := &Credentials{users: map[string]credential{}}
+	maxCost := 0
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
@@ -54,10 +79,17 @@ func ParseCredentials(data []byte, name string) (*Credentials, error) {
 		}
 		cr := credential{digest: sha256.Sum256([]byte(pass))}
 		if strings.HasPrefix(pass, "$2") {
-			if _, err := bcrypt.Cost([]byte(pass)); err != nil {
+			cost, err := bcrypt.Cost([]byte(pass))
+			if err != nil {
 				return nil, fmt.Errorf("%s line %d: user %q has a malformed bcrypt hash: %w", name, n, user, err)
 			}
+			if cost < minBcryptCost || cost > maxBcryptCost {
+				return nil, fmt.Errorf("%s line %d: user %q: bcrypt cost %d is outside %d-%d: above %d each check "+
+					"takes seconds of CPU; hash the password again with a cost such as 10 (htpasswd -B -C 10)",
+					name, n, user, cost, minBcryptCost, maxBcryptCost, maxBcryptCost)
+			}
 			cr.hash = []byte(pass)
+			maxCost = max(maxCost, cost)
 		}
 		c.users[user] = cr
 	}
@@ -66,6 +98,13 @@ func ParseCredentials(data []byte, name string) (*Credentials, error) {
 	}
 	if len(c.users) == 0 {
 		return nil, fmt.Errorf("%s holds no user:password line; the proxy would refuse everyone", name)
+	}
+	if maxCost > 0 {
+		dummy, err := bcrypt.GenerateFromPassword([]byte(rand.Text()), maxCost)
+		if err != nil {
+			return nil, fmt.Errorf("%s: making the comparison hash for unknown users: %w", name, err)
+		}
+		c.dummy = dummy
 	}
 	return c, nil
 }
@@ -79,13 +118,40 @@ func LoadCredentials(path string) (*Credentials, error) {
 	return ParseCredentials(data, path)
 }
 
-// check reports whether user and pass are valid. Plain passwords are
-// compared through their SHA-256 in constant time, and an unknown user costs
-// the same comparison, so timing tells nothing about either.
-func (c *Credentials) check(user, pass string) bool {
+// bcryptGate runs bcrypt comparisons, at most cap(slots) at once; the
+// others wait for a slot or for the end of their request. An AuthFile
+// shares one gate across reloads, so a reload never resets the bound.
+type bcryptGate struct {
+	slots   chan struct{}
+	compare func(hash, password []byte) error // bcrypt.CompareHashAndPassword; a seam for tests
+}
+
+// compareHash compares password with hash once a slot is free; it returns
+// ctx's error if the request ends first.
+func (g *bcryptGate) compareHash(ctx context.Context, hash, password []byte) error {
+	select {
+	case g.slots <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-g.slots }()
+	return g.compare(hash, password)
+}
+
+// check reports whether user and pass are valid. A plain password is
+// compared through its SHA-256 in constant time; a bcrypt one through the
+// gate. An unknown user costs what a known one does: one bcrypt comparison
+// at the file's highest cost when it has bcrypt users, else one digest
+// comparison. (In a file mixing both kinds a plain user answers faster
+// than an unknown one, which tells that the name exists: use one kind.)
+func (c *Credentials) check(ctx context.Context, g *bcryptGate, user, pass string) bool {
 	cr, known := c.users[user]
-	digest := sha256.Sum256([]byte(pass))
-	if cr.hash == nil {
+	switch {
+	case !known && c.dummy != nil:
+		_ = g.compareHash(ctx, c.dummy, []byte(pass))
+		return false
+	case cr.hash == nil:
+		digest := sha256.Sum256([]byte(pass))
 		equal := subtle.ConstantTimeCompare(digest[:], cr.digest[:]) == 1
 		return known && equal
 	}
@@ -93,7 +159,7 @@ func (c *Credentials) check(user, pass string) bool {
 	if _, hit := c.ok.Load(key); hit {
 		return true
 	}
-	if bcrypt.CompareHashAndPassword(cr.hash, []byte(pass)) != nil {
+	if g.compareHash(ctx, cr.hash, []byte(pass)) != nil {
 		return false
 	}
 	c.ok.Store(key, struct{}{})
@@ -105,11 +171,12 @@ func (c *Credentials) check(user, pass string) bool {
 type AuthFile struct {
 	path string
 	cur  atomic.Pointer[Credentials]
+	gate *bcryptGate
 }
 
 // NewAuthFile reads path once; a bad file is an error at start.
 func NewAuthFile(path string) (*AuthFile, error) {
-	a := &AuthFile{path: path}
+	a := &AuthFile{path: path, gate: &bcryptGate{slots: make(chan struct{}, bcryptSlots()), compare: bcrypt.CompareHashAndPassword}}
 	return a, a.Reload()
 }
 
@@ -136,7 +203,7 @@ func (p *Proxy) checkProxyAuth(r *http.Request) *Error {
 			"HTTP_PROXY=http://USER:PASSWORD@%s (curl: -x http://USER:PASSWORD@HOST:PORT), or send Proxy-Authorization: Basic", r.Host)
 	}
 	user, pass, ok := parseBasic(h)
-	if !ok || creds == nil || !creds.check(user, pass) {
+	if !ok || creds == nil || !creds.check(r.Context(), p.auth.gate, user, pass) {
 		return newError(KindProxyAuthRequired, nil, "the proxy credentials were not accepted; check the user and "+
 			"password against access.proxy_auth_file")
 	}
