@@ -23,6 +23,8 @@ type TokenConfig struct {
 	// SecretSource names where the secret comes from (a file or an
 	// environment variable), for error messages; never the secret itself.
 	SecretSource string
+	// Now is the token manager's clock; nil means time.Now.
+	Now func() time.Time
 }
 
 // maxReplayBody bounds the body the proxy keeps to replay a request after
@@ -50,7 +52,7 @@ func (u *Upstream) newTokens(c *TokenConfig, m *Metrics) *tokens {
 		t.secretSource = "the configured secret"
 	}
 	t.manager = token.NewManager(token.ManagerConfig{
-		ClientID: c.ClientID, Secret: c.Secret, Transport: u, Base: u.baseURL(),
+		ClientID: c.ClientID, Secret: c.Secret, Transport: u, Base: u.baseURL(), Now: c.Now,
 		Hooks: token.Hooks{Fetched: func(ok bool, expiry time.Time) { m.tokenFetched(u.name, ok, expiry) }},
 	})
 	return t

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -31,12 +32,20 @@ type tokenEnv struct {
 	api        *standin.Server
 	secretFile string
 	accepted   atomic.Pointer[string] // the secret the stand-in accepts
+	clock      *fakeClock             // the token manager's
 }
+
+// fakeClock is real time plus an offset a test advances, so that the token
+// policy's real durations (token age, invalidation rate) pass at once.
+type fakeClock struct{ offset atomic.Int64 }
+
+func (c *fakeClock) Now() time.Time          { return time.Now().Add(time.Duration(c.offset.Load())) }
+func (c *fakeClock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
 
 func newTokenEnv(t *testing.T, ttl time.Duration) *tokenEnv {
 	t.Helper()
 	ps := newPKI(t)
-	te := &tokenEnv{secretFile: filepath.Join(t.TempDir(), "client-secret")}
+	te := &tokenEnv{secretFile: filepath.Join(t.TempDir(), "client-secret"), clock: &fakeClock{}}
 	s := tokenSecret
 	te.accepted.Store(&s)
 	if err := os.WriteFile(te.secretFile, []byte(tokenSecret+"\n"), 0o600); err != nil {
@@ -48,7 +57,7 @@ func newTokenEnv(t *testing.T, ttl time.Duration) *tokenEnv {
 		o.Keys = &standin.KeyCounter{}
 	})
 	uc := upstreamConfig("live", hostA, te.api.Addr, ps, sourceOf(ps.client))
-	uc.Token = &proxy.TokenConfig{ClientID: tokenClient, SecretSource: "token.client_secret_file " + te.secretFile, Secret: func() ([]byte, error) {
+	uc.Token = &proxy.TokenConfig{ClientID: tokenClient, SecretSource: "token.client_secret_file " + te.secretFile, Now: te.clock.Now, Secret: func() ([]byte, error) {
 		b, err := os.ReadFile(te.secretFile)
 		return []byte(strings.TrimSpace(string(b))), err
 	}}
@@ -202,8 +211,11 @@ func TestToken401Replay(t *testing.T) {
 	}
 	sum := sha256.Sum256([]byte(payment))
 
+	// A 401 drops a token only once it is old enough, and only one
+	// invalidation per interval fetches: each case starts past both.
+	revoke := func() { te.clock.Advance(time.Minute); te.api.RevokeTokens() }
 	t.Run("GET is replayed once", func(t *testing.T) {
-		te.api.RevokeTokens()
+		revoke()
 		denied, calls := te.api.Denied(), te.api.TokenCalls()
 		resp, body := te.get(t, c, "/v1/x")
 		if resp.StatusCode != 200 || te.api.Denied() != denied+1 || te.api.TokenCalls() != calls+1 {
@@ -212,7 +224,7 @@ func TestToken401Replay(t *testing.T) {
 		}
 	})
 	t.Run("POST with an idempotency key is replayed with the same body and key", func(t *testing.T) {
-		te.api.RevokeTokens()
+		revoke()
 		denied := te.api.Denied()
 		resp, body := post("pay-1")
 		if resp.StatusCode != 200 {
@@ -225,7 +237,7 @@ func TestToken401Replay(t *testing.T) {
 		}
 	})
 	t.Run("POST without a key is not replayed", func(t *testing.T) {
-		te.api.RevokeTokens()
+		revoke()
 		denied := te.api.Denied()
 		resp, _ := post("")
 		if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get(proxy.HeaderError) != "" {
@@ -239,6 +251,7 @@ func TestToken401Replay(t *testing.T) {
 		}
 	})
 	t.Run("never a third send", func(t *testing.T) {
+		te.clock.Advance(time.Minute)
 		te.api.RejectAllTokens(true)
 		defer te.api.RejectAllTokens(false)
 		denied := te.api.Denied()
@@ -281,8 +294,87 @@ func TestTokenSecretRotation(t *testing.T) {
 	tmp := te.secretFile + ".tmp"
 	os.WriteFile(tmp, []byte(tokenNewer+"\n"), 0o600)
 	os.Rename(tmp, te.secretFile)
-	te.api.RevokeTokens() // and the old tokens are gone
+	te.clock.Advance(time.Minute) // the token is old enough to be dropped on a 401
+	te.api.RevokeTokens()         // and the old tokens are gone
 	if resp, body := te.get(t, c, "/v1/x"); resp.StatusCode != 200 {
 		t.Fatalf("after rotating the secret: %d %s", resp.StatusCode, body)
+	}
+}
+
+// TestTokenBadLifetime: a token answer whose expires_in is 0, negative,
+// missing or more than a day is a failed fetch: the request gets 502
+// proxy.token at once, and the manager retries with back-off instead of
+// fetching again and again for the waiting request.
+func TestTokenBadLifetime(t *testing.T) {
+	for _, expiresIn := range []string{"0", "-5", standin.OmitExpiresIn, "86401"} {
+		t.Run("expires_in "+expiresIn, func(t *testing.T) {
+			t.Parallel()
+			te := newTokenEnv(t, time.Hour)
+			te.api.SetTokenFault(standin.TokenFault{ExpiresIn: expiresIn})
+			c := te.forwardClient(t)
+			c.Timeout = 3 * time.Second
+			start := time.Now()
+			req, _ := http.NewRequest(http.MethodGet, "http://"+hostA+"/v1/x", nil)
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Errorf("no answer within %s: %v", c.Timeout, err)
+			} else {
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if detail := wantProxyError(t, resp, body, http.StatusBadGateway, proxy.KindToken); !strings.Contains(detail, "expires_in") {
+					t.Errorf("detail %q does not say what was wrong with the answer", detail)
+				}
+			}
+			answered := time.Since(start)
+			// Watch the token endpoint for 3 s from the request: the first
+			// fetch, then back-off retries after 1 s and 2 s more.
+			for time.Since(start) < 3*time.Second && te.api.TokenCalls() <= 3 {
+				time.Sleep(10 * time.Millisecond) // observing over a window, not synchronising
+			}
+			calls := te.api.TokenCalls()
+			t.Logf("expires_in %s: answered in %s, %d token calls in 3 s", expiresIn, answered.Round(time.Millisecond), calls)
+			if calls > 3 {
+				t.Errorf("%d token calls in 3 s for one request; want the first and back-off retries (at most 3)", calls)
+			}
+		})
+	}
+}
+
+// TestToken401Storm: an endpoint that answers 401 to every token does not
+// turn each request into a token fetch: a 401 drops a token only once it
+// is tokenMinAge old, and a dropped token is replaced at most once per
+// invalidation interval; in between the 401 goes to the client.
+func TestToken401Storm(t *testing.T) {
+	te := newTokenEnv(t, time.Hour)
+	c := te.forwardClient(t)
+	gets := func(n int) {
+		t.Helper()
+		for range n {
+			if resp, body := te.get(t, c, "/status/401"); resp.StatusCode != http.StatusUnauthorized || resp.Header.Get(proxy.HeaderError) != "" {
+				t.Fatalf("status %d %s, want the API's own 401", resp.StatusCode, body)
+			}
+		}
+	}
+	gets(10)
+	calls := te.api.TokenCalls()
+	t.Logf("10 GETs to an endpoint answering 401: %d token calls", calls)
+	if calls != 1 {
+		t.Errorf("%d token calls for 10 GETs answered 401 within seconds of the token's fetch, want 1", calls)
+	}
+	for _, step := range []struct {
+		advance time.Duration
+		want    int // token calls so far
+		why     string
+	}{
+		{4 * time.Second, 1, "the token is 4 s old: too young to be blamed for a 401"},
+		{2 * time.Second, 2, "the token is 6 s old: the first 401 drops it, one fetch"},
+		{6 * time.Second, 2, "the new token is 6 s old, but the last invalidation was 6 s ago"},
+		{30 * time.Second, 3, "36 s after the last invalidation: one more"},
+	} {
+		te.clock.Advance(step.advance)
+		gets(10)
+		if got := te.api.TokenCalls(); got != step.want {
+			t.Errorf("%s: %d token calls, want %d", step.why, got, step.want)
+		}
 	}
 }

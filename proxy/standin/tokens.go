@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/hex"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"sync"
@@ -17,7 +18,15 @@ type TokenFault struct {
 	Body        string        // ... and this body
 	ContentType string        // ... of this type ("" means application/json)
 	Delay       time.Duration // wait this long before answering (or until the client leaves)
+	// ExpiresIn replaces expires_in in an otherwise good answer: the JSON
+	// text of the value ("0", "-5", "86401", `"600"`), or OmitExpiresIn to
+	// leave the field out. "" sends the token's real lifetime. The token
+	// issued is valid at the API for TokenTTL whatever this says.
+	ExpiresIn string
 }
+
+// OmitExpiresIn as TokenFault.ExpiresIn answers a token without expires_in.
+const OmitExpiresIn = "omit"
 
 // tokens is the stand-in's record of the access tokens it issued.
 type tokens struct {
@@ -105,7 +114,16 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	s.tok.expiry[tok] = time.Now().Add(s.opts.TokenTTL)
 	s.tok.mu.Unlock()
 	s.tokenIssued.Add(1)
-	writeJSON(w, http.StatusOK, Token{AccessToken: tok, TokenType: "Bearer", ExpiresIn: int64(s.opts.TokenTTL / time.Second)})
+	answer := Token{AccessToken: tok, TokenType: "Bearer", ExpiresIn: int64(s.opts.TokenTTL / time.Second)}
+	if fault.ExpiresIn == "" {
+		writeJSON(w, http.StatusOK, answer)
+		return
+	}
+	fields := map[string]any{"access_token": answer.AccessToken, "token_type": answer.TokenType}
+	if fault.ExpiresIn != OmitExpiresIn {
+		fields["expires_in"] = json.RawMessage(fault.ExpiresIn)
+	}
+	writeJSON(w, http.StatusOK, fields)
 }
 
 func (s *Server) secretOK(key string) bool {

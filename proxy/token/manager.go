@@ -16,6 +16,21 @@ const (
 	maxBackoff = time.Minute
 )
 
+// What a 401 from the API to a managed token may do (Invalidate). Payrails
+// answers 401 to a token it revoked, and the manager then fetches a new
+// one; but an endpoint can answer 401 to every token (a permission the
+// client lacks, a wrong path), and dropping the token each time would turn
+// every such request into a token fetch.
+const (
+	// minInvalidateAge: a token younger than this is never dropped on a
+	// 401; one issued seconds ago has not been revoked.
+	minInvalidateAge = 5 * time.Second
+	// invalidateInterval: at most one token is dropped, and so at most one
+	// fetch caused by a 401, per interval. In between, a 401 reaches the
+	// client as the API sent it and the token stays in use.
+	invalidateInterval = 30 * time.Second
+)
+
 // ErrNoToken is wrapped by Manager.Token when no valid token can be had.
 var ErrNoToken = errors.New("no valid access token")
 
@@ -44,9 +59,11 @@ type Manager struct {
 	c     ManagerConfig
 	cur   atomic.Pointer[entry]
 	kick  chan struct{}
-	mu    sync.Mutex    // guards done, lastErr, retryAt, backoff
+	mu    sync.Mutex    // guards done, state, lastInvalidate; held while cur is replaced
 	done  chan struct{} // closed when the fetch in progress ends
 	state fetchState
+	// lastInvalidate is when a 401 last dropped a token.
+	lastInvalidate time.Time
 }
 
 type entry struct {
@@ -117,20 +134,28 @@ func (m *Manager) Token(ctx context.Context) (string, error) {
 }
 
 // Invalidate drops token if it is still the current one (the upstream
-// answered 401 to it); the next Token call fetches a new one.
+// answered 401 to it), so that the next Token call fetches a new one; at
+// most once per token, and only when the token is at least
+// minInvalidateAge old and no token was dropped in the last
+// invalidateInterval. Otherwise the token stays in use.
 func (m *Manager) Invalidate(token string) {
-	for {
-		e := m.cur.Load()
-		if e == nil || e.token != token || !e.invalidatedAt.IsZero() {
-			return
-		}
-		dropped := *e
-		dropped.invalidatedAt = m.c.Now()
-		if m.cur.CompareAndSwap(e, &dropped) {
-			m.poke()
-			return
-		}
+	now := m.c.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.cur.Load()
+	switch {
+	case e == nil || e.token != token || !e.invalidatedAt.IsZero():
+		return // another token by now, or dropped already
+	case now.Sub(e.fetched) < minInvalidateAge:
+		return
+	case !m.lastInvalidate.IsZero() && now.Sub(m.lastInvalidate) < invalidateInterval:
+		return
 	}
+	dropped := *e
+	dropped.invalidatedAt = now
+	m.cur.Store(&dropped)
+	m.lastInvalidate = now
+	m.poke()
 }
 
 // Expiry returns the current token's expiry, or zero.

@@ -64,8 +64,19 @@ func (e *APIError) Error() string {
 	return b.String()
 }
 
-// ErrBadAnswer: a 2xx answer that is not a usable token.
+// ErrBadAnswer: a 2xx answer that is not a usable token: no access_token,
+// or an expires_in that is missing or outside MinLifetime..MaxLifetime.
 var ErrBadAnswer = errors.New("the token answer is not usable")
+
+// The lifetimes (expires_in) Fetch accepts. Payrails' tokens live 600 s. A
+// token of no lifetime (0, negative, missing) cannot be used or renewed in
+// time: taken as it is, every request would fetch again at once. One
+// living more than a day is not what the API issues, and would be renewed
+// only hours after a revocation.
+const (
+	MinLifetime = time.Second
+	MaxLifetime = 24 * time.Hour
+)
 
 // Fetch requests a token for clientID from the API at base (https://HOST)
 // through rt, which carries the client certificate. It returns the token,
@@ -95,11 +106,23 @@ func Fetch(ctx context.Context, rt http.RoundTripper, base *url.URL, clientID st
 	if resp.StatusCode/100 != 2 {
 		return nil, body, apiError(resp, body)
 	}
-	var t Token
-	if err := json.Unmarshal(body, &t); err != nil || t.AccessToken == "" {
+	var a struct {
+		AccessToken string `json:"access_token"`
+		TokenType   string `json:"token_type"`
+		ExpiresIn   *int64 `json:"expires_in"`
+	}
+	if err := json.Unmarshal(body, &a); err != nil || a.AccessToken == "" {
 		return nil, body, fmt.Errorf("%w: %d with body %q", ErrBadAnswer, resp.StatusCode, snippet(body))
 	}
-	return &t, body, nil
+	// The body holds the token from here on: messages quote only expires_in.
+	switch {
+	case a.ExpiresIn == nil:
+		return nil, body, fmt.Errorf("%w: %d without expires_in: the token's lifetime is unknown", ErrBadAnswer, resp.StatusCode)
+	case *a.ExpiresIn < int64(MinLifetime/time.Second) || *a.ExpiresIn > int64(MaxLifetime/time.Second):
+		return nil, body, fmt.Errorf("%w: expires_in %d is not a lifetime between %d s and %d s (Payrails issues 600 s)",
+			ErrBadAnswer, *a.ExpiresIn, int64(MinLifetime/time.Second), int64(MaxLifetime/time.Second))
+	}
+	return &Token{AccessToken: a.AccessToken, TokenType: a.TokenType, ExpiresIn: *a.ExpiresIn}, body, nil
 }
 
 func apiError(resp *http.Response, body []byte) *APIError {
