@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -145,15 +144,18 @@ func (b *abortingBody) WriteTo(w io.Writer) (int64, error) {
 	return bodyCopier{Reader: b, coalesce: b.size >= coalesceMinSize}.WriteTo(w)
 }
 
-// goproxyLogger sends goproxy's Printf output to zap: its "WARN:" lines
-// (connection-level trouble, no URLs) at warn level, anything else at debug.
+// goproxyLogger sends goproxy's log lines to zap as a fixed message and
+// the line's kind (goproxyKinds), never the line or its arguments: those
+// are request data, such as URLs with query strings and raw header lines.
+// Warnings at warn level; anything else (Verbose is off) at debug.
 type goproxyLogger struct{ log *zap.Logger }
 
-func (l goproxyLogger) Printf(format string, args ...any) {
-	msg := strings.TrimSpace(fmt.Sprintf(format, args...))
-	if strings.Contains(msg, "WARN:") {
-		l.log.Warn(msg)
+func (l goproxyLogger) Printf(format string, _ ...any) {
+	msg, warn := strings.CutPrefix(strings.TrimPrefix(format, "[%03d] "), "WARN: ")
+	msg = strings.TrimSuffix(strings.TrimPrefix(msg, "INFO: "), "\n")
+	if warn {
+		l.log.Warn("goproxy warning", zap.String(fieldGoproxyKind, goproxyKind(msg)))
 		return
 	}
-	l.log.Debug(msg)
+	l.log.Debug("goproxy message", zap.String(fieldGoproxyKind, goproxyKind(msg)))
 }
