@@ -254,3 +254,29 @@ func TestTokenMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestAdminListenerLimits: the app serves the admin port with the admin
+// listener's own limits (proxy/admin.Serve and its defaults): a header
+// beyond the small cap gets 431. The limits themselves are tested in
+// proxy/admin through real sockets with shortened durations.
+func TestAdminListenerLimits(t *testing.T) {
+	w := newWorld(t)
+	leaf := w.clientCert(t, "merchant", time.Now().Add(-time.Hour))
+	leaf.WriteFiles(w.certDir, "domain.pem", "domain.key")
+	r := startApp(t, w.configFile(t, ""))
+	for _, tt := range []struct {
+		header int
+		want   int
+	}{{1 << 10, http.StatusOK}, {16 << 10, http.StatusRequestHeaderFieldsTooLarge}} {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+r.admin+"/healthz", nil)
+		req.Header.Set("X-Filler", strings.Repeat("a", tt.header))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%d-byte header: %v", tt.header, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.want {
+			t.Errorf("a %d-byte header on the admin port: status %d, want %d", tt.header, resp.StatusCode, tt.want)
+		}
+	}
+}

@@ -209,8 +209,7 @@ func (a *app) run(ctx context.Context, ready func(listeners)) error {
 	bg, stopBackground := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		srv := &http.Server{Handler: a.admin, ReadHeaderTimeout: 5 * time.Second, ErrorLog: zap.NewStdLog(a.log.Named("admin"))}
-		if err := proxy.RunServer(bg, srv, adminLn, time.Second, a.log.Named("admin")); err != nil {
+		if err := admin.Serve(bg, adminLn, a.admin, admin.Limits{}, a.log.Named("admin")); err != nil {
 			a.log.Error("admin listener stopped", zap.Error(err))
 		}
 	})

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -75,6 +77,9 @@ type deployProbe struct {
 type deployK8s struct {
 	Spec struct {
 		Template struct {
+			Metadata struct {
+				Labels map[string]string `yaml:"labels"`
+			} `yaml:"metadata"`
 			Spec struct {
 				TerminationGracePeriodSeconds int               `yaml:"terminationGracePeriodSeconds"`
 				InitContainers                []deployContainer `yaml:"initContainers"`
@@ -198,5 +203,103 @@ func TestDeployKubernetesDeployment(t *testing.T) {
 	proxyURL := "http://127.0.0.1:" + strconv.Itoa(deployPort(t, config.DefaultListen))
 	if app["HTTP_PROXY"] != proxyURL || app["http_proxy"] != proxyURL {
 		t.Errorf("app container: HTTP_PROXY %q, http_proxy %q; want both %s", app["HTTP_PROXY"], app["http_proxy"], proxyURL)
+	}
+}
+
+// deployNetworkPolicy is the part of a NetworkPolicy these tests read.
+type deployNetworkPolicy struct {
+	Kind string `yaml:"kind"`
+	Spec struct {
+		PodSelector struct {
+			MatchLabels map[string]string `yaml:"matchLabels"`
+		} `yaml:"podSelector"`
+		PolicyTypes []string `yaml:"policyTypes"`
+		Ingress     []struct {
+			From []struct {
+				NamespaceSelector *struct {
+					MatchLabels map[string]string `yaml:"matchLabels"`
+				} `yaml:"namespaceSelector"`
+				PodSelector *struct {
+					MatchLabels map[string]string `yaml:"matchLabels"`
+				} `yaml:"podSelector"`
+				IPBlock any `yaml:"ipBlock"`
+			} `yaml:"from"`
+			Ports []struct {
+				Protocol string `yaml:"protocol"`
+				Port     any    `yaml:"port"`
+			} `yaml:"ports"`
+		} `yaml:"ingress"`
+	} `yaml:"spec"`
+}
+
+// TestDeployKubernetesNetworkPolicy: a NetworkPolicy under
+// deploy/kubernetes selects the Deployment's pods and admits, on ingress,
+// only the admin port and only from selected pods (the scrapers); nothing
+// reaches the proxy port, which listens on loopback anyway.
+func TestDeployKubernetesNetworkPolicy(t *testing.T) {
+	var policies []deployNetworkPolicy
+	for _, f := range deployFiles(t) {
+		if !strings.HasPrefix(f.rel, "deploy/kubernetes/") || !deployIsYAML(f.rel) {
+			continue
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(f.data))
+		for {
+			var np deployNetworkPolicy
+			if err := dec.Decode(&np); err != nil {
+				break
+			}
+			if np.Kind == "NetworkPolicy" {
+				policies = append(policies, np)
+			}
+		}
+	}
+	if len(policies) != 1 {
+		t.Fatalf("%d NetworkPolicies under deploy/kubernetes, want one for the admin port", len(policies))
+	}
+	np := policies[0].Spec
+	d := deployDeployment(t)
+	podLabels := d.Spec.Template.Metadata.Labels
+	if len(np.PodSelector.MatchLabels) == 0 {
+		t.Error("the NetworkPolicy's podSelector selects every pod of the namespace; want the Deployment's")
+	}
+	for k, v := range np.PodSelector.MatchLabels {
+		if podLabels[k] != v {
+			t.Errorf("podSelector %s=%s does not match the Deployment's pod labels %v", k, v, podLabels)
+		}
+	}
+	if !slices.Contains(np.PolicyTypes, "Ingress") {
+		t.Errorf("policyTypes %v, want Ingress", np.PolicyTypes)
+	}
+	side := deploySidecar(t)
+	admin := deployPort(t, config.DefaultAdminListen)
+	named := map[string]int{}
+	for _, p := range side.Ports {
+		named[p.Name] = p.ContainerPort
+	}
+	if len(np.Ingress) == 0 {
+		t.Error("the NetworkPolicy admits nothing: the scrapes would be refused too")
+	}
+	for i, rule := range np.Ingress {
+		if len(rule.Ports) == 0 {
+			t.Errorf("ingress rule %d admits every port; want only the admin port %d", i, admin)
+		}
+		for _, p := range rule.Ports {
+			port, _ := p.Port.(int)
+			if name, ok := p.Port.(string); ok {
+				port = named[name]
+			}
+			if port != admin || (p.Protocol != "" && p.Protocol != "TCP") {
+				t.Errorf("ingress rule %d admits port %v/%s; want only the admin port %d/TCP", i, p.Port, p.Protocol, admin)
+			}
+		}
+		if len(rule.From) == 0 {
+			t.Errorf("ingress rule %d admits every source; want the scrapers' pods only", i)
+		}
+		for _, from := range rule.From {
+			if from.IPBlock != nil || from.PodSelector == nil || len(from.PodSelector.MatchLabels) == 0 ||
+				from.NamespaceSelector == nil || len(from.NamespaceSelector.MatchLabels) == 0 {
+				t.Errorf("ingress rule %d: source %+v; want pods chosen by labels in a namespace chosen by labels", i, from)
+			}
+		}
 	}
 }
