@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -301,12 +302,15 @@ func TestTokenSecretRotation(t *testing.T) {
 	}
 }
 
+// issuedToken matches an access token the stand-in issues (48 hex digits).
+var issuedToken = regexp.MustCompile(`[0-9a-f]{48}`)
+
 // TestTokenBadLifetime: a token answer whose expires_in is 0, negative,
 // missing or more than a day is a failed fetch: the request gets 502
 // proxy.token at once, and the manager retries with back-off instead of
 // fetching again and again for the waiting request.
 func TestTokenBadLifetime(t *testing.T) {
-	for _, expiresIn := range []string{"0", "-5", standin.OmitExpiresIn, "86401"} {
+	for _, expiresIn := range []string{"0", "-5", standin.OmitExpiresIn, "86401", `"600"`, "600.5", "1e30", "null"} {
 		t.Run("expires_in "+expiresIn, func(t *testing.T) {
 			t.Parallel()
 			te := newTokenEnv(t, time.Hour)
@@ -321,8 +325,12 @@ func TestTokenBadLifetime(t *testing.T) {
 			} else {
 				body, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
-				if detail := wantProxyError(t, resp, body, http.StatusBadGateway, proxy.KindToken); !strings.Contains(detail, "expires_in") {
+				detail := wantProxyError(t, resp, body, http.StatusBadGateway, proxy.KindToken)
+				if !strings.Contains(detail, "expires_in") {
 					t.Errorf("detail %q does not say what was wrong with the answer", detail)
+				}
+				if issuedToken.MatchString(detail) {
+					t.Errorf("detail %q quotes the access token of the refused answer", detail)
 				}
 			}
 			answered := time.Since(start)
@@ -330,6 +338,11 @@ func TestTokenBadLifetime(t *testing.T) {
 			// fetch, then back-off retries after 1 s and 2 s more.
 			for time.Since(start) < 3*time.Second && te.api.TokenCalls() <= 3 {
 				time.Sleep(10 * time.Millisecond) // observing over a window, not synchronising
+			}
+			for _, l := range te.logs.All() {
+				if line := fmt.Sprint(l.Message, l.ContextMap()); issuedToken.MatchString(line) {
+					t.Errorf("a log line quotes the access token of the refused answer: %s", line)
+				}
 			}
 			calls := te.api.TokenCalls()
 			t.Logf("expires_in %s: answered in %s, %d token calls in 3 s", expiresIn, answered.Round(time.Millisecond), calls)

@@ -107,22 +107,41 @@ func Fetch(ctx context.Context, rt http.RoundTripper, base *url.URL, clientID st
 		return nil, body, apiError(resp, body)
 	}
 	var a struct {
-		AccessToken string `json:"access_token"`
-		TokenType   string `json:"token_type"`
-		ExpiresIn   *int64 `json:"expires_in"`
+		AccessToken string          `json:"access_token"`
+		TokenType   string          `json:"token_type"`
+		ExpiresIn   json.RawMessage `json:"expires_in"`
 	}
 	if err := json.Unmarshal(body, &a); err != nil || a.AccessToken == "" {
+		if bytes.Contains(body, []byte("access_token")) {
+			// Whatever broke the JSON, it may carry a token: never quote it.
+			return nil, body, fmt.Errorf("%w: %d with a body that is not a token answer (%d bytes, not shown: it may hold a token)",
+				ErrBadAnswer, resp.StatusCode, len(body))
+		}
 		return nil, body, fmt.Errorf("%w: %d with body %q", ErrBadAnswer, resp.StatusCode, snippet(body))
 	}
 	// The body holds the token from here on: messages quote only expires_in.
-	switch {
-	case a.ExpiresIn == nil:
-		return nil, body, fmt.Errorf("%w: %d without expires_in: the token's lifetime is unknown", ErrBadAnswer, resp.StatusCode)
-	case *a.ExpiresIn < int64(MinLifetime/time.Second) || *a.ExpiresIn > int64(MaxLifetime/time.Second):
-		return nil, body, fmt.Errorf("%w: expires_in %d is not a lifetime between %d s and %d s (Payrails issues 600 s)",
-			ErrBadAnswer, *a.ExpiresIn, int64(MinLifetime/time.Second), int64(MaxLifetime/time.Second))
+	lifetime, err := parseLifetime(a.ExpiresIn)
+	if err != nil {
+		return nil, body, fmt.Errorf("%w: %d with %v", ErrBadAnswer, resp.StatusCode, err)
 	}
-	return &Token{AccessToken: a.AccessToken, TokenType: a.TokenType, ExpiresIn: *a.ExpiresIn}, body, nil
+	return &Token{AccessToken: a.AccessToken, TokenType: a.TokenType, ExpiresIn: lifetime}, body, nil
+}
+
+// parseLifetime reads expires_in: whole seconds within MinLifetime and
+// MaxLifetime. Its errors quote the value, which is never secret.
+func parseLifetime(raw json.RawMessage) (int64, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return 0, errors.New("no expires_in: the token's lifetime is unknown")
+	}
+	var secs int64
+	if err := json.Unmarshal(raw, &secs); err != nil {
+		return 0, fmt.Errorf("expires_in %.40s, which is not a whole number of seconds", raw)
+	}
+	lo, hi := int64(MinLifetime/time.Second), int64(MaxLifetime/time.Second)
+	if secs < lo || secs > hi {
+		return 0, fmt.Errorf("expires_in %d, which is not a lifetime between %d s and %d s (Payrails issues 600 s)", secs, lo, hi)
+	}
+	return secs, nil
 }
 
 func apiError(resp *http.Response, body []byte) *APIError {
