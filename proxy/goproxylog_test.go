@@ -109,3 +109,48 @@ func TestGoproxyLogsNoRequestData(t *testing.T) {
 		}
 	}
 }
+
+// TestLogsCarryNoQueryOrKey: whatever way a forward request ends (answered,
+// upstream unreachable, upstream breaking off mid-body, refused host), no
+// log line carries its query string or its X-Api-Key value.
+func TestLogsCarryNoQueryOrKey(t *testing.T) {
+	const (
+		card   = "4111111111111111"
+		apiKey = "sk-live-7f3c9a1e5b"
+	)
+	ps := newPKI(t)
+	up := startStandin(t, ps, nil)
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := dead.Addr().String()
+	dead.Close() // nothing listens there any more
+	e := startProxy(t, proxy.Config{Upstreams: []proxy.UpstreamConfig{
+		upstreamConfig("live", hostA, up.Addr, ps, sourceOf(ps.client)),
+		upstreamConfig("down", hostB, deadAddr, ps, sourceOf(ps.client)),
+	}})
+	c := e.forwardClient(t)
+	for _, target := range []string{
+		"http://" + hostA + "/v1/x?card=" + card,
+		"http://" + hostB + "/v1/x?card=" + card,
+		"http://" + hostA + "/cut/1000?length=5000&card=" + card,
+		"http://api.elsewhere.test/v1/x?card=" + card,
+	} {
+		req, _ := http.NewRequest(http.MethodGet, target, nil)
+		req.Header.Set("X-Api-Key", apiKey)
+		if resp, err := c.Do(req); err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+	// At least one line per request (Go's client sends the broken-off GET
+	// twice).
+	waitFor(t, "a request line per request", func() bool { return e.logs.FilterMessage("request").Len() >= 4 })
+	for _, l := range e.logs.All() {
+		line := fmt.Sprint(l.LoggerName, " ", l.Message, " ", l.ContextMap())
+		if strings.Contains(line, card) || strings.Contains(line, apiKey) {
+			t.Errorf("a log line carries request data: %s", line)
+		}
+	}
+}
