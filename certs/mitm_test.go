@@ -143,6 +143,35 @@ func TestMITMCAConstraintsRefuseOtherNames(t *testing.T) {
 	}
 }
 
+// TestMinterLeavesVerifyWithOpenSSL: the leaves the Minter signs with a CA
+// from NewMITMCA pass openssl verify for the permitted host, and one
+// minted for a name under it (the Minter signs what it is asked) fails.
+func TestMinterLeavesVerifyWithOpenSSL(t *testing.T) {
+	const host = "api.acme.payrails.io"
+	ca := mitmCA(t, host)
+	bin := requireOpenSSL(t)
+	dir := t.TempDir()
+	caFile := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Leaf.Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m := NewMinter(func() *tls.Certificate { return ca }, 24*time.Hour, 4)
+	for name, ok := range map[string]bool{host: true, "evil." + host: false} {
+		leaf, err := m.Certificate(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := filepath.Join(dir, name+".pem")
+		if err := os.WriteFile(f, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Leaf.Raw}), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(bin, "verify", "-CAfile", caFile, "-purpose", "sslserver", f).CombinedOutput()
+		if (err == nil) != ok {
+			t.Errorf("openssl verify of the Minter's leaf for %s: %v, want ok=%v\n%s", name, err, ok, out)
+		}
+	}
+}
+
 // signLeafWithCAKey makes a server certificate for names signed with the
 // CA's key, without the Minter.
 func signLeafWithCAKey(t *testing.T, ca *tls.Certificate, names []string) *x509.Certificate {
