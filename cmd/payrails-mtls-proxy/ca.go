@@ -147,7 +147,7 @@ func writeCA(dir string, hosts []string, force bool) (string, string, error) {
 var caText = template.Must(template.New("ca").Parse(`Wrote {{.Cert}} (the CA certificate, to be trusted by the services)
 Wrote {{.Key}}  (its key, mode 0600: it stays with the proxy)
 
-The CA may sign for: {{.Hosts}} (name constraints; no other name, no IP address).
+The CA may sign for: {{.Hosts}} (name constraints: these names only, not the names under them, no IP address).
 
 Enable it in the proxy's configuration:
   connect: mitm
