@@ -1,9 +1,10 @@
 // Command compare is the side-by-side benchmark of payrails-mtls-proxy: it
 // runs the same plain-HTTP-in, mTLS-out job through this proxy (base-URL and
-// forward mode), nginx, HAProxy and stunnel4 against an nginx stand-in for
-// the Payrails API that requires the client certificate, and prints one
-// table with each figure's ratio to the best of those peers. See
-// bench/README.md.
+// forward mode), nginx, HAProxy, stunnel4 and Caddy against an nginx
+// stand-in for the Payrails API that requires the client certificate, and
+// prints one table with each figure's ratio to the best of those peers.
+// By default each peer is pinned to one CPU with one worker, as a sidecar
+// with a 1-CPU limit. See bench/README.md.
 //
 // Everything runs on 127.0.0.1; every process it starts is stopped and its
 // temporary folder removed on exit, error, Ctrl-C or SIGTERM.
@@ -25,19 +26,21 @@ import (
 
 // options are the command-line flags.
 type options struct {
-	duration    time.Duration
-	warmup      time.Duration
-	runs        int
-	scenarios   []string
-	peers       []string
-	requireAll  bool
-	proxyBin    string
-	repo        string
-	jsonOut     string
-	peerCPUs    string
-	wanRTT      time.Duration
-	wanRequests int
-	upstreamH2  bool
+	duration       time.Duration
+	warmup         time.Duration
+	runs           int
+	scenarios      []string
+	peers          []string
+	requireAll     bool
+	proxyBin       string
+	repo           string
+	jsonOut        string
+	peerCPUs       string
+	wanRTT         time.Duration
+	wanRequests    int
+	sparseRequests int // timed requests per sparse run and peer
+	rotations      int // rotations (each with one timed request) per rotated run and peer
+	upstreamH2     bool
 }
 
 // bench is the state of one run, shared by the scenarios.
@@ -93,9 +96,12 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.proxyBin, "proxy-bin", "", "payrails-mtls-proxy binary (default: build it with scripts/build.sh)")
 	fs.StringVar(&o.repo, "repo", "", "repository root, for scripts/build.sh (default: found from the working directory)")
 	fs.StringVar(&o.jsonOut, "json", "", "also write the raw results to this file")
-	fs.StringVar(&o.peerCPUs, "peer-cpus", "none", "CPUs for the peer under test: none (everything shares every CPU), auto (the upper half; wrk and the stand-in API get the rest) or a list such as 1 or 2-3")
+	fs.StringVar(&o.peerCPUs, "peer-cpus", shapePinned, "CPUs for the peer under test: pinned (the last CPU, one worker: a sidecar with a 1-CPU limit; "+
+		"wrk, the stand-in API and the runner get the rest), none (unpinned: everything shares every CPU), auto (the upper half) or a list such as 1 or 2-3")
 	fs.DurationVar(&o.wanRTT, "wan-rtt", 20*time.Millisecond, "round-trip time the wan relay adds")
 	fs.IntVar(&o.wanRequests, "wan-requests", 100, "timed sequential requests per wan run and client")
+	fs.IntVar(&o.sparseRequests, "sparse-requests", 10, "timed requests per sparse run and peer, each "+sparseGap.String()+" after the previous")
+	fs.IntVar(&o.rotations, "rotations", 10, "certificate rotations per rotated run and peer, each followed by one timed request")
 	fs.BoolVar(&o.upstreamH2, "upstream-h2", false, "let the stand-in API offer HTTP/2 (only this proxy uses it)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -114,6 +120,10 @@ func parseFlags(args []string) (options, error) {
 		return o, fmt.Errorf("--wan-requests %d: want 1 to 10000", o.wanRequests)
 	case o.wanRTT < 0 || o.wanRTT > time.Second:
 		return o, fmt.Errorf("--wan-rtt %s: want 0 to 1s", o.wanRTT)
+	case o.sparseRequests < 1 || o.sparseRequests > 50:
+		return o, fmt.Errorf("--sparse-requests %d: want 1 to 50", o.sparseRequests)
+	case o.rotations < 1 || o.rotations > 50:
+		return o, fmt.Errorf("--rotations %d: want 1 to 50", o.rotations)
 	}
 	var err error
 	if o.scenarios, err = pickNames("--scenarios", scenarios, scenarioNames()); err != nil {
@@ -191,6 +201,7 @@ func run(ctx context.Context, opts options) (err error) {
 		}
 		rows, ran = append(rows, r...), append(ran, s)
 	}
+	relateToWAN(rows)
 	m := b.collectMeta(ctx)
 	m.TookTotal = time.Since(b.start).Round(time.Second).String()
 	rep := report{Meta: m, Rows: rows, Checks: checkTargets(rows)}
@@ -209,8 +220,22 @@ func (b *bench) print(rep report, ran []scenario) {
 	printTable(os.Stdout, ran, rep.Rows)
 	fmt.Println()
 	fmt.Println("targets (this proxy, both modes):")
+	notRun := map[string]bool{}
 	for _, l := range rep.Checks {
+		if !slices.ContainsFunc(ran, func(s scenario) bool { return s.Name == l.Scenario }) {
+			notRun[l.Scenario] = true
+			continue
+		}
 		fmt.Println("  " + l.String())
+	}
+	if len(notRun) > 0 {
+		var names []string
+		for _, s := range allScenarios {
+			if notRun[s.Name] {
+				names = append(names, s.Name)
+			}
+		}
+		fmt.Printf("  (targets of %s not checked: not run)\n", strings.Join(names, ", "))
 	}
 	fmt.Printf("\ntook %s\n", rep.Meta.TookTotal)
 }

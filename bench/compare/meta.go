@@ -16,11 +16,16 @@ type meta struct {
 	Date      string   `json:"date"`
 	NProc     int      `json:"nproc"`
 	CPUModel  string   `json:"cpu_model"`
+	Shape     string   `json:"shape"` // pinned or unpinned (custom: --peer-cpus auto or a list)
 	CPUPlan   string   `json:"cpu_plan"`
+	ProxyBin  string   `json:"proxy_binary,omitempty"` // --proxy-bin, or how it was built
+	ProxySize int64    `json:"proxy_binary_bytes,omitempty"`
 	Versions  []string `json:"versions"`
 	Duration  string   `json:"duration_per_run"`
 	Runs      int      `json:"runs"`
 	WAN       string   `json:"wan"`
+	Sparse    string   `json:"sparse"`
+	Rotated   string   `json:"rotated"`
 	Peers     []string `json:"peers"`   // one "name: what it is" line each
 	Skipped   []string `json:"skipped"` // peers not run and why
 	LoadAvg   string   `json:"load_average_at_start"`
@@ -34,13 +39,25 @@ func (b *bench) collectMeta(ctx context.Context) meta {
 		Date:     time.Now().Format(time.RFC3339),
 		NProc:    runtime.NumCPU(),
 		CPUModel: cpuModel(),
+		Shape:    b.cpus.Shape,
 		CPUPlan:  b.cpus.String(),
+		ProxyBin: b.proxyBin,
 		Duration: b.opts.duration.String(),
 		Runs:     b.opts.runs,
 		WAN: fmt.Sprintf("RTT %s through a delay relay, %d sequential requests per run, new connection per request",
 			b.opts.wanRTT, b.opts.wanRequests),
+		Sparse: fmt.Sprintf("wan relay, stand-in keep-alive timeout %s, %d requests per run and peer, each %s after the previous, "+
+			"new client connection per request", shortKeepAlive, b.opts.sparseRequests, sparseGap),
+		Rotated: fmt.Sprintf("wan relay, stand-in keep-alive timeout %s, %d rotations per run and peer, "+
+			"the first request after each timed", shortKeepAlive, b.opts.rotations),
 		Skipped: b.skipped,
 		LoadAvg: b.loadAvg,
+	}
+	if st, err := os.Stat(b.proxyBin); b.proxyBin != "" && err == nil {
+		m.ProxySize = st.Size()
+		if b.opts.proxyBin == "" {
+			m.ProxyBin = "built with scripts/build.sh"
+		}
 	}
 	if now, err := readCPUCounters(); err == nil {
 		m.Steal = stealShare(b.counters, now)
@@ -48,7 +65,8 @@ func (b *bench) collectMeta(ctx context.Context) meta {
 	for _, p := range b.peers {
 		m.Peers = append(m.Peers, p.Name+": "+p.About)
 	}
-	probes := [][]string{{"wrk", "-v"}, {"nginx", "-v"}, {"haproxy", "-v"}, {"stunnel4", "-version"}, {"openssl", "version"}}
+	probes := [][]string{{"wrk", "-v"}, {"nginx", "-v"}, {"haproxy", "-v"}, {"stunnel4", "-version"}, {"caddy", "version"},
+		{"openssl", "version"}}
 	if b.proxyBin != "" {
 		probes = append([][]string{{b.proxyBin, "version"}}, probes...)
 	}
@@ -82,6 +100,8 @@ func toolVersion(ctx context.Context, argv ...string) string {
 			return strings.Join(strings.Fields(line)[:2], " ")
 		case strings.HasPrefix(line, "OpenSSL "), strings.HasPrefix(line, "payrails-mtls-proxy"):
 			return line
+		case argv[0] == "caddy" && line != "": // caddy version prints the bare version, "2.6.2" or "v2.7.6 h1:..."
+			return "caddy " + strings.Fields(line)[0]
 		}
 	}
 	return ""
@@ -104,18 +124,24 @@ func cpuModel() string {
 // printHeader writes the lines above the table.
 func printHeader(w io.Writer, m meta) {
 	fmt.Fprintf(w, "payrails-mtls-proxy side-by-side benchmark, %s\n", m.Date)
-	fmt.Fprintf(w, "machine: nproc %d, %s; %s; load average at start %s; CPU steal during the run %.1f%%\n",
-		m.NProc, m.CPUModel, m.CPUPlan, m.LoadAvg, 100*m.Steal)
+	fmt.Fprintf(w, "%s\n", m.CPUPlan)
+	fmt.Fprintf(w, "machine: nproc %d, %s; load average at start %s; CPU steal during the run %.1f%%\n",
+		m.NProc, m.CPUModel, m.LoadAvg, 100*m.Steal)
 	fmt.Fprintf(w, "tools: %s\n", strings.Join(m.Versions, "; "))
-	fmt.Fprintf(w, "runs: %d × %s per scenario and peer, medians shown; wan: %s\n", m.Runs, m.Duration, m.WAN)
+	if m.ProxyBin != "" {
+		fmt.Fprintf(w, "proxy binary: %s, %.1f MiB (%d bytes)\n", m.ProxyBin, float64(m.ProxySize)/(1<<20), m.ProxySize)
+	}
+	fmt.Fprintf(w, "runs: %d × %s per scenario and peer, medians shown\n", m.Runs, m.Duration)
+	fmt.Fprintf(w, "wan: %s\nsparse: %s\nrotated: %s\n", m.WAN, m.Sparse, m.Rotated)
 	for _, p := range m.Peers {
 		fmt.Fprintf(w, "  %s\n", p)
 	}
 	for _, s := range m.Skipped {
 		fmt.Fprintf(w, "  skipped %s\n", s)
 	}
-	fmt.Fprintln(w, "×best = value / best of nginx, haproxy, stunnel in that scenario "+
-		"(req/s, MiB/s: higher is better; latency, CPU, RSS: lower is better)")
+	fmt.Fprintln(w, "×best = value / best of nginx, haproxy, stunnel, caddy in that scenario "+
+		"(req/s, MiB/s: higher is better; latency, CPU, memory: lower is better); "+
+		"anon/file MiB = sampled peak RssAnon/RssFile over the peer's processes; p50 ×wan = p50 / the same peer's wan p50")
 }
 
 // loadAverage is the 1-minute load average from /proc/loadavg: a busy

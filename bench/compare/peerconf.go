@@ -5,7 +5,8 @@ import "text/template"
 // The peers' configurations. Each template gets: Dir (the peer's own
 // folder), Addr (its plain-HTTP listener), Admin (a second free port), API
 // (the upstream address: the stand-in API or the wan relay), Host
-// (apiHost), PKI (*pkiFiles) and Workers (cores per peer).
+// (apiHost), PKI (*pkiFiles, with the peer's own client certificate files),
+// Workers (cores per peer), and Port and Bind (Addr's port and host).
 
 // nginxConf: nginx as a reverse proxy with a pool of kept-alive mTLS
 // connections. proxy_buffering off streams the body as this proxy does
@@ -81,13 +82,16 @@ backend api
 
 // stunnelConf: stunnel in client mode. It works on TCP: each client
 // connection gets its own TLS connection to the API (resumed from its
-// session cache), held exactly as long as the client's.
+// session cache), held exactly as long as the client's. The global log
+// level is info, for the "bound to" line that ends a reload (rotated);
+// the service's is errors only, so that no line is written per connection.
 var stunnelConf = template.Must(template.New("stunnel").Parse(`foreground = yes
 pid =
-debug = 3
+debug = 6
 syslog = no
 [api]
 client = yes
+debug = 3
 accept = {{.Addr}}
 connect = {{.API}}
 sni = {{.Host}}
@@ -97,6 +101,39 @@ CAfile = {{.PKI.CA}}
 verifyChain = yes
 checkHost = {{.Host}}
 TIMEOUTclose = 0
+`))
+
+// caddyConf: Caddy's reverse_proxy with the client certificate and a
+// keep-alive pool of 64 idle connections (as nginx's keepalive 64) kept for
+// 300 s (as nginx's upstream keepalive_timeout). Caddy logs no requests
+// without a log directive in the site; automatic HTTPS is off, and the
+// admin API (for caddy reload) is on the peer's admin port. Caddy 2.6 has
+// no persist_config: it saves each loaded configuration under
+// XDG_CONFIG_HOME, the peer's own folder. The transport offers HTTP/1.1 and h2, its
+// default; the stand-in only speaks HTTP/1.1 unless --upstream-h2.
+var caddyConf = template.Must(template.New("caddy").Parse(`{
+	admin {{.Admin}}
+	auto_https off
+	log {
+		level WARN
+	}
+}
+
+http://:{{.Port}} {
+	bind {{.Bind}}
+	reverse_proxy {{.API}} {
+		header_up Host {{.Host}}
+		transport http {
+			tls
+			tls_client_auth {{.PKI.ClientCert}} {{.PKI.ClientKey}}
+			tls_trusted_ca_certs {{.PKI.CA}}
+			tls_server_name {{.Host}}
+			keepalive 300s
+			keepalive_idle_conns 64
+			keepalive_idle_conns_per_host 64
+		}
+	}
+}
 `))
 
 // proxyConf: this proxy, one upstream, logging only warnings (at info it

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -29,6 +30,10 @@ type peer struct {
 	// ready, when set, is polled (GET, 200) on the admin address after the
 	// listener is up.
 	ready string
+	// reload makes the running peer read its configuration and certificate
+	// files again and returns once the reload is complete (rotated). It is
+	// nil for this proxy, which watches its certificate folder instead.
+	reload func(ctx context.Context, b *bench, in *instance) error
 }
 
 // allPeers is every peer the runner knows, in table order.
@@ -36,15 +41,23 @@ var allPeers = []peer{
 	{Name: "nginx", Tool: "nginx", Ref: true, About: "nginx proxy_pass https, upstream keepalive 64, ssl_session_reuse",
 		conf: nginxConf, confName: "nginx.conf", argv: func(_ *bench, bin, dir, conf string) ([]string, []string) {
 			return []string{bin, "-p", dir, "-c", conf, "-e", filepath.Join(dir, "error.log")}, nil
-		}},
-	{Name: "haproxy", Tool: "haproxy", Ref: true, About: "HAProxy mode http, server ssl crt, http-reuse always",
+		}, reload: reloadNginx},
+	{Name: "haproxy", Tool: "haproxy", Ref: true, About: "HAProxy mode http, server ssl crt, http-reuse always (master-worker, -W)",
 		conf: haproxyConf, confName: "haproxy.cfg", argv: func(_ *bench, bin, _, conf string) ([]string, []string) {
-			return []string{bin, "-db", "-f", conf}, nil
-		}},
+			return []string{bin, "-W", "-db", "-f", conf}, nil
+		}, reload: reloadHAProxy},
 	{Name: "stunnel", Tool: "stunnel4", Ref: true, About: "stunnel4 client = yes (TCP: one upstream TLS connection per client connection)",
 		conf: stunnelConf, confName: "stunnel.conf", argv: func(_ *bench, bin, _, conf string) ([]string, []string) {
 			return []string{bin, conf}, nil
-		}},
+		}, reload: reloadStunnel},
+	{Name: "caddy", Tool: "caddy", Ref: true, About: "Caddy reverse_proxy, transport http tls_client_auth, keep-alive pool 64",
+		conf: caddyConf, confName: "Caddyfile", argv: func(b *bench, bin, dir, conf string) ([]string, []string) {
+			// Caddy keeps its state under XDG_DATA_HOME and XDG_CONFIG_HOME:
+			// the peer's folder, not the runner's home.
+			return []string{bin, "run", "--config", conf, "--adapter", "caddyfile"},
+				[]string{"GOMAXPROCS=" + strconv.Itoa(b.cpus.Workers), "HOME=" + dir,
+					"XDG_DATA_HOME=" + filepath.Join(dir, "data"), "XDG_CONFIG_HOME=" + filepath.Join(dir, "config")}
+		}, reload: reloadCaddy},
 	{Name: "proxy-base", About: "this proxy, base-URL mode (origin-form GET /path)",
 		conf: proxyConf, confName: "config.yaml", argv: proxyArgv, ready: "/readyz"},
 	{Name: "proxy-fwd", Forward: true, About: "this proxy, forward mode (absolute-form GET http://api.bench.test/path)",
@@ -58,9 +71,13 @@ func proxyArgv(b *bench, bin, _, conf string) ([]string, []string) {
 // instance is a running peer.
 type instance struct {
 	peer
-	proc  *proc
-	addr  string // plain-HTTP listener
-	admin string
+	proc     *proc
+	addr     string     // plain-HTTP listener
+	admin    string     // this proxy's admin listener, Caddy's admin API
+	dir      string     // the peer's own folder
+	confPath string     // its configuration file
+	pki      *pkiFiles  // with the peer's own client certificate files
+	pairs    [][]string // this proxy: the files of each pair in its folder, oldest first (rotated)
 }
 
 // startPeer starts p in a fresh folder with api as its upstream, pinned to
@@ -74,24 +91,31 @@ func (b *bench) startPeer(ctx context.Context, procs *procSet, p peer, api strin
 	if err := os.Mkdir(filepath.Join(dir, "tmp"), 0o755); err != nil {
 		return nil, err
 	}
-	in := &instance{peer: p}
+	in := &instance{peer: p, dir: dir, confPath: filepath.Join(dir, p.confName)}
+	if in.pki, err = b.pki.forPeer(dir); err != nil {
+		return nil, err
+	}
+	in.pairs = [][]string{{in.pki.ClientCert, in.pki.ClientKey}}
 	if in.addr, err = freeAddr(); err != nil {
 		return nil, err
 	}
 	if in.admin, err = freeAddr(); err != nil {
 		return nil, err
 	}
+	bind, port, err := net.SplitHostPort(in.addr)
+	if err != nil {
+		return nil, err
+	}
 	var conf bytes.Buffer
 	data := map[string]any{"Dir": dir, "Addr": in.addr, "Admin": in.admin, "API": api, "Host": apiHost,
-		"PKI": b.pki, "Workers": b.cpus.Workers}
+		"PKI": in.pki, "Workers": b.cpus.Workers, "Bind": bind, "Port": port}
 	if err := p.conf.Execute(&conf, data); err != nil {
 		return nil, err
 	}
-	confPath := filepath.Join(dir, p.confName)
-	if err := os.WriteFile(confPath, conf.Bytes(), 0o600); err != nil {
+	if err := os.WriteFile(in.confPath, conf.Bytes(), 0o600); err != nil {
 		return nil, err
 	}
-	args, env := p.argv(b, b.toolPath(p), dir, confPath)
+	args, env := p.argv(b, b.toolPath(p), dir, in.confPath)
 	if in.proc, err = procs.start(p.Name, b.cpus.Peer, filepath.Join(dir, "out.log"), env, args...); err != nil {
 		return nil, err
 	}

@@ -9,6 +9,9 @@ import (
 	"time"
 )
 
+// installHint is how to install every tool the runner uses, on Debian 12.
+const installHint = "apt-get install -y wrk nginx-light haproxy stunnel4 caddy"
+
 // prepare does everything before the first scenario: tools, CPU plan, the
 // proxy binary, the PKI, the stand-in API (which joins procs) and the
 // forward-mode wrk script check.
@@ -26,7 +29,7 @@ func (b *bench) prepare(ctx context.Context, procs *procSet) error {
 	}
 	for _, tool := range need {
 		if _, err := exec.LookPath(tool); err != nil {
-			return fmt.Errorf("%s is required (apt-get install -y wrk nginx-light haproxy stunnel4): %w", tool, err)
+			return fmt.Errorf("%s is required (%s): %w", tool, installHint, err)
 		}
 	}
 	if err := b.selectPeers(); err != nil {
@@ -34,6 +37,11 @@ func (b *bench) prepare(ctx context.Context, procs *procSet) error {
 	}
 	if err := b.findProxy(ctx); err != nil {
 		return err
+	}
+	if len(b.cpus.Load) > 0 { // after the build, which may use every CPU
+		if err := pinSelf(b.cpus.Load); err != nil {
+			return fmt.Errorf("pinning the runner to CPU %s: %w", cpuListString(b.cpus.Load), err)
+		}
 	}
 	b.progress("generating the PKI (RSA-4096 client key)")
 	if b.pki, err = makePKI(b.dir); err != nil {
@@ -58,7 +66,7 @@ func (b *bench) selectPeers() error {
 				if b.opts.requireAll {
 					return fmt.Errorf("peer %s needs %s, which is not installed (--require-all)", p.Name, p.Tool)
 				}
-				msg := fmt.Sprintf("%s: %s is not installed (apt-get install -y wrk nginx-light haproxy stunnel4)", p.Name, p.Tool)
+				msg := fmt.Sprintf("%s: %s is not installed (%s)", p.Name, p.Tool, installHint)
 				b.skipped = append(b.skipped, msg)
 				b.progress("skipping %s", msg)
 				continue
@@ -106,18 +114,22 @@ func (b *bench) estimate() time.Duration {
 		if !slices.Contains(b.opts.scenarios, s.Name) {
 			continue
 		}
-		if s.Name == "wan" {
+		start := n * 2 * time.Second // each peer started and checked
+		switch s.Name {
+		case "wan":
 			// A direct request costs about 3 RTT (TCP, TLS, HTTP) plus the
 			// RSA-4096 signature; a pooled one about 1 RTT.
 			per := time.Duration(b.opts.wanRequests+wanWarm) * b.opts.wanRTT
 			total += runs * (3*per + 10*time.Millisecond*time.Duration(b.opts.wanRequests) + n*2*per)
-			continue
-		}
-		if s.Name == "mitm" { // this proxy only, two ways
+		case "sparse": // the peers take turns within each gap
+			total += start + runs*time.Duration(b.opts.sparseRequests)*(sparseGap+n*5*b.opts.wanRTT)
+		case "rotated": // a second RSA-4096 key; then a reload and a request per rotation and peer
+			total += 5*time.Second + start + runs*time.Duration(b.opts.rotations)*n*(400*time.Millisecond+5*b.opts.wanRTT)
+		case "mitm": // this proxy only, two ways
 			total += 2 * (2*time.Second + runs*b.opts.duration)
-			continue
+		default:
+			total += n * (b.opts.warmup + time.Second + runs*(b.opts.duration+300*time.Millisecond))
 		}
-		total += n * (b.opts.warmup + time.Second + runs*(b.opts.duration+300*time.Millisecond))
 	}
 	return total
 }

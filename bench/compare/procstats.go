@@ -19,6 +19,7 @@ const clockTick = 10 * time.Millisecond
 type procStat struct {
 	PID   int
 	Comm  string
+	State string // R running, S sleeping, Z zombie... (proc(5))
 	PGRP  int    // process group: a peer and everything it forks share one
 	UTime uint64 // clock ticks in user mode, all threads included
 	STime uint64 // clock ticks in kernel mode, all threads included
@@ -46,7 +47,7 @@ func parseStat(line string) (procStat, error) {
 	if len(f) < 13 {
 		return procStat{}, fmt.Errorf("stat line %q: %d fields after comm, want at least 13", abbreviate(line), len(f))
 	}
-	s := procStat{PID: pid, Comm: line[open+1 : end]}
+	s := procStat{PID: pid, Comm: line[open+1 : end], State: f[0]}
 	if s.PGRP, err = strconv.Atoi(f[5-3]); err != nil {
 		return procStat{}, fmt.Errorf("stat line %q: pgrp: %w", abbreviate(line), err)
 	}
@@ -59,25 +60,56 @@ func parseStat(line string) (procStat, error) {
 	return s, nil
 }
 
+// statusField returns the value of the "Key:\tvalue" line of
+// /proc/PID/status (proc(5)), trimmed.
+func statusField(status, key string) (string, error) {
+	for _, line := range strings.Split(status, "\n") {
+		name, rest, ok := strings.Cut(line, ":")
+		if ok && name == key {
+			return strings.TrimSpace(rest), nil
+		}
+	}
+	return "", fmt.Errorf("status has no %s line", key)
+}
+
 // parseStatusKB returns the value of a "Key:   1234 kB" line of
 // /proc/PID/status in bytes.
 func parseStatusKB(status, key string) (int64, error) {
-	for _, line := range strings.Split(status, "\n") {
-		name, rest, ok := strings.Cut(line, ":")
-		if !ok || name != key {
-			continue
-		}
-		f := strings.Fields(rest)
-		if len(f) != 2 || f[1] != "kB" {
-			return 0, fmt.Errorf("status line %q: want \"%s: N kB\"", line, key)
-		}
-		kb, err := strconv.ParseInt(f[0], 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("status line %q: %w", line, err)
-		}
-		return kb * 1024, nil
+	v, err := statusField(status, key)
+	if err != nil {
+		return 0, err
 	}
-	return 0, fmt.Errorf("status has no %s line", key)
+	f := strings.Fields(v)
+	if len(f) != 2 || f[1] != "kB" {
+		return 0, fmt.Errorf("status line %q: want \"%s: N kB\"", key+": "+v, key)
+	}
+	kb, err := strconv.ParseInt(f[0], 10, 64)
+	if err != nil || kb < 0 {
+		return 0, fmt.Errorf("status line %q: want a count of kB", key+": "+v)
+	}
+	return kb * 1024, nil
+}
+
+// memUse is a process's resident memory split as a pod's limit sees it:
+// anonymous pages (heap, stacks: what the limit is really spent on) and
+// file-backed pages (the binary's text and mapped libraries: shared and
+// reclaimable).
+type memUse struct {
+	Anon int64 // RssAnon, bytes
+	File int64 // RssFile, bytes
+}
+
+// parseMemStatus reads RssAnon and RssFile from /proc/PID/status.
+func parseMemStatus(status string) (memUse, error) {
+	anon, err := parseStatusKB(status, "RssAnon")
+	if err != nil {
+		return memUse{}, err
+	}
+	file, err := parseStatusKB(status, "RssFile")
+	if err != nil {
+		return memUse{}, err
+	}
+	return memUse{Anon: anon, File: file}, nil
 }
 
 // parseCPUList parses a kernel CPU list such as "0-3,6" (the format of
@@ -107,22 +139,25 @@ func parseCPUList(s string) ([]int, error) {
 }
 
 // allowedCPUs returns the CPUs this process may run on.
-func allowedCPUs() ([]int, error) {
-	b, err := os.ReadFile("/proc/self/status")
+func allowedCPUs() ([]int, error) { return cpusAllowedIn("/proc/self/status") }
+
+// cpusAllowedIn reads Cpus_allowed_list from a /proc status file (of a
+// process or of one of its threads, /proc/PID/task/TID/status).
+func cpusAllowedIn(statusPath string) ([]int, error) {
+	b, err := os.ReadFile(statusPath)
 	if err != nil {
 		return nil, err
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "Cpus_allowed_list:"); ok {
-			return parseCPUList(v)
-		}
+	v, err := statusField(string(b), "Cpus_allowed_list")
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", statusPath, err)
 	}
-	return nil, errors.New("/proc/self/status has no Cpus_allowed_list")
+	return parseCPUList(v)
 }
 
-// groupStats returns the stat of every live process in process group pgid.
-// A process that exits during the scan is skipped.
-func groupStats(pgid int) ([]procStat, error) {
+// scanProcs returns the stat of every live process. A process that exits
+// during the scan is skipped.
+func scanProcs() ([]procStat, error) {
 	paths, err := filepath.Glob("/proc/[0-9]*/stat")
 	if err != nil {
 		return nil, err
@@ -137,6 +172,19 @@ func groupStats(pgid int) ([]procStat, error) {
 		if err != nil {
 			return nil, err
 		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// groupStats returns the stat of every live process in process group pgid.
+func groupStats(pgid int) ([]procStat, error) {
+	all, err := scanProcs()
+	if err != nil {
+		return nil, err
+	}
+	var out []procStat
+	for _, s := range all {
 		if s.PGRP == pgid {
 			out = append(out, s)
 		}

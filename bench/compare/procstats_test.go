@@ -2,6 +2,8 @@ package main
 
 import (
 	"os"
+	"path/filepath"
+	"runtime"
 	"slices"
 	"syscall"
 	"testing"
@@ -17,16 +19,16 @@ func TestParseStat(t *testing.T) {
 		{"cat", "17920 (cat) R 17877 17877 18136 0 -1 4194304 101 0 0 0 0 0 0 0 20 0 1 0 440866 3133440 393 " +
 			"18446744073709551615 94776728350720 94776728370601 140728109096256 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 " +
 			"94776728386608 94776728388224 94777085751296 140728109099693 140728109099713 140728109099713 140728109101035 0",
-			procStat{PID: 17920, Comm: "cat", PGRP: 17877}},
+			procStat{PID: 17920, Comm: "cat", State: "R", PGRP: 17877}},
 		{"nginx worker", "22732 (nginx) S 1 22731 18136 0 -1 4194624 546 0 1 0 7 3 0 0 20 0 1 0 395569 24473600 1398 " +
 			"18446744073709551615 93910366801920 93910367585393 140726720914304 0 0 0 0 1073745920 402745863 1 0 0 17 0 0 0 0 0 0",
-			procStat{PID: 22732, Comm: "nginx", PGRP: 22731, UTime: 7, STime: 3}},
+			procStat{PID: 22732, Comm: "nginx", State: "S", PGRP: 22731, UTime: 7, STime: 3}},
 		{"process_api", "1 (process_api) S 0 0 0 0 -1 4194560 84029 13659566 0 3323 213 1080 63503 14987 20 0 13 0 24 " +
 			"40382464 2668 18446744073709551615 1 1 0 0 0 0 0 4096 1256 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0",
-			procStat{PID: 1, Comm: "process_api", PGRP: 0, UTime: 213, STime: 1080}},
+			procStat{PID: 1, Comm: "process_api", State: "S", PGRP: 0, UTime: 213, STime: 1080}},
 		// A command name may hold spaces and parentheses (prctl PR_SET_NAME).
 		{"odd comm", "4242 (a) b (c)) S 1 4240 4240 0 -1 0 0 0 0 0 150 50 0 0 20 0 1 0 1 1 1",
-			procStat{PID: 4242, Comm: "a) b (c)", PGRP: 4240, UTime: 150, STime: 50}},
+			procStat{PID: 4242, Comm: "a) b (c)", State: "S", PGRP: 4240, UTime: 150, STime: 50}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -65,6 +67,8 @@ VmLck:	       0 kB
 VmHWM:	   24812 kB
 VmRSS:	   20160 kB
 RssAnon:	    9216 kB
+RssFile:	   10944 kB
+RssShmem:	       0 kB
 Threads:	7
 Cpus_allowed_list:	0-1
 `
@@ -80,6 +84,8 @@ func TestParseStatusKB(t *testing.T) {
 		{"VmSwap", 0, true},  // absent
 		{"Threads", 0, true}, // not a kB line
 		{"VmH", 0, true},     // a prefix is not the key
+		{"RssAnon", 9216 * 1024, false},
+		{"RssFile", 10944 * 1024, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.key, func(t *testing.T) {
@@ -88,6 +94,23 @@ func TestParseStatusKB(t *testing.T) {
 				t.Errorf("parseStatusKB(%s) = %d, %v; want %d, error %v", tt.key, got, err, tt.want, tt.wantErr)
 			}
 		})
+	}
+}
+
+func TestParseMemStatus(t *testing.T) {
+	got, err := parseMemStatus(statusSample)
+	if want := (memUse{Anon: 9216 * 1024, File: 10944 * 1024}); err != nil || got != want {
+		t.Errorf("parseMemStatus = %+v, %v; want %+v", got, err, want)
+	}
+	// A kernel thread's status has no Rss lines; a garbled value is refused.
+	for _, bad := range []string{"Name:\tkthreadd\nState:\tS (sleeping)\n", "RssAnon:\t12 kB\n",
+		"RssAnon:\t-4 kB\nRssFile:\t1 kB\n", "RssAnon:\t4 MB\nRssFile:\t1 kB\n"} {
+		if got, err := parseMemStatus(bad); err == nil {
+			t.Errorf("parseMemStatus(%q) = %+v, want an error", bad, got)
+		}
+	}
+	if v, err := statusField(statusSample, "State"); v != "S (sleeping)" || err != nil {
+		t.Errorf("statusField(State) = %q, %v; want \"S (sleeping)\"", v, err)
 	}
 }
 
@@ -140,7 +163,11 @@ func TestPlanCPUs(t *testing.T) {
 		want    cpuPlan
 		wantErr bool
 	}{
+		{"pinned", []int{0, 1}, cpuPlan{Peer: []int{1}, Load: []int{0}, Workers: 1}, false},
+		{"pinned", []int{0, 1, 2, 3}, cpuPlan{Peer: []int{3}, Load: []int{0, 1, 2}, Workers: 1}, false},
+		{"pinned", []int{4}, cpuPlan{Workers: 1}, false}, // one CPU: nothing to pin apart
 		{"none", []int{0, 1}, cpuPlan{Workers: 2}, false},
+		{"unpinned", []int{0, 1}, cpuPlan{Workers: 2}, false},
 		{"auto", []int{0, 1}, cpuPlan{Peer: []int{1}, Load: []int{0}, Workers: 1}, false},
 		{"auto", []int{0, 1, 2, 3, 4}, cpuPlan{Peer: []int{3, 4}, Load: []int{0, 1, 2}, Workers: 2}, false},
 		{"auto", []int{0}, cpuPlan{Workers: 1}, false},
@@ -150,6 +177,9 @@ func TestPlanCPUs(t *testing.T) {
 	}
 	for _, tt := range tests {
 		got, err := planCPUs(tt.flag, tt.allowed)
+		if pinned := len(got.Peer) > 0; err == nil && pinned != (got.Shape != shapeUnpinned) {
+			t.Errorf("planCPUs(%q, %v): shape %q with peer CPUs %v", tt.flag, tt.allowed, got.Shape, got.Peer)
+		}
 		if (err != nil) != tt.wantErr || !slices.Equal(got.Peer, tt.want.Peer) || !slices.Equal(got.Load, tt.want.Load) ||
 			got.Workers != tt.want.Workers {
 			t.Errorf("planCPUs(%q, %v) = %+v, %v; want %+v, error %v", tt.flag, tt.allowed, got, err, tt.want, tt.wantErr)
@@ -168,5 +198,83 @@ func TestGroupStatsSelf(t *testing.T) {
 	}
 	if rss, err := groupPeakRSS(syscall.Getpgrp()); err != nil || rss <= 0 {
 		t.Errorf("groupPeakRSS = %d, %v; want > 0", rss, err)
+	}
+}
+
+// TestPinSelf moves the test process onto one CPU and back, and checks
+// every thread each time.
+func TestPinSelf(t *testing.T) {
+	allowed, err := allowedCPUs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(allowed) < 2 {
+		t.Skipf("one CPU allowed (%v): nothing to pin apart", allowed)
+	}
+	procs := runtime.GOMAXPROCS(0)
+	defer runtime.GOMAXPROCS(procs)
+	threadsOn := func(want []int) {
+		t.Helper()
+		tasks, err := filepath.Glob("/proc/self/task/[0-9]*")
+		if err != nil || len(tasks) == 0 {
+			t.Fatalf("listing threads: %v %v", tasks, err)
+		}
+		for _, task := range tasks {
+			got, err := cpusAllowedIn(filepath.Join(task, "status"))
+			if err != nil {
+				continue // the thread ended
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("thread %s allowed on %v, want %v", filepath.Base(task), got, want)
+			}
+		}
+	}
+	last := allowed[len(allowed)-1:]
+	if err := pinSelf(last); err != nil {
+		t.Fatal(err)
+	}
+	threadsOn(last)
+	if runtime.GOMAXPROCS(0) != 1 {
+		t.Errorf("GOMAXPROCS = %d after pinning to one CPU, want 1", runtime.GOMAXPROCS(0))
+	}
+	if err := pinSelf(allowed); err != nil {
+		t.Fatal(err)
+	}
+	threadsOn(allowed)
+}
+
+// TestSampleMemory samples a real child process: its peaks are positive
+// and land in its row; a peer that did not start is left alone.
+func TestSampleMemory(t *testing.T) {
+	procs := &procSet{}
+	defer procs.stopAll()
+	p, err := procs.start("sleep", nil, filepath.Join(t.TempDir(), "out.log"), nil, "sleep", "30")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Poll until the child runs sleep itself (not the runner's forked copy
+	// before exec): its comm is then "sleep".
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		stats, err := groupStats(p.pgid())
+		if err == nil && len(stats) == 1 && stats[0].Comm == "sleep" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("child group %d: %+v, %v", p.pgid(), stats, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if m := groupMembers(); !slices.Equal(m[p.pgid()], []int{p.pgid()}) {
+		t.Errorf("groupMembers()[%d] = %v, want the child alone", p.pgid(), m[p.pgid()])
+	}
+	s := sampleMemory([]*instance{{proc: p}, nil})
+	rows := []row{{Peer: "sleep"}, {Peer: "absent", Err: "start: boom"}}
+	s.record(rows)
+	if m := rows[0].Median; m.AnonMiB <= 0 || m.FileMiB <= 0 || rows[0].Err != "" {
+		t.Errorf("sleep's row: %+v, error %q; want positive anon and file peaks", m, rows[0].Err)
+	}
+	if rows[1].Median != (figures{}) || rows[1].Err != "start: boom" {
+		t.Errorf("absent peer's row changed: %+v", rows[1])
 	}
 }

@@ -13,6 +13,7 @@ import (
 type metric struct {
 	Header string
 	Higher bool // higher is better (req/s, MiB/s); otherwise lower is
+	NoBest bool // no ×best column: the figure is already a ratio
 	get    func(figures) float64
 }
 
@@ -22,10 +23,12 @@ var (
 	mP50   = metric{Header: "p50 ms", get: func(f figures) float64 { return f.P50ms }}
 	mP99   = metric{Header: "p99 ms", get: func(f figures) float64 { return f.P99ms }}
 	mMiBps = metric{Header: "MiB/s", Higher: true, get: func(f figures) float64 { return f.MiBps }}
+	mVsWAN = metric{Header: "p50 ×wan", NoBest: true, get: func(f figures) float64 { return f.P50vsWAN }}
 	mCPU   = metric{Header: "CPU ms/1k req", get: func(f figures) float64 { return f.CPUms1k }}
-	mRSS   = metric{Header: "peak RSS MiB", get: func(f figures) float64 { return f.RSSMiB }}
+	mAnon  = metric{Header: "anon MiB", get: func(f figures) float64 { return f.AnonMiB }}
+	mFile  = metric{Header: "file MiB", get: func(f figures) float64 { return f.FileMiB }}
 
-	columns = []metric{mRate, mMiBps, mP50, mP99, mCPU, mRSS}
+	columns = []metric{mRate, mMiBps, mP50, mP99, mVsWAN, mCPU, mAnon, mFile}
 )
 
 // best returns the best value of m among the reference peers' rows of one
@@ -49,7 +52,10 @@ func printTable(w io.Writer, scenarios []scenario, rows []row) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	head := []string{"scenario", "peer"}
 	for _, m := range columns {
-		head = append(head, m.Header, "×best")
+		head = append(head, m.Header)
+		if !m.NoBest {
+			head = append(head, "×best")
+		}
 	}
 	fmt.Fprintln(tw, strings.Join(head, "\t")+"\t")
 	for _, s := range scenarios {
@@ -73,20 +79,24 @@ func printTable(w io.Writer, scenarios []scenario, rows []row) {
 }
 
 // cell formats metric m of row r, and its ratio to the best reference
-// peer, when scenario s measures m.
+// peer, when scenario s measures m: two cells, or one for a NoBest metric.
 func cell(s scenario, srows []row, r row, m metric) []string {
-	if !measures(s, m) {
-		return []string{"", ""}
-	}
 	v := m.get(r.Median)
-	if v <= 0 {
-		return []string{"-", ""}
+	out := []string{"", ""}
+	switch {
+	case !measures(s, m):
+	case v <= 0:
+		out[0] = "-"
+	default:
+		out[0] = formatValue(v)
+		if b, _, ok := best(srows, m); ok {
+			out[1] = fmt.Sprintf("%.2f", v/b)
+		}
 	}
-	ratio := ""
-	if b, _, ok := best(srows, m); ok {
-		ratio = fmt.Sprintf("%.2f", v/b)
+	if m.NoBest {
+		return out[:1]
 	}
-	return []string{formatValue(v), ratio}
+	return out
 }
 
 // measures reports whether scenario s has metric m among its columns.

@@ -10,31 +10,49 @@ import (
 
 func TestCheckTargets(t *testing.T) {
 	rows := []row{
+		{Scenario: "c64", Peer: "nginx", Ref: true, Median: figures{ReqPerSec: 30000, CPUms1k: 20}},
+		{Scenario: "c64", Peer: "caddy", Ref: true, Median: figures{ReqPerSec: 20000, CPUms1k: 30}},
+		{Scenario: "c64", Peer: "proxy-base", Median: figures{ReqPerSec: 19000, CPUms1k: 40, AnonMiB: 11.5}},
+		{Scenario: "c64", Peer: "proxy-fwd", Median: figures{ReqPerSec: 21000, CPUms1k: 41, AnonMiB: 12.5}},
 		{Scenario: "close", Peer: "nginx", Ref: true, Median: figures{ReqPerSec: 10000}},
 		{Scenario: "close", Peer: "haproxy", Ref: true, Median: figures{ReqPerSec: 12000}},
-		{Scenario: "close", Peer: "proxy-base", Median: figures{ReqPerSec: 12500}},
-		{Scenario: "close", Peer: "proxy-fwd", Median: figures{ReqPerSec: 11000}},
-		{Scenario: "c64", Peer: "haproxy", Ref: true, Median: figures{CPUms1k: 30, RSSMiB: 18}},
-		{Scenario: "c64", Peer: "stunnel", Ref: true, Median: figures{CPUms1k: 50}},
-		{Scenario: "c64", Peer: "proxy-base", Median: figures{CPUms1k: 60, RSSMiB: 39}},
-		{Scenario: "c64", Peer: "proxy-fwd", Median: figures{CPUms1k: 61, RSSMiB: 41}},
+		{Scenario: "close", Peer: "proxy-base", Median: figures{ReqPerSec: 9600}},
+		{Scenario: "close", Peer: "proxy-fwd", Median: figures{ReqPerSec: 9500}},
 		{Scenario: "wan", Peer: directName, Median: figures{P50ms: 80}},
-		{Scenario: "wan", Peer: "proxy-base", Median: figures{P50ms: 22}},
-		{Scenario: "wan", Peer: "proxy-fwd", Median: figures{P50ms: 41}},
+		{Scenario: "wan", Peer: "nginx", Ref: true, Median: figures{P50ms: 21}},
+		{Scenario: "wan", Peer: "caddy", Ref: true, Median: figures{P50ms: 22}},
+		{Scenario: "wan", Peer: "proxy-base", Median: figures{P50ms: 20}},
+		{Scenario: "wan", Peer: "proxy-fwd", Median: figures{P50ms: 21}},
+		{Scenario: "sparse", Peer: "nginx", Ref: true, Median: figures{P50ms: 60}},
+		{Scenario: "sparse", Peer: "caddy", Ref: true, Median: figures{P50ms: 70}},
+		{Scenario: "sparse", Peer: "proxy-base", Median: figures{P50ms: 23}},
+		{Scenario: "sparse", Peer: "proxy-fwd", Median: figures{P50ms: 31}},
 	}
 	want := []checkResult{
-		{Scenario: "close", Metric: "req/s", Peer: "proxy-base", Verdict: "PASS",
-			Detail: "12500 = 1.04× best peer (haproxy 12000); target ≥ 1×"},
-		{Scenario: "close", Metric: "req/s", Peer: "proxy-fwd", Verdict: "FAIL"},        // 0.92×
-		{Scenario: "c64", Metric: "CPU ms/1k req", Peer: "proxy-base", Verdict: "PASS"}, // 2.00× haproxy, the lowest
-		{Scenario: "c64", Metric: "CPU ms/1k req", Peer: "proxy-fwd", Verdict: "FAIL"},  // 2.03×
-		{Scenario: "c64", Metric: "peak RSS MiB", Peer: "proxy-base", Verdict: "PASS"},  // 39 MiB
-		{Scenario: "c64", Metric: "peak RSS MiB", Peer: "proxy-fwd", Verdict: "FAIL"},   // 41 MiB
-		{Scenario: "wan", Metric: "p50 ms", Peer: "proxy-base", Verdict: "PASS"},        // 0.28× direct
-		{Scenario: "wan", Metric: "p50 ms", Peer: "proxy-fwd", Verdict: "FAIL"},         // 0.51× direct
-		{Scenario: "c64", Metric: "req/s", Peer: "proxy-base", Verdict: "SKIP"},         // no req/s in these rows
-		{Scenario: "big", Metric: "MiB/s", Peer: "proxy-base", Verdict: "SKIP"},         // no big rows
-		{Scenario: "c1", Metric: "p50 ms", Peer: "proxy-fwd", Verdict: "SKIP"},          // no c1 rows
+		{Scenario: "c64", Metric: "req/s", Peer: "proxy-base", Against: "best peer", Verdict: "PASS"},         // 0.63×
+		{Scenario: "c64", Metric: "CPU ms/1k req", Peer: "proxy-base", Against: "best peer", Verdict: "PASS"}, // 2.00× nginx, the lowest
+		{Scenario: "c64", Metric: "CPU ms/1k req", Peer: "proxy-fwd", Against: "best peer", Verdict: "FAIL"},  // 2.05×
+		{Scenario: "c64", Metric: "anon MiB", Peer: "proxy-base", Against: "absolute", Verdict: "PASS",
+			Detail: "11.5 MiB; target ≤ 12 MiB"},
+		{Scenario: "c64", Metric: "anon MiB", Peer: "proxy-fwd", Against: "absolute", Verdict: "FAIL"},
+		{Scenario: "c64", Metric: "req/s", Peer: "proxy-base", Against: "caddy", Verdict: "FAIL"}, // 0.95× caddy
+		{Scenario: "c64", Metric: "req/s", Peer: "proxy-fwd", Against: "caddy", Verdict: "PASS"},  // 1.05× caddy
+		{Scenario: "close", Metric: "req/s", Peer: "proxy-base", Against: "best peer", Verdict: "PASS",
+			Detail: "9600 = 0.80× best peer (haproxy 12000); target ≥ 0.8×"},
+		{Scenario: "close", Metric: "req/s", Peer: "proxy-fwd", Against: "best peer", Verdict: "FAIL"}, // 0.79×
+		{Scenario: "close", Metric: "req/s", Peer: "proxy-base", Against: "caddy", Verdict: "SKIP"},    // no caddy row
+		{Scenario: "wan", Metric: "p50 ms", Peer: "proxy-base", Against: "best peer", Verdict: "PASS",
+			Detail: "20.0 = 0.95× best peer (nginx 21.0); target < 1×"}, // direct-mtls is not a peer
+		{Scenario: "wan", Metric: "p50 ms", Peer: "proxy-fwd", Against: "best peer", Verdict: "FAIL"},     // a tie does not beat
+		{Scenario: "wan", Metric: "p50 ms", Peer: "proxy-fwd", Against: "caddy", Verdict: "PASS"},         // a tie is at Caddy
+		{Scenario: "sparse", Metric: "p50 ms", Peer: "proxy-base", Against: "best peer", Verdict: "PASS"}, // 0.38×
+		{Scenario: "sparse", Metric: "p50 ms", Peer: "proxy-fwd", Against: "best peer", Verdict: "FAIL"},  // 0.52×
+		{Scenario: "sparse", Metric: "p50 ms", Peer: "proxy-base", Against: "own wan p50 ms", Verdict: "PASS",
+			Detail: "23.0 = 1.15× own wan p50 ms (wan 20.0); target ≤ 1.2×"},
+		{Scenario: "sparse", Metric: "p50 ms", Peer: "proxy-fwd", Against: "own wan p50 ms", Verdict: "FAIL"}, // 1.48×
+		{Scenario: "rotated", Metric: "p50 ms", Peer: "proxy-base", Against: "own wan p50 ms", Verdict: "SKIP"},
+		{Scenario: "big", Metric: "MiB/s", Peer: "proxy-base", Against: "best peer", Verdict: "SKIP"},
+		{Scenario: "c1", Metric: "p50 ms", Peer: "proxy-fwd", Against: "nginx", Verdict: "SKIP"},
 	}
 	got := checkTargets(rows)
 	if len(got) != 2*len(targets) {
@@ -42,15 +60,32 @@ func TestCheckTargets(t *testing.T) {
 	}
 	for _, w := range want {
 		i := slices.IndexFunc(got, func(c checkResult) bool {
-			return c.Scenario == w.Scenario && c.Metric == w.Metric && c.Peer == w.Peer
+			return c.Scenario == w.Scenario && c.Metric == w.Metric && c.Peer == w.Peer && c.Against == w.Against
 		})
+		name := w.Scenario + " " + w.Metric + " " + w.Peer + " vs " + w.Against
 		switch {
 		case i < 0:
-			t.Errorf("no result for %s %s %s", w.Scenario, w.Metric, w.Peer)
+			t.Errorf("no result for %s", name)
 		case got[i].Verdict != w.Verdict:
-			t.Errorf("%s %s %s: got %s (%s), want %s", w.Scenario, w.Metric, w.Peer, got[i].Verdict, got[i].Detail, w.Verdict)
+			t.Errorf("%s: got %s (%s), want %s", name, got[i].Verdict, got[i].Detail, w.Verdict)
 		case w.Detail != "" && got[i].Detail != w.Detail:
-			t.Errorf("%s %s %s: detail %q, want %q", w.Scenario, w.Metric, w.Peer, got[i].Detail, w.Detail)
+			t.Errorf("%s: detail %q, want %q", name, got[i].Detail, w.Detail)
+		}
+	}
+}
+
+func TestRelateToWAN(t *testing.T) {
+	rows := []row{
+		{Scenario: "wan", Peer: "nginx", Median: figures{P50ms: 20}},
+		{Scenario: "sparse", Peer: "nginx", Median: figures{P50ms: 50}},
+		{Scenario: "rotated", Peer: "nginx", Median: figures{P50ms: 30}},
+		{Scenario: "rotated", Peer: "caddy", Median: figures{P50ms: 30}}, // no wan row
+		{Scenario: "c1", Peer: "nginx", Median: figures{P50ms: 0.2}},
+	}
+	relateToWAN(rows)
+	for i, want := range []float64{0, 2.5, 1.5, 0, 0} {
+		if got := rows[i].Median.P50vsWAN; got != want {
+			t.Errorf("%s %s: p50 ×wan = %v, want %v", rows[i].Scenario, rows[i].Peer, got, want)
 		}
 	}
 }
@@ -78,6 +113,27 @@ func TestPrintTableRatios(t *testing.T) {
 	}
 	if strings.Contains(got, "log tail") {
 		t.Errorf("table holds more than the error's first line:\n%s", got)
+	}
+}
+
+// TestPrintTableNoBest: a ratio column (p50 ×wan) has no ×best column of
+// its own, and the memory columns have theirs.
+func TestPrintTableNoBest(t *testing.T) {
+	s := scenario{Name: "sparse", Metrics: []metric{mP50, mVsWAN, mAnon}}
+	rows := []row{
+		{Scenario: "sparse", Peer: "nginx", Ref: true, Median: figures{P50ms: 60, P50vsWAN: 3, AnonMiB: 4}},
+		{Scenario: "sparse", Peer: "proxy-base", Median: figures{P50ms: 30, P50vsWAN: 1.5, AnonMiB: 10}},
+	}
+	var out bytes.Buffer
+	printTable(&out, []scenario{s}, rows)
+	got := strings.Join(strings.Fields(out.String()), " ")
+	for _, want := range []string{
+		"p50 ×wan CPU ms/1k req ×best anon MiB ×best file MiB ×best",
+		"proxy-base 30.0 0.50 1.50 10.0 2.50", // p50 and its ratio, p50 ×wan alone, anon and its ratio
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("table lacks %q:\n%s", want, out.String())
+		}
 	}
 }
 

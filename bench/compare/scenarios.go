@@ -22,15 +22,20 @@ type scenario struct {
 // allScenarios is every scenario, in run and table order.
 var allScenarios = []scenario{
 	{Name: "c1", About: "1 connection, keep-alive, GET /small (~200 B JSON)",
-		Metrics: []metric{mRate, mP50, mP99, mCPU, mRSS}, job: wrkJob{Conns: 1, Path: "/small"}, run: runWrkScenario},
+		Metrics: []metric{mRate, mP50, mP99, mCPU, mAnon, mFile}, job: wrkJob{Conns: 1, Path: "/small"}, run: runWrkScenario},
 	{Name: "c64", About: "64 connections, keep-alive, GET /small",
-		Metrics: []metric{mRate, mP50, mP99, mCPU, mRSS}, job: wrkJob{Conns: 64, Path: "/small"}, run: runWrkScenario},
+		Metrics: []metric{mRate, mP50, mP99, mCPU, mAnon, mFile}, job: wrkJob{Conns: 64, Path: "/small"}, run: runWrkScenario},
 	{Name: "close", About: "16 connections, Connection: close on every request, GET /small",
-		Metrics: []metric{mRate, mP50, mP99, mCPU, mRSS}, job: wrkJob{Conns: 16, Path: "/small", Close: true}, run: runWrkScenario},
+		Metrics: []metric{mRate, mP50, mP99, mCPU, mAnon, mFile}, job: wrkJob{Conns: 16, Path: "/small", Close: true}, run: runWrkScenario},
 	{Name: "big", About: "8 connections, keep-alive, GET /big (1 MiB)",
-		Metrics: []metric{mMiBps, mP50, mP99, mCPU, mRSS}, job: wrkJob{Conns: 8, Path: "/big"}, run: runWrkScenario},
+		Metrics: []metric{mMiBps, mP50, mP99, mCPU, mAnon, mFile}, job: wrkJob{Conns: 8, Path: "/big"}, run: runWrkScenario},
 	{Name: "wan", About: "sequential legacy client, new connection per request, upstream behind a delay relay",
 		Metrics: []metric{mP50, mP99}, run: runWAN},
+	{Name: "sparse", About: "wan, one request every " + sparseGap.String() + " (beyond the stand-in's " +
+		shortKeepAlive.String() + " keep-alive timeout: the server has closed every pooled connection)",
+		Metrics: []metric{mP50, mP99, mVsWAN}, run: runSparse},
+	{Name: "rotated", About: "wan, the first request after each certificate rotation (this proxy: a new pair in its folder; " +
+		"the others: new files and a reload)", Metrics: []metric{mP50, mP99, mVsWAN}, run: runRotated},
 	{Name: "mitm", About: "16 keep-alive Go clients through this proxy: https:// via CONNECT (connect: mitm) vs http:// forward mode",
 		Metrics: []metric{mRate, mP50, mP99, mCPU}, run: runMITM},
 }
@@ -53,7 +58,18 @@ type figures struct {
 	P99ms     float64 `json:"p99_ms,omitempty"`
 	MiBps     float64 `json:"mib_per_s,omitempty"`
 	CPUms1k   float64 `json:"cpu_ms_per_1k_req,omitempty"`
-	RSSMiB    float64 `json:"peak_rss_mib,omitempty"` // per scenario, in the median only
+	// The memory figures are per scenario, in the median only: AnonMiB and
+	// FileMiB are the sampled peaks of RssAnon and RssFile summed over the
+	// peer's processes, RSSMiB the sum of their VmHWM at the end.
+	AnonMiB float64 `json:"peak_anon_mib,omitempty"`
+	FileMiB float64 `json:"peak_file_mib,omitempty"`
+	RSSMiB  float64 `json:"peak_rss_mib,omitempty"`
+	// P50vsWAN is P50ms over the same peer's steady-state wan p50 (sparse
+	// and rotated, in the median only).
+	P50vsWAN float64 `json:"p50_vs_wan,omitempty"`
+	// ReloadMs is how long the peer took from the certificate drop until
+	// its reload was seen complete (rotated).
+	ReloadMs float64 `json:"reload_ms,omitempty"`
 	// PeerCores is the peer's CPU time over the wall time of the run: near
 	// the number of workers, the peer was the bottleneck.
 	PeerCores float64 `json:"peer_cores_busy,omitempty"`
@@ -61,14 +77,16 @@ type figures struct {
 	Errors    int64   `json:"errors,omitempty"` // socket errors and non-2xx answers
 }
 
-// runWrkScenario starts every selected peer afresh (so peak RSS belongs to
-// this scenario), warms each up, then runs s.job --runs times through each,
+// runWrkScenario starts every selected peer afresh (so peak memory belongs
+// to this scenario), samples their memory, warms each up, then runs s.job --runs times through each,
 // rotating the order every run so that no peer always goes first.
 func runWrkScenario(ctx context.Context, b *bench, s scenario) ([]row, error) {
 	procs := &procSet{}
 	defer procs.stopAll()
 	ins, rows := b.startPeers(ctx, procs, s.Name, b.api)
+	mem := sampleMemory(ins)
 	if err := ctx.Err(); err != nil {
+		mem.record(rows)
 		return nil, err
 	}
 	b.warmUp(ctx, ins, rows, s.job)
@@ -82,6 +100,7 @@ func runWrkScenario(ctx context.Context, b *bench, s scenario) ([]row, error) {
 			}
 			f, err := b.measure(ctx, ins[i], job)
 			if err := ctx.Err(); err != nil {
+				mem.record(rows)
 				return nil, err
 			}
 			if err != nil {
@@ -92,8 +111,11 @@ func runWrkScenario(ctx context.Context, b *bench, s scenario) ([]row, error) {
 			b.progress("%s run %d/%d %-10s %s", s.Name, run+1, b.opts.runs, ins[i].Name, f.summary())
 		}
 	}
-	for i, in := range ins {
+	for i := range rows {
 		rows[i].Median = medianOf(rows[i].Runs)
+	}
+	mem.record(rows)
+	for i, in := range ins {
 		if in != nil {
 			rss, err := groupPeakRSS(in.proc.pgid())
 			if err != nil {
@@ -188,6 +210,7 @@ func medianOf(runs []figures) figures {
 	}
 	m := figures{
 		ReqPerSec: pick(func(f figures) float64 { return f.ReqPerSec }),
+		ReloadMs:  pick(func(f figures) float64 { return f.ReloadMs }),
 		P50ms:     pick(func(f figures) float64 { return f.P50ms }),
 		P99ms:     pick(func(f figures) float64 { return f.P99ms }),
 		MiBps:     pick(func(f figures) float64 { return f.MiBps }),
