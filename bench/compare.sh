@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark of payrails-mtls-proxy against nginx, HAProxy and
-# stunnel4 (see bench/README.md). Builds the runner and hands it every
-# argument, e.g.:
+# Side-by-side benchmark of payrails-mtls-proxy against nginx, HAProxy,
+# stunnel4 and Caddy (see bench/README.md). Builds the runner and hands it
+# every argument, e.g.:
 #
-#   bash bench/compare.sh                         # everything, about 7 minutes on 2 cores
+#   bash bench/compare.sh                         # everything, pinned: about 10 minutes on 2 cores
+#   bash bench/compare.sh --peer-cpus none        # unpinned: peers, wrk and the stand-in share every CPU
 #   bash bench/compare.sh --scenarios c1,wan --runs 1 --json /tmp/bench.json
 #
-# Needs Go, and from Debian: apt-get install -y wrk nginx-light haproxy stunnel4
+# Needs Go, and from Debian: apt-get install -y wrk nginx-light haproxy stunnel4 caddy
 set -euo pipefail
 
 cd "$(dirname "$0")/.."

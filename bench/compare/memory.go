@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -82,6 +83,9 @@ func (s *memSampler) sample(members map[int][]int) bool {
 				continue
 			}
 			m, err := parseMemStatus(string(b))
+			if errors.Is(err, errNoMemory) {
+				continue // exiting: it holds no memory any more
+			}
 			if err != nil {
 				s.mu.Lock()
 				if s.errs[i] == nil {

@@ -122,9 +122,9 @@ func (b *bench) estimate() time.Duration {
 			per := time.Duration(b.opts.wanRequests+wanWarm) * b.opts.wanRTT
 			total += runs * (3*per + 10*time.Millisecond*time.Duration(b.opts.wanRequests) + n*2*per)
 		case "sparse": // the peers take turns within each gap
-			total += start + runs*time.Duration(b.opts.sparseRequests)*(sparseGap+n*5*b.opts.wanRTT)
+			total += start + runs*time.Duration(b.opts.sparseRequests)*(sparseGap+n*3*b.opts.wanRTT)
 		case "rotated": // a second RSA-4096 key; then a reload and a request per rotation and peer
-			total += 5*time.Second + start + runs*time.Duration(b.opts.rotations)*n*(400*time.Millisecond+5*b.opts.wanRTT)
+			total += 5*time.Second + start + runs*time.Duration(b.opts.rotations)*n*(100*time.Millisecond+5*b.opts.wanRTT)
 		case "mitm": // this proxy only, two ways
 			total += 2 * (2*time.Second + runs*b.opts.duration)
 		default:

@@ -99,8 +99,18 @@ type memUse struct {
 	File int64 // RssFile, bytes
 }
 
+// errNoMemory is parseMemStatus's answer for a process without user
+// memory: a zombie (an old worker that exited and is not yet reaped) or a
+// kernel thread, whose status has no Rss lines.
+var errNoMemory = errors.New("no resident memory lines (zombie or kernel thread)")
+
 // parseMemStatus reads RssAnon and RssFile from /proc/PID/status.
 func parseMemStatus(status string) (memUse, error) {
+	if _, err := statusField(status, "RssAnon"); err != nil {
+		if _, err := statusField(status, "RssFile"); err != nil {
+			return memUse{}, errNoMemory
+		}
+	}
 	anon, err := parseStatusKB(status, "RssAnon")
 	if err != nil {
 		return memUse{}, err

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -102,10 +103,16 @@ func TestParseMemStatus(t *testing.T) {
 	if want := (memUse{Anon: 9216 * 1024, File: 10944 * 1024}); err != nil || got != want {
 		t.Errorf("parseMemStatus = %+v, %v; want %+v", got, err, want)
 	}
-	// A kernel thread's status has no Rss lines; a garbled value is refused.
-	for _, bad := range []string{"Name:\tkthreadd\nState:\tS (sleeping)\n", "RssAnon:\t12 kB\n",
+	// A zombie's (or a kernel thread's) status has no Rss lines: no memory,
+	// not a parse error.
+	const zombie = "Name:\tnginx\nState:\tZ (zombie)\nTgid:\t17548\nThreads:\t1\n"
+	if got, err := parseMemStatus(zombie); !errors.Is(err, errNoMemory) {
+		t.Errorf("parseMemStatus(zombie) = %+v, %v; want errNoMemory", got, err)
+	}
+	// One line without the other, or a garbled value, is refused.
+	for _, bad := range []string{"RssAnon:\t12 kB\n", "RssFile:\t12 kB\n",
 		"RssAnon:\t-4 kB\nRssFile:\t1 kB\n", "RssAnon:\t4 MB\nRssFile:\t1 kB\n"} {
-		if got, err := parseMemStatus(bad); err == nil {
+		if got, err := parseMemStatus(bad); err == nil || errors.Is(err, errNoMemory) {
 			t.Errorf("parseMemStatus(%q) = %+v, want an error", bad, got)
 		}
 	}
