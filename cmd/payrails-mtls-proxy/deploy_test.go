@@ -30,13 +30,24 @@ type deployFile struct {
 	data []byte
 }
 
-// deployFiles returns the Dockerfile and every file under deploy/.
+// deployTests is the folder of the Go tests that prove deploy/ with helm,
+// promtool and the Kubernetes types: test code, not a deployment file.
+const deployTests = "deploy/deploytest"
+
+// deployFiles returns the Dockerfile and every file under deploy/ but the
+// Go tests in deployTests.
 func deployFiles(t *testing.T) []deployFile {
 	t.Helper()
 	var out []deployFile
 	err := filepath.WalkDir(filepath.Join(deployRoot, "deploy"), func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
+		if err != nil {
 			return err
+		}
+		if d.IsDir() {
+			if p == filepath.Join(deployRoot, filepath.FromSlash(deployTests)) {
+				return filepath.SkipDir
+			}
+			return nil
 		}
 		rel, _ := filepath.Rel(deployRoot, p)
 		data, err := os.ReadFile(p)
