@@ -99,9 +99,16 @@ func valuesFile(t *testing.T, yamlText string) string {
 // standard error as the error when it fails.
 func (c chart) run(t *testing.T, args ...string) (string, error) {
 	t.Helper()
+	return c.runIn(t, "", args...)
+}
+
+// runIn is run in the folder dir ("" means this package's).
+func (c chart) runIn(t *testing.T, dir string, args ...string) (string, error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, c.helm, args...)
+	cmd.Dir = dir
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	if err := cmd.Run(); err != nil {
@@ -160,23 +167,17 @@ func decode(t *testing.T, out string) manifests {
 		var err error
 		switch tm.APIVersion + " " + tm.Kind {
 		case "v1 ConfigMap":
-			m.configMaps = append(m.configMaps, corev1.ConfigMap{})
-			err = strict([]byte(doc), &m.configMaps[len(m.configMaps)-1])
+			err = appendStrict(&m.configMaps, doc)
 		case "apps/v1 Deployment":
-			m.deployments = append(m.deployments, appsv1.Deployment{})
-			err = strict([]byte(doc), &m.deployments[len(m.deployments)-1])
+			err = appendStrict(&m.deployments, doc)
 		case "v1 Service":
-			m.services = append(m.services, corev1.Service{})
-			err = strict([]byte(doc), &m.services[len(m.services)-1])
+			err = appendStrict(&m.services, doc)
 		case "policy/v1 PodDisruptionBudget":
-			m.pdbs = append(m.pdbs, policyv1.PodDisruptionBudget{})
-			err = strict([]byte(doc), &m.pdbs[len(m.pdbs)-1])
+			err = appendStrict(&m.pdbs, doc)
 		case "autoscaling/v2 HorizontalPodAutoscaler":
-			m.hpas = append(m.hpas, autoscalingv2.HorizontalPodAutoscaler{})
-			err = strict([]byte(doc), &m.hpas[len(m.hpas)-1])
+			err = appendStrict(&m.hpas, doc)
 		case "networking.k8s.io/v1 NetworkPolicy":
-			m.netpols = append(m.netpols, networkingv1.NetworkPolicy{})
-			err = strict([]byte(doc), &m.netpols[len(m.netpols)-1])
+			err = appendStrict(&m.netpols, doc)
 		default:
 			t.Fatalf("rendered a %s %s, which this test does not decode; add its type\n%s", tm.APIVersion, tm.Kind, doc)
 		}
@@ -187,6 +188,14 @@ func decode(t *testing.T, out string) manifests {
 	}
 	m.checkNames(t)
 	return m
+}
+
+// appendStrict decodes doc strictly into a new element of list.
+func appendStrict[T any](list *[]T, doc string) error {
+	var v T
+	err := strict([]byte(doc), &v)
+	*list = append(*list, v)
+	return err
 }
 
 // strict decodes a YAML object into an API type as the API server does
