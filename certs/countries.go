@@ -1,3 +1,7 @@
+// This file is long for a reason: most of it is data, the ISO 3166-1 table
+// (countries, at the bottom) that csr validates the subject's country against
+// and suggests from; the code above the table is short.
+
 package certs
 
 import (
@@ -5,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"unicode"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/levenshtein"
 )
 
 // Country is one ISO 3166-1 entry.
@@ -133,29 +139,7 @@ func nameMisspelt(name, s string) bool {
 	if len(s) >= 6 {
 		limit = 2
 	}
-	return len(s) >= 4 && editDistance(name, s) <= limit
-}
-
-// editDistance is the Levenshtein distance between a and b, by rune.
-func editDistance(a, b string) int {
-	ra, rb := []rune(a), []rune(b)
-	prev := make([]int, len(rb)+1)
-	cur := make([]int, len(rb)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(ra); i++ {
-		cur[0] = i
-		for j := 1; j <= len(rb); j++ {
-			cost := 1
-			if ra[i-1] == rb[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(rb)]
+	return len(s) >= 4 && levenshtein.Distance(name, s) <= limit
 }
 
 // countryAliases are codes and names people use that are not ISO 3166-1

@@ -4,11 +4,17 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/levenshtein"
 )
 
 // maxSuggestDistance is how far (in edits) a typed key may be from a known
 // one for "did you mean" to suggest it.
 const maxSuggestDistance = 2
+
+// maxSuggestInput bounds the work on a very long typed key: every known key
+// is far shorter, so cutting it changes no suggestion.
+const maxSuggestInput = 64
 
 // unknownKeyReason explains an unknown key: a close known key if there is
 // one, else how to supply a secret if the key looks like one, else the list
@@ -53,36 +59,14 @@ func secretHint(name, upstream string) string {
 // or "". Case and '-' versus '_' are ignored, since those are the usual slips.
 func suggest(name string, known []string) string {
 	norm := strings.ReplaceAll(strings.ToLower(name), "-", "_")
+	if r := []rune(norm); len(r) > maxSuggestInput {
+		norm = string(r[:maxSuggestInput]) // so long it cannot be close to any key anyway
+	}
 	best, bestDist := "", maxSuggestDistance+1
 	for _, k := range known {
-		if dist := editDistance(norm, k); dist < bestDist {
+		if dist := levenshtein.Distance(norm, k); dist < bestDist {
 			best, bestDist = k, dist
 		}
 	}
 	return best
-}
-
-// editDistance is the Levenshtein distance between a and b, in bytes. Keys
-// are ASCII; very long input is cut short, as it cannot be close anyway.
-func editDistance(a, b string) int {
-	if len(a) > 64 {
-		a = a[:64]
-	}
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
