@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs/pki"
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/poll"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -17,18 +18,6 @@ import (
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 // startWatcher runs a Watcher over stores until the test ends.
 func startWatcher(t testing.TB, opts WatchOptions, log *zap.Logger, stores ...*Store) *Watcher {
@@ -58,7 +47,7 @@ func serialOf(s *Store) string {
 
 func waitSerial(t testing.TB, s *Store, want *pki.Leaf) {
 	t.Helper()
-	waitFor(t, "serial "+Serial(want.Cert), 5*time.Second, func() bool { return serialOf(s) == Serial(want.Cert) })
+	poll.Until(t, "serial "+Serial(want.Cert), 5*time.Second, func() bool { return serialOf(s) == Serial(want.Cert) })
 }
 
 // writeAtomic writes data to a hidden temporary name and renames it into
@@ -245,7 +234,7 @@ func TestWatchBadDrops(t *testing.T) {
 			startWatcher(t, fastWatch, zap.NewNop(), s)
 
 			k8sWrite(t, dir, tt.drop(good, next))
-			waitFor(t, "a failed reload", 5*time.Second, func() bool { return s.Stats().Failed > 0 })
+			poll.Until(t, "a failed reload", 5*time.Second, func() bool { return s.Stats().Failed > 0 })
 			if serialOf(s) != Serial(good.Cert) {
 				t.Fatalf("after a bad drop the store presents %q, want the old %s", serialOf(s), Serial(good.Cert))
 			}
@@ -315,7 +304,7 @@ func TestWatchPerUpstream(t *testing.T) {
 	s2 := NewStore("staging", Source{Dir: d2}, zap.NewNop())
 	startWatcher(t, fastWatch, zap.NewNop(), s1, s2)
 	write(t, d1, "domain.pem", csrPEM(t, l1), 0o644)
-	waitFor(t, "the bad drop to be seen", 5*time.Second, func() bool { return s1.Stats().Failed > 0 })
+	poll.Until(t, "the bad drop to be seen", 5*time.Second, func() bool { return s1.Stats().Failed > 0 })
 	if s2.Stats().Failed != 0 || s2.Stats().LastAttempt.After(s1.Stats().LastAttempt) {
 		t.Errorf("staging was reloaded by live's drop: %+v", s2.Stats())
 	}

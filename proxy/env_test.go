@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs/pki"
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/poll"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/standin"
 	"go.uber.org/goleak"
@@ -215,27 +217,19 @@ func wantProxyError(t testing.TB, resp *http.Response, body []byte, status int, 
 // request line is written after the response reached the client.
 func (e *env) waitLogLines(t testing.TB, msg string, n int) []observer.LoggedEntry {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		lines := e.logs.FilterMessage(msg).All()
-		if len(lines) >= n || time.Now().After(deadline) {
-			if len(lines) != n {
-				t.Fatalf("%d %q lines, want %d", len(lines), msg, n)
-			}
-			return lines
-		}
-		time.Sleep(5 * time.Millisecond)
+	var lines []observer.LoggedEntry
+	waitFor(t, fmt.Sprintf("%d %q lines", n, msg), func() bool {
+		lines = e.logs.FilterMessage(msg).All()
+		return len(lines) >= n
+	})
+	if len(lines) != n {
+		t.Fatalf("%d %q lines, want %d", len(lines), msg, n)
 	}
+	return lines
 }
 
 // waitFor polls cond until it holds, for at most 5 seconds.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	poll.Until(t, what, 5*time.Second, cond)
 }

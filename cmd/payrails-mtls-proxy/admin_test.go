@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs/pki"
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/poll"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -102,9 +103,9 @@ func TestMetrics(t *testing.T) {
 	resp.Body.Close()
 	next := w.clientCert(t, "next", time.Now().Add(-time.Hour))
 	next.WriteFiles(w.certDir, "domain.pem", "domain.key")
-	waitUntil(t, "the reload", func() bool { return r.app.stores[0].Stats().Swapped >= 2 })
+	poll.Until(t, "the reload", 10*time.Second, func() bool { return r.app.stores[0].Stats().Swapped >= 2 })
 
-	waitUntil(t, "the metrics of the last request", func() bool {
+	poll.Until(t, "the metrics of the last request", 10*time.Second, func() bool {
 		return value(scrape(t, r.admin), "payrails_proxy_upstream_errors_total",
 			map[string]string{"upstream": "live", "kind": "upstream_unreachable"}) == 1
 	})
@@ -163,13 +164,13 @@ func TestReadyzFlips(t *testing.T) {
 	if code, body := status(); code != 200 || !strings.Contains(body, "expires in 0 days") {
 		t.Fatalf("readyz %d %s; want 200 with the expiry note", code, body)
 	}
-	waitUntil(t, "readyz to fail after expiry", func() bool { c, _ := status(); return c == 503 })
+	poll.Until(t, "readyz to fail after expiry", 10*time.Second, func() bool { c, _ := status(); return c == 503 })
 	if _, body := status(); !strings.Contains(body, "expired") {
 		t.Errorf("503 body %s does not say why", body)
 	}
 	good := w.clientCert(t, "good", now.Add(-time.Minute))
 	good.WriteFiles(w.certDir, "domain.pem", "domain.key")
-	waitUntil(t, "readyz to recover after a good drop", func() bool { c, _ := status(); return c == 200 })
+	poll.Until(t, "readyz to recover after a good drop", 10*time.Second, func() bool { c, _ := status(); return c == 200 })
 	resp, err := http.Get("http://" + r.admin + "/healthz")
 	if err != nil || resp.StatusCode != 200 {
 		t.Errorf("healthz: %v %v", resp, err)
@@ -231,7 +232,7 @@ func TestTokenMetrics(t *testing.T) {
 		}
 	}
 	var mfs map[string]*dto.MetricFamily
-	waitUntil(t, "the injected requests to be counted", func() bool {
+	poll.Until(t, "the injected requests to be counted", 10*time.Second, func() bool {
 		mfs = scrape(t, r.admin)
 		return value(mfs, "payrails_proxy_token_injected_requests_total", map[string]string{"upstream": "live", "replayed": "false"}) == 3
 	})

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/poll"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/standin"
 )
 
@@ -105,17 +106,10 @@ func TestSIGHUPReloads(t *testing.T) {
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	poll.Until(t, "the new serial "+serialOf(next)+" after SIGHUP", 5*time.Second, func() bool {
 		s, err := echoSerial(c)
-		if err == nil && s == serialOf(next) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after SIGHUP serial %s (%v), want %s", s, err, serialOf(next))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return err == nil && s == serialOf(next)
+	})
 }
 
 // TestCLIFailures: bad configuration exits 2 naming key and file; a taken
@@ -234,7 +228,7 @@ func TestGracefulShutdown(t *testing.T) {
 		resp.Body.Close()
 		res <- result{resp.StatusCode, err}
 	}()
-	waitUntil(t, "the slow request to reach the upstream", func() bool { return w.api.Requests() >= 1 })
+	poll.Until(t, "the slow request to reach the upstream", 10*time.Second, func() bool { return w.api.Requests() >= 1 })
 	stopped := make(chan struct{})
 	go func() { r.stop(); close(stopped) }()
 	got := <-res

@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/poll"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/standin"
 	"go.uber.org/zap"
@@ -297,7 +298,7 @@ func TestMITMShutdown(t *testing.T) {
 	}
 	tc := tls.Client(conn, &tls.Config{RootCAs: m.caPool, ServerName: apiHost})
 	fmt.Fprintf(tc, "GET /delay/400ms HTTP/1.1\r\nHost: %s\r\n\r\n", apiHost)
-	waitUntil(t, "the slow request to reach the upstream", func() bool { return m.api.Requests() >= 1 })
+	poll.Until(t, "the slow request to reach the upstream", 10*time.Second, func() bool { return m.api.Requests() >= 1 })
 	stopped := make(chan struct{})
 	go func() { m.r.stop(); close(stopped) }()
 	br := bufio.NewReader(tc)

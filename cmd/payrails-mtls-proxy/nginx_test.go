@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/poll"
 )
 
 // nginxServer is a real nginx on loopback, a server no one here wrote.
@@ -17,7 +19,8 @@ type nginxServer struct {
 }
 
 // startNginx runs nginx with one TLS server block that requires a client
-// certificate signed by clientCA and holds the given location blocks.
+// certificate signed by clientCA and holds the given location blocks. When
+// the test fails, nginx's error log is shown.
 func startNginx(t testing.TB, serverCert, serverKey, clientCA, locations string) *nginxServer {
 	t.Helper()
 	bin := requireTool(t, "nginx")
@@ -28,7 +31,46 @@ func startNginx(t testing.TB, serverCert, serverKey, clientCA, locations string)
 		}
 	}
 	addr := freeAddr(t)
-	conf := fmt.Sprintf(`daemon off;
+	confPath := filepath.Join(dir, "nginx.conf")
+	conf := nginxConf(dir, addr, serverCert, serverKey, clientCA, locations)
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd := exec.Command(bin, "-p", dir, "-c", confPath, "-e", "stderr")
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting nginx: %v", err)
+	}
+	exited := make(chan struct{}) // closed once nginx has exited; stderr is complete then
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+		if t.Failed() {
+			t.Logf("nginx's error log:\n%s", stderr.String())
+		}
+	})
+	poll.Until(t, "nginx to listen on "+addr, 10*time.Second, func() bool {
+		select {
+		case <-exited:
+			t.Fatalf("nginx exited before listening on %s: %v", addr, waitErr) // the cleanup shows why
+		default:
+		}
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	return &nginxServer{addr: addr}
+}
+
+// nginxConf is the configuration startNginx runs: one TLS server block on
+// addr requiring a client certificate signed by clientCA, with locations.
+func nginxConf(dir, addr, serverCert, serverKey, clientCA, locations string) string {
+	return fmt.Sprintf(`daemon off;
 master_process off;
 worker_processes 1;
 pid %[1]s/nginx.pid;
@@ -53,36 +95,4 @@ http {
   }
 }
 `, dir, addr, apiHost, serverCert, serverKey, clientCA, locations)
-	confPath := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	cmd := exec.Command(bin, "-p", dir, "-c", confPath, "-e", "stderr")
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting nginx: %v", err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
-			c.Close()
-			return &nginxServer{addr: addr}
-		}
-		select {
-		case err := <-exited:
-			t.Fatalf("nginx exited: %v\n%s", err, stderr.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nginx did not listen on %s within 10s:\n%s", addr, stderr.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs/pki"
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/poll"
 )
 
 // layout writes the certificate folder in one of the ways operators and
@@ -191,7 +192,7 @@ func TestRotationUnderLoad(t *testing.T) {
 			l.k8s(t, old.CertPEM, old.KeyPEM)
 		}
 		if next == nil { // a bad drop: wait until it was rejected
-			waitUntil(t, fmt.Sprintf("step %d (%s) to be rejected", i, step), func() bool {
+			poll.Until(t, fmt.Sprintf("step %d (%s) to be rejected", i, step), 10*time.Second, func() bool {
 				return r.app.stores[0].Stats().Failed > failedBefore
 			})
 			if s, err := echoSerial(probe); err != nil || s != serialOf(current) {
@@ -200,7 +201,7 @@ func TestRotationUnderLoad(t *testing.T) {
 			waitServed()
 			continue
 		}
-		waitUntil(t, fmt.Sprintf("step %d (%s) to be used", i, step), func() bool {
+		poll.Until(t, fmt.Sprintf("step %d (%s) to be used", i, step), 10*time.Second, func() bool {
 			s, err := echoSerial(probe)
 			return err == nil && s == serialOf(next)
 		})
@@ -244,15 +245,4 @@ func TestRotationUnderLoad(t *testing.T) {
 	t.Logf("%d requests by %d clients, 0 failed; %d good rotations (debounce 50ms): drop-to-use median %s, worst %s",
 		len(samples), workers, len(latencies), latencies[len(latencies)/2].Round(time.Millisecond),
 		latencies[len(latencies)-1].Round(time.Millisecond))
-}
-
-func waitUntil(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }
