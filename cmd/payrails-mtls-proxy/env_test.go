@@ -166,6 +166,15 @@ func (r *running) client(t testing.TB) *http.Client {
 	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
 }
 
+// clients returns n clients of the app, one per load worker.
+func (r *running) clients(t testing.TB, n int) []*http.Client {
+	cs := make([]*http.Client, n)
+	for i := range cs {
+		cs[i] = r.client(t)
+	}
+	return cs
+}
+
 // echoSerial makes one forward-mode request and returns the serial the
 // upstream saw.
 func echoSerial(c *http.Client) (string, error) {

@@ -5,8 +5,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -37,61 +35,49 @@ func TestNothingLost(t *testing.T) {
 	next()
 	r := startApp(t, w.configFile(t, "reload: {debounce: 20ms, poll_interval: 1h}\n"))
 
-	const workers, maxRequests = 6, 20000
-	var (
-		count    atomic.Int64
-		stop     atomic.Bool
-		mu       sync.Mutex
-		outcomes []outcome
-		wg       sync.WaitGroup
-		deadline = time.Now().Add(time.Minute)
-	)
-	for i := range workers {
-		c := r.client(t)
-		wg.Go(func() {
-			for n := 0; !stop.Load() && count.Add(1) <= maxRequests && time.Now().Before(deadline); n++ {
-				o := outcome{key: fmt.Sprintf("pay-%d-%d", i, n)}
-				req, _ := http.NewRequest(http.MethodPost, "http://"+apiHost+"/v1/payments",
-					strings.NewReader(`{"amount":100,"currency":"EUR"}`))
-				req.Header.Set("Content-Type", "application/json")
-				// Not the canonical spelling: Go's client treats a request with
-				// X-Idempotency-Key as replayable and would itself resend it when
-				// the proxy cuts a response the upstream broke off. The test is
-				// about what the proxy sends, so the client must not retry.
-				req.Header["x-idempotency-key"] = []string{o.key}
-				resp, err := c.Do(req)
-				if err != nil {
-					o.err = err
-				} else {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					o.status, o.kind = resp.StatusCode, resp.Header.Get(proxy.HeaderError)
-				}
-				mu.Lock()
-				outcomes = append(outcomes, o)
-				mu.Unlock()
-			}
-		})
-	}
-	served := func(n int64) { // let the load run between events
-		target := count.Load() + n
-		for count.Load() < target && time.Now().Before(deadline) {
-			time.Sleep(time.Millisecond)
-		}
-	}
-	for i := range 12 {
-		served(150)
+	const workers = 6
+	clients := r.clients(t, workers)
+	ld := startLoad(t, workers, 20000, time.Minute, func(w, n int) outcome {
+		return pay(clients[w], fmt.Sprintf("pay-%d-%d", w, n))
+	})
+	for i := range 12 { // let the load run between events
+		ld.waitServed(150)
 		if i%2 == 0 {
 			w.restartAPI(t)
 		} else {
 			next()
 		}
 	}
-	served(150)
-	stop.Store(true)
-	wg.Wait()
+	ld.waitServed(150)
+	checkNothingLost(t, ld.stop(), w.apiOpts.Keys.Snapshot())
+}
 
-	arrivals := w.apiOpts.Keys.Snapshot()
+// pay sends one payment with its own idempotency key.
+func pay(c *http.Client, key string) outcome {
+	o := outcome{key: key}
+	req, _ := http.NewRequest(http.MethodPost, "http://"+apiHost+"/v1/payments",
+		strings.NewReader(`{"amount":100,"currency":"EUR"}`))
+	req.Header.Set("Content-Type", "application/json")
+	// Not the canonical spelling: Go's client treats a request with
+	// X-Idempotency-Key as replayable and would itself resend it when
+	// the proxy cuts a response the upstream broke off. The test is
+	// about what the proxy sends, so the client must not retry.
+	req.Header["x-idempotency-key"] = []string{o.key}
+	resp, err := c.Do(req)
+	if err != nil {
+		o.err = err
+		return o
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	o.status, o.kind = resp.StatusCode, resp.Header.Get(proxy.HeaderError)
+	return o
+}
+
+// checkNothingLost checks the payments' outcomes against how often each
+// key reached the upstream (arrivals).
+func checkNothingLost(t *testing.T, outcomes []outcome, arrivals map[string]int) {
+	t.Helper()
 	var ok, proxyErrs, clientErrs int
 	for _, o := range outcomes {
 		n := arrivals[o.key]

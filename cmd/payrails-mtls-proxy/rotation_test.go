@@ -8,8 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -97,10 +95,17 @@ func csrOf(t testing.TB, l *pki.Leaf) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
 }
 
+// sample is one request of TestRotationUnderLoad's load.
 type sample struct {
 	start, end time.Time
 	serial     string
 	err        error
+}
+
+// switchAt is when a test first saw a certificate in use.
+type switchAt struct {
+	serial string
+	at     time.Time
 }
 
 // TestRotationUnderLoad: clients send requests continuously while the
@@ -112,52 +117,21 @@ type sample struct {
 // nothing. The test logs the drop-to-use latency.
 func TestRotationUnderLoad(t *testing.T) {
 	w := newWorld(t)
-	base := time.Now().Add(-100 * time.Hour)
-	gen := 0
-	nextLeaf := func() *pki.Leaf {
-		gen++
-		return w.clientCert(t, fmt.Sprint("gen-", gen), base.Add(time.Duration(gen)*time.Minute))
-	}
-	l := layout{w.certDir}
-	current := nextLeaf()
-	l.plainFiles(t, current.CertPEM, current.KeyPEM, true)
+	ro := &rotator{w: w, l: layout{w.certDir}, base: time.Now().Add(-100 * time.Hour)}
+	current := ro.nextLeaf(t)
+	ro.l.plainFiles(t, current.CertPEM, current.KeyPEM, true)
 	r := startApp(t, w.configFile(t, "reload: {debounce: 50ms, poll_interval: 1h}\n"))
+	store := r.app.stores[0]
 
-	// Load: workers loop until told to stop, bounded in count and time.
-	const workers, maxRequests = 8, 100000
-	var (
-		stop     atomic.Bool
-		count    atomic.Int64
-		mu       sync.Mutex
-		samples  []sample
-		wg       sync.WaitGroup
-		deadline = time.Now().Add(2 * time.Minute)
-	)
-	for range workers {
-		c := r.client(t)
-		wg.Go(func() {
-			for !stop.Load() && count.Add(1) <= maxRequests && time.Now().Before(deadline) {
-				s := sample{start: time.Now()}
-				s.serial, s.err = echoSerial(c)
-				s.end = time.Now()
-				mu.Lock()
-				samples = append(samples, s)
-				mu.Unlock()
-			}
-		})
-	}
+	const workers = 8
+	clients := r.clients(t, workers)
+	ld := startLoad(t, workers, 100000, 2*time.Minute, func(w, _ int) sample {
+		s := sample{start: time.Now()}
+		s.serial, s.err = echoSerial(clients[w])
+		s.end = time.Now()
+		return s
+	})
 	probe := r.client(t)
-	waitServed := func() { // let the load run against each state
-		n := count.Load()
-		for count.Load() < n+40 && time.Now().Before(deadline) {
-			time.Sleep(time.Millisecond)
-		}
-	}
-
-	type switchAt struct {
-		serial string
-		at     time.Time
-	}
 	var (
 		switches  = []switchAt{{serialOf(current), time.Now()}}
 		latencies []time.Duration
@@ -166,39 +140,17 @@ func TestRotationUnderLoad(t *testing.T) {
 		"k8s", "cp", "bad-expired", "mv", "k8s", "bad-csr", "cp", "mv", "k8s", "bad-truncated",
 		"cp", "k8s", "bad-unmatched", "mv", "k8s", "cp"}
 	for i, step := range steps {
-		failedBefore := r.app.stores[0].Stats().Failed
+		failedBefore := store.Stats().Failed
 		dropped := time.Now()
-		var next *pki.Leaf
-		switch step {
-		case "mv", "cp":
-			next = nextLeaf()
-			l.plainFiles(t, next.CertPEM, next.KeyPEM, step == "mv")
-		case "k8s":
-			next = nextLeaf()
-			l.k8s(t, next.CertPEM, next.KeyPEM)
-		case "bad-csr":
-			l.plainFiles(t, csrOf(t, current), current.KeyPEM, true)
-		case "bad-truncated":
-			other := nextLeaf()
-			l.k8s(t, other.CertPEM[:len(other.CertPEM)/2], other.KeyPEM)
-		case "bad-unmatched":
-			other := nextLeaf()
-			l.plainFiles(t, other.CertPEM, current.KeyPEM, false)
-		case "bad-expired":
-			old, err := w.ca.Issue(pki.LeafOptions{CommonName: "expired", NotBefore: base.Add(-48 * time.Hour), NotAfter: base, Client: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			l.k8s(t, old.CertPEM, old.KeyPEM)
-		}
+		next := ro.drop(t, step, current)
 		if next == nil { // a bad drop: wait until it was rejected
 			poll.Until(t, fmt.Sprintf("step %d (%s) to be rejected", i, step), 10*time.Second, func() bool {
-				return r.app.stores[0].Stats().Failed > failedBefore
+				return store.Stats().Failed > failedBefore
 			})
 			if s, err := echoSerial(probe); err != nil || s != serialOf(current) {
 				t.Fatalf("step %d (%s): serial %q (%v) after a bad drop, want the old %s", i, step, s, err, serialOf(current))
 			}
-			waitServed()
+			ld.waitServed(40) // let the load run against each state
 			continue
 		}
 		poll.Until(t, fmt.Sprintf("step %d (%s) to be used", i, step), 10*time.Second, func() bool {
@@ -209,11 +161,71 @@ func TestRotationUnderLoad(t *testing.T) {
 		latencies = append(latencies, seen.Sub(dropped))
 		switches = append(switches, switchAt{serialOf(next), seen})
 		current = next
-		waitServed()
+		ld.waitServed(40)
 	}
-	stop.Store(true)
-	wg.Wait()
+	samples := ld.stop()
+	checkRotationSamples(t, samples, switches, latencies)
+	slices.Sort(latencies)
+	t.Logf("%d requests by %d clients, 0 failed; %d good rotations (debounce 50ms): drop-to-use median %s, worst %s",
+		len(samples), workers, len(latencies), latencies[len(latencies)/2].Round(time.Millisecond),
+		latencies[len(latencies)-1].Round(time.Millisecond))
+}
 
+// rotator drops certificates into a folder for TestRotationUnderLoad.
+type rotator struct {
+	w    *world
+	l    layout
+	base time.Time
+	gen  int
+}
+
+// nextLeaf issues a client certificate newer than the ones before.
+func (ro *rotator) nextLeaf(t testing.TB) *pki.Leaf {
+	ro.gen++
+	return ro.w.clientCert(t, fmt.Sprint("gen-", ro.gen), ro.base.Add(time.Duration(ro.gen)*time.Minute))
+}
+
+// drop performs one step: a good drop (mv, cp, k8s) of a new pair, which it
+// returns, or a bad one (bad-...) next to current's key, for which it
+// returns nil.
+func (ro *rotator) drop(t testing.TB, step string, current *pki.Leaf) *pki.Leaf {
+	t.Helper()
+	switch step {
+	case "mv", "cp":
+		next := ro.nextLeaf(t)
+		ro.l.plainFiles(t, next.CertPEM, next.KeyPEM, step == "mv")
+		return next
+	case "k8s":
+		next := ro.nextLeaf(t)
+		ro.l.k8s(t, next.CertPEM, next.KeyPEM)
+		return next
+	case "bad-csr":
+		ro.l.plainFiles(t, csrOf(t, current), current.KeyPEM, true)
+	case "bad-truncated":
+		other := ro.nextLeaf(t)
+		ro.l.k8s(t, other.CertPEM[:len(other.CertPEM)/2], other.KeyPEM)
+	case "bad-unmatched":
+		other := ro.nextLeaf(t)
+		ro.l.plainFiles(t, other.CertPEM, current.KeyPEM, false)
+	case "bad-expired":
+		old, err := ro.w.ca.Issue(pki.LeafOptions{CommonName: "expired", NotBefore: ro.base.Add(-48 * time.Hour),
+			NotAfter: ro.base, Client: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ro.l.k8s(t, old.CertPEM, old.KeyPEM)
+	default:
+		t.Fatalf("unknown step %q", step)
+	}
+	return nil
+}
+
+// checkRotationSamples checks that no request failed and that, after each
+// switch was seen, every request that started later (and ended before the
+// next drop) presented that certificate. latencies[i] is how long after
+// its drop switch i+1 was seen.
+func checkRotationSamples(t *testing.T, samples []sample, switches []switchAt, latencies []time.Duration) {
+	t.Helper()
 	failed := 0
 	for _, s := range samples {
 		if s.err != nil {
@@ -226,8 +238,6 @@ func TestRotationUnderLoad(t *testing.T) {
 	if failed > 0 {
 		t.Fatalf("%d of %d requests failed during rotation", failed, len(samples))
 	}
-	// After each switch was seen, every request that started later (and
-	// before the next drop) presented that certificate.
 	for i, sw := range switches {
 		var until time.Time
 		if i+1 < len(switches) {
@@ -241,8 +251,4 @@ func TestRotationUnderLoad(t *testing.T) {
 			}
 		}
 	}
-	slices.Sort(latencies)
-	t.Logf("%d requests by %d clients, 0 failed; %d good rotations (debounce 50ms): drop-to-use median %s, worst %s",
-		len(samples), workers, len(latencies), latencies[len(latencies)/2].Round(time.Millisecond),
-		latencies[len(latencies)-1].Round(time.Millisecond))
 }
