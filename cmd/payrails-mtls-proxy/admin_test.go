@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/certs"
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs/pki"
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/poll"
 	dto "github.com/prometheus/client_model/go"
@@ -168,6 +169,15 @@ func TestReadyzFlips(t *testing.T) {
 	if _, body := status(); !strings.Contains(body, "expired") {
 		t.Errorf("503 body %s does not say why", body)
 	}
+	// An expired certificate is still loaded, but no longer presented.
+	mfs := scrape(t, r.admin)
+	expired := map[string]string{"upstream": "live", "serial": serialOf(short), "in_use": "false"}
+	if got := value(mfs, "payrails_proxy_certificate_not_after_timestamp_seconds", expired); got != float64(short.Cert.NotAfter.Unix()) {
+		t.Errorf("not_after%v = %v after expiry, want %v", expired, got, short.Cert.NotAfter.Unix())
+	}
+	if got := value(mfs, "payrails_proxy_certificate_ready", map[string]string{"upstream": "live"}); got != 0 {
+		t.Errorf("certificate_ready = %v after expiry, want 0", got)
+	}
 	good := w.clientCert(t, "good", now.Add(-time.Minute))
 	good.WriteFiles(w.certDir, "domain.pem", "domain.key")
 	poll.Until(t, "readyz to recover after a good drop", 10*time.Second, func() bool { c, _ := status(); return c == 200 })
@@ -278,6 +288,87 @@ func TestAdminListenerLimits(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != tt.want {
 			t.Errorf("a %d-byte header on the admin port: status %d, want %d", tt.header, resp.StatusCode, tt.want)
+		}
+	}
+}
+
+// TestCertsAndMetricsDescribeCandidates: /certs describes every candidate
+// with the fields operators and scripts read (their names and values are a
+// contract), the metrics export the same candidates, and both mark the
+// one in use.
+func TestCertsAndMetricsDescribeCandidates(t *testing.T) {
+	w := newWorld(t)
+	older := w.clientCert(t, "older", time.Now().Add(-2*time.Hour))
+	older.WriteFiles(w.certDir, "old.pem", "old.key")
+	newer, err := w.ca.Issue(pki.LeafOptions{CommonName: "newer", DNSNames: []string{"newer.example"},
+		NotBefore: time.Now().Add(-time.Hour), Client: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	newer.WriteFiles(w.certDir, "domain.pem", "domain.key")
+	r := startApp(t, w.configFile(t, ""))
+	resp, err := http.Get("http://" + r.admin + "/certs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var reports []map[string]any
+	if err := json.Unmarshal(body, &reports); err != nil || len(reports) != 1 {
+		t.Fatalf("/certs %s: %v, want one report", body, err)
+	}
+	rep := reports[0]
+	for _, k := range []string{"upstream", "source", "ready", "in_use", "reason", "candidates", "files", "findings",
+		"loaded_at", "reloads"} {
+		if _, ok := rep[k]; !ok {
+			t.Errorf("/certs lacks %q: %s", k, body)
+		}
+	}
+	cands, _ := rep["candidates"].([]any)
+	if len(cands) != 2 {
+		t.Fatalf("candidates %v, want 2", rep["candidates"])
+	}
+	inUse, _ := rep["in_use"].(map[string]any)
+	checkCertJSON(t, "in_use", inUse, newer, filepath.Join(w.certDir, "domain.pem"), filepath.Join(w.certDir, "domain.key"))
+	for i, want := range []struct {
+		leaf *pki.Leaf
+		name string
+	}{{newer, "domain"}, {older, "old"}} { // best first
+		c, _ := cands[i].(map[string]any)
+		checkCertJSON(t, fmt.Sprint("candidates[", i, "]"), c, want.leaf,
+			filepath.Join(w.certDir, want.name+".pem"), filepath.Join(w.certDir, want.name+".key"))
+	}
+	mfs := scrape(t, r.admin)
+	for _, want := range []struct {
+		leaf  *pki.Leaf
+		inUse string
+	}{{newer, "true"}, {older, "false"}} {
+		labels := map[string]string{"upstream": "live", "serial": serialOf(want.leaf), "in_use": want.inUse}
+		if got := value(mfs, "payrails_proxy_certificate_not_after_timestamp_seconds", labels); got != float64(want.leaf.Cert.NotAfter.Unix()) {
+			t.Errorf("not_after%v = %v, want %v", labels, got, want.leaf.Cert.NotAfter.Unix())
+		}
+	}
+}
+
+// checkCertJSON checks one certificate of /certs against the certificate
+// and files it describes.
+func checkCertJSON(t *testing.T, where string, got map[string]any, leaf *pki.Leaf, certFile, keyFile string) {
+	t.Helper()
+	want := map[string]any{
+		"subject": leaf.Cert.Subject.String(), "issuer": leaf.Cert.Issuer.String(), "serial": serialOf(leaf),
+		"fingerprint_sha256": certs.Fingerprint(leaf.Cert.Raw), "validity": "valid",
+		"not_before": leaf.Cert.NotBefore.UTC().Format(time.RFC3339), "not_after": leaf.Cert.NotAfter.UTC().Format(time.RFC3339),
+		"cert_file": certFile, "key_file": keyFile,
+	}
+	if len(leaf.Cert.DNSNames) > 0 {
+		want["dns_names"] = fmt.Sprint(leaf.Cert.DNSNames)
+		got["dns_names"] = fmt.Sprint(got["dns_names"])
+	} else if _, ok := got["dns_names"]; ok {
+		t.Errorf("%s: dns_names %v for a certificate without any", where, got["dns_names"])
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s.%s = %v, want %v", where, k, got[k], v)
 		}
 	}
 }
