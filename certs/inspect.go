@@ -1,13 +1,8 @@
 package certs
 
 import (
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/rsa"
-	"crypto/x509"
 	"fmt"
 	"io/fs"
-	"math"
 	"slices"
 	"strings"
 	"time"
@@ -29,11 +24,10 @@ type Inspection struct {
 	Source   string    // the folder, or "CERT + KEY"
 	At       time.Time // the moment validity was judged (the snapshot's LoadedAt)
 	Files    []InspectedFile
-	Pairs    []InspectedPair // best first, as the proxy orders them
-	Chosen   int             // index in Pairs of the pair the proxy would use; -1 for none
-	Reason   string          // why that pair, or "" for none
-	Hosts    []HostGroup     // the host names valid certificates name, in order of first appearance
-	Findings []Finding       // the snapshot's and Inspect's, most severe first
+	Pairs    []Description // best first, as the proxy orders them; InUse marks the one it would use
+	Reason   string        // why that pair, or "" for none
+	Hosts    []HostGroup   // the host names valid certificates name, in order of first appearance
+	Findings []Finding     // the snapshot's and Inspect's, most severe first
 }
 
 // InspectedFile is one file of the source.
@@ -52,21 +46,6 @@ type CertSummary struct {
 	IsCA       bool
 }
 
-// InspectedPair is a certificate matched with its key.
-type InspectedPair struct {
-	CertFile, KeyFile   string
-	CommonName          string
-	DNSNames            []string
-	Issuer              string // the issuer's Common Name
-	Key                 string // "RSA-4096", "ECDSA P-256", "Ed25519"
-	Serial, Fingerprint string
-	NotBefore, NotAfter time.Time
-	Validity            Validity
-	DaysLeft            int            // whole days until NotAfter, rounded down: negative once expired
-	ExpiresSoon         bool           // valid, and within ExpiryWarning of NotAfter
-	Payrails            []PayrailsHost // the names (CN and DNS SANs) that are Payrails API hosts
-}
-
 // HostGroup groups the valid certificates that name one host.
 type HostGroup struct {
 	Name     string
@@ -75,14 +54,14 @@ type HostGroup struct {
 }
 
 // Ready reports whether the proxy would have a certificate to present.
-func (r *Inspection) Ready() bool { return r.Chosen >= 0 }
+func (r *Inspection) Ready() bool { return r.ChosenPair() != nil }
 
 // ChosenPair returns the pair the proxy would use, or nil.
-func (r *Inspection) ChosenPair() *InspectedPair {
-	if r.Chosen < 0 {
-		return nil
+func (r *Inspection) ChosenPair() *Description {
+	if i := slices.IndexFunc(r.Pairs, func(d Description) bool { return d.InUse }); i >= 0 {
+		return &r.Pairs[i]
 	}
-	return &r.Pairs[r.Chosen]
+	return nil
 }
 
 // Inspect turns a snapshot into an Inspection and adds what only a whole view
@@ -90,15 +69,9 @@ func (r *Inspection) ChosenPair() *InspectedPair {
 // certificate that names no Payrails API host, or (when target is not "")
 // one for another Payrails host than target, the host the proxy will call.
 func Inspect(snap *Snapshot, target string) *Inspection {
-	r := &Inspection{Source: snap.Source, At: snap.LoadedAt, Chosen: -1, Reason: snap.Reason}
+	r := &Inspection{Source: snap.Source, At: snap.LoadedAt, Pairs: snap.Describe(), Reason: snap.Reason}
 	for _, f := range snap.Files {
 		r.Files = append(r.Files, inspectFile(f))
-	}
-	for i, p := range snap.Pairs {
-		r.Pairs = append(r.Pairs, inspectPair(p, snap.LoadedAt))
-		if p == snap.Chosen {
-			r.Chosen = i
-		}
 	}
 	r.Hosts = groupHosts(r.Pairs)
 	findings := slices.Clone(snap.Findings)
@@ -117,49 +90,8 @@ func inspectFile(f File) InspectedFile {
 	return fr
 }
 
-func inspectPair(p *Pair, now time.Time) InspectedPair {
-	pr := InspectedPair{
-		CertFile: p.CertFile, KeyFile: p.KeyFile,
-		CommonName: p.Leaf.Subject.CommonName, DNSNames: p.Leaf.DNSNames, Issuer: p.Leaf.Issuer.CommonName,
-		Key: keyDescription(p.Leaf), Serial: p.Serial, Fingerprint: p.Fingerprint,
-		NotBefore: p.NotBefore(), NotAfter: p.NotAfter(), Validity: p.Validity,
-		DaysLeft: int(math.Floor(p.NotAfter().Sub(now).Hours() / 24)),
-	}
-	pr.ExpiresSoon = p.Validity == Valid && p.NotAfter().Sub(now) < ExpiryWarning
-	for _, n := range hostNames(pr.CommonName, pr.DNSNames) {
-		if h, ok := ParsePayrailsHost(n); ok {
-			pr.Payrails = append(pr.Payrails, h)
-		}
-	}
-	return pr
-}
-
-// hostNames returns the Common Name and the DNS SANs, lower case, once each.
-func hostNames(cn string, dns []string) []string {
-	var names []string
-	for _, n := range append([]string{cn}, dns...) {
-		n = strings.ToLower(n)
-		if n != "" && !slices.Contains(names, n) {
-			names = append(names, n)
-		}
-	}
-	return names
-}
-
-func keyDescription(c *x509.Certificate) string {
-	switch k := c.PublicKey.(type) {
-	case *rsa.PublicKey:
-		return fmt.Sprintf("RSA-%d", k.N.BitLen())
-	case *ecdsa.PublicKey:
-		return "ECDSA " + k.Curve.Params().Name
-	case ed25519.PublicKey:
-		return "Ed25519"
-	}
-	return c.PublicKeyAlgorithm.String()
-}
-
 // groupHosts lists, per host name, the valid certificates naming it.
-func groupHosts(pairs []InspectedPair) []HostGroup {
+func groupHosts(pairs []Description) []HostGroup {
 	var hosts []HostGroup
 	for _, p := range pairs {
 		if p.Validity != Valid {

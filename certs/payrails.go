@@ -72,9 +72,9 @@ func APIHost(company string, env Environment) (string, error) {
 
 // PayrailsHost is a host name recognised as a Payrails API host.
 type PayrailsHost struct {
-	Host    string // lower case
-	Company string
-	Env     Environment
+	Host    string      `json:"host"` // lower case
+	Company string      `json:"company"`
+	Env     Environment `json:"environment"`
 }
 
 // String describes the host for people: "Payrails live API of company acme".

@@ -13,29 +13,15 @@ import (
 type Report struct {
 	Upstream   string        `json:"upstream"`
 	Source     string        `json:"source"`
-	Ready      bool          `json:"ready"`
-	Error      string        `json:"error,omitempty"` // why not ready
-	InUse      *CertInfo     `json:"in_use"`
+	Ready      bool          `json:"ready"`            // a valid certificate is presented now
+	Error      string        `json:"error,omitempty"`  // why not ready
+	InUse      *Description  `json:"in_use"`           // the chosen pair, nil for none; expired since if not Ready
 	Reason     string        `json:"reason,omitempty"` // why InUse was chosen
-	Candidates []CertInfo    `json:"candidates"`
+	Candidates []Description `json:"candidates"`       // every pair, best first, InUse among them
 	Files      []FileInfo    `json:"files"`
 	Findings   []FindingInfo `json:"findings"`
 	LoadedAt   time.Time     `json:"loaded_at"`
 	Reloads    ReloadInfo    `json:"reloads"`
-}
-
-// CertInfo describes one certificate.
-type CertInfo struct {
-	Subject     string    `json:"subject"`
-	Issuer      string    `json:"issuer"`
-	DNSNames    []string  `json:"dns_names,omitempty"`
-	Serial      string    `json:"serial"`
-	Fingerprint string    `json:"fingerprint_sha256"`
-	NotBefore   time.Time `json:"not_before"`
-	NotAfter    time.Time `json:"not_after"`
-	Validity    Validity  `json:"validity"`
-	CertFile    string    `json:"cert_file"`
-	KeyFile     string    `json:"key_file"`
 }
 
 // FileInfo describes one file of the source.
@@ -69,7 +55,7 @@ func (s *Store) Report() Report {
 	snap, st := s.Current(), s.Stats()
 	r := Report{
 		Upstream: s.name, Source: snap.Source, LoadedAt: snap.LoadedAt, Reason: snap.Reason,
-		Candidates: []CertInfo{}, Files: []FileInfo{}, Findings: []FindingInfo{},
+		Candidates: snap.Describe(), Files: []FileInfo{}, Findings: []FindingInfo{},
 		Reloads: ReloadInfo(st),
 	}
 	if err := s.Ready(); err != nil {
@@ -77,12 +63,11 @@ func (s *Store) Report() Report {
 	} else {
 		r.Ready = true
 	}
-	for _, p := range snap.Pairs {
-		info := certInfo(p)
-		if p == snap.Chosen {
-			r.InUse = &info
+	for i := range r.Candidates {
+		if r.Candidates[i].InUse {
+			in := r.Candidates[i]
+			r.InUse = &in
 		}
-		r.Candidates = append(r.Candidates, info)
 	}
 	for _, f := range snap.Files {
 		r.Files = append(r.Files, FileInfo{Path: f.Path, Kind: f.Kind, Mode: fmt.Sprintf("%04o", f.Mode.Perm())})
@@ -91,15 +76,6 @@ func (s *Store) Report() Report {
 		r.Findings = append(r.Findings, FindingInfo{Severity: f.Severity.String(), Code: f.Code, File: f.Path, Message: f.Message})
 	}
 	return r
-}
-
-func certInfo(p *Pair) CertInfo {
-	c := p.Leaf
-	return CertInfo{
-		Subject: c.Subject.String(), Issuer: c.Issuer.String(), DNSNames: c.DNSNames, Serial: p.Serial,
-		Fingerprint: p.Fingerprint, NotBefore: c.NotBefore, NotAfter: c.NotAfter, Validity: p.Validity,
-		CertFile: p.CertFile, KeyFile: p.KeyFile,
-	}
 }
 
 // Ready returns nil when a valid certificate is presented now, else why not.

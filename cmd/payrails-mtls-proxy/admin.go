@@ -1,6 +1,8 @@
 package main
 
 import (
+	"strconv"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/admin"
 	"github.com/prometheus/client_golang/prometheus"
@@ -8,8 +10,8 @@ import (
 )
 
 // newRegistry holds every metric the process exports: the Go runtime and
-// process collectors, the proxy's request metrics (registered by the
-// caller) and the certificate collector.
+// process collectors, the proxy's request metrics and the certificate
+// collector (both registered by newApp).
 func newRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -19,28 +21,75 @@ func newRegistry() *prometheus.Registry {
 // adminUpstream presents a certificate store to the admin endpoints.
 func adminUpstream(s *certs.Store) admin.Upstream {
 	return admin.Upstream{
-		Name:    s.Name(),
-		Ready:   s.Ready,
-		Notes:   s.Notes,
-		Report:  func() any { return s.Report() },
-		Metrics: func() admin.CertMetrics { return certMetrics(s) },
+		Name:   s.Name(),
+		Ready:  s.Ready,
+		Notes:  s.Notes,
+		Report: func() any { return s.Report() },
 	}
 }
 
-func certMetrics(s *certs.Store) admin.CertMetrics {
-	st, snap, inUse := s.Stats(), s.Current(), s.InUse()
-	m := admin.CertMetrics{
-		Reloads:     map[string]uint64{"swapped": st.Swapped, "unchanged": st.Unchanged, "failed": st.Failed},
-		LastSuccess: st.LastSuccess,
+// certCollector exports the certificate metrics of every store. It lives
+// here, where certs and Prometheus meet: certs does not know Prometheus,
+// and proxy/admin must not import certs. It reads each store's Report at
+// scrape time, the same value /certs serves, so the two cannot disagree
+// and there is nothing to keep in sync.
+type certCollector struct {
+	stores                         []*certs.Store
+	reloads, lastSuccess, notAfter *prometheus.Desc
+	ready                          *prometheus.Desc
+}
+
+// newCertCollector returns a collector over stores; register it once.
+func newCertCollector(stores []*certs.Store) *certCollector {
+	return &certCollector{
+		stores: stores,
+		reloads: prometheus.NewDesc("payrails_proxy_certificate_reloads_total",
+			"Certificate reloads by upstream and result (swapped, unchanged, failed).", []string{"upstream", "result"}, nil),
+		lastSuccess: prometheus.NewDesc("payrails_proxy_certificate_last_reload_success_timestamp_seconds",
+			"Unix time of the last reload that left a usable certificate.", []string{"upstream"}, nil),
+		notAfter: prometheus.NewDesc("payrails_proxy_certificate_not_after_timestamp_seconds",
+			"NotAfter of each loaded client certificate as a Unix timestamp; in_use marks the one presented.",
+			[]string{"upstream", "serial", "in_use"}, nil),
+		ready: prometheus.NewDesc("payrails_proxy_certificate_ready",
+			"1 when the upstream presents a valid client certificate, else 0.", []string{"upstream"}, nil),
 	}
-	seen := map[string]bool{} // one series per serial, even if two CAs reused a serial
-	for _, p := range snap.Pairs {
-		if seen[p.Serial] {
-			continue
+}
+
+// Describe implements prometheus.Collector.
+func (c *certCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.reloads
+	ch <- c.lastSuccess
+	ch <- c.notAfter
+	ch <- c.ready
+}
+
+// Collect implements prometheus.Collector.
+func (c *certCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range c.stores {
+		r := s.Report()
+		for _, rc := range []struct {
+			result certs.Result
+			n      uint64
+		}{{certs.ResultSwapped, r.Reloads.Swapped}, {certs.ResultUnchanged, r.Reloads.Unchanged}, {certs.ResultFailed, r.Reloads.Failed}} {
+			ch <- prometheus.MustNewConstMetric(c.reloads, prometheus.CounterValue, float64(rc.n), r.Upstream, string(rc.result))
 		}
-		seen[p.Serial] = true
-		m.Certificates = append(m.Certificates, admin.CertMetric{Serial: p.Serial, NotAfter: p.NotAfter(),
-			InUse: inUse != nil && p.Leaf == inUse})
+		if !r.Reloads.LastSuccess.IsZero() {
+			ch <- prometheus.MustNewConstMetric(c.lastSuccess, prometheus.GaugeValue, float64(r.Reloads.LastSuccess.Unix()), r.Upstream)
+		}
+		seen := map[string]bool{} // one series per serial, even if two CAs reused a serial
+		for _, d := range r.Candidates {
+			if seen[d.Serial] {
+				continue
+			}
+			seen[d.Serial] = true
+			presented := r.Ready && d.InUse // chosen, and not expired since
+			ch <- prometheus.MustNewConstMetric(c.notAfter, prometheus.GaugeValue, float64(d.NotAfter.Unix()),
+				r.Upstream, d.Serial, strconv.FormatBool(presented))
+		}
+		ready := 0.0
+		if r.Ready {
+			ready = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.ready, prometheus.GaugeValue, ready, r.Upstream)
 	}
-	return m
 }

@@ -83,7 +83,7 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 	for _, s := range a.stores {
 		adminUps = append(adminUps, adminUpstream(s))
 	}
-	a.registry.MustRegister(admin.NewCertCollector(adminUps))
+	a.registry.MustRegister(newCertCollector(a.stores))
 	a.admin = admin.New(admin.Config{Upstreams: adminUps, Gatherer: a.registry,
 		Pprof: os.Getenv("PAYRAILS_PROXY_DEBUG_PPROF") == "1"})
 	w, err := certs.NewWatcher(a.stores, certs.WatchOptions{Debounce: cfg.Reload.Debounce,

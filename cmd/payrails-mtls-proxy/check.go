@@ -194,9 +194,9 @@ func (p *checkPrinter) pairs(ins *certs.Inspection) {
 		return
 	}
 	p.f("\nCertificate + key pairs (best first):\n")
-	for i, pr := range ins.Pairs {
+	for _, pr := range ins.Pairs {
 		mark := ""
-		if i == ins.Chosen {
+		if pr.InUse {
 			mark = "   <- in use"
 		}
 		p.f("  %s + %s%s\n", p.name(pr.CertFile), p.name(pr.KeyFile), mark)
@@ -204,7 +204,7 @@ func (p *checkPrinter) pairs(ins *certs.Inspection) {
 		for _, n := range pr.DNSNames {
 			p.f("      DNS name     %s%s\n", n, payrailsNote(n))
 		}
-		p.f("      issuer       %s\n", orNone(pr.Issuer))
+		p.f("      issuer       %s\n", orNone(pr.IssuerCommonName))
 		p.f("      key          %s\n", pr.Key)
 		p.f("      serial       %s\n", pr.Serial)
 		p.f("      SHA-256      %s\n", pr.Fingerprint)
@@ -226,7 +226,7 @@ func payrailsNote(name string) string {
 	return "  (not a Payrails API host)"
 }
 
-func validityDetail(pr certs.InspectedPair) string {
+func validityDetail(pr certs.Description) string {
 	switch {
 	case pr.Validity == certs.Expired:
 		return "EXPIRED: never used; remove it"

@@ -1,48 +1,29 @@
-// Package admin serves the admin listener: /healthz (the process is up),
-// /readyz (a valid certificate is loaded for every upstream), /metrics
-// (Prometheus) and /certs (certificate metadata as JSON, never key
-// material). It is separate from the proxy port so that probes and scrapes
-// never share the merchant's identity path.
 package admin
 
 import (
 	"encoding/json"
 	"net/http"
 	"net/http/pprof"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Upstream is what the admin endpoints read from one upstream's
-// certificate store. Every function must be safe for concurrent use.
+// certificate store. Every function must be safe for concurrent use. The
+// certificate metrics are not read through it: /metrics serves
+// Config.Gatherer, in which the caller registers them.
 type Upstream struct {
-	Name    string
-	Ready   func() error       // nil when a valid certificate is presented now
-	Notes   func() []string    // non-fatal remarks, e.g. expiry within 30 days
-	Report  func() any         // the /certs JSON for this upstream
-	Metrics func() CertMetrics // the certificate metrics, read at scrape time
-}
-
-// CertMetrics are one upstream's certificate metrics.
-type CertMetrics struct {
-	Reloads      map[string]uint64 // by result: swapped, unchanged, failed
-	LastSuccess  time.Time         // of a reload that left a usable certificate; zero if never
-	Certificates []CertMetric      // the loaded candidates
-}
-
-// CertMetric is one loaded certificate.
-type CertMetric struct {
-	Serial   string
-	NotAfter time.Time
-	InUse    bool
+	Name   string
+	Ready  func() error    // nil when a valid certificate is presented now
+	Notes  func() []string // non-fatal remarks, e.g. expiry within 30 days
+	Report func() any      // the /certs JSON for this upstream
 }
 
 // Config is everything New needs.
 type Config struct {
 	Upstreams []Upstream
-	Gatherer  prometheus.Gatherer // what /metrics serves
+	Gatherer  prometheus.Gatherer // what /metrics serves: every metric of the process
 	// Pprof adds Go's profiling endpoints under /debug/pprof/. Off by
 	// default: profiles reveal internals, and the admin port may be reachable
 	// from the pod network.
