@@ -77,22 +77,29 @@ func TestInspect(t *testing.T) {
 			if !slices.Equal(codes, tt.wantCodes) {
 				t.Errorf("Inspect's findings %v, want %v", codes, tt.wantCodes)
 			}
-			hosts := map[string]int{}
-			for _, h := range ins.Hosts {
-				hosts[h.Name] = len(h.Serials)
-				if _, isPayrails := ParsePayrailsHost(h.Name); isPayrails != (h.Payrails != nil) {
-					t.Errorf("host %s: Payrails %v", h.Name, h.Payrails)
-				}
-			}
-			if len(hosts) != len(tt.wantHosts) {
-				t.Errorf("hosts %v, want %v", hosts, tt.wantHosts)
-			}
-			for h, n := range tt.wantHosts {
-				if hosts[h] != n {
-					t.Errorf("host %s: %d valid certificates, want %d", h, hosts[h], n)
-				}
-			}
+			checkHosts(t, ins, tt.wantHosts)
 		})
+	}
+}
+
+// checkHosts checks the host groups: how many valid certificates name
+// each host, and that Payrails hosts are recognised as such.
+func checkHosts(t *testing.T, ins *Inspection, want map[string]int) {
+	t.Helper()
+	hosts := map[string]int{}
+	for _, h := range ins.Hosts {
+		hosts[h.Name] = len(h.Serials)
+		if _, isPayrails := ParsePayrailsHost(h.Name); isPayrails != (h.Payrails != nil) {
+			t.Errorf("host %s: Payrails %v", h.Name, h.Payrails)
+		}
+	}
+	if len(hosts) != len(want) {
+		t.Errorf("hosts %v, want %v", hosts, want)
+	}
+	for h, n := range want {
+		if hosts[h] != n {
+			t.Errorf("host %s: %d valid certificates, want %d", h, hosts[h], n)
+		}
 	}
 }
 

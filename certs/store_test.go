@@ -68,13 +68,20 @@ func TestStoreReload(t *testing.T) {
 	if got := s.Certificate(); got == nil || got.Leaf.Subject.CommonName != "second" {
 		t.Fatalf("certificate after swap %v, want second", got)
 	}
+	checkSwapLine(t, logs, first, second)
+}
+
+// checkSwapLine checks that one swap from old to next was logged, with
+// both serials, fingerprints and not-after times, and the reason.
+func checkSwapLine(t *testing.T, logs *observer.ObservedLogs, old, next *pki.Leaf) {
+	t.Helper()
 	swaps := logs.FilterMessageSnippet("swapped").All()
 	if len(swaps) != 1 {
 		t.Fatalf("%d swap lines, want 1", len(swaps))
 	}
 	fields := swaps[0].ContextMap()
-	if fields[fieldOldSerial] != Serial(first.Cert) || fields[fieldSerial] != Serial(second.Cert) {
-		t.Errorf("swap line fields %v, want old %s new %s", fields, Serial(first.Cert), Serial(second.Cert))
+	if fields[fieldOldSerial] != Serial(old.Cert) || fields[fieldSerial] != Serial(next.Cert) {
+		t.Errorf("swap line fields %v, want old %s new %s", fields, Serial(old.Cert), Serial(next.Cert))
 	}
 	for _, k := range []string{fieldFingerprint, fieldOldFingerprint, fieldNotAfter, fieldOldNotAfter, fieldReason} {
 		if _, ok := fields[k]; !ok {

@@ -28,12 +28,18 @@ func init() {
 	register(command{name: "demo", summary: "run everything locally: a throwaway PKI, a stand-in Payrails API and the proxy", order: 20, run: runDemo})
 }
 
+// demoFlags are demo's command line.
+type demoFlags struct {
+	listen, admin, keyType, logFormat string
+}
+
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	listen := fs.String("listen", config.DefaultListen, "proxy listen `HOST:PORT`")
-	admin := fs.String("admin-listen", config.DefaultAdminListen, "admin listen `HOST:PORT`")
-	keyType := fs.String("key-type", "rsa4096", "client key: rsa4096 (what Payrails asks for) or ecdsa (faster)")
-	logFormat := fs.String("log-format", "console", "json or console")
+	var f demoFlags
+	fs.StringVar(&f.listen, "listen", config.DefaultListen, "proxy listen `HOST:PORT`")
+	fs.StringVar(&f.admin, "admin-listen", config.DefaultAdminListen, "admin listen `HOST:PORT`")
+	fs.StringVar(&f.keyType, "key-type", "rsa4096", "client key: rsa4096 (what Payrails asks for) or ecdsa (faster)")
+	fs.StringVar(&f.logFormat, "log-format", "console", "json or console")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: payrails-mtls-proxy demo [flags]")
 		fmt.Fprintln(fs.Output(), "\nMakes a throwaway PKI, starts a local stand-in for the Payrails API that requires the")
@@ -49,52 +55,55 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	defer os.RemoveAll(dir)
-	fmt.Fprintf(stderr, "demo: making a throwaway PKI in %s (client key: %s)...\n", dir, *keyType)
-	d, err := newDemoPKI(dir, *keyType)
+	code, err := demo(ctx, dir, f, stdout, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "demo: %v\n", err)
-		return exitFailure
+	}
+	return code
+}
+
+// demo runs the demo in dir until ctx ends and returns the exit code, with
+// the error that made it fail.
+func demo(ctx context.Context, dir string, f demoFlags, stdout, stderr io.Writer) (int, error) {
+	fmt.Fprintf(stderr, "demo: making a throwaway PKI in %s (client key: %s)...\n", dir, f.keyType)
+	d, err := newDemoPKI(dir, f.keyType)
+	if err != nil {
+		return exitFailure, err
 	}
 	// Like Payrails: the client certificate is required, and so is an access
 	// token, which lives for five minutes.
 	api, err := standin.Start(standin.Options{Certificate: d.server.TLS(), ClientCAs: d.ca.Pool(),
 		ClientID: demoClientID, ClientSecret: demoClientSecret, RequireToken: true, TokenTTL: 5 * time.Minute})
 	if err != nil {
-		fmt.Fprintf(stderr, "demo: %v\n", err)
-		return exitFailure
+		return exitFailure, err
 	}
 	defer api.Close()
 
 	// The same path as serve: a configuration file, then the app.
 	cfgFile, err := writeDemoConfig(dir, api.Addr, d)
 	if err != nil {
-		fmt.Fprintf(stderr, "demo: %v\n", err)
-		return exitFailure
+		return exitFailure, err
 	}
-	cfg, err := config.Load(cfgFile, nil, config.Overrides{Listen: *listen, AdminListen: *admin, LogFormat: *logFormat})
+	cfg, err := config.Load(cfgFile, nil, config.Overrides{Listen: f.listen, AdminListen: f.admin, LogFormat: f.logFormat})
 	if err != nil {
-		fmt.Fprintf(stderr, "demo: %v\n", err)
-		return exitUsage
+		return exitUsage, err
 	}
 	log, err := newLogger(cfg.Log.Level, cfg.Log.Format, stderr)
 	if err != nil {
-		fmt.Fprintf(stderr, "demo: %v\n", err)
-		return exitUsage
+		return exitUsage, err
 	}
 	a, err := newApp(cfg, log)
 	if err != nil {
-		fmt.Fprintf(stderr, "demo: %v\n", err)
-		return exitFailure
+		return exitFailure, err
 	}
 	err = a.run(ctx, func(l listeners) {
 		printDemo(stdout, demoInfo{Proxy: l.proxy, Admin: l.admin, Host: demoHost, API: api.Addr, Dir: dir, CertDir: d.certDir,
 			CAFile: d.caFile, ClientID: demoClientID, Secret: demoClientSecret, Port: portOf(api.Addr), Config: cfgFile})
 	})
 	if err != nil {
-		fmt.Fprintf(stderr, "demo: %v\n", err)
-		return exitFailure
+		return exitFailure, err
 	}
-	return exitOK
+	return exitOK, nil
 }
 
 // demoPKI is the demo's throwaway CA and certificates, written to files.

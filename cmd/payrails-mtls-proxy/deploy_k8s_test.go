@@ -80,23 +80,26 @@ type deployK8s struct {
 			Metadata struct {
 				Labels map[string]string `yaml:"labels"`
 			} `yaml:"metadata"`
-			Spec struct {
-				TerminationGracePeriodSeconds int               `yaml:"terminationGracePeriodSeconds"`
-				InitContainers                []deployContainer `yaml:"initContainers"`
-				Containers                    []deployContainer `yaml:"containers"`
-				Volumes                       []struct {
-					Name   string `yaml:"name"`
-					Secret *struct {
-						SecretName  string `yaml:"secretName"`
-						DefaultMode int    `yaml:"defaultMode"`
-					} `yaml:"secret"`
-					ConfigMap *struct {
-						Name string `yaml:"name"`
-					} `yaml:"configMap"`
-				} `yaml:"volumes"`
-			} `yaml:"spec"`
+			Spec deployPodSpec `yaml:"spec"`
 		} `yaml:"template"`
 	} `yaml:"spec"`
+}
+
+// deployPodSpec is the part of a pod spec these tests read.
+type deployPodSpec struct {
+	TerminationGracePeriodSeconds int               `yaml:"terminationGracePeriodSeconds"`
+	InitContainers                []deployContainer `yaml:"initContainers"`
+	Containers                    []deployContainer `yaml:"containers"`
+	Volumes                       []struct {
+		Name   string `yaml:"name"`
+		Secret *struct {
+			SecretName  string `yaml:"secretName"`
+			DefaultMode int    `yaml:"defaultMode"`
+		} `yaml:"secret"`
+		ConfigMap *struct {
+			Name string `yaml:"name"`
+		} `yaml:"configMap"`
+	} `yaml:"volumes"`
 }
 
 func (c deployContainer) envMap() map[string]string {
@@ -130,12 +133,39 @@ func deploySidecar(t *testing.T) deployContainer {
 	return deployContainer{}
 }
 
+// TestDeployKubernetesDeployment: the example Deployment probes the admin
+// port, locks the sidecar down, mounts the certificate Secret so that a
+// rotation is seen, gives shutdown its time and points the app at the proxy.
 func TestDeployKubernetesDeployment(t *testing.T) {
 	d := deployDeployment(t)
 	spec := d.Spec.Template.Spec
 	side := deploySidecar(t)
-	admin := deployPort(t, config.DefaultAdminListen)
+	checkDeployProbes(t, side, deployPort(t, config.DefaultAdminListen))
 
+	sc := side.SecurityContext
+	if sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
+		sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
+		!slices.Contains(sc.Capabilities.Drop, "ALL") || sc.SeccompProfile.Type != "RuntimeDefault" {
+		t.Errorf("sidecar securityContext %+v: want runAsNonRoot, readOnlyRootFilesystem, no privilege escalation, "+
+			"capabilities drop ALL, seccomp RuntimeDefault", sc)
+	}
+	checkDeploySecretMounts(t, spec, side)
+
+	shutdown := deployDefaultShutdown(t)
+	if grace := time.Duration(spec.TerminationGracePeriodSeconds) * time.Second; grace <= shutdown {
+		t.Errorf("terminationGracePeriodSeconds %v must exceed timeouts.shutdown %v", grace, shutdown)
+	}
+	app := spec.Containers[0].envMap()
+	proxyURL := "http://127.0.0.1:" + strconv.Itoa(deployPort(t, config.DefaultListen))
+	if app["HTTP_PROXY"] != proxyURL || app["http_proxy"] != proxyURL {
+		t.Errorf("app container: HTTP_PROXY %q, http_proxy %q; want both %s", app["HTTP_PROXY"], app["http_proxy"], proxyURL)
+	}
+}
+
+// checkDeployProbes: liveness asks /healthz and readiness /readyz, both on
+// the admin port (by number or by name).
+func checkDeployProbes(t *testing.T, side deployContainer, admin int) {
+	t.Helper()
 	ports := map[string]int{}
 	for _, p := range side.Ports {
 		ports[p.Name] = p.ContainerPort
@@ -157,15 +187,13 @@ func TestDeployKubernetesDeployment(t *testing.T) {
 			t.Errorf("%s asks %s on port %d, want %s on the admin port %d", pr.name, pr.p.HTTPGet.Path, port, pr.path, admin)
 		}
 	}
+}
 
-	sc := side.SecurityContext
-	if sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
-		sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
-		!slices.Contains(sc.Capabilities.Drop, "ALL") || sc.SeccompProfile.Type != "RuntimeDefault" {
-		t.Errorf("sidecar securityContext %+v: want runAsNonRoot, readOnlyRootFilesystem, no privilege escalation, "+
-			"capabilities drop ALL, seccomp RuntimeDefault", sc)
-	}
-
+// checkDeploySecretMounts: Secret volumes are mode 0400, never mounted
+// with a subPath (which never sees a rotation), and the sidecar mounts one
+// read-only at its certificate folder.
+func checkDeploySecretMounts(t *testing.T, spec deployPodSpec, side deployContainer) {
+	t.Helper()
 	secretVolumes := map[string]bool{}
 	for _, v := range spec.Volumes {
 		if v.Secret != nil {
@@ -193,16 +221,6 @@ func TestDeployKubernetesDeployment(t *testing.T) {
 	}
 	if !mounted {
 		t.Errorf("the sidecar does not mount a Secret read-only at its certificate folder %q", certDir)
-	}
-
-	shutdown := deployDefaultShutdown(t)
-	if grace := time.Duration(spec.TerminationGracePeriodSeconds) * time.Second; grace <= shutdown {
-		t.Errorf("terminationGracePeriodSeconds %v must exceed timeouts.shutdown %v", grace, shutdown)
-	}
-	app := spec.Containers[0].envMap()
-	proxyURL := "http://127.0.0.1:" + strconv.Itoa(deployPort(t, config.DefaultListen))
-	if app["HTTP_PROXY"] != proxyURL || app["http_proxy"] != proxyURL {
-		t.Errorf("app container: HTTP_PROXY %q, http_proxy %q; want both %s", app["HTTP_PROXY"], app["http_proxy"], proxyURL)
 	}
 }
 

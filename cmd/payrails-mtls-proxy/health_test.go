@@ -40,42 +40,7 @@ func healthRun(t *testing.T, args ...string) (code int, stdout, stderr string) {
 
 func TestHealth(t *testing.T) {
 	t.Parallel()
-	// slow never answers before the client gives up; it returns when the
-	// client hangs up, or at the latest when the test ends.
-	release := make(chan struct{})
-	slow := healthServer(t, func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-r.Context().Done():
-		case <-release:
-		}
-	})
-	t.Cleanup(func() { close(release) }) // runs before slow's Close (cleanups are LIFO)
-
-	up := healthServer(t, func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/readyz" || r.Method != http.MethodGet {
-			http.Error(w, "wrong request "+r.Method+" "+r.URL.Path, http.StatusNotFound)
-			return
-		}
-		w.Write([]byte("ok\n"))
-	})
-	plain503 := healthServer(t, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.WriteHeader(http.StatusServiceUnavailable)
-		w.Write([]byte("\nno valid certificate for upstream live: domain.pem is a CSR\nsecond line\n"))
-	})
-	json503 := healthServer(t, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusServiceUnavailable)
-		w.Write([]byte("{\n  \"ready\": false,\n  \"upstreams\": {\n    \"live\": {\"ready\": false, \"reason\": \"expired\"}\n  }\n}\n"))
-	})
-	redirect := healthServer(t, func(w http.ResponseWriter, r *http.Request) {
-		http.Redirect(w, r, "/elsewhere", http.StatusFound)
-	})
-	huge := strings.Repeat("x", 10_000)
-	long503 := healthServer(t, func(w http.ResponseWriter, r *http.Request) {
-		http.Error(w, huge, http.StatusServiceUnavailable)
-	})
-
+	srv := startHealthServers(t)
 	cases := []struct {
 		name       string
 		args       []string
@@ -84,23 +49,23 @@ func TestHealth(t *testing.T) {
 		wantStderr []string
 		notStderr  []string
 	}{
-		{name: "up", args: []string{"--url", up + "/readyz"}, wantCode: exitOK, wantStdout: []string{"200 OK"}},
+		{name: "up", args: []string{"--url", srv.up + "/readyz"}, wantCode: exitOK, wantStdout: []string{"200 OK"}},
 		{name: "down", args: []string{"--url", "http://" + healthRefusedAddr(t) + "/readyz"}, wantCode: exitFailure,
 			wantStderr: []string{"connection refused", "admin_listen"}},
-		{name: "slow", args: []string{"--url", slow + "/readyz", "--timeout", "100ms"}, wantCode: exitFailure,
+		{name: "slow", args: []string{"--url", srv.slow + "/readyz", "--timeout", "100ms"}, wantCode: exitFailure,
 			wantStderr: []string{"timeout", "100ms"}},
-		{name: "503 with a text body", args: []string{"--url", plain503 + "/readyz"}, wantCode: exitFailure,
+		{name: "503 with a text body", args: []string{"--url", srv.plain503 + "/readyz"}, wantCode: exitFailure,
 			wantStderr: []string{"503 Service Unavailable", "no valid certificate for upstream live: domain.pem is a CSR"},
 			notStderr:  []string{"second line"}},
-		{name: "503 with indented JSON", args: []string{"--url", json503 + "/readyz"}, wantCode: exitFailure,
+		{name: "503 with indented JSON", args: []string{"--url", srv.json503 + "/readyz"}, wantCode: exitFailure,
 			wantStderr: []string{"503", `{"ready":false,"upstreams":{"live":{"ready":false,"reason":"expired"}}}`}},
-		{name: "redirect not followed", args: []string{"--url", redirect + "/readyz"}, wantCode: exitFailure,
+		{name: "redirect not followed", args: []string{"--url", srv.redirect + "/readyz"}, wantCode: exitFailure,
 			wantStderr: []string{"302 Found", "/elsewhere", "not followed"}},
-		{name: "long body cut", args: []string{"--url", long503 + "/readyz"}, wantCode: exitFailure,
-			wantStderr: []string{"503", "xxx..."}, notStderr: []string{huge}},
+		{name: "long body cut", args: []string{"--url", srv.long503 + "/readyz"}, wantCode: exitFailure,
+			wantStderr: []string{"503", "xxx..."}, notStderr: []string{srv.huge}},
 		{name: "help", args: []string{"-h"}, wantCode: exitOK, wantStderr: []string{"--url", "--timeout", "-url", "-timeout"}},
 		{name: "unknown flag", args: []string{"--port", "9090"}, wantCode: exitUsage, wantStderr: []string{"-port"}},
-		{name: "stray argument", args: []string{up}, wantCode: exitUsage, wantStderr: []string{"unexpected argument"}},
+		{name: "stray argument", args: []string{srv.up}, wantCode: exitUsage, wantStderr: []string{"unexpected argument"}},
 		{name: "not an http URL", args: []string{"--url", "ftp://127.0.0.1:9090/readyz"}, wantCode: exitUsage,
 			wantStderr: []string{"--url", "not an http:// or https:// URL"}},
 		{name: "no host", args: []string{"--url", "/readyz"}, wantCode: exitUsage, wantStderr: []string{"--url"}},
@@ -134,6 +99,55 @@ func TestHealth(t *testing.T) {
 			}
 		})
 	}
+}
+
+// healthServers are the admin stand-ins TestHealth probes, by base URL.
+type healthServers struct {
+	slow     string // never answers before the client gives up
+	up       string // 200 on GET /readyz
+	plain503 string // 503 with a text body of several lines
+	json503  string // 503 with indented JSON
+	redirect string // 302 to /elsewhere
+	long503  string // 503 with a body of huge
+	huge     string
+}
+
+func startHealthServers(t *testing.T) healthServers {
+	t.Helper()
+	// slow returns when the client hangs up, or at the latest when the test ends.
+	release := make(chan struct{})
+	slow := healthServer(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	})
+	t.Cleanup(func() { close(release) }) // runs before slow's Close (cleanups are LIFO)
+	s := healthServers{slow: slow, huge: strings.Repeat("x", 10_000)}
+	s.up = healthServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/readyz" || r.Method != http.MethodGet {
+			http.Error(w, "wrong request "+r.Method+" "+r.URL.Path, http.StatusNotFound)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
+	s.plain503 = healthServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte("\nno valid certificate for upstream live: domain.pem is a CSR\nsecond line\n"))
+	})
+	s.json503 = healthServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte("{\n  \"ready\": false,\n  \"upstreams\": {\n    \"live\": {\"ready\": false, \"reason\": \"expired\"}\n  }\n}\n"))
+	})
+	s.redirect = healthServer(t, func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/elsewhere", http.StatusFound)
+	})
+	s.long503 = healthServer(t, func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, s.huge, http.StatusServiceUnavailable)
+	})
+	return s
 }
 
 // TestHealthIgnoresProxyEnvironment: the probe asks the URL itself even

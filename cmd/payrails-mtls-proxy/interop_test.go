@@ -186,26 +186,7 @@ func TestInterop(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts nginx and several client runtimes")
 	}
-	p := newTokenPKI(t)
-	ng := nginxAPI(t, p)
-	serial := serialOfFile(t, p.clientCert)
-	certDir := t.TempDir()
-	for _, f := range []string{p.clientCert, p.clientKey} {
-		data, _ := os.ReadFile(f)
-		mustWrite(t, filepath.Join(certDir, filepath.Base(f)), data, 0o600)
-	}
-	users := filepath.Join(t.TempDir(), "users")
-	mustWrite(t, users, []byte("svc:s3cret-pw\n"), 0o600)
-	cfg := func(extra string) string {
-		y := fmt.Sprintf("listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nlog: {level: warn}\n%supstreams:\n"+
-			"  - {name: live, url: \"https://%s\", address: \"%s\", cert_dir: \"%s\", ca_file: \"%s\"}\n",
-			extra, apiHost, ng.addr, certDir, p.caFile)
-		path := filepath.Join(t.TempDir(), "config.yaml")
-		mustWrite(t, path, []byte(y), 0o600)
-		return path
-	}
-	open := startApp(t, cfg(""))
-	authed := startApp(t, cfg(fmt.Sprintf("access: {proxy_auth_file: \"%s\"}\n", users)))
+	open, authed, serial := interopApps(t)
 	target := "http://" + apiHost
 
 	t.Run("curl http_proxy", func(t *testing.T) {
@@ -247,6 +228,33 @@ func TestInterop(t *testing.T) {
 		cmd := exec.Command("java", "-Dhttp.proxyHost="+host, "-Dhttp.proxyPort="+port, "-cp", classes, "Interop", target, "java")
 		checkInterop(t, "java", serial, parseResults(t, runClient(t, cmd)))
 	})
+}
+
+// interopApps starts nginx requiring a client certificate, and two
+// sidecars in front of it: open, and authed, which requires the proxy
+// credentials svc:s3cret-pw. serial is the client certificate's.
+func interopApps(t *testing.T) (open, authed *running, serial string) {
+	t.Helper()
+	p := newTokenPKI(t)
+	ng := nginxAPI(t, p)
+	certDir := t.TempDir()
+	for _, f := range []string{p.clientCert, p.clientKey} {
+		data, _ := os.ReadFile(f)
+		mustWrite(t, filepath.Join(certDir, filepath.Base(f)), data, 0o600)
+	}
+	users := filepath.Join(t.TempDir(), "users")
+	mustWrite(t, users, []byte("svc:s3cret-pw\n"), 0o600)
+	cfg := func(extra string) string {
+		y := fmt.Sprintf("listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nlog: {level: warn}\n%supstreams:\n"+
+			"  - {name: live, url: \"https://%s\", address: \"%s\", cert_dir: \"%s\", ca_file: \"%s\"}\n",
+			extra, apiHost, ng.addr, certDir, p.caFile)
+		path := filepath.Join(t.TempDir(), "config.yaml")
+		mustWrite(t, path, []byte(y), 0o600)
+		return path
+	}
+	open = startApp(t, cfg(""))
+	authed = startApp(t, cfg(fmt.Sprintf("access: {proxy_auth_file: \"%s\"}\n", users)))
+	return open, authed, serialOfFile(t, p.clientCert)
 }
 
 func serialOfFile(t testing.TB, certFile string) string {
