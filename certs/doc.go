@@ -2,10 +2,25 @@
 // PKCS#12 files, decrypting keys, pairing certificates with keys by public
 // key, choosing the pair to present, explaining in the operator's language
 // what is wrong with a file, and publishing the result as one immutable
-// Snapshot that a Store swaps atomically on reload.
+// Snapshot that a Store swaps atomically on reload. A Watcher reloads the
+// stores when their folders change (fsnotify on the directory, a periodic
+// poll as a fallback).
+//
+// It also makes what the operator needs before and around serving: a CSR
+// with the subject Payrails asks for (NewCSR, with ISO 3166-1 country codes
+// and Payrails API host names checked), the local CA of `connect: mitm` and
+// the short-lived leaves signed by it (NewMITMCA, Minter), and the roots
+// that verify an upstream (Roots). The sub-package pki makes throwaway CAs
+// and certificates for the demo and the tests.
+//
+// Every view of a loaded certificate (the /certs JSON in Report, `check`'s
+// Inspection, and the certificate metrics that cmd exports from the Report)
+// uses one Description, built from the snapshot, so the views cannot
+// disagree; none of them holds key material.
 //
 // The package never imports net/http: the proxy consumes a Store through the
-// small interface it declares itself.
+// small interface it declares itself, and certs and proxy do not import
+// each other.
 //
 // Failure rule: loading never panics and never returns a half-built result.
 // A load that finds no usable pair yields a Snapshot whose Err explains why;

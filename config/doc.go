@@ -9,8 +9,10 @@
 //
 // Every problem is reported as an *Error naming where the value came from
 // (file and line, flag, or environment variable), the key as the user typed
-// it, and what to do about it. Validation does not stop at the first problem:
-// Load and Parse return all of them at once as Errors.
+// it, and what to do about it; an unknown key names the closest known one
+// ("did you mean"), ranked by the edit distance of internal/levenshtein,
+// which certs' country suggestions share. Validation does not stop at the
+// first problem: Load and Parse return all of them at once as Errors.
 //
 // Secrets (the key passphrase and the token client secret) are only ever
 // read from the environment, never from the file or argv, and are held in a
