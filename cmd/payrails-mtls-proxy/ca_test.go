@@ -59,78 +59,12 @@ func TestCAInitFiles(t *testing.T) {
 		{"ca.pem to an existing file, --force", "ca.pem", false, true},
 	}
 	for _, tt := range links {
-		t.Run(tt.name, func(t *testing.T) {
-			dir, outside := t.TempDir(), t.TempDir()
-			target := filepath.Join(outside, "target")
-			const original = "not yours\n"
-			if !tt.dangling {
-				mustWrite(t, target, []byte(original), 0o644)
-			}
-			link := filepath.Join(dir, tt.link)
-			if err := os.Symlink(target, link); err != nil {
-				t.Fatal(err)
-			}
-			var args []string
-			if tt.force {
-				args = append(args, "--force")
-			}
-			code, errOut := caInit(t, dir, args...)
-			if code == exitOK {
-				t.Errorf("ca init succeeded with %s a symbolic link to %s", tt.link, target)
-			}
-			if !strings.Contains(errOut, link) || !strings.Contains(errOut, "symbolic link") {
-				t.Errorf("the refusal does not name %s as a symbolic link:\n%s", link, errOut)
-			}
-			got, err := os.ReadFile(target)
-			switch {
-			case tt.dangling && err == nil:
-				t.Errorf("ca init created %s outside the folder through the link %s (%d bytes)", target, tt.link, len(got))
-			case !tt.dangling && string(got) != original:
-				t.Errorf("ca init changed %s outside the folder through the link %s: %q", target, tt.link, got)
-			}
-			if entries, _ := os.ReadDir(outside); len(entries) > 1 || (tt.dangling && len(entries) > 0) {
-				t.Errorf("files appeared outside the folder: %v", entries)
-			}
-			if st, err := os.Lstat(link); err != nil || st.Mode()&os.ModeSymlink == 0 {
-				t.Errorf("the link %s was replaced or removed (%v, %v)", link, st.Mode(), err)
-			}
-			entries, _ := os.ReadDir(dir)
-			if len(entries) != 1 {
-				t.Errorf("the folder holds %v; want only the link (nothing written after the refusal)", entries)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { checkCAInitRefusesLink(t, tt.link, tt.dangling, tt.force) })
 	}
 
 	t.Run("existing files: refused without --force, replaced with it", func(t *testing.T) {
 		for _, name := range []string{"ca.key", "ca.pem"} {
-			t.Run(name, func(t *testing.T) {
-				dir := t.TempDir()
-				p := filepath.Join(dir, name)
-				mustWrite(t, p, []byte("the old one\n"), 0o600)
-				// A hard link elsewhere to the old file: replacing renames
-				// over the name, so the other name keeps the old content.
-				other := filepath.Join(t.TempDir(), "hardlink")
-				if err := os.Link(p, other); err != nil {
-					t.Fatal(err)
-				}
-				code, errOut := caInit(t, dir)
-				if code == exitOK || !strings.Contains(errOut, p) || !strings.Contains(errOut, "--force") {
-					t.Errorf("exit %d, want a refusal naming %s and --force:\n%s", code, p, errOut)
-				}
-				if got, _ := os.ReadFile(p); string(got) != "the old one\n" {
-					t.Errorf("%s changed without --force: %q", name, got)
-				}
-				if entries, _ := os.ReadDir(dir); len(entries) != 1 {
-					t.Errorf("the folder holds %v after the refusal, want only %s", entries, name)
-				}
-				if code, errOut := caInit(t, dir, "--force"); code != exitOK {
-					t.Fatalf("--force: exit %d: %s", code, errOut)
-				}
-				wantCAPair(t, dir)
-				if got, _ := os.ReadFile(other); !bytes.Equal(got, []byte("the old one\n")) {
-					t.Errorf("--force wrote through the old file (its hard link now holds %q)", got)
-				}
-			})
+			t.Run(name, func(t *testing.T) { checkCAInitReplaces(t, name) })
 		}
 	})
 
@@ -141,4 +75,80 @@ func TestCAInitFiles(t *testing.T) {
 			t.Errorf("exit %d, want a refusal naming %s:\n%s", code, f, errOut)
 		}
 	})
+}
+
+// checkCAInitRefusesLink: with linkName (ca.key or ca.pem) a symbolic link
+// to a file outside the folder (dangling: one that does not exist), ca init
+// refuses, names the link, and changes nothing there or in the folder.
+func checkCAInitRefusesLink(t *testing.T, linkName string, dangling, force bool) {
+	t.Helper()
+	dir, outside := t.TempDir(), t.TempDir()
+	target := filepath.Join(outside, "target")
+	const original = "not yours\n"
+	if !dangling {
+		mustWrite(t, target, []byte(original), 0o644)
+	}
+	link := filepath.Join(dir, linkName)
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	var args []string
+	if force {
+		args = append(args, "--force")
+	}
+	code, errOut := caInit(t, dir, args...)
+	if code == exitOK {
+		t.Errorf("ca init succeeded with %s a symbolic link to %s", linkName, target)
+	}
+	if !strings.Contains(errOut, link) || !strings.Contains(errOut, "symbolic link") {
+		t.Errorf("the refusal does not name %s as a symbolic link:\n%s", link, errOut)
+	}
+	got, err := os.ReadFile(target)
+	switch {
+	case dangling && err == nil:
+		t.Errorf("ca init created %s outside the folder through the link %s (%d bytes)", target, linkName, len(got))
+	case !dangling && string(got) != original:
+		t.Errorf("ca init changed %s outside the folder through the link %s: %q", target, linkName, got)
+	}
+	if entries, _ := os.ReadDir(outside); len(entries) > 1 || (dangling && len(entries) > 0) {
+		t.Errorf("files appeared outside the folder: %v", entries)
+	}
+	if st, err := os.Lstat(link); err != nil || st.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("the link %s was replaced or removed (%v, %v)", link, st.Mode(), err)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Errorf("the folder holds %v; want only the link (nothing written after the refusal)", entries)
+	}
+}
+
+// checkCAInitReplaces: an existing regular file name (ca.key or ca.pem)
+// is refused without --force and replaced with it, by renaming over the
+// name, so a hard link elsewhere keeps the old content.
+func checkCAInitReplaces(t *testing.T, name string) {
+	t.Helper()
+	dir := t.TempDir()
+	p := filepath.Join(dir, name)
+	mustWrite(t, p, []byte("the old one\n"), 0o600)
+	other := filepath.Join(t.TempDir(), "hardlink")
+	if err := os.Link(p, other); err != nil {
+		t.Fatal(err)
+	}
+	code, errOut := caInit(t, dir)
+	if code == exitOK || !strings.Contains(errOut, p) || !strings.Contains(errOut, "--force") {
+		t.Errorf("exit %d, want a refusal naming %s and --force:\n%s", code, p, errOut)
+	}
+	if got, _ := os.ReadFile(p); string(got) != "the old one\n" {
+		t.Errorf("%s changed without --force: %q", name, got)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Errorf("the folder holds %v after the refusal, want only %s", entries, name)
+	}
+	if code, errOut := caInit(t, dir, "--force"); code != exitOK {
+		t.Fatalf("--force: exit %d: %s", code, errOut)
+	}
+	wantCAPair(t, dir)
+	if got, _ := os.ReadFile(other); !bytes.Equal(got, []byte("the old one\n")) {
+		t.Errorf("--force wrote through the old file (its hard link now holds %q)", got)
+	}
 }

@@ -255,22 +255,7 @@ type deployNetworkPolicy struct {
 // only the admin port and only from selected pods (the scrapers); nothing
 // reaches the proxy port, which listens on loopback anyway.
 func TestDeployKubernetesNetworkPolicy(t *testing.T) {
-	var policies []deployNetworkPolicy
-	for _, f := range deployFiles(t) {
-		if !strings.HasPrefix(f.rel, "deploy/kubernetes/") || !deployIsYAML(f.rel) {
-			continue
-		}
-		dec := yaml.NewDecoder(bytes.NewReader(f.data))
-		for {
-			var np deployNetworkPolicy
-			if err := dec.Decode(&np); err != nil {
-				break
-			}
-			if np.Kind == "NetworkPolicy" {
-				policies = append(policies, np)
-			}
-		}
-	}
+	policies := deployNetworkPolicies(t)
 	if len(policies) != 1 {
 		t.Fatalf("%d NetworkPolicies under deploy/kubernetes, want one for the admin port", len(policies))
 	}
@@ -297,7 +282,38 @@ func TestDeployKubernetesNetworkPolicy(t *testing.T) {
 	if len(np.Ingress) == 0 {
 		t.Error("the NetworkPolicy admits nothing: the scrapes would be refused too")
 	}
-	for i, rule := range np.Ingress {
+	checkIngressRules(t, policies[0], admin, named)
+}
+
+// deployNetworkPolicies returns the NetworkPolicies of every YAML document
+// under deploy/kubernetes.
+func deployNetworkPolicies(t *testing.T) []deployNetworkPolicy {
+	t.Helper()
+	var policies []deployNetworkPolicy
+	for _, f := range deployFiles(t) {
+		if !strings.HasPrefix(f.rel, "deploy/kubernetes/") || !deployIsYAML(f.rel) {
+			continue
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(f.data))
+		for {
+			var np deployNetworkPolicy
+			if err := dec.Decode(&np); err != nil {
+				break
+			}
+			if np.Kind == "NetworkPolicy" {
+				policies = append(policies, np)
+			}
+		}
+	}
+	return policies
+}
+
+// checkIngressRules: every ingress rule of policy admits only the admin
+// port (by number, or by its name in named), over TCP, and only from pods
+// chosen by labels in a namespace chosen by labels.
+func checkIngressRules(t *testing.T, policy deployNetworkPolicy, admin int, named map[string]int) {
+	t.Helper()
+	for i, rule := range policy.Spec.Ingress {
 		if len(rule.Ports) == 0 {
 			t.Errorf("ingress rule %d admits every port; want only the admin port %d", i, admin)
 		}
