@@ -35,6 +35,22 @@ func scrape(t testing.TB, admin string) map[string]*dto.MetricFamily {
 	return mfs
 }
 
+// adminGet GETs path from the admin listener and returns the status and the
+// whole body.
+func adminGet(t testing.TB, admin, path string) (int, []byte) {
+	t.Helper()
+	resp, err := http.Get("http://" + admin + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("reading %s: %v", path, err)
+	}
+	return resp.StatusCode, body
+}
+
 // value returns the value of the series of family name whose labels include
 // want, or -1 when there is none. Histograms give their sample count.
 func value(mfs map[string]*dto.MetricFamily, name string, want map[string]string) float64 {
@@ -154,13 +170,8 @@ func TestReadyzFlips(t *testing.T) {
 	short.WriteFiles(w.certDir, "domain.pem", "domain.key")
 	r := startApp(t, w.configFile(t, "reload: {debounce: 20ms, poll_interval: 1h}\n"))
 	status := func() (int, string) {
-		resp, err := http.Get("http://" + r.admin + "/readyz")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		code, body := adminGet(t, r.admin, "/readyz")
+		return code, string(body)
 	}
 	if code, body := status(); code != 200 || !strings.Contains(body, "expires in 0 days") {
 		t.Fatalf("readyz %d %s; want 200 with the expiry note", code, body)
@@ -195,12 +206,7 @@ func TestCertsEndpoint(t *testing.T) {
 	leaf := w.clientCert(t, "merchant", time.Now().Add(-time.Hour))
 	leaf.WriteFiles(w.certDir, "domain.pem", "domain.key")
 	r := startApp(t, w.configFile(t, ""))
-	resp, err := http.Get("http://" + r.admin + "/certs")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	_, body := adminGet(t, r.admin, "/certs")
 	var reports []struct {
 		Upstream string
 		Ready    bool
@@ -254,13 +260,7 @@ func TestTokenMetrics(t *testing.T) {
 		t.Errorf("token expiry %v, want about %v", exp, want)
 	}
 	for _, path := range []string{"/metrics", "/certs"} {
-		resp, err := http.Get("http://" + r.admin + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if strings.Contains(string(body), "s3cret") || strings.Contains(string(body), "Bearer") {
+		if _, body := adminGet(t, r.admin, path); strings.Contains(string(body), "s3cret") || strings.Contains(string(body), "Bearer") {
 			t.Errorf("%s shows the secret or a token", path)
 		}
 	}
@@ -307,12 +307,7 @@ func TestCertsAndMetricsDescribeCandidates(t *testing.T) {
 	}
 	newer.WriteFiles(w.certDir, "domain.pem", "domain.key")
 	r := startApp(t, w.configFile(t, ""))
-	resp, err := http.Get("http://" + r.admin + "/certs")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	_, body := adminGet(t, r.admin, "/certs")
 	var reports []map[string]any
 	if err := json.Unmarshal(body, &reports); err != nil || len(reports) != 1 {
 		t.Fatalf("/certs %s: %v, want one report", body, err)
