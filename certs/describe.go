@@ -42,6 +42,19 @@ type Description struct {
 	// stays set once that certificate has expired, until a reload replaces
 	// it; Report.Ready says whether it is presented now.
 	InUse bool `json:"in_use"`
+	// Verification is what the upstream said of the certificate when the
+	// proxy asked it (before it takes traffic); nil where nobody asked.
+	// certs does not fill it in: the proxy's wiring does.
+	Verification *Verification `json:"verification,omitempty"`
+}
+
+// Verification is the upstream's verdict on a certificate, as the proxy
+// learnt it. Plain data.
+type Verification struct {
+	Result string    `json:"result"`           // pending, accepted, refused, unknown
+	Reason string    `json:"reason,omitempty"` // the upstream's words: TLS alert, page title, error
+	At     time.Time `json:"at,omitzero"`      // of the last verification
+	Next   time.Time `json:"next,omitzero"`    // when it is asked again (refused, unknown)
 }
 
 // Describe returns a Description of every pair, best first, judged at

@@ -55,8 +55,9 @@ type Store struct {
 	log  *zap.Logger
 	now  func() time.Time
 
-	cur   atomic.Pointer[Snapshot]
-	stats atomic.Pointer[Stats]
+	cur     atomic.Pointer[Snapshot]
+	stats   atomic.Pointer[Stats]
+	changed atomic.Pointer[chan struct{}] // closed at the next publish
 
 	mu        sync.Mutex // serialises Reload; guards lastError
 	lastError string
@@ -78,6 +79,8 @@ func NewStore(name string, src Source, log *zap.Logger, opts ...StoreOption) *St
 		o(s)
 	}
 	s.stats.Store(&Stats{})
+	ch := make(chan struct{})
+	s.changed.Store(&ch)
 	s.Reload()
 	return s
 }
@@ -93,6 +96,41 @@ func (s *Store) Current() *Snapshot { return s.cur.Load() }
 
 // Stats returns a copy of the reload counters.
 func (s *Store) Stats() Stats { return *s.stats.Load() }
+
+// Candidates returns the certificates that may be presented now, best
+// first (the store's choice first): the pairs whose key matched and whose
+// validity window holds the present moment; empty when there is none. A
+// consumer that checks each against its server (the proxy verifies them)
+// picks among these. The slice is new; the certificates are shared and
+// must not be modified. A pair unchanged by a reload keeps its pointer
+// only while it is the chosen one: compare certificates by content.
+func (s *Store) Candidates() []*tls.Certificate {
+	snap := s.cur.Load()
+	if snap == nil {
+		return nil
+	}
+	now := s.now()
+	var out []*tls.Certificate
+	for _, p := range snap.Pairs {
+		if !now.Before(p.NotBefore()) && !now.After(p.NotAfter()) {
+			out = append(out, p.Certificate)
+		}
+	}
+	return out
+}
+
+// Changed returns a channel that is closed when the store publishes its
+// next snapshot (every reload that finds something usable, and the first
+// failure that leaves nothing usable): Candidates and Certificate may then
+// answer differently.
+func (s *Store) Changed() <-chan struct{} { return *s.changed.Load() }
+
+// publish makes next the current snapshot and wakes Changed's waiters.
+func (s *Store) publish(next *Snapshot) {
+	s.cur.Store(next)
+	ch := make(chan struct{})
+	close(*s.changed.Swap(&ch))
+}
 
 // Certificate returns the certificate to present, or nil when none is valid
 // right now (nothing usable was loaded, or the chosen one has expired since).
@@ -120,18 +158,18 @@ func (s *Store) Reload() (Result, error) {
 		s.logFailure(next, true)
 	case next.Chosen == nil:
 		res = ResultFailed
-		s.cur.Store(next) // nothing usable before either: show the latest findings
+		s.publish(next) // nothing usable before either: show the latest findings
 		s.logFindings(prev, next)
 		s.logFailure(next, false)
 	case sameChosen(prev, next):
 		res = ResultUnchanged
 		keepPair(prev, next)
-		s.cur.Store(next)
+		s.publish(next)
 		s.lastError = ""
 		s.logFindings(prev, next)
 	default:
 		res = ResultSwapped
-		s.cur.Store(next)
+		s.publish(next)
 		s.lastError = ""
 		s.logFindings(prev, next)
 		s.logSwap(prev, next)

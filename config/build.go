@@ -49,13 +49,14 @@ func (b *builder) build(r *raw) *Config {
 
 // retry validates the retry block.
 func (b *builder) retry(r *raw) Retry {
+	def := DefaultRetry()
 	rt := Retry{
-		Attempts:           b.integer(r.retryAttempts, defaultRetryAttempts, 1, maxRetryAttempts),
-		Backoff:            b.duration(r.retryBackoff, defaultRetryBackoff, false),
-		MaxBackoff:         b.duration(r.retryMaxBackoff, defaultRetryMaxBack, false),
-		IdempotencyHeaders: b.headerNames(r.retryHeaders, defaultIdempotencyHeaders()),
-		AddIdempotencyKey:  b.boolean(r.retryAddKey, defaultAddKey),
-		MaxBody:            b.size(r.retryMaxBody, defaultRetryMaxBody, maxRetryMaxBody),
+		Attempts:           b.integer(r.retryAttempts, def.Attempts, 1, maxRetryAttempts),
+		Backoff:            b.duration(r.retryBackoff, def.Backoff, false),
+		MaxBackoff:         b.duration(r.retryMaxBackoff, def.MaxBackoff, false),
+		IdempotencyHeaders: b.headerNames(r.retryHeaders, def.IdempotencyHeaders),
+		AddIdempotencyKey:  b.boolean(r.retryAddKey, def.AddIdempotencyKey),
+		MaxBody:            b.size(r.retryMaxBody, def.MaxBody, maxRetryMaxBody),
 	}
 	if rt.Backoff > 0 && rt.MaxBackoff > 0 && rt.MaxBackoff < rt.Backoff {
 		blame := r.retryMaxBackoff

@@ -65,6 +65,13 @@ func DefaultTimeouts() Timeouts {
 		IdleConn: defaultIdleConn, Shutdown: defaultShutdown}
 }
 
+// DefaultRetry is the retry block's defaults, what Load fills in for keys
+// that are not set; for the proxy's zero-means-default rule.
+func DefaultRetry() Retry {
+	return Retry{Attempts: defaultRetryAttempts, Backoff: defaultRetryBackoff, MaxBackoff: defaultRetryMaxBack,
+		IdempotencyHeaders: defaultIdempotencyHeaders(), AddIdempotencyKey: defaultAddKey, MaxBody: defaultRetryMaxBody}
+}
+
 // Config is the validated configuration, as returned by Load and Parse.
 //
 // A *Config returned without error satisfies every rule in this package: it

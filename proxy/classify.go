@@ -101,6 +101,12 @@ func (u *Upstream) classify(ctx context.Context, err error, g *generation) *Erro
 			return u.rejected(err, serial, text, a.Advice)
 		}
 	}
+	var rp *refusalPageError
+	if errors.As(err, &rp) {
+		return newError(KindCertificateRefused, err, "the edge in front of %s refused the client certificate (serial %s): "+
+			"it answered %s with the page %q, so the request never reached the API. %s The certificate comes from %s.",
+			u.host, serial, rp.status, rp.title, adviceUnknown, u.certSource)
+	}
 	switch {
 	case errors.As(err, &hs):
 		return u.classifyHandshake(hs)
@@ -119,7 +125,7 @@ func (u *Upstream) classify(ctx context.Context, err error, g *generation) *Erro
 }
 
 func (u *Upstream) rejected(err error, serial, alert, advice string) *Error {
-	return newError(KindCertificateRejected, err, "the server %s refused the client certificate (serial %s) with "+
+	return newError(KindCertificateRefused, err, "the server %s refused the client certificate (serial %s) with "+
 		"TLS alert %q. %s The certificate comes from %s.", u.host, serial, alert, advice, u.certSource)
 }
 

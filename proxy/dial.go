@@ -15,10 +15,12 @@ import (
 // (handshakeError). Every connection to an upstream is made here.
 func (u *Upstream) dialTLS(ctx context.Context, cfg *tls.Config) (*tls.Conn, error) {
 	d := net.Dialer{Timeout: u.timeouts.Dial, KeepAlive: 30 * time.Second}
+	began := time.Now()
 	raw, err := d.DialContext(ctx, "tcp", u.dialAddr)
 	if err != nil {
 		return nil, &dialError{addr: u.dialAddr, err: err}
 	}
+	defer func() { u.noteDial(time.Since(began)) }()
 	hctx, cancel := context.WithTimeout(ctx, u.timeouts.TLSHandshake)
 	defer cancel()
 	if u.m != nil {

@@ -37,6 +37,15 @@ type staticSource struct {
 
 func (s *staticSource) Certificate() *tls.Certificate { return s.p.Load() }
 
+func (s *staticSource) Candidates() []*tls.Certificate {
+	if c := s.p.Load(); c != nil {
+		return []*tls.Certificate{c}
+	}
+	return nil
+}
+
+func (s *staticSource) Changed() <-chan struct{} { return nil }
+
 func sourceOf(l *pki.Leaf) *staticSource {
 	s := &staticSource{}
 	if l != nil {

@@ -26,7 +26,7 @@ const (
 	KindNoCertificate       Kind = "no_certificate"
 	KindUpstreamUnreachable Kind = "upstream_unreachable"
 	KindUpstreamTLS         Kind = "upstream_tls"
-	KindCertificateRejected Kind = "client_certificate_rejected"
+	KindCertificateRefused  Kind = "client_certificate_refused"
 	KindUpstreamTimeout     Kind = "upstream_timeout"
 	KindUpstreamError       Kind = "upstream_error"
 	KindClientClosed        Kind = "client_closed"
@@ -58,7 +58,7 @@ var kinds = map[Kind]kindInfo{
 	KindNoCertificate:       {status: http.StatusServiceUnavailable},
 	KindUpstreamUnreachable: {status: http.StatusBadGateway},
 	KindUpstreamTLS:         {status: http.StatusBadGateway},
-	KindCertificateRejected: {status: http.StatusBadGateway},
+	KindCertificateRefused:  {status: http.StatusBadGateway},
 	KindUpstreamTimeout:     {status: http.StatusGatewayTimeout},
 	KindUpstreamError:       {status: http.StatusBadGateway},
 	KindClientClosed:        {status: StatusClientClosedRequest, closes: true},

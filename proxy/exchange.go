@@ -32,6 +32,10 @@ const (
 	fieldError    = "error"
 	fieldCause    = "cause"
 	fieldToken    = "token" // "injected" or "replayed", never the token itself
+	fieldAttempts = "attempts"
+	fieldAPICode  = "api_error_code" // the code of Payrails' error answer
+	fieldAPIID    = "api_error_id"   // its id, what Payrails support asks for
+	fieldRetry    = "not_retried"    // why a failure was not sent again
 )
 
 // exchange is the state of one request, shared by ServeHTTP and the goproxy
@@ -47,6 +51,11 @@ type exchange struct {
 	upstreamErr error                           // the upstream body broke off mid-response
 	bodyErr     atomic.Pointer[clientBodyError] // the client's request body failed; set by the transport's writer
 	token       string                          // "injected" or "replayed" when the proxy added the access token
+	attempts    int                             // sends to the upstream
+	notRetried  string                          // why a failure was not sent again
+	addedKey    string                          // the idempotency key the proxy gave the request
+	kept        *keptBody                       // the request body, kept for another send
+	apiError    *sniffer                        // the start of an error answer, for its code and id
 }
 
 type exchangeKey struct{}
@@ -68,6 +77,9 @@ func (ex *exchange) fail(e *Error) { ex.err = e }
 // panic passed on to net/http).
 func (p *Proxy) finishExchange(ex *exchange, rw *responseWriter, r *http.Request) {
 	rec := recover()
+	if ex.kept != nil {
+		ex.kept.release()
+	}
 	status := rw.status
 	if rec != nil {
 		status = 0 // the client got a broken response
@@ -125,6 +137,17 @@ func (p *Proxy) logExchange(ex *exchange, r *http.Request, status int, bytes int
 		if ex.token != "" {
 			fields = append(fields, zap.String(fieldToken, ex.token))
 		}
+		if ex.attempts > 1 {
+			fields = append(fields, zap.Int(fieldAttempts, ex.attempts))
+		}
+		if ex.apiError != nil {
+			if pe, ok := parsePayrailsError(ex.apiError.bytes()); ok {
+				fields = append(fields, zap.String(fieldAPICode, pe.Code), zap.String(fieldAPIID, pe.ID))
+			}
+		}
+		if ex.notRetried != "" {
+			fields = append(fields, zap.String(fieldRetry, ex.notRetried))
+		}
 		switch {
 		case ex.err != nil:
 			fields = append(fields, zap.String(fieldError, string(ex.err.Kind)), zap.String(fieldCause, ex.err.Error()))
@@ -137,7 +160,22 @@ func (p *Proxy) logExchange(ex *exchange, r *http.Request, status int, bytes int
 
 // fieldPool recycles the log line's field slice: one fewer allocation of
 // about a kilobyte per request.
-var fieldPool = sync.Pool{New: func() any { s := make([]zap.Field, 0, 16); return &s }}
+var fieldPool = sync.Pool{New: func() any { s := make([]zap.Field, 0, 20); return &s }}
+
+// sniffer keeps the first sniffSize bytes of an error answer as they
+// stream to the client, so that the log line can name Payrails' error code
+// and id without buffering the body.
+type sniffer struct {
+	buf [sniffSize]byte
+	n   int
+}
+
+func (s *sniffer) Write(p []byte) (int, error) {
+	s.n += copy(s.buf[s.n:], p)
+	return len(p), nil
+}
+
+func (s *sniffer) bytes() []byte { return s.buf[:s.n] }
 
 // requestIDs makes short unique request IDs: a random per-process prefix and
 // a counter. They appear in error bodies and log lines to tie them together.

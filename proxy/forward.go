@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/elazarl/goproxy"
@@ -52,15 +53,37 @@ func (p *Proxy) prepare(in *http.Request, ctx *goproxy.ProxyCtx) (*http.Request,
 			if be := ex.bodyErr.Load(); be != nil { // the client's fault, whatever the transport made of it
 				perr = be.proxyError()
 			}
+			perr.Detail = notRetriedDetail(perr.Detail, ex.notRetried)
 			ex.fail(perr)
-			return perr.response(req, ex.id), nil
+			resp = perr.response(req, ex.id)
+		} else if resp.StatusCode != http.StatusSwitchingProtocols {
+			body := resp.Body
+			if resp.StatusCode >= 400 && isJSON(resp.Header.Get("Content-Type")) {
+				ex.apiError = &sniffer{}
+				body = teeCloser{Reader: io.TeeReader(body, ex.apiError), Closer: body}
+			}
+			resp.Body = &abortingBody{ReadCloser: body, ex: ex, size: resp.ContentLength}
 		}
-		if resp.StatusCode != http.StatusSwitchingProtocols {
-			resp.Body = &abortingBody{ReadCloser: resp.Body, ex: ex, size: resp.ContentLength}
-		}
+		markAnswer(resp.Header, ex)
 		return resp, nil
 	})
 	return in, nil
+}
+
+// markAnswer tells the client, on the answer, what the proxy did to its
+// request: how many times it was sent, and the idempotency key it was given.
+func markAnswer(h http.Header, ex *exchange) {
+	if ex.attempts > 1 {
+		h.Set(HeaderAttempts, strconv.Itoa(ex.attempts))
+	}
+	if ex.addedKey != "" {
+		h.Set(headerAddedKey, ex.addedKey)
+	}
+}
+
+type teeCloser struct {
+	io.Reader
+	io.Closer
 }
 
 // outbound returns the request to send upstream: a copy of in (which is

@@ -36,7 +36,9 @@ const (
 type generation struct {
 	up       *Upstream
 	cert     *tls.Certificate
+	fp       string // the leaf's SHA-256, hex: the certificate's identity across reloads
 	serial   string
+	notAfter time.Time   // of the leaf
 	tls      *tls.Config // presents cert; shared by h1 and tr
 	h1       *h1Client
 	tr       *http.Transport
@@ -50,10 +52,14 @@ type generation struct {
 // newGeneration builds the client that presents exactly cert. Its
 // tls.Config is built here once and never modified afterwards.
 func (u *Upstream) newGeneration(cert *tls.Certificate) *generation {
-	g := &generation{up: u, cert: cert, serial: serialOf(cert),
+	g := &generation{up: u, cert: cert, fp: fingerprint(cert), serial: serialOf(cert), notAfter: notAfter(cert),
 		tls: clientTLS(u.host, u.roots, cert, tls.NewLRUClientSessionCache(sessionCacheSize), nil, "h2", "http/1.1")}
-	g.h1 = &h1Client{dial: g.dialFastPath, pool: newH1Pool(u.timeouts.IdleConn, maxIdleConnsPerHost),
-		headerTimeout: u.timeouts.ResponseHeader, done: g.release}
+	u.warm.mu.Lock()
+	maxAge := u.retireAgeLocked()
+	u.warm.mu.Unlock()
+	pool := newH1Pool(maxAge, maxIdleConnsPerHost)
+	pool.onDead = u.observeClose
+	g.h1 = &h1Client{dial: g.dialFastPath, pool: pool, headerTimeout: u.timeouts.ResponseHeader, done: g.release}
 	g.tr = &http.Transport{
 		Proxy:                  nil, // never through the proxy's own HTTP_PROXY environment
 		DialTLSContext:         g.dialTransport,
@@ -114,7 +120,7 @@ func (g *generation) dialFastPath(ctx context.Context) (*h1Conn, error) {
 		g.handOver(c)
 		return nil, errNegotiatedH2
 	}
-	return newH1Conn(c), nil
+	return newH1Conn(c, &g.h1.open), nil
 }
 
 // handOver gives a connection that negotiated HTTP/2 to the Transport's
@@ -213,6 +219,15 @@ func clientTLS(host string, roots *x509.CertPool, cert *tls.Certificate, session
 			return cert, nil
 		},
 	}
+}
+
+// notAfter is the end of the leaf's validity; far in the future when the
+// leaf is not parsed (a certificate of a tool's own making).
+func notAfter(c *tls.Certificate) time.Time {
+	if c == nil || c.Leaf == nil {
+		return time.Unix(1<<62, 0)
+	}
+	return c.Leaf.NotAfter
 }
 
 func serialOf(c *tls.Certificate) string {

@@ -54,7 +54,17 @@ type h1Client struct {
 	// done is called once per response, when its body is done (read to its
 	// end, closed or broken); never when roundTrip returns an error.
 	done func()
+	// open counts the client's open connections, idle or busy (warm.go).
+	open atomic.Int32
 }
+
+// noResponseError: the exchange failed before any byte of an answer came:
+// the server closed or reset the connection, or never took the request.
+// Only such failures may be retried (retry.go).
+type noResponseError struct{ err error }
+
+func (e *noResponseError) Error() string { return e.err.Error() }
+func (e *noResponseError) Unwrap() error { return e.err }
 
 // takes reports whether the fast path takes req: no body, or a small one
 // of declared length, and nothing that needs a concurrent writer or the
@@ -87,6 +97,11 @@ func (h *h1Client) roundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	return resp, nil
+}
+
+func isTimeout(err error) bool {
+	var ne interface{ Timeout() bool }
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // exchange writes req on c and reads the response headers. While the
@@ -143,6 +158,9 @@ func (h *h1Client) write(ctx context.Context, c *h1Conn, req *http.Request) (kee
 			return false, nil
 		}
 	}
+	if err != nil && ctx.Err() == nil {
+		return false, &noResponseError{err}
+	}
 	return err == nil, err
 }
 
@@ -153,8 +171,11 @@ func (h *h1Client) readResponse(ctx context.Context, c *h1Conn, req *http.Reques
 	for {
 		c.headerBudget = maxResponseHeaderBytes
 		resp, err := http.ReadResponse(c.br, req)
+		untouched := c.headerBudget == maxResponseHeaderBytes && c.br.Buffered() == 0
 		c.headerBudget = -1
 		switch {
+		case err != nil && untouched && ctx.Err() == nil && !isTimeout(err):
+			return nil, &noResponseError{err} // not one byte of an answer
 		case err != nil:
 			return nil, err
 		case resp.StatusCode == http.StatusSwitchingProtocols:

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"github.com/mtlsproxy/payrails-mtls-proxy/config"
 	"io"
 	"net/http"
 	"net/url"
@@ -79,7 +80,7 @@ func generationFor(t *testing.T, s *rawTLS, timeouts Timeouts) *generation {
 	t.Helper()
 	cert := s.client.TLS()
 	u, err := newUpstream(UpstreamConfig{Name: "t", URL: &url.URL{Scheme: "https", Host: "api.test"}, Address: s.addr,
-		RootCAs: s.roots.Pool(), Certificates: FixedCertificate{&cert}}, withDefaults(timeouts), nil)
+		RootCAs: s.roots.Pool(), Certificates: FixedCertificate{&cert}}, withDefaults(timeouts), config.Retry{Attempts: 1}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

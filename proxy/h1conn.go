@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"crypto/tls"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -15,6 +16,8 @@ type h1Conn struct {
 	br     *bufio.Reader   // reads from the conn through headerLimit
 	bw     *bufio.Writer
 	idleAt time.Time // when it went back to the pool
+	open   *atomic.Int32
+	closed atomic.Bool
 
 	// headerBudget is how many more bytes may be read while response
 	// headers are being parsed; negative means no limit (reading a body).
@@ -27,8 +30,13 @@ type h1Conn struct {
 	peekErr error
 }
 
-func newH1Conn(conn *tls.Conn) *h1Conn {
-	c := &h1Conn{conn: conn, raw: rawConnOf(conn), headerBudget: -1}
+// newH1Conn wraps conn; open, if not nil, counts the client's open
+// connections: it is incremented here and decremented once, on close.
+func newH1Conn(conn *tls.Conn, open *atomic.Int32) *h1Conn {
+	c := &h1Conn{conn: conn, raw: rawConnOf(conn), headerBudget: -1, open: open}
+	if open != nil {
+		open.Add(1)
+	}
 	c.br = bufio.NewReaderSize(headerLimit{c}, 4<<10)
 	c.bw = bufio.NewWriterSize(conn, 4<<10)
 	return c
@@ -53,7 +61,12 @@ func (l headerLimit) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (c *h1Conn) close() { c.conn.Close() }
+func (c *h1Conn) close() {
+	c.conn.Close()
+	if c.open != nil && c.closed.CompareAndSwap(false, true) {
+		c.open.Add(-1)
+	}
+}
 
 // plaintextPending reports whether crypto/tls holds decrypted bytes that
 // nobody asked for: the rest of a record whose start ended a response. The

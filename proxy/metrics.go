@@ -22,6 +22,11 @@ type Metrics struct {
 	tokenFetches   *prometheus.CounterVec
 	tokenExpiry    *prometheus.GaugeVec
 	tokenInjected  *prometheus.CounterVec
+	verifications  *prometheus.CounterVec
+	failovers      *prometheus.CounterVec
+	retries        *prometheus.CounterVec
+	budgetRefusals *prometheus.CounterVec
+	warm           *prometheus.GaugeVec
 }
 
 // NewMetrics creates the metrics and registers them with reg.
@@ -74,9 +79,77 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "payrails_proxy_token_injected_requests_total",
 		Help: "Requests to which the proxy added the access token, by upstream and whether they were replayed after a 401.",
 	}, []string{"upstream", "replayed"})
+	m.verifications = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "payrails_proxy_certificate_verifications_total",
+		Help: "Verifications of a client certificate against its upstream (a TLS connection and a HEAD verify_path), by result: accepted, refused, unknown (the upstream could not be asked).",
+	}, []string{"upstream", "result"})
+	m.failovers = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "payrails_proxy_certificate_failovers_total",
+		Help: "Switches from a client certificate the upstream refused to another one it accepts.",
+	}, []string{"upstream"})
+	m.retries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "payrails_proxy_upstream_retries_total",
+		Help: "Requests sent to the upstream again, by reason (connect, tls, connection_lost, certificate_refused, payrails_retryable, edge_error).",
+	}, []string{"upstream", "reason"})
+	m.budgetRefusals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "payrails_proxy_upstream_retry_budget_exhausted_total",
+		Help: "Retries not made because the retry budget (a fifth of the requests of the last 10 s) was spent.",
+	}, []string{"upstream"})
+	m.warm = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "payrails_proxy_upstream_warm_connections",
+		Help: "Idle, ready TLS connections with the certificate in use, per upstream (warm_connections keeps them open).",
+	}, []string{"upstream"})
 	reg.MustRegister(m.requests, m.duration, m.upstreamErrors, m.denied, m.handshakes, m.handshakeTime,
-		m.clientConns, m.upstreamConns, m.tokenFetches, m.tokenExpiry, m.tokenInjected)
+		m.clientConns, m.upstreamConns, m.tokenFetches, m.tokenExpiry, m.tokenInjected,
+		m.verifications, m.failovers, m.retries, m.budgetRefusals, m.warm)
 	return m
+}
+
+// upstream creates an upstream's series of the rotation and retry metrics
+// at zero, so that rates and alerts on them work before the first event.
+func (m *Metrics) upstream(name string) {
+	if m == nil {
+		return
+	}
+	for _, r := range []VerifyResult{VerifyAccepted, VerifyRefused, VerifyUnknown} {
+		m.verifications.WithLabelValues(name, string(r))
+	}
+	for _, r := range retryReasons {
+		m.retries.WithLabelValues(name, r)
+	}
+	m.failovers.WithLabelValues(name)
+	m.budgetRefusals.WithLabelValues(name)
+	m.warm.WithLabelValues(name)
+}
+
+func (m *Metrics) verification(upstream string, r VerifyResult) {
+	if m != nil {
+		m.verifications.WithLabelValues(upstream, string(r)).Inc()
+	}
+}
+
+func (m *Metrics) failover(upstream string) {
+	if m != nil {
+		m.failovers.WithLabelValues(upstream).Inc()
+	}
+}
+
+func (m *Metrics) retry(upstream, reason string) {
+	if m != nil {
+		m.retries.WithLabelValues(upstream, reason).Inc()
+	}
+}
+
+func (m *Metrics) budgetExhausted(upstream string) {
+	if m != nil {
+		m.budgetRefusals.WithLabelValues(upstream).Inc()
+	}
+}
+
+func (m *Metrics) warmConnections(upstream string, n int) {
+	if m != nil {
+		m.warm.WithLabelValues(upstream).Set(float64(n))
+	}
 }
 
 // deniedReason maps a refusal to the denied_requests_total label.

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/config"
 )
 
 // Outcome is what a probe of an upstream found.
@@ -63,7 +65,7 @@ type ProbeResult struct {
 // the proxy checks its own certificates the same way (certCheck).
 func Probe(ctx context.Context, c ProbeConfig) ProbeResult {
 	up, err := newUpstream(UpstreamConfig{Name: "probe", URL: c.URL, Address: c.Address, RootCAs: c.RootCAs,
-		Certificates: FixedCertificate{c.Certificate}}, withDefaults(c.Timeouts), nil)
+		Certificates: FixedCertificate{c.Certificate}}, withDefaults(c.Timeouts), config.Retry{Attempts: 1}, nil, nil)
 	if err != nil {
 		return ProbeResult{Outcome: OutcomeTCPFailed, Err: err}
 	}
@@ -201,7 +203,7 @@ func (u *Upstream) refusal(ctx context.Context, g *generation) *refusalVerdict {
 	c.mu.Lock()
 	if v := c.last; v != nil && time.Since(v.at) < checkTTL {
 		c.mu.Unlock()
-		return refused(v)
+		return refusedVerdict(v)
 	}
 	done := c.running
 	if done == nil {
@@ -221,10 +223,10 @@ func (u *Upstream) refusal(ctx context.Context, g *generation) *refusalVerdict {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return refused(c.last)
+	return refusedVerdict(c.last)
 }
 
-func refused(v *refusalVerdict) *refusalVerdict {
+func refusedVerdict(v *refusalVerdict) *refusalVerdict {
 	if v == nil || v.err == nil {
 		return nil
 	}

@@ -34,7 +34,10 @@ type Config struct {
 	// upstream host on port 443 is intercepted with leaves from this source
 	// (the local CA) and its requests go the way of forward mode. nil means
 	// CONNECT gets 405.
-	MITM    LeafSource
+	MITM LeafSource
+	// Retry says when a request is sent again; a zero Attempts means
+	// config.DefaultRetry.
+	Retry   config.Retry
 	Logger  *zap.Logger // nil means no logging
 	Metrics *Metrics    // nil means no metrics
 }
@@ -81,7 +84,7 @@ func New(cfg Config) (*Proxy, error) {
 	p.timeouts = t
 	var hosts []string
 	for _, c := range cfg.Upstreams {
-		up, err := newUpstream(c, t, cfg.Metrics)
+		up, err := newUpstream(c, t, cfg.Retry, cfg.Metrics, log)
 		if err != nil {
 			return nil, err
 		}
@@ -96,6 +99,7 @@ func New(cfg Config) (*Proxy, error) {
 		}
 		p.byHost[up.host] = up
 		p.upstreams = append(p.upstreams, up)
+		cfg.Metrics.upstream(up.name)
 		if p.mitm != nil {
 			p.tunnelTLS[up] = tunnelTLS(p.mitm, up.host)
 		}

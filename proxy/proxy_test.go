@@ -140,9 +140,9 @@ func TestUpstreamFailures(t *testing.T) {
 	}{
 		{"upstream down", closedAddr, sourceOf(ps.client), ps, "/", 502, proxy.KindUpstreamUnreachable, "cannot connect"},
 		{"upstream hangs", good.Addr, sourceOf(ps.client), ps, "/delay/30s", 504, proxy.KindUpstreamTimeout, "timeouts.response_header"},
-		{"certificate refused, TLS 1.3", good.Addr, sourceOf(strangers.client), ps, "/", 502, proxy.KindCertificateRejected, "refused the client certificate"},
-		{"certificate refused, TLS 1.3, HTTP/1.1", h1.Addr, sourceOf(strangers.client), ps, "/", 502, proxy.KindCertificateRejected, "refused the client certificate"},
-		{"certificate refused, TLS 1.2", tls12.Addr, sourceOf(strangers.client), ps, "/", 502, proxy.KindCertificateRejected, "refused the client certificate"},
+		{"certificate refused, TLS 1.3", good.Addr, sourceOf(strangers.client), ps, "/", 502, proxy.KindCertificateRefused, "refused the client certificate"},
+		{"certificate refused, TLS 1.3, HTTP/1.1", h1.Addr, sourceOf(strangers.client), ps, "/", 502, proxy.KindCertificateRefused, "refused the client certificate"},
+		{"certificate refused, TLS 1.2", tls12.Addr, sourceOf(strangers.client), ps, "/", 502, proxy.KindCertificateRefused, "refused the client certificate"},
 		{"server not trusted", good.Addr, sourceOf(ps.client), strangers, "/", 502, proxy.KindUpstreamTLS, "not trusted"},
 		{"no valid certificate", good.Addr, sourceOf(nil), ps, "/", 503, proxy.KindNoCertificate, "no valid client certificate"},
 	}

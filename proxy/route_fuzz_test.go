@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"crypto/tls"
+	"github.com/mtlsproxy/payrails-mtls-proxy/config"
 	"net/http"
 	"net/url"
 	"strings"
@@ -11,7 +12,9 @@ import (
 
 type nilSource struct{}
 
-func (nilSource) Certificate() *tls.Certificate { return nil }
+func (nilSource) Certificate() *tls.Certificate  { return nil }
+func (nilSource) Candidates() []*tls.Certificate { return nil }
+func (nilSource) Changed() <-chan struct{}       { return nil }
 
 // FuzzRoute: whatever request target and Host header a client sends, the
 // routing decision never panics, and a request only ever reaches an
@@ -79,7 +82,7 @@ func FuzzRoute(f *testing.F) {
 // origin-form, and never when it is a CONNECT of its own.
 func FuzzTunnelRoute(f *testing.F) {
 	up, err := newUpstream(UpstreamConfig{Name: "live", URL: &url.URL{Scheme: "https", Host: "api.acme.payrails.io"},
-		Certificates: nilSource{}}, withDefaults(Timeouts{}), nil)
+		Certificates: nilSource{}}, withDefaults(Timeouts{}), config.Retry{Attempts: 1}, nil, nil)
 	if err != nil {
 		f.Fatal(err)
 	}

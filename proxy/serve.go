@@ -66,6 +66,7 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener, shutdownTimeout time
 	tctx, stopTokens := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	for _, up := range p.upstreams {
+		wg.Go(func() { up.run(tctx) })
 		if up.tokens != nil {
 			wg.Go(func() { up.tokens.run(tctx) })
 		}

@@ -1,10 +1,8 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -26,10 +24,6 @@ type TokenConfig struct {
 	// Now is the token manager's clock; nil means time.Now.
 	Now func() time.Time
 }
-
-// maxReplayBody bounds the body the proxy keeps to replay a request after
-// a 401 on a refreshed token. Larger bodies are streamed and not replayed.
-const maxReplayBody = 1 << 20
 
 // tokens are an upstream's managed access tokens: the manager (run by
 // Proxy.Serve) and where the secret comes from, for messages.
@@ -65,71 +59,40 @@ func (t *tokens) wants(out *http.Request) bool {
 	return out.Header.Get("Authorization") == "" && !strings.HasPrefix(out.URL.Path, "/auth/token/")
 }
 
-// sendWithToken is sendOnce with the access token injected; on a 401 to it
-// the token is dropped and the request replayed once with a new one when
-// that is safe (an idempotent method, or an X-Idempotency-Key with a body
-// the proxy kept). A request is never sent more than twice.
-func (u *Upstream) sendWithToken(ex *exchange, out *http.Request) (*http.Response, *generation, error) {
-	ctx := out.Context()
+// sendWithToken is attempts with the access token injected; on a 401 to it
+// the token is dropped and the request sent again with a new one when that
+// is safe: an idempotent method or an idempotency key, and no body or one
+// the proxy kept.
+func (u *Upstream) sendWithToken(ex *exchange, r *sendState) (*http.Response, *generation, error) {
+	ctx := r.out.Context()
 	mgr := u.tokens.manager
 	tok, err := mgr.Token(ctx)
 	if err != nil {
 		return nil, nil, &tokenError{err}
 	}
-	kept, replayable := keepForReplay(out)
-	out.Header.Set("Authorization", "Bearer "+tok)
+	r.out.Header.Set("Authorization", "Bearer "+tok)
 	ex.token = "injected"
-	resp, g, err := u.sendOnce(out)
+	resp, g, err := u.attempts(ex, r)
 	if err != nil || resp.StatusCode != http.StatusUnauthorized {
 		return resp, g, err
 	}
 	mgr.Invalidate(tok)
-	if !replayable {
-		return resp, g, nil // the 401 goes to the client: replaying is not safe
+	if !(isIdempotent(r.out.Method) || r.keyed) || (r.hasBody && r.kept == nil) {
+		return resp, g, nil // the 401 goes to the client: sending again is not safe
 	}
 	tok2, terr := mgr.Token(ctx)
 	if terr != nil || tok2 == tok {
 		return resp, g, nil
 	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	resp.Body.Close()
-	again := out.Clone(ctx)
-	again.Header.Set("Authorization", "Bearer "+tok2)
-	if kept != nil {
-		again.Body = io.NopCloser(bytes.NewReader(kept))
-		again.ContentLength = int64(len(kept))
+	discard(resp)
+	again := *r
+	again.out = r.out.Clone(ctx)
+	again.out.Header.Set("Authorization", "Bearer "+tok2)
+	if r.kept != nil {
+		again.out.Body = r.kept.reader()
 	}
 	ex.token = "replayed"
-	return u.roundTrip(again)
-}
-
-// keepForReplay decides whether out may be replayed after a 401 and, if it
-// has a body, reads it (up to maxReplayBody) so it can be sent again. A
-// larger body is sent streamed and makes the request not replayable.
-func keepForReplay(out *http.Request) ([]byte, bool) {
-	safe := isIdempotent(out.Method) || out.Header.Get("X-Idempotency-Key") != ""
-	if !safe {
-		return nil, false
-	}
-	if out.Body == nil || out.Body == http.NoBody {
-		return nil, true
-	}
-	if out.ContentLength > maxReplayBody {
-		return nil, false
-	}
-	head, err := io.ReadAll(io.LimitReader(out.Body, maxReplayBody+1))
-	if err != nil || len(head) > maxReplayBody {
-		// Too big, or the client's body failed: send what was read and the
-		// rest as it comes, once.
-		out.Body = struct {
-			io.Reader
-			io.Closer
-		}{io.MultiReader(bytes.NewReader(head), out.Body), out.Body}
-		return nil, false
-	}
-	out.Body = io.NopCloser(bytes.NewReader(head))
-	out.ContentLength = int64(len(head))
-	return head, true
+	return u.attempts(ex, &again)
 }
 
 // run fetches tokens until ctx is done (Proxy.Serve runs it).

@@ -13,17 +13,27 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/config"
+	"go.uber.org/zap"
 )
 
 // CertificateSource is what the proxy needs from a certificate store.
+// Every method must be cheap and safe for concurrent use; the returned
+// certificates are never modified.
 type CertificateSource interface {
-	// Certificate returns the certificate to present now, or nil when no
-	// valid one is loaded. It is called on every request and must be cheap
-	// and safe for concurrent use. The returned value is never modified; a
-	// different pointer means a different certificate.
+	// Certificate returns the store's choice, or nil when no valid
+	// certificate is loaded. It is read on every request: a different
+	// pointer means the choice changed.
 	Certificate() *tls.Certificate
+	// Candidates returns the certificates that may be presented now (valid
+	// at this moment), best first, the choice first; empty when none.
+	// Compare them by content: a reload may give the same pair a new pointer.
+	Candidates() []*tls.Certificate
+	// Changed returns a channel closed when Certificate or Candidates may
+	// answer differently; nil when they never change.
+	Changed() <-chan struct{}
 }
 
 // FixedCertificate is a CertificateSource that always offers c (nil: none),
@@ -32,6 +42,17 @@ type FixedCertificate struct{ C *tls.Certificate }
 
 // Certificate implements CertificateSource.
 func (f FixedCertificate) Certificate() *tls.Certificate { return f.C }
+
+// Candidates implements CertificateSource.
+func (f FixedCertificate) Candidates() []*tls.Certificate {
+	if f.C == nil {
+		return nil
+	}
+	return []*tls.Certificate{f.C}
+}
+
+// Changed implements CertificateSource: a fixed certificate never changes.
+func (f FixedCertificate) Changed() <-chan struct{} { return nil }
 
 // UpstreamConfig describes one Payrails API endpoint.
 type UpstreamConfig struct {
@@ -43,6 +64,15 @@ type UpstreamConfig struct {
 	Certificates CertificateSource // required
 	CertSource   string            // where the certificates come from, for messages
 	Token        *TokenConfig      // managed access tokens; nil means none
+	// Verify makes a newly chosen certificate take traffic only once the
+	// upstream accepted it (a HEAD VerifyPath request; selection.go).
+	// false presents the source's choice at once.
+	Verify bool
+	// VerifyPath is the path of the verification request; "" means "/".
+	VerifyPath string
+	// WarmConnections is how many idle connections with the certificate in
+	// use are kept open and ready (warm.go); 0 means none.
+	WarmConnections int
 }
 
 // Timeouts is the configuration's timeouts block: one type for both. The
@@ -91,20 +121,29 @@ type Upstream struct {
 	certs      CertificateSource
 	certSource string
 	timeouts   Timeouts
+	retry      config.Retry
 	m          *Metrics
+	log        *zap.Logger
 	tokens     *tokens // nil without managed tokens (tokens.go)
+	verify     bool
+	verifyPath string
+	warmTarget int
 
-	mu  sync.Mutex // serialises building a generation
-	gen atomic.Pointer[generation]
+	gen    atomic.Pointer[generation]      // the certificate presented now; nil when none
+	seen   atomic.Pointer[tls.Certificate] // the source's choice when gen was last evaluated
+	sel    selector                        // which certificate to present (selection.go)
+	warm   warmth                          // warm connections (warm.go)
+	budget retryBudget                     // retries allowed (retry.go)
+	kickCh chan struct{}                   // wakes run
 
-	// Background work (certificate checks, probe.go) runs under ctx and is
-	// waited for by close.
+	// Background work (run, certificate checks) runs under ctx and is
+	// waited for by Close.
 	ctx    context.Context
 	cancel context.CancelFunc
 	bg     sync.WaitGroup
 }
 
-func newUpstream(c UpstreamConfig, t Timeouts, m *Metrics) (*Upstream, error) {
+func newUpstream(c UpstreamConfig, t Timeouts, rt config.Retry, m *Metrics, log *zap.Logger) (*Upstream, error) {
 	if c.URL == nil || c.URL.Scheme != "https" || c.URL.Hostname() == "" {
 		return nil, fmt.Errorf("upstream %q: URL must be https://HOST, got %v", c.Name, c.URL)
 	}
@@ -122,6 +161,14 @@ func newUpstream(c UpstreamConfig, t Timeouts, m *Metrics) (*Upstream, error) {
 	u := &Upstream{
 		name: c.Name, host: canonicalHost(c.URL.Hostname()), authority: c.URL.Host, dialAddr: dial,
 		isDefault: c.Default, roots: c.RootCAs, certs: c.Certificates, certSource: c.CertSource, timeouts: t, m: m,
+		retry: withRetryDefaults(rt), log: log, verify: c.Verify, verifyPath: c.VerifyPath,
+		warmTarget: max(c.WarmConnections, 0), kickCh: make(chan struct{}, 1),
+	}
+	if u.verifyPath == "" {
+		u.verifyPath = "/"
+	}
+	if u.log == nil {
+		u.log = zap.NewNop()
 	}
 	u.ctx, u.cancel = context.WithCancel(context.Background())
 	if c.Token != nil {
@@ -135,7 +182,7 @@ func newUpstream(c UpstreamConfig, t Timeouts, m *Metrics) (*Upstream, error) {
 // settings, clients and error classification. Zero timeouts take
 // config.DefaultTimeouts' values. Close it when done.
 func NewUpstream(c UpstreamConfig, t Timeouts) (*Upstream, error) {
-	return newUpstream(c, withDefaults(t), nil)
+	return newUpstream(c, withDefaults(t), config.Retry{Attempts: 1}, nil, nil)
 }
 
 // baseURL is https://HOST[:PORT] of the upstream.
@@ -147,63 +194,82 @@ func (u *Upstream) Name() string { return u.name }
 // Host is the host name requests are matched against.
 func (u *Upstream) Host() string { return u.host }
 
-// current returns the generation for the certificate the source offers now.
+// current returns the generation of the certificate presented now. The
+// hot path is two atomic loads and a clock read; a new choice of the
+// source, an expired certificate or none at all take the slow path.
 func (u *Upstream) current() (*generation, error) {
-	cert := u.certs.Certificate()
-	if cert == nil {
-		return nil, errNoCertificate
-	}
-	if g := u.gen.Load(); g != nil && g.cert == cert {
+	choice := u.certs.Certificate()
+	g := u.gen.Load()
+	if g != nil && choice == u.seen.Load() && time.Now().Before(g.notAfter) {
 		return g, nil
 	}
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	old := u.gen.Load()
-	if old != nil && old.cert == cert {
-		return old, nil
+	return u.reselect(choice, g)
+}
+
+// reselect handles what current cannot. With verification on, a new
+// choice is verified by the background loop while the certificate in use
+// keeps serving; otherwise (and when nothing valid is presented) the
+// choice is evaluated here.
+func (u *Upstream) reselect(choice *tls.Certificate, g *generation) (*generation, error) {
+	if u.verify && g != nil && time.Now().Before(g.notAfter) {
+		if old := u.seen.Load(); old != choice && u.seen.CompareAndSwap(old, choice) {
+			u.kick()
+		}
+		return g, nil
 	}
-	g := u.newGeneration(cert)
-	u.gen.Store(g)
-	if old != nil {
-		old.retire()
+	u.sel.mu.Lock()
+	u.seen.Store(choice)
+	u.evaluate(u.ctx)
+	u.sel.mu.Unlock()
+	if g = u.gen.Load(); g == nil {
+		return nil, errNoCertificate
 	}
 	return g, nil
 }
 
-// send is the way of every proxied request to the upstream: the access
-// token first when the proxy manages tokens (sendWithToken), then
-// sendOnce. The generation it used comes back even on failure, for the
-// error's classification and the log line.
-func (u *Upstream) send(ex *exchange, out *http.Request) (*http.Response, *generation, error) {
-	if u.tokens != nil && u.tokens.wants(out) {
-		return u.sendWithToken(ex, out)
+// kick wakes the background loop.
+func (u *Upstream) kick() {
+	select {
+	case u.kickCh <- struct{}{}:
+	default:
 	}
-	return u.sendOnce(out)
 }
 
-// sendOnce sends out with the current certificate, once more when a pooled
-// connection turns out dead under an idempotent request without a body: the
-// upstream restarted, and neither the HTTP/2 client nor the fast path
-// retries such a request itself (the fast path's liveness check catches
-// most dead connections before a request is written, not one that dies in
-// between). Anything else, and a POST in particular, is sent once.
-func (u *Upstream) sendOnce(out *http.Request) (*http.Response, *generation, error) {
-	resp, g, err := u.roundTrip(out)
-	if err != nil && out.Context().Err() == nil && isIdempotent(out.Method) &&
-		(out.Body == nil || out.Body == http.NoBody) && deadConnection(err) {
-		resp, g, err = u.roundTrip(out)
+// run is the upstream's background work until ctx is done: it follows the
+// certificate source (evaluate), verifies candidates when they are due,
+// and tends the warm connections. Proxy.Serve runs it.
+func (u *Upstream) run(ctx context.Context) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	eval := true
+	for {
+		changed := u.certs.Changed()
+		if eval {
+			u.sel.mu.Lock()
+			u.seen.Store(u.certs.Certificate())
+			u.evaluate(ctx)
+			u.sel.mu.Unlock()
+		}
+		wait := u.tendWarm(ctx)
+		due := u.nextVerification()
+		if !due.IsZero() && (wait == 0 || time.Until(due) < wait) {
+			wait = max(time.Until(due), time.Millisecond)
+		}
+		if wait == 0 {
+			wait = time.Hour
+		}
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+			eval = true
+		case <-u.kickCh:
+			eval = true
+		case <-timer.C:
+			eval = !due.IsZero() && !time.Now().Before(due)
+		}
 	}
-	return resp, g, err
-}
-
-// roundTrip sends out once with the current generation.
-func (u *Upstream) roundTrip(out *http.Request) (*http.Response, *generation, error) {
-	g, err := u.current()
-	if err != nil {
-		return nil, nil, err
-	}
-	resp, err := g.RoundTrip(out)
-	return resp, g, err
 }
 
 // deadConnection reports a connection that broke under a request, as
@@ -227,15 +293,19 @@ func isIdempotent(method string) bool {
 	return false
 }
 
-// RoundTrip implements http.RoundTripper for tools (NewUpstream). Failures
-// are *Error values that say what happened and what to do, as the proxy's
-// JSON errors do.
+// RoundTrip implements http.RoundTripper for tools (NewUpstream) and the
+// token manager: one send with the certificate in use, no retries.
+// Failures are *Error values that say what happened and what to do, as the
+// proxy's JSON errors do.
 func (u *Upstream) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, g, err := u.roundTrip(req)
-	if err != nil {
-		return nil, u.classify(req.Context(), err, g)
+	g, err := u.current()
+	if err == nil {
+		var resp *http.Response
+		if resp, err = g.RoundTrip(req); err == nil {
+			return resp, nil
+		}
 	}
-	return resp, nil
+	return nil, u.classify(req.Context(), err, g)
 }
 
 // CloseIdleConnections closes the upstream's idle connections.

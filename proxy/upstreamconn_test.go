@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/config"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 )
 
@@ -81,9 +82,14 @@ func answerOK(c *tls.Conn, br *bufio.Reader) {
 
 func scriptedEnv(t *testing.T, limits proxy.ClientLimits, script func(n int32, c *tls.Conn, br *bufio.Reader)) (*env, *scriptedUpstream) {
 	t.Helper()
+	return scriptedEnvRetry(t, limits, config.Retry{}, script)
+}
+
+func scriptedEnvRetry(t *testing.T, limits proxy.ClientLimits, retry config.Retry, script func(n int32, c *tls.Conn, br *bufio.Reader)) (*env, *scriptedUpstream) {
+	t.Helper()
 	ps := newPKI(t)
 	up := startScripted(t, ps, script)
-	e := startProxy(t, proxy.Config{Client: limits, Timeouts: proxy.Timeouts{ResponseHeader: 30 * time.Second},
+	e := startProxy(t, proxy.Config{Client: limits, Timeouts: proxy.Timeouts{ResponseHeader: 30 * time.Second}, Retry: retry,
 		Upstreams: []proxy.UpstreamConfig{upstreamConfig("live", hostA, up.addr, ps, sourceOf(ps.client))}})
 	return e, up
 }
@@ -121,13 +127,14 @@ func TestUnsolicitedBytesNeverReachAClient(t *testing.T) {
 }
 
 // TestClientStopsMidBody: a client that stops sending its body in the
-// middle (a body small enough for the HTTP/1.1 fast path) gets 408 once the
-// body idle timeout passes, and the upstream connection that carried the
-// half request is closed, never reused.
+// middle gets 408 once the body idle timeout passes. With bodies streamed
+// (retry.max_body 0) the body small enough for the HTTP/1.1 fast path
+// goes out as it comes, and the upstream connection that carried the half
+// request is closed, never reused; with bodies kept for retries (the
+// default) nothing of the request reaches the upstream at all.
 func TestClientStopsMidBody(t *testing.T) {
-	e, up := scriptedEnv(t, proxy.ClientLimits{BodyIdle: 500 * time.Millisecond}, func(_ int32, c *tls.Conn, br *bufio.Reader) {
-		answerOK(c, br)
-	})
+	e, up := scriptedEnvRetry(t, proxy.ClientLimits{BodyIdle: 500 * time.Millisecond}, config.Retry{Attempts: 1, MaxBody: 0},
+		func(_ int32, c *tls.Conn, br *bufio.Reader) { answerOK(c, br) })
 	c, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
 	if err != nil {
 		t.Fatal(err)
@@ -147,6 +154,20 @@ func TestClientStopsMidBody(t *testing.T) {
 	}
 	if n := up.conns.Load(); n != 2 {
 		t.Errorf("%d upstream connections, want 2: the half-written one must not be reused", n)
+	}
+
+	kept, keptUp := scriptedEnv(t, proxy.ClientLimits{BodyIdle: 500 * time.Millisecond}, func(_ int32, c *tls.Conn, br *bufio.Reader) { answerOK(c, br) })
+	c2, err := net.Dial("tcp", strings.TrimPrefix(kept.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	fmt.Fprintf(c2, "POST http://%s/v1/payments HTTP/1.1\r\nHost: %s\r\nContent-Length: 1000\r\n\r\n0123456789", hostA, hostA)
+	if resp := readResponse(t, c2); resp.StatusCode != http.StatusRequestTimeout {
+		t.Errorf("kept body: status %d, want 408", resp.StatusCode)
+	}
+	if n := keptUp.conns.Load(); n != 0 {
+		t.Errorf("kept body: %d upstream connections for a body that never arrived whole, want 0", n)
 	}
 }
 

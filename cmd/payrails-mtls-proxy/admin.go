@@ -4,6 +4,7 @@ import (
 	"strconv"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/admin"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -18,14 +19,70 @@ func newRegistry() *prometheus.Registry {
 	return reg
 }
 
-// adminUpstream presents a certificate store to the admin endpoints.
-func adminUpstream(s *certs.Store) admin.Upstream {
+// upstreamView is what the admin endpoints show of one upstream: its
+// certificate store, and what the proxy learnt from the upstream about
+// those certificates: which one it presents, and each one's verification
+// (up is nil for the local CA's store).
+type upstreamView struct {
+	store *certs.Store
+	up    *proxy.Upstream
+}
+
+// adminUpstream presents a view to the admin endpoints.
+func adminUpstream(v upstreamView) admin.Upstream {
 	return admin.Upstream{
-		Name:   s.Name(),
-		Ready:  s.Ready,
-		Notes:  s.Notes,
-		Report: func() any { return s.Report() },
+		Name:   v.store.Name(),
+		Ready:  v.ready,
+		Notes:  v.store.Notes,
+		Report: func() any { return v.report() },
 	}
+}
+
+// ready is the store's readiness, then the upstream's: a certificate it
+// refuses with no other to fail over to makes the upstream not ready.
+func (v upstreamView) ready() error {
+	if err := v.store.Ready(); err != nil {
+		return err
+	}
+	if v.up != nil {
+		return v.up.Ready()
+	}
+	return nil
+}
+
+// report is the store's report with the proxy's knowledge merged in: the
+// certificate presented (verification may keep an older one serving) and
+// each candidate's verification.
+func (v upstreamView) report() certs.Report {
+	r := v.store.Report()
+	if v.up == nil {
+		return r
+	}
+	statuses := map[string]proxy.CertificateStatus{}
+	presented := ""
+	for _, st := range v.up.CertificateStatuses() {
+		statuses[st.Fingerprint] = st
+		if st.InUse {
+			presented = st.Fingerprint
+		}
+	}
+	for i := range r.Candidates {
+		d := &r.Candidates[i]
+		if st, ok := statuses[d.Fingerprint]; ok {
+			d.Verification = &certs.Verification{Result: string(st.Result), Reason: st.Reason, At: st.At, Next: st.Next}
+		}
+		if presented != "" {
+			d.InUse = d.Fingerprint == presented
+			if d.InUse {
+				inUse := *d
+				r.InUse = &inUse
+			}
+		}
+	}
+	if err := v.up.Ready(); err != nil && r.Ready {
+		r.Ready, r.Error = false, err.Error()
+	}
+	return r
 }
 
 // certCollector exports the certificate metrics of every store. It lives
@@ -34,15 +91,15 @@ func adminUpstream(s *certs.Store) admin.Upstream {
 // scrape time, the same value /certs serves, so the two cannot disagree
 // and there is nothing to keep in sync.
 type certCollector struct {
-	stores                         []*certs.Store
+	views                          []upstreamView
 	reloads, lastSuccess, notAfter *prometheus.Desc
 	ready                          *prometheus.Desc
 }
 
-// newCertCollector returns a collector over stores; register it once.
-func newCertCollector(stores []*certs.Store) *certCollector {
+// newCertCollector returns a collector over views; register it once.
+func newCertCollector(views []upstreamView) *certCollector {
 	return &certCollector{
-		stores: stores,
+		views: views,
 		reloads: prometheus.NewDesc("payrails_proxy_certificate_reloads_total",
 			"Certificate reloads by upstream and result (swapped, unchanged, failed).", []string{"upstream", "result"}, nil),
 		lastSuccess: prometheus.NewDesc("payrails_proxy_certificate_last_reload_success_timestamp_seconds",
@@ -65,8 +122,8 @@ func (c *certCollector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (c *certCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, s := range c.stores {
-		r := s.Report()
+	for _, v := range c.views {
+		r := v.report()
 		for _, rc := range []struct {
 			result certs.Result
 			n      uint64

@@ -49,6 +49,7 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 		ups = append(ups, proxy.UpstreamConfig{
 			Name: u.Name, URL: u.URL, Address: u.Address, Default: u.Default,
 			RootCAs: roots, Certificates: store, CertSource: src.String(), Token: tokenConfig(u.Token),
+			Verify: cfg.Reload.Verify, VerifyPath: u.VerifyPath, WarmConnections: u.WarmConnections,
 		})
 	}
 	if f := cfg.Access.ProxyAuthFile; f != "" {
@@ -71,6 +72,7 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 		ProxyAuth:  a.auth,
 		Upstreams:  ups,
 		Timeouts:   cfg.Timeouts,
+		Retry:      cfg.Retry,
 		AllowCIDRs: cfg.Access.AllowCIDRs,
 		Logger:     log,
 		Metrics:    proxy.NewMetrics(a.registry),
@@ -79,11 +81,17 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 		return nil, err
 	}
 	a.proxy = p
+	var views []upstreamView
 	var adminUps []admin.Upstream
-	for _, s := range a.stores {
-		adminUps = append(adminUps, adminUpstream(s))
+	for i, s := range a.stores {
+		v := upstreamView{store: s}
+		if i < len(p.Upstreams()) { // the local CA's store comes last, with no upstream
+			v.up = p.Upstreams()[i]
+		}
+		views = append(views, v)
+		adminUps = append(adminUps, adminUpstream(v))
 	}
-	a.registry.MustRegister(newCertCollector(a.stores))
+	a.registry.MustRegister(newCertCollector(views))
 	a.admin = admin.New(admin.Config{Upstreams: adminUps, Gatherer: a.registry,
 		Pprof: os.Getenv("PAYRAILS_PROXY_DEBUG_PPROF") == "1"})
 	w, err := certs.NewWatcher(a.stores, certs.WatchOptions{Debounce: cfg.Reload.Debounce,

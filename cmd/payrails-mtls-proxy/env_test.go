@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/poll"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 	"io"
 	"net"
 	"net/http"
@@ -156,7 +158,32 @@ func startApp(t testing.TB, cfgPath string) *running {
 	}
 	t.Cleanup(stop)
 	pu, _ := url.Parse("http://" + l.proxy)
-	return &running{app: a, addr: l.proxy, admin: l.admin, logs: logs, stop: stop, proxy: pu}
+	r := &running{app: a, addr: l.proxy, admin: l.admin, logs: logs, stop: stop, proxy: pu}
+	r.waitVerified(t)
+	return r
+}
+
+// waitVerified waits until the app has asked each upstream about the
+// certificate it presents (reload.verify), so that tests counting the
+// upstream's connections and requests start from a settled state.
+func (r *running) waitVerified(t testing.TB) {
+	t.Helper()
+	if !r.app.cfg.Reload.Verify {
+		return
+	}
+	for i, up := range r.app.proxy.Upstreams() {
+		if r.app.stores[i].Certificate() == nil {
+			continue // nothing to verify
+		}
+		poll.Until(t, "the app to verify its certificate for "+up.Name(), 10*time.Second, func() bool {
+			for _, st := range up.CertificateStatuses() {
+				if st.InUse && st.Result != proxy.VerifyPending {
+					return true
+				}
+			}
+			return false
+		})
+	}
 }
 
 // client sends requests through the app as HTTP_PROXY clients do.

@@ -1,0 +1,176 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Warm connections (DESIGN.md § Verification, failover and warm
+// connections). Each upstream keeps warm_connections idle TLS connections
+// with the certificate in use, so that no request pays a TCP and TLS
+// handshake (with an RSA-4096 key, three round trips instead of one) after
+// idle, rotation or the server's keep-alive timeout. The verification
+// connection of a new certificate is the first of them.
+//
+// A server closes an idle connection after its keep-alive timeout; a
+// request written onto it at that moment is lost (the keep-alive race:
+// the server's FIN and the request cross on the wire). The proxy learns
+// the server's idle timeout from the closes it observes while connections
+// sit idle, and retires idle connections shortly before it, opening their
+// replacements first. Learning needs two closes that agree: a restart
+// closes every connection at once, at whatever age, and must not teach a
+// timeout that was never there.
+//
+// All of this runs in the upstream's background loop (run), one dial at a
+// time, with back-off after a failed dial. It applies to HTTP/1.1
+// upstreams; over HTTP/2 the Transport keeps its one multiplexed
+// connection, and the server announces its closes with GOAWAY.
+
+// Dial back-off of the warm-connection tending.
+const (
+	warmMinBackoff = time.Second
+	warmMaxBackoff = time.Minute
+)
+
+// warmth is an upstream's warm-connection state. The zero value is ready.
+type warmth struct {
+	mu         sync.Mutex
+	serverIdle time.Duration // the server's idle timeout as learnt; 0 until two closes agree
+	lastClose  time.Duration // the idle age of the last close observed
+	dialTime   time.Duration // how long a dial takes (moving average)
+	backoff    time.Duration
+	notBefore  time.Time // no warm dial before this (after a failure)
+}
+
+// observeClose is told the idle age of a connection the server closed.
+func (u *Upstream) observeClose(idle time.Duration) {
+	w := &u.warm
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	prev := w.lastClose
+	w.lastClose = idle
+	tolerance := max(2*peekInterval(w.serverIdle), idle/10)
+	if prev == 0 || absDuration(idle-prev) > tolerance {
+		return
+	}
+	learnt := min(idle, prev)
+	if w.serverIdle == 0 || learnt < w.serverIdle {
+		w.serverIdle = learnt
+		u.log.Info("learnt the upstream's idle timeout from its closes; idle connections are retired before it",
+			zap.String(fieldUpstream, u.name), zap.Duration("server_idle_timeout", learnt),
+			zap.Duration("retire_after", u.retireAgeLocked()))
+	}
+}
+
+func absDuration(d time.Duration) time.Duration {
+	if d < 0 {
+		return -d
+	}
+	return d
+}
+
+// peekInterval is how often idle connections are checked for the server's
+// closes: often while the server's idle timeout is unknown (the precision
+// with which it is learnt), then a twentieth of it.
+func peekInterval(serverIdle time.Duration) time.Duration {
+	if serverIdle == 0 {
+		return 100 * time.Millisecond
+	}
+	return min(max(serverIdle/20, 100*time.Millisecond), 5*time.Second)
+}
+
+// retireAgeLocked is how long a connection may sit idle: timeouts.idle_conn,
+// or less than the server's idle timeout by a margin for the check's
+// precision, a round trip and a tenth.
+func (u *Upstream) retireAgeLocked() time.Duration {
+	w := &u.warm
+	age := u.timeouts.IdleConn
+	if w.serverIdle > 0 {
+		margin := max(100*time.Millisecond, w.serverIdle/10, 2*w.dialTime)
+		age = min(age, max(w.serverIdle-peekInterval(w.serverIdle)-margin, 50*time.Millisecond))
+	}
+	return age
+}
+
+// noteDial feeds the dial-time average.
+func (u *Upstream) noteDial(d time.Duration) {
+	w := &u.warm
+	w.mu.Lock()
+	if w.dialTime == 0 {
+		w.dialTime = d
+	} else {
+		w.dialTime = (3*w.dialTime + d) / 4
+	}
+	w.mu.Unlock()
+}
+
+// tendWarm checks the idle connections of the generation in use for the
+// server's closes, replaces the one about to be retired, and opens
+// connections up to warm_connections. It returns when it wants to run
+// again (0: nothing to tend).
+func (u *Upstream) tendWarm(ctx context.Context) time.Duration {
+	g := u.gen.Load()
+	if g == nil || g.h2.Load() {
+		return 0
+	}
+	pool := g.h1.pool
+	left, oldest := pool.reap()
+	u.warm.mu.Lock()
+	maxAge := u.retireAgeLocked()
+	peek := peekInterval(u.warm.serverIdle)
+	lead := max(2*u.warm.dialTime, peek)
+	mayDial := !time.Now().Before(u.warm.notBefore)
+	u.warm.mu.Unlock()
+	pool.setMaxAge(maxAge)
+	u.m.warmConnections(u.name, left)
+	if left == 0 && u.warmTarget == 0 {
+		return 0
+	}
+	if mayDial && left > 0 && oldest >= maxAge-lead && int(g.h1.open.Load()) <= u.warmTarget {
+		// Make before break: the replacement first, then the old one goes.
+		if u.dialWarm(ctx, g) {
+			if c := pool.takeOldest(); c != nil {
+				c.close()
+			}
+		}
+	}
+	for mayDial && int(g.h1.open.Load()) < u.warmTarget && ctx.Err() == nil {
+		if !u.dialWarm(ctx, g) {
+			break
+		}
+	}
+	wait := peek
+	if left > 0 {
+		if until := maxAge - lead - oldest; until > 0 && until < wait {
+			wait = until
+		}
+	}
+	return max(wait, 10*time.Millisecond)
+}
+
+// dialWarm opens one connection for g's pool; a failure starts (or
+// doubles) the back-off, so that a down upstream is not hammered.
+func (u *Upstream) dialWarm(ctx context.Context, g *generation) bool {
+	c, err := g.dialFastPath(ctx)
+	w := &u.warm
+	if err != nil {
+		w.mu.Lock()
+		if !errors.Is(err, errNegotiatedH2) {
+			w.backoff = min(max(2*w.backoff, warmMinBackoff), warmMaxBackoff)
+			w.notBefore = time.Now().Add(w.backoff)
+			u.log.Debug("warm connection not opened; backing off", zap.String(fieldUpstream, u.name),
+				zap.Error(err), zap.Duration("backoff", w.backoff))
+		}
+		w.mu.Unlock()
+		return false
+	}
+	w.mu.Lock()
+	w.backoff = 0
+	w.mu.Unlock()
+	g.h1.pool.put(c)
+	return true
+}
