@@ -36,6 +36,7 @@ const (
 	fieldAPICode  = "api_error_code" // the code of Payrails' error answer
 	fieldAPIID    = "api_error_id"   // its id, what Payrails support asks for
 	fieldRetry    = "not_retried"    // why a failure was not sent again
+	fieldConn     = "upstream_conn"  // "reused" or "new": did the send pay a TLS handshake
 )
 
 // exchange is the state of one request, shared by ServeHTTP and the goproxy
@@ -56,6 +57,16 @@ type exchange struct {
 	addedKey    string                          // the idempotency key the proxy gave the request
 	kept        *keptBody                       // the request body, kept for another send
 	apiError    *sniffer                        // the start of an error answer, for its code and id
+	connReused  bool                            // the last send went out on a connection opened before it (no handshake paid)
+	connKnown   bool                            // connReused is set
+}
+
+// noteConn records on the request's exchange, if any, whether its send
+// went out on a connection opened before (a warm one included) or a new one.
+func noteConn(ctx context.Context, reused bool) {
+	if ex := exchangeFrom(ctx); ex != nil {
+		ex.connReused, ex.connKnown = reused, true
+	}
 }
 
 type exchangeKey struct{}
@@ -139,6 +150,13 @@ func (p *Proxy) logExchange(ex *exchange, r *http.Request, status int, bytes int
 		}
 		if ex.attempts > 1 {
 			fields = append(fields, zap.Int(fieldAttempts, ex.attempts))
+		}
+		if ex.connKnown {
+			conn := "new"
+			if ex.connReused {
+				conn = "reused"
+			}
+			fields = append(fields, zap.String(fieldConn, conn))
 		}
 		if ex.apiError != nil {
 			if pe, ok := parsePayrailsError(ex.apiError.bytes()); ok {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -95,6 +96,11 @@ func (g *generation) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			return resp, err
 		}
+	}
+	if ex := exchangeFrom(req.Context()); ex != nil {
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+			GotConn: func(ci httptrace.GotConnInfo) { ex.connReused, ex.connKnown = ci.Reused, true },
+		}))
 	}
 	resp, err := g.tr.RoundTrip(req)
 	switch {

@@ -82,6 +82,7 @@ func (h *h1Client) takes(req *http.Request) bool {
 func (h *h1Client) roundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	c := h.pool.get()
+	noteConn(ctx, c != nil)
 	if c == nil {
 		var err error
 		if c, err = h.dial(ctx); err != nil {
