@@ -55,10 +55,11 @@ type generation struct {
 func (u *Upstream) newGeneration(cert *tls.Certificate) *generation {
 	g := &generation{up: u, cert: cert, fp: fingerprint(cert), serial: serialOf(cert), notAfter: notAfter(cert),
 		tls: clientTLS(u.host, u.roots, cert, tls.NewLRUClientSessionCache(sessionCacheSize), nil, "h2", "http/1.1")}
+	pool := newH1Pool(u.timeouts.IdleConn, maxIdleConnsPerHost)
 	u.warm.mu.Lock()
-	maxAge := u.retireAgeLocked()
+	pool.setMaxAge(false, u.retireAgeLocked(false))
+	pool.setMaxAge(true, u.retireAgeLocked(true))
 	u.warm.mu.Unlock()
-	pool := newH1Pool(maxAge, maxIdleConnsPerHost)
 	pool.onDead = u.observeClose
 	g.h1 = &h1Client{dial: g.dialFastPath, pool: pool, headerTimeout: u.timeouts.ResponseHeader, done: g.release}
 	g.tr = &http.Transport{

@@ -2,16 +2,22 @@
 
 package proxy
 
-import "syscall"
+import (
+	"syscall"
+	"time"
+)
 
 // alive reports whether an idle connection can carry another request: the
-// socket is open and holds nothing to read. A server that closed the
-// connection while it sat idle (a restart, its own idle timeout) has sent
-// FIN or RST; one that sent anything else unasked (a TLS close_notify, an
-// error response) has left the connection in a state no request should
-// start from. net/http's Transport learns the same from the read it keeps
-// pending on every idle connection; a pool without a reader goroutine asks
-// the socket, with one non-blocking MSG_PEEK.
+// socket is open and holds nothing but what crypto/tls consumes itself. A
+// server that closed the connection while it sat idle (a restart, its own
+// idle timeout) has sent FIN or RST; one that sent anything else unasked
+// (a TLS close_notify, an error response) has left the connection in a
+// state no request should start from. net/http's Transport learns the
+// same from the read it keeps pending on every idle connection; a pool
+// without a reader goroutine asks the socket, with one non-blocking
+// MSG_PEEK. Records waiting in the socket are read by crypto/tls (settle):
+// TLS 1.3 servers send session tickets after the handshake, which a
+// connection that never carried a request (a warm one) has not read yet.
 func (c *h1Conn) alive() bool {
 	if c.raw == nil {
 		return !c.plaintextPending()
@@ -19,8 +25,17 @@ func (c *h1Conn) alive() bool {
 	if c.peekFn == nil {
 		c.peekFn = c.peekOnce // one method value per connection, not a closure per check
 	}
-	rerr := c.raw.Read(c.peekFn)
-	return rerr == nil && c.peekN <= 0 && c.peekErr == syscall.EAGAIN && !c.plaintextPending()
+	if rerr := c.raw.Read(c.peekFn); rerr != nil {
+		return false
+	}
+	switch {
+	case c.peekErr == syscall.EAGAIN: // nothing in the socket
+		return !c.plaintextPending()
+	case c.peekN > 0: // records waiting: tickets are fine, anything else is not
+		return c.settle(time.Millisecond)
+	default: // FIN or RST
+		return false
+	}
 }
 
 // peekOnce is alive's callback for RawConn.Read: one non-blocking peek,

@@ -255,6 +255,8 @@ func TestPoolOrderAndSweep(t *testing.T) {
 	if _, err := cs[2].conn.Write([]byte("x")); err == nil {
 		t.Error("the connection put into a full pool was not closed")
 	}
+	cs[0].close()
+	cs[1].close()
 
 	sweeping := newH1Pool(50*time.Millisecond, 4)
 	fresh := dialConns(t, g, 1)[0]

@@ -16,6 +16,7 @@ type h1Conn struct {
 	br     *bufio.Reader   // reads from the conn through headerLimit
 	bw     *bufio.Writer
 	idleAt time.Time // when it went back to the pool
+	used   bool      // has carried a request (servers time out such connections differently)
 	open   *atomic.Int32
 	closed atomic.Bool
 
@@ -82,6 +83,22 @@ func (c *h1Conn) plaintextPending() bool {
 	n, _ := c.conn.Read(c.peek[:])
 	c.conn.SetReadDeadline(time.Time{})
 	return n > 0
+}
+
+// settle lets crypto/tls read what the server sent after the handshake,
+// waiting at most wait for more: post-handshake messages (TLS 1.3 session
+// tickets) are consumed on the way, so that the connection does not look
+// as though the server had sent something unasked. It reports whether the
+// connection is still usable: nothing but such messages came, no data, no
+// close.
+func (c *h1Conn) settle(wait time.Duration) bool {
+	if c.br.Buffered() > 0 {
+		return false
+	}
+	c.conn.SetReadDeadline(time.Now().Add(wait))
+	n, err := c.conn.Read(c.peek[:])
+	c.conn.SetReadDeadline(time.Time{})
+	return n == 0 && isTimeout(err)
 }
 
 // rawConnOf finds the TCP socket under a TLS connection made by dialTLS.

@@ -8,20 +8,24 @@ import (
 
 // h1Pool keeps one generation's idle HTTP/1.1 connections, most recently
 // used last, so that a busy proxy reuses its warmest connections and the
-// ones at the bottom age out. A connection idle for longer than the pool's
+// ones at the bottom age out. A connection idle for longer than its
 // maximum idle age is closed by a sweep, and never handed out; one the
 // server has closed (or sent anything to while idle) is found by a
 // liveness check when taken (get) or by the warm-connection tending
-// (reap), and closed. The zero value is not usable; see newH1Pool. Safe
-// for concurrent use.
+// (reap), and closed. The maximum idle age depends on whether the
+// connection has carried a request: servers time out a connection waiting
+// for its first request (nginx: client_header_timeout) and one waiting for
+// its next (keepalive_timeout) differently. The zero value is not usable;
+// see newH1Pool. Safe for concurrent use.
 type h1Pool struct {
-	maxAge atomic.Int64 // nanoseconds; see setMaxAge
+	maxAge [2]atomic.Int64 // nanoseconds, by used (index 1) or not; see setMaxAge
 	max    int
 
 	// onDead, if not nil, is told the idle age of each connection found
-	// closed by the server while it sat idle (warm.go learns the server's
-	// idle timeout from it). Called without the pool's lock.
-	onDead func(idle time.Duration)
+	// closed by the server while it sat idle, and whether it had carried a
+	// request (warm.go learns the server's idle timeouts from it). Called
+	// without the pool's lock.
+	onDead func(idle time.Duration, used bool)
 
 	mu     sync.Mutex
 	idle   []*h1Conn
@@ -32,16 +36,28 @@ type h1Pool struct {
 
 func newH1Pool(idleTimeout time.Duration, max int) *h1Pool {
 	p := &h1Pool{max: max}
-	p.maxAge.Store(int64(idleTimeout))
+	p.setMaxAge(false, idleTimeout)
+	p.setMaxAge(true, idleTimeout)
 	return p
 }
 
-// setMaxAge changes how long a connection may sit idle: the configured
+func index(used bool) int {
+	if used {
+		return 1
+	}
+	return 0
+}
+
+// setMaxAge changes how long a connection may sit idle, for connections
+// that have carried a request (used) or not: the configured
 // timeouts.idle_conn, or less, to retire connections before the server's
 // own idle timeout closes them under a request (warm.go).
-func (p *h1Pool) setMaxAge(d time.Duration) { p.maxAge.Store(int64(d)) }
+func (p *h1Pool) setMaxAge(used bool, d time.Duration) { p.maxAge[index(used)].Store(int64(d)) }
 
-func (p *h1Pool) age() time.Duration { return time.Duration(p.maxAge.Load()) }
+func (p *h1Pool) age(used bool) time.Duration { return time.Duration(p.maxAge[index(used)].Load()) }
+
+// expiry is when c reaches its maximum idle age.
+func (p *h1Pool) expiry(c *h1Conn) time.Time { return c.idleAt.Add(p.age(c.used)) }
 
 // get returns a live idle connection, or nil when there is none.
 func (p *h1Pool) get() *h1Conn {
@@ -56,20 +72,19 @@ func (p *h1Pool) get() *h1Conn {
 		p.idle[n-1] = nil
 		p.idle = p.idle[:n-1]
 		p.mu.Unlock()
-		idle := time.Since(c.idleAt)
-		if idle < p.age() {
+		if time.Now().Before(p.expiry(c)) {
 			if c.alive() {
 				return c
 			}
-			p.dead(idle)
+			p.dead(time.Since(c.idleAt), c.used)
 		}
 		c.close()
 	}
 }
 
-func (p *h1Pool) dead(idle time.Duration) {
+func (p *h1Pool) dead(idle time.Duration, used bool) {
 	if p.onDead != nil {
-		p.onDead(idle)
+		p.onDead(idle, used)
 	}
 }
 
@@ -87,31 +102,36 @@ func (p *h1Pool) put(c *h1Conn) {
 	if !p.armed {
 		p.armed = true
 		if p.timer == nil {
-			p.timer = time.AfterFunc(p.age(), p.sweep)
+			p.timer = time.AfterFunc(time.Until(p.expiry(c)), p.sweep)
 		} else {
-			p.timer.Reset(p.age())
+			p.timer.Reset(time.Until(p.expiry(c)))
 		}
 	}
 	p.mu.Unlock()
 }
 
-// sweep closes the connections idle for longer than the maximum age (the
-// oldest are at the bottom of the stack) and schedules itself for the next.
+// sweep closes the connections past their maximum idle age and schedules
+// itself for the next one to expire.
 func (p *h1Pool) sweep() {
 	now := time.Now()
-	maxAge := p.age()
+	var expired []*h1Conn
+	var next time.Time
 	p.mu.Lock()
-	i := 0
-	for i < len(p.idle) && now.Sub(p.idle[i].idleAt) >= maxAge {
-		i++
+	kept := p.idle[:0]
+	for _, c := range p.idle {
+		if e := p.expiry(c); !now.Before(e) {
+			expired = append(expired, c)
+		} else {
+			kept = append(kept, c)
+			if next.IsZero() || e.Before(next) {
+				next = e
+			}
+		}
 	}
-	expired := make([]*h1Conn, i)
-	copy(expired, p.idle[:i])
-	n := copy(p.idle, p.idle[i:])
-	clear(p.idle[n:])
-	p.idle = p.idle[:n]
-	if n > 0 && !p.closed {
-		p.timer.Reset(p.idle[0].idleAt.Add(maxAge).Sub(now))
+	clear(p.idle[len(kept):])
+	p.idle = kept
+	if len(kept) > 0 && !p.closed {
+		p.timer.Reset(next.Sub(now))
 	} else {
 		p.armed = false
 	}
@@ -122,49 +142,61 @@ func (p *h1Pool) sweep() {
 }
 
 // reap checks every idle connection with the liveness check and closes
-// those the server closed; it returns how many idle ones are left and the
-// idle age of the oldest. Each check is one non-blocking system call, made
-// under the lock so that no request can take a connection being checked.
-func (p *h1Pool) reap() (left int, oldest time.Duration) {
+// those the server closed; it returns how many idle ones are left and when
+// the first of them reaches its maximum idle age (zero when none). Each
+// check is one non-blocking system call, made under the lock so that no
+// request can take a connection being checked.
+func (p *h1Pool) reap() (left int, firstExpiry time.Time) {
+	type death struct {
+		idle time.Duration
+		used bool
+	}
 	now := time.Now()
-	var deadAges []time.Duration
+	var deaths []death
 	var dead []*h1Conn
 	p.mu.Lock()
 	kept := p.idle[:0]
 	for _, c := range p.idle {
-		if c.alive() {
-			kept = append(kept, c)
+		if !c.alive() {
+			dead = append(dead, c)
+			deaths = append(deaths, death{now.Sub(c.idleAt), c.used})
 			continue
 		}
-		dead = append(dead, c)
-		deadAges = append(deadAges, now.Sub(c.idleAt))
+		kept = append(kept, c)
+		if e := p.expiry(c); firstExpiry.IsZero() || e.Before(firstExpiry) {
+			firstExpiry = e
+		}
 	}
 	clear(p.idle[len(kept):])
 	p.idle = kept
 	left = len(kept)
-	if left > 0 {
-		oldest = now.Sub(kept[0].idleAt)
-	}
 	p.mu.Unlock()
 	for i, c := range dead {
 		c.close()
-		p.dead(deadAges[i])
+		p.dead(deaths[i].idle, deaths[i].used)
 	}
-	return left, oldest
+	return left, firstExpiry
 }
 
-// takeOldest removes and returns the connection that has been idle the
-// longest, or nil (warm.go replaces it before the server would close it).
-func (p *h1Pool) takeOldest() *h1Conn {
+// takeExpiring removes and returns the idle connection that reaches its
+// maximum idle age first, if that is before by, or nil (warm.go replaces
+// it before the server would close it).
+func (p *h1Pool) takeExpiring(by time.Time) *h1Conn {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(p.idle) == 0 {
+	at := -1
+	for i, c := range p.idle {
+		if e := p.expiry(c); e.Before(by) && (at < 0 || e.Before(p.expiry(p.idle[at]))) {
+			at = i
+		}
+	}
+	if at < 0 {
 		return nil
 	}
-	c := p.idle[0]
-	n := copy(p.idle, p.idle[1:])
-	p.idle[n] = nil
-	p.idle = p.idle[:n]
+	c := p.idle[at]
+	n := copy(p.idle[at:], p.idle[at+1:])
+	p.idle[at+n] = nil
+	p.idle = p.idle[:at+n]
 	return c
 }
 

@@ -19,11 +19,14 @@ import (
 // A server closes an idle connection after its keep-alive timeout; a
 // request written onto it at that moment is lost (the keep-alive race:
 // the server's FIN and the request cross on the wire). The proxy learns
-// the server's idle timeout from the closes it observes while connections
-// sit idle, and retires idle connections shortly before it, opening their
-// replacements first. Learning needs two closes that agree: a restart
-// closes every connection at once, at whatever age, and must not teach a
-// timeout that was never there.
+// the server's idle timeouts from the closes it observes while connections
+// sit idle, and retires idle connections shortly before them, opening
+// their replacements first. Servers time out a connection waiting for its
+// first request (nginx: client_header_timeout) and one waiting for its
+// next (keepalive_timeout) separately, so each is learnt on its own.
+// Learning needs two closes that agree: a restart closes every connection
+// at once, at whatever age, and must not teach a timeout that was never
+// there.
 //
 // All of this runs in the upstream's background loop (run), one dial at a
 // time, with back-off after a failed dial. It applies to HTTP/1.1
@@ -38,31 +41,42 @@ const (
 
 // warmth is an upstream's warm-connection state. The zero value is ready.
 type warmth struct {
-	mu         sync.Mutex
-	serverIdle time.Duration // the server's idle timeout as learnt; 0 until two closes agree
-	lastClose  time.Duration // the idle age of the last close observed
-	dialTime   time.Duration // how long a dial takes (moving average)
-	backoff    time.Duration
-	notBefore  time.Time // no warm dial before this (after a failure)
+	mu        sync.Mutex
+	learnt    [2]idleLearner // by whether the connection had carried a request (index 1)
+	dialTime  time.Duration  // how long a dial takes (moving average)
+	backoff   time.Duration
+	notBefore time.Time // no warm dial before this (after a failure)
 }
 
-// observeClose is told the idle age of a connection the server closed.
-func (u *Upstream) observeClose(idle time.Duration) {
+// idleLearner learns one of the server's idle timeouts.
+type idleLearner struct {
+	timeout   time.Duration // as learnt; 0 until two closes agree
+	lastClose time.Duration // the idle age of the last close observed
+}
+
+// observeClose is told the idle age of a connection the server closed,
+// and whether it had carried a request.
+func (u *Upstream) observeClose(idle time.Duration, used bool) {
 	w := &u.warm
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	prev := w.lastClose
-	w.lastClose = idle
-	tolerance := max(2*peekInterval(w.serverIdle), idle/10)
+	l := &w.learnt[index(used)]
+	prev := l.lastClose
+	l.lastClose = idle
+	tolerance := max(2*peekInterval(l.timeout), idle/10)
 	if prev == 0 || absDuration(idle-prev) > tolerance {
 		return
 	}
 	learnt := min(idle, prev)
-	if w.serverIdle == 0 || learnt < w.serverIdle {
-		w.serverIdle = learnt
-		u.log.Info("learnt the upstream's idle timeout from its closes; idle connections are retired before it",
-			zap.String(fieldUpstream, u.name), zap.Duration("server_idle_timeout", learnt),
-			zap.Duration("retire_after", u.retireAgeLocked()))
+	if l.timeout == 0 || learnt < l.timeout {
+		l.timeout = learnt
+		what := "a new connection's first request"
+		if used {
+			what = "the next request (keep-alive)"
+		}
+		u.log.Info("learnt how long the upstream keeps an idle connection open; idle connections are retired before it",
+			zap.String(fieldUpstream, u.name), zap.String("waiting_for", what), zap.Duration("server_idle_timeout", learnt),
+			zap.Duration("retire_after", u.retireAgeLocked(used)))
 	}
 }
 
@@ -86,14 +100,19 @@ func peekInterval(serverIdle time.Duration) time.Duration {
 // retireAgeLocked is how long a connection may sit idle: timeouts.idle_conn,
 // or less than the server's idle timeout by a margin for the check's
 // precision, a round trip and a tenth.
-func (u *Upstream) retireAgeLocked() time.Duration {
+func (u *Upstream) retireAgeLocked(used bool) time.Duration {
 	w := &u.warm
 	age := u.timeouts.IdleConn
-	if w.serverIdle > 0 {
-		margin := max(100*time.Millisecond, w.serverIdle/10, 2*w.dialTime)
-		age = min(age, max(w.serverIdle-peekInterval(w.serverIdle)-margin, 50*time.Millisecond))
+	if t := w.learnt[index(used)].timeout; t > 0 {
+		margin := max(100*time.Millisecond, t/10, 2*w.dialTime)
+		age = min(age, max(t-peekInterval(t)-margin, 50*time.Millisecond))
 	}
 	return age
+}
+
+// peekLocked is how often tendWarm checks: the finer of the two learners.
+func (w *warmth) peekLocked() time.Duration {
+	return min(peekInterval(w.learnt[0].timeout), peekInterval(w.learnt[1].timeout))
 }
 
 // noteDial feeds the dial-time average.
@@ -118,22 +137,23 @@ func (u *Upstream) tendWarm(ctx context.Context) time.Duration {
 		return 0
 	}
 	pool := g.h1.pool
-	left, oldest := pool.reap()
+	left, firstExpiry := pool.reap()
 	u.warm.mu.Lock()
-	maxAge := u.retireAgeLocked()
-	peek := peekInterval(u.warm.serverIdle)
+	pool.setMaxAge(false, u.retireAgeLocked(false))
+	pool.setMaxAge(true, u.retireAgeLocked(true))
+	peek := u.warm.peekLocked()
 	lead := max(2*u.warm.dialTime, peek)
 	mayDial := !time.Now().Before(u.warm.notBefore)
 	u.warm.mu.Unlock()
-	pool.setMaxAge(maxAge)
 	u.m.warmConnections(u.name, left)
 	if left == 0 && u.warmTarget == 0 {
 		return 0
 	}
-	if mayDial && left > 0 && oldest >= maxAge-lead && int(g.h1.open.Load()) <= u.warmTarget {
+	replaceBy := time.Now().Add(lead)
+	if mayDial && left > 0 && firstExpiry.Before(replaceBy) && int(g.h1.open.Load()) <= u.warmTarget {
 		// Make before break: the replacement first, then the old one goes.
 		if u.dialWarm(ctx, g) {
-			if c := pool.takeOldest(); c != nil {
+			if c := pool.takeExpiring(replaceBy); c != nil {
 				c.close()
 			}
 		}
@@ -145,7 +165,7 @@ func (u *Upstream) tendWarm(ctx context.Context) time.Duration {
 	}
 	wait := peek
 	if left > 0 {
-		if until := maxAge - lead - oldest; until > 0 && until < wait {
+		if until := time.Until(firstExpiry) - lead; until > 0 && until < wait {
 			wait = until
 		}
 	}
@@ -170,7 +190,16 @@ func (u *Upstream) dialWarm(ctx context.Context, g *generation) bool {
 	}
 	w.mu.Lock()
 	w.backoff = 0
+	settle := min(max(w.dialTime, 10*time.Millisecond), 200*time.Millisecond)
 	w.mu.Unlock()
+	// A connection that never carried a request has not read what the
+	// server sends after the handshake (TLS 1.3 session tickets, about a
+	// round trip later): read it now, in the background, not when the
+	// first request takes the connection.
+	if !c.settle(settle) {
+		c.close()
+		return false
+	}
 	g.h1.pool.put(c)
 	return true
 }
