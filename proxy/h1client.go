@@ -60,8 +60,13 @@ type h1Client struct {
 
 // noResponseError: the exchange failed before any byte of an answer came:
 // the server closed or reset the connection, or never took the request.
-// Only such failures may be retried (retry.go).
-type noResponseError struct{ err error }
+// Only such failures may be retried (retry.go). fresh marks a connection
+// dialled for this request: one that dies unanswered may be a refusal of
+// the certificate whose alert was lost (judgeFailure asks).
+type noResponseError struct {
+	err   error
+	fresh bool
+}
 
 func (e *noResponseError) Error() string { return e.err.Error() }
 func (e *noResponseError) Unwrap() error { return e.err }
@@ -82,14 +87,15 @@ func (h *h1Client) takes(req *http.Request) bool {
 func (h *h1Client) roundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	c := h.pool.get()
-	noteConn(ctx, c != nil)
-	if c == nil {
+	fresh := c == nil
+	noteConn(ctx, !fresh)
+	if fresh {
 		var err error
 		if c, err = h.dial(ctx); err != nil {
 			return nil, err
 		}
 	}
-	resp, err := h.exchange(ctx, c, req)
+	resp, err := h.exchange(ctx, c, req, fresh)
 	if err != nil {
 		c.close()
 		if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
@@ -108,15 +114,15 @@ func isTimeout(err error) bool {
 // exchange writes req on c and reads the response headers. While the
 // exchange lasts (the response body included), the request context ending
 // (the client went away) breaks the connection's reads and writes off.
-func (h *h1Client) exchange(ctx context.Context, c *h1Conn, req *http.Request) (*http.Response, error) {
+func (h *h1Client) exchange(ctx context.Context, c *h1Conn, req *http.Request, fresh bool) (*http.Response, error) {
 	stop := func() bool { return true }
 	if ctx.Done() != nil {
 		stop = context.AfterFunc(ctx, func() { c.conn.SetDeadline(aLongTimeAgo) })
 	}
-	keep, err := h.write(ctx, c, req)
+	keep, err := h.write(ctx, c, req, fresh)
 	var resp *http.Response
 	if err == nil {
-		resp, err = h.readResponse(ctx, c, req)
+		resp, err = h.readResponse(ctx, c, req, fresh)
 	}
 	if err != nil {
 		stop()
@@ -135,7 +141,8 @@ func (h *h1Client) exchange(ctx context.Context, c *h1Conn, req *http.Request) (
 // the connection cannot carry another request whatever the answer: the
 // server answered (and closed) before the body was written whole, and that
 // answer, not the broken write, is what the client should get (a 413, say).
-func (h *h1Client) write(ctx context.Context, c *h1Conn, req *http.Request) (keep bool, err error) {
+func (h *h1Client) write(ctx context.Context, c *h1Conn, req *http.Request, fresh bool) (keep bool, err error) {
+	c.used = true
 	err = writeRequest(c.bw, req) // reads the client's body, if any, with its idle timeout (clientBody)
 	if err == nil {
 		err = c.bw.Flush()
@@ -154,21 +161,26 @@ func (h *h1Client) write(ctx context.Context, c *h1Conn, req *http.Request) (kee
 		// may have been overwritten just now, and nobody waits for the answer.
 		return false, ctx.Err()
 	}
-	if err != nil && req.Body != nil {
-		if _, perr := c.br.Peek(1); perr == nil {
-			return false, nil
-		}
+	if err == nil || ctx.Err() != nil {
+		return err == nil, err
 	}
-	if err != nil && ctx.Err() == nil {
-		return false, &noResponseError{err}
+	// The write broke: the server may have answered first, or refused the
+	// certificate with an alert that is waiting to be read (TLS 1.3 sends
+	// it after the handshake; the write then meets a closed connection).
+	_, perr := c.br.Peek(1)
+	if perr == nil {
+		return false, nil
 	}
-	return err == nil, err
+	if _, _, alert := serverAlert(perr); alert {
+		return false, perr
+	}
+	return false, &noResponseError{err: err, fresh: fresh}
 }
 
 // readResponse reads the final response's headers within the header budget,
 // skipping 1xx informational answers (100 Continue, 103 Early Hints: no
 // body, they precede the real one, RFC 9110 §15.2).
-func (h *h1Client) readResponse(ctx context.Context, c *h1Conn, req *http.Request) (*http.Response, error) {
+func (h *h1Client) readResponse(ctx context.Context, c *h1Conn, req *http.Request, fresh bool) (*http.Response, error) {
 	for {
 		c.headerBudget = maxResponseHeaderBytes
 		resp, err := http.ReadResponse(c.br, req)
@@ -176,7 +188,7 @@ func (h *h1Client) readResponse(ctx context.Context, c *h1Conn, req *http.Reques
 		c.headerBudget = -1
 		switch {
 		case err != nil && untouched && ctx.Err() == nil && !isTimeout(err):
-			return nil, &noResponseError{err} // not one byte of an answer
+			return nil, &noResponseError{err: err, fresh: fresh} // not one byte of an answer
 		case err != nil:
 			return nil, err
 		case resp.StatusCode == http.StatusSwitchingProtocols:

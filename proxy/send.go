@@ -167,6 +167,13 @@ func (u *Upstream) judgeFailure(ctx context.Context, err error, g *generation) (
 		return retryable, retryTLS
 	case errors.As(err, &hs):
 		return answered, "" // the server's certificate is not trusted: a second try changes nothing
+	case errors.As(err, &nr) && nr.fresh:
+		// A connection dialled for this request died unanswered: a
+		// refusal whose alert was lost looks the same.
+		if r := u.refusal(ctx, g); r != nil {
+			return refused, r.reason
+		}
+		return retryable, retryConnectionLost
 	case errors.As(err, &nr), deadConnection(err):
 		return retryable, retryConnectionLost
 	case isTimeout(err):
