@@ -42,6 +42,10 @@ type Options struct {
 	RequireToken bool            // every endpoint but /auth/token wants a valid issued Bearer token
 	Secret       func() string   // the expected x-api-key, read at each token request; overrides ClientSecret
 	IdleTimeout  time.Duration   // close keep-alive connections idle this long; 0 means never
+	// Refuse, if not nil, is asked at each handshake about the client's
+	// certificate; true refuses it with a TLS alert, as a server refuses a
+	// revoked certificate.
+	Refuse func(leaf *x509.Certificate) bool
 }
 
 // KeyCounter counts how often each X-Idempotency-Key reached the echo
@@ -118,6 +122,14 @@ func Start(o Options) (*Server, error) {
 		MinVersion:   tls.VersionTLS12,
 		MaxVersion:   o.MaxVersion,
 		NextProtos:   protos,
+	}
+	if o.Refuse != nil {
+		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) > 0 && o.Refuse(cs.PeerCertificates[0]) {
+				return errors.New("standin: the client certificate is refused")
+			}
+			return nil
+		}
 	}
 	raw, err := net.Listen("tcp", o.Addr)
 	if err != nil {
