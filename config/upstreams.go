@@ -84,28 +84,44 @@ func (b *builder) via(ru *rawUpstream) (*url.URL, string) {
 		}
 		return nil, authFile
 	}
-	v := strings.TrimSpace(s.value)
+	u, err := ParseVia(s.value)
+	if err != nil {
+		b.add(s.at, "%s", err.Error())
+		return nil, authFile
+	}
+	return u, authFile
+}
+
+// ParseVia validates an egress proxy (upstreams[].via, the --via flag of
+// check and token): exactly http://HOST:PORT, no user or password (they
+// belong in via_auth_file), no path, query or fragment. It returns the URL
+// normalised to scheme and lower-case host:port; the error says what is
+// wrong and what to write instead, without the key (the caller names it).
+func ParseVia(s string) (*url.URL, error) {
+	v := strings.TrimSpace(s)
 	u, err := url.Parse(v)
 	const want = "write the egress proxy as http://HOST:PORT, such as http://squid.internal:3128"
 	switch {
 	case err != nil:
-		b.add(s.at, "%q is not a URL; %s", s.value, want)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("%q is not a URL (%v); %s", s, err, want)
 	case u.Scheme != "http":
-		b.add(s.at, "%q must use http:// (the proxy sends CONNECT in plain HTTP to the egress proxy, and TLS to the upstream "+
+		return nil, fmt.Errorf("%q must use http:// (the proxy sends CONNECT in plain HTTP to the egress proxy, and TLS to the upstream "+
 			"stays end to end inside the tunnel); %s", u.Redacted(), want)
 	case u.User != nil:
-		b.add(s.at, "the egress proxy URL must not carry a user or password; put \"user:password\" in a file and set via_auth_file")
+		return nil, errors.New("the egress proxy URL must not carry a user or password; put \"user:password\" in a file and set via_auth_file (--via-auth-file)")
 	case u.Hostname() == "" || u.Port() == "":
-		b.add(s.at, "%q has no HOST:PORT; %s", u.Redacted(), want)
-	case (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "":
-		b.add(s.at, "%q must have no path, query or fragment; %s", u.Redacted(), want)
-	default:
-		if _, ok := parsePort(u.Port(), 1); !ok {
-			b.add(s.at, "%q has port %q; the port must be a number from 1 to 65535", u.Redacted(), u.Port())
-		}
-		return &url.URL{Scheme: "http", Host: strings.ToLower(u.Host)}, authFile
+		return nil, fmt.Errorf("%q has no HOST:PORT; %s", u.Redacted(), want)
+	case (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
+		return nil, fmt.Errorf("%q must have no path, query or fragment; %s", u.Redacted(), want)
 	}
-	return nil, authFile
+	if _, ok := parsePort(u.Port(), 1); !ok {
+		return nil, fmt.Errorf("%q has port %q; the port must be a number from 1 to 65535", u.Redacted(), u.Port())
+	}
+	return &url.URL{Scheme: "http", Host: strings.ToLower(u.Host)}, nil
 }
 
 // upstreamName validates the name; a lone upstream may leave it out.
