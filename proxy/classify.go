@@ -148,8 +148,11 @@ func (u *Upstream) classifyDial(de *dialError) *Error {
 	var (
 		dns *net.DNSError
 		ne  net.Error
+		ee  *EgressError
 	)
 	switch {
+	case errors.As(de, &ee):
+		return newError(KindUpstreamUnreachable, de, "cannot reach %s (%s): %v; %s", u.host, de.addr, ee, ee.Advice())
 	case errors.As(de, &dns):
 		return newError(KindUpstreamUnreachable, de, "cannot resolve %s: %v; check DNS from this host, or set "+
 			"address (--address) to dial a fixed HOST:PORT", u.host, dns)

@@ -16,7 +16,7 @@ import (
 func (u *Upstream) dialTLS(ctx context.Context, cfg *tls.Config) (*tls.Conn, error) {
 	d := net.Dialer{Timeout: u.timeouts.Dial, KeepAlive: 30 * time.Second}
 	began := time.Now()
-	raw, err := d.DialContext(ctx, "tcp", u.dialAddr)
+	raw, err := u.dialTCP(ctx, &d)
 	if err != nil {
 		return nil, &dialError{addr: u.dialAddr, err: err}
 	}

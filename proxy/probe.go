@@ -41,6 +41,7 @@ type ProbeConfig struct {
 	Certificate *tls.Certificate // the client certificate; nil presents none
 	Timeouts    Timeouts         // zero fields take config.DefaultTimeouts' values
 	Path        string           // the request path; "" means "/"
+	Via         *Egress          // an egress proxy to go through; nil dials directly
 }
 
 // ProbeResult is a probe's finding, with enough detail to explain it.
@@ -65,6 +66,7 @@ type ProbeResult struct {
 // the proxy checks its own certificates the same way (certCheck).
 func Probe(ctx context.Context, c ProbeConfig) ProbeResult {
 	up, err := newUpstream(UpstreamConfig{Name: "probe", URL: c.URL, Address: c.Address, RootCAs: c.RootCAs,
+		Via:          c.Via,
 		Certificates: FixedCertificate{c.Certificate}}, withDefaults(c.Timeouts), config.Retry{Attempts: 1}, nil, nil)
 	if err != nil {
 		return ProbeResult{Outcome: OutcomeTCPFailed, Err: err}

@@ -73,6 +73,10 @@ type UpstreamConfig struct {
 	// WarmConnections is how many idle connections with the certificate in
 	// use are kept open and ready (warm.go); 0 means none.
 	WarmConnections int
+	// Via, when not nil, is an egress proxy that every connection to the
+	// upstream goes through, a CONNECT tunnel to the dial address with TLS
+	// end to end (egress.go). nil dials directly.
+	Via *Egress
 }
 
 // Timeouts is the configuration's timeouts block: one type for both. The
@@ -128,6 +132,7 @@ type Upstream struct {
 	verify     bool
 	verifyPath string
 	warmTarget int
+	via        *Egress // nil: dial directly (egress.go)
 
 	gen    atomic.Pointer[generation]      // the certificate presented now; nil when none
 	seen   atomic.Pointer[tls.Certificate] // the source's choice when gen was last evaluated
@@ -150,6 +155,9 @@ func newUpstream(c UpstreamConfig, t Timeouts, rt config.Retry, m *Metrics, log 
 	if c.Certificates == nil {
 		return nil, fmt.Errorf("upstream %q: no certificate source", c.Name)
 	}
+	if err := c.Via.check(); err != nil {
+		return nil, fmt.Errorf("upstream %q: %w", c.Name, err)
+	}
 	dial := c.Address
 	if dial == "" {
 		port := c.URL.Port()
@@ -170,6 +178,7 @@ func newUpstream(c UpstreamConfig, t Timeouts, rt config.Retry, m *Metrics, log 
 	if u.log == nil {
 		u.log = zap.NewNop()
 	}
+	u.via = c.Via
 	u.ctx, u.cancel = context.WithCancel(context.Background())
 	if c.Token != nil {
 		u.tokens = u.newTokens(c.Token, m)
