@@ -45,11 +45,18 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 		if err != nil {
 			return nil, fmt.Errorf("upstream %q: %w", u.Name, err)
 		}
+		via := egress(u.Via, u.ViaAuthFile, "via_auth_file")
+		if via != nil && via.Auth != nil {
+			if _, _, err := via.Auth(); err != nil { // at start a bad file stops the program; later dials re-read it
+				return nil, fmt.Errorf("upstream %q: %s: %w", u.Name, via.AuthSource, err)
+			}
+		}
 		a.stores = append(a.stores, store)
 		ups = append(ups, proxy.UpstreamConfig{
 			Name: u.Name, URL: u.URL, Address: u.Address, Default: u.Default,
 			RootCAs: roots, Certificates: store, CertSource: src.String(), Token: tokenConfig(u.Token),
 			Verify: cfg.Reload.Verify, VerifyPath: u.VerifyPath, WarmConnections: u.WarmConnections,
+			Via: via,
 		})
 	}
 	if f := cfg.Access.ProxyAuthFile; f != "" {

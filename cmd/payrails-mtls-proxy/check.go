@@ -34,15 +34,17 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	var (
 		cf                      certFlags
+		vf                      viaFlags
 		remote, address, caFile string
 	)
 	cf.register(fs)
 	fs.StringVar(&remote, "remote", "", "also try the certificate against this server, `https://HOST`: one handshake and one GET")
 	fs.StringVar(&address, "address", "", "with --remote: dial `HOST:PORT` instead of resolving the host (like curl --connect-to)")
 	fs.StringVar(&caFile, "ca-file", "", "with --remote: extra CA certificates `file` to verify the server (system roots otherwise)")
+	vf.register(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: payrails-mtls-proxy check (--cert-dir DIR | --cert F --key F) [--key-passphrase-file F] "+
-			"[--remote https://HOST [--address HOST:PORT] [--ca-file F]]")
+			"[--remote https://HOST [--address HOST:PORT] [--ca-file F] [--via http://HOST:PORT [--via-auth-file F]]]")
 		fmt.Fprintln(fs.Output(), "\nReads the certificates exactly as the proxy does and says which pair it would present and why.")
 		fmt.Fprintln(fs.Output(), "Exit status: 0 ready to serve (and, with --remote, accepted by the server), 1 not, 2 usage.")
 		fs.PrintDefaults()
@@ -51,12 +53,15 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return code
 	}
 	src, err := cf.source()
-	if err == nil && remote == "" && (address != "" || caFile != "") {
-		err = errors.New("--address and --ca-file only apply with --remote https://HOST")
+	if err == nil && remote == "" && (address != "" || caFile != "" || vf.set()) {
+		err = errors.New("--address, --ca-file and --via only apply with --remote https://HOST")
 	}
 	var target *remoteTarget
 	if err == nil && remote != "" {
 		target, err = newRemoteTarget(remote, address, caFile)
+	}
+	if err == nil && target != nil {
+		target.config.Via, err = vf.egress()
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "check: %v\n", err)

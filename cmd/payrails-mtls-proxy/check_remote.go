@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -16,6 +17,9 @@ func (p *checkPrinter) remote(ctx context.Context, t *remoteTarget, chosen *cert
 	dial := t.config.URL.Host
 	if t.config.Address != "" {
 		dial = t.config.Address
+	}
+	if v := t.config.Via; v != nil {
+		dial += " through the egress proxy " + v.URL.String()
 	}
 	p.f("\nServer %s (dialling %s):\n", t.config.URL, dial)
 	if chosen == nil {
@@ -36,8 +40,12 @@ func (p *checkPrinter) remote(ctx context.Context, t *remoteTarget, chosen *cert
 // explainProbe turns a probe's outcome into words: whether the certificate
 // was accepted, a headline, and what to do.
 func explainProbe(res proxy.ProbeResult, t *remoteTarget, serial string) (ok bool, headline, advice string) {
+	var egress *proxy.EgressError
 	switch res.Outcome {
 	case proxy.OutcomeTCPFailed:
+		if errors.As(res.Err, &egress) {
+			return false, fmt.Sprintf("UNREACHABLE: %v.", egress), egress.Advice() + "."
+		}
 		return false, fmt.Sprintf("UNREACHABLE: no TCP connection to %s: %v.", res.Addr, res.Err),
 			"Check DNS and the egress firewall from this host; --address HOST:PORT dials a fixed address."
 	case proxy.OutcomeServerUntrusted:

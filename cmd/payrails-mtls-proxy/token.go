@@ -25,6 +25,7 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs := flag.NewFlagSet("token", flag.ContinueOnError)
 	var (
 		cf                             certFlags
+		vf                             viaFlags
 		clientID, secretFile, upstream string
 		address, caFile, output        string
 		timeout                        time.Duration
@@ -35,6 +36,7 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	cf.register(fs)
 	fs.StringVar(&address, "address", "", "dial `HOST:PORT` instead of resolving the host")
 	fs.StringVar(&caFile, "ca-file", "", "extra CA certificates `file` to verify the server")
+	vf.register(fs)
 	fs.StringVar(&output, "output", "json", "json (the answer as received) or env (an export line for a shell)")
 	fs.DurationVar(&timeout, "timeout", 30*time.Second, "give up after this long")
 	fs.Usage = func() {
@@ -52,13 +54,17 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return exitUsage
 	}
 	src, err := cf.source()
+	var via *proxy.Egress
+	if err == nil {
+		via, err = vf.egress()
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "token: %v\n", err)
 		return exitUsage
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	tok, raw, err := fetchToken(ctx, req, src, address, caFile)
+	tok, raw, err := fetchToken(ctx, req, src, address, caFile, via)
 	if err != nil {
 		fmt.Fprintf(stderr, "token: %v\n", err)
 		return exitFailure
@@ -112,7 +118,7 @@ func tokenRequest(clientID, secretFile, upstream, output string) (tokenReq, erro
 
 // fetchToken loads the certificate exactly as the proxy would and fetches
 // the token through the proxy's own upstream transport.
-func fetchToken(ctx context.Context, r tokenReq, src certs.Source, address, caFile string) (*token.Token, []byte, error) {
+func fetchToken(ctx context.Context, r tokenReq, src certs.Source, address, caFile string, via *proxy.Egress) (*token.Token, []byte, error) {
 	snap := certs.Load(src, time.Now())
 	if err := snap.Err(); err != nil {
 		return nil, nil, err
@@ -122,7 +128,7 @@ func fetchToken(ctx context.Context, r tokenReq, src certs.Source, address, caFi
 		return nil, nil, err
 	}
 	up, err := proxy.NewUpstream(proxy.UpstreamConfig{Name: "token", URL: r.base, Address: address, RootCAs: roots,
-		Certificates: proxy.FixedCertificate{C: snap.Chosen.Certificate}, CertSource: src.String()}, proxy.Timeouts{})
+		Certificates: proxy.FixedCertificate{C: snap.Chosen.Certificate}, CertSource: src.String(), Via: via}, proxy.Timeouts{})
 	if err != nil {
 		return nil, nil, err
 	}
