@@ -217,6 +217,25 @@ type EgressError struct {
 	err           error
 }
 
+// egressFinal reports a refusal of the egress proxy that a retry would
+// only repeat: its 4xx answers (403 by policy; 407, where sending wrong
+// credentials again may lock the account), an answer that is not HTTP,
+// unreadable credentials. No answer, no connection and its 5xx (it could
+// not reach the upstream) may pass, and are retried like any dial.
+func egressFinal(err error) bool {
+	var e *EgressError
+	if !errors.As(err, &e) {
+		return false
+	}
+	switch e.step {
+	case stepCredentials, stepMalformed:
+		return true
+	case stepRefused:
+		return e.code < 500
+	}
+	return false
+}
+
 // StatusCode is the egress proxy's answer to CONNECT, or 0 when it gave
 // none.
 func (e *EgressError) StatusCode() int { return e.code }

@@ -284,3 +284,26 @@ func TestEgressConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestEgressFinal: which refusals of the egress proxy a retry could change.
+func TestEgressFinal(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		want bool
+	}{
+		{&EgressError{step: stepRefused, code: 403}, true},
+		{&EgressError{step: stepRefused, code: 407}, true},
+		{&dialError{addr: egressTarget, err: &EgressError{step: stepRefused, code: 407}}, true}, // as dialTLS wraps it
+		{&EgressError{step: stepCredentials}, true},
+		{&EgressError{step: stepMalformed}, true},
+		{&EgressError{step: stepRefused, code: 502}, false},
+		{&EgressError{step: stepRefused, code: 503}, false},
+		{&EgressError{step: stepAnswer, err: io.EOF}, false},
+		{&EgressError{step: stepConnect, err: errors.New("connection refused")}, false},
+		{&dialError{addr: egressTarget, err: errors.New("connection refused")}, false},
+	} {
+		if got := egressFinal(tt.err); got != tt.want {
+			t.Errorf("egressFinal(%v) = %v, want %v", tt.err, got, tt.want)
+		}
+	}
+}

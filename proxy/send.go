@@ -161,6 +161,8 @@ func (u *Upstream) judgeFailure(ctx context.Context, err error, g *generation) (
 	switch {
 	case ctx.Err() != nil, errors.As(err, &be), errors.As(err, &bre):
 		return answered, ""
+	case egressFinal(err):
+		return answered, "" // the egress proxy refused by policy: a second CONNECT gets the same (egress.go)
 	case errors.As(err, &de):
 		return retryable, retryConnect
 	case errors.As(err, &hs) && !isVerifyError(hs):

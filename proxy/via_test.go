@@ -155,6 +155,11 @@ func TestViaEgressProxy(t *testing.T) {
 	if up.Requests() != before {
 		t.Error("a request reached the upstream past the refusing egress proxy")
 	}
+	// A policy refusal is final: sending the CONNECT again (a retry of the
+	// idempotent GET) would only repeat it, or lock out the credentials.
+	if targets, _ := closed.seen(); len(targets) != 1 {
+		t.Errorf("the refusing egress proxy saw %d CONNECTs for one request, want 1 (a 403 is not retried)", len(targets))
+	}
 }
 
 // TestProbeViaEgressProxy: check --remote's probe goes through the egress
