@@ -144,6 +144,10 @@ func connect(conn net.Conn, target, authz string, fail *EgressError) (net.Conn, 
 	case err != nil:
 		return nil, err
 	}
+	if resp.StatusCode < 100 { // net/http reads "000" as a status (RFC 9110 §15: 100 to 599)
+		fail.step = stepMalformed
+		return nil, fmt.Errorf("status code %03d", resp.StatusCode)
+	}
 	// A 2xx answer has no content (RFC 9110 §9.3.6): the body is never read,
 	// and whatever follows the head belongs to the tunnel.
 	if resp.StatusCode/100 != 2 {

@@ -186,6 +186,7 @@ func TestEgressRefusals(t *testing.T) {
 		{"closed without answer", func(net.Conn, *bufio.Reader) {}, nil, 0, []string{"gave no answer"}, []string{"closed the connection", "3128"}, 0},
 		{"malformed answer", answers("SSH-2.0-OpenSSH_9.2\r\n\r\n"), nil, 0, []string{"not an HTTP answer"}, []string{"HTTP port"}, 0},
 		{"bad status code", answers("HTTP/1.1 2000 OK\r\n\r\n"), nil, 0, []string{"not an HTTP answer"}, nil, 0},
+		{"status code 000", answers("HTTP/1.1 000 Nothing\r\n\r\n"), nil, 0, []string{"not an HTTP answer", "status code 000"}, nil, 0},
 		{"endless header", func(conn net.Conn, br *bufio.Reader) {
 			io.WriteString(conn, "HTTP/1.1 200 OK\r\nX: ")
 			for range 100 { // more than maxEgressAnswer, bounded
