@@ -120,60 +120,57 @@ func (p *Proxy) logExchange(ex *exchange, r *http.Request, status int, bytes int
 	}
 	if ce := p.log.Check(lvl, "request"); ce != nil {
 		fp := fieldPool.Get().(*[]zap.Field)
-		fields := (*fp)[:0]
-		defer func() { clear(fields); *fp = fields[:0]; fieldPool.Put(fp) }()
-		fields = append(fields,
-			zap.String(fieldID, ex.id),
-			zap.String(fieldMethod, r.Method),
-			zap.String(fieldMode, string(ex.mode)),
-		)
-		host := r.Host
-		if ex.up != nil {
-			fields = append(fields, zap.String(fieldUpstream, ex.up.name))
-			host = ex.up.host
-		} else if r.URL.IsAbs() {
-			host = r.URL.Host
-		}
-		fields = append(fields,
-			zap.String(fieldHost, host),
-			zap.String(fieldPath, r.URL.Path),
-			zap.Int(fieldStatus, status),
-			zap.Int64(fieldBytes, bytes),
-			zap.Duration(fieldDuration, elapsed),
-			zap.String(fieldClient, r.RemoteAddr),
-		)
-		if ex.gen != nil {
-			fields = append(fields, zap.String(fieldSerial, ex.gen.serial))
-		}
-		if ex.token != "" {
-			fields = append(fields, zap.String(fieldToken, ex.token))
-		}
-		if ex.attempts > 1 {
-			fields = append(fields, zap.Int(fieldAttempts, ex.attempts))
-		}
-		if ex.connKnown {
-			conn := "new"
-			if ex.connReused {
-				conn = "reused"
-			}
-			fields = append(fields, zap.String(fieldConn, conn))
-		}
-		if ex.apiError != nil {
-			if pe, ok := parsePayrailsError(ex.apiError.bytes()); ok {
-				fields = append(fields, zap.String(fieldAPICode, pe.Code), zap.String(fieldAPIID, pe.ID))
-			}
-		}
-		if ex.notRetried != "" {
-			fields = append(fields, zap.String(fieldRetry, ex.notRetried))
-		}
-		switch {
-		case ex.err != nil:
-			fields = append(fields, zap.String(fieldError, string(ex.err.Kind)), zap.String(fieldCause, ex.err.Error()))
-		case ex.upstreamErr != nil:
-			fields = append(fields, zap.String(fieldError, "upstream_body"), zap.String(fieldCause, ex.upstreamErr.Error()))
-		}
+		fields := ex.logFields((*fp)[:0], r, status, bytes, elapsed)
 		ce.Write(fields...)
+		clear(fields)
+		*fp = fields[:0]
+		fieldPool.Put(fp)
 	}
+}
+
+// logFields appends the fields of the request's log line to fields.
+func (ex *exchange) logFields(fields []zap.Field, r *http.Request, status int, bytes int64, elapsed time.Duration) []zap.Field {
+	host := r.Host
+	fields = append(fields, zap.String(fieldID, ex.id), zap.String(fieldMethod, r.Method), zap.String(fieldMode, string(ex.mode)))
+	if ex.up != nil {
+		fields = append(fields, zap.String(fieldUpstream, ex.up.name))
+		host = ex.up.host
+	} else if r.URL.IsAbs() {
+		host = r.URL.Host
+	}
+	fields = append(fields, zap.String(fieldHost, host), zap.String(fieldPath, r.URL.Path), zap.Int(fieldStatus, status),
+		zap.Int64(fieldBytes, bytes), zap.Duration(fieldDuration, elapsed), zap.String(fieldClient, r.RemoteAddr))
+	if ex.gen != nil {
+		fields = append(fields, zap.String(fieldSerial, ex.gen.serial))
+	}
+	if ex.token != "" {
+		fields = append(fields, zap.String(fieldToken, ex.token))
+	}
+	if ex.attempts > 1 {
+		fields = append(fields, zap.Int(fieldAttempts, ex.attempts))
+	}
+	if ex.connKnown {
+		conn := "new"
+		if ex.connReused {
+			conn = "reused"
+		}
+		fields = append(fields, zap.String(fieldConn, conn))
+	}
+	if ex.apiError != nil {
+		if pe, ok := parsePayrailsError(ex.apiError.bytes()); ok {
+			fields = append(fields, zap.String(fieldAPICode, pe.Code), zap.String(fieldAPIID, pe.ID))
+		}
+	}
+	if ex.notRetried != "" {
+		fields = append(fields, zap.String(fieldRetry, ex.notRetried))
+	}
+	switch {
+	case ex.err != nil:
+		fields = append(fields, zap.String(fieldError, string(ex.err.Kind)), zap.String(fieldCause, ex.err.Error()))
+	case ex.upstreamErr != nil:
+		fields = append(fields, zap.String(fieldError, "upstream_body"), zap.String(fieldCause, ex.upstreamErr.Error()))
+	}
+	return fields
 }
 
 // fieldPool recycles the log line's field slice: one fewer allocation of

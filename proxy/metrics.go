@@ -67,6 +67,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "TLS connections open to each upstream.",
 		}, []string{"upstream"}),
 	}
+	m.tokenMetrics()
+	m.upstreamMetrics()
+	reg.MustRegister(m.requests, m.duration, m.upstreamErrors, m.denied, m.handshakes, m.handshakeTime,
+		m.clientConns, m.upstreamConns, m.tokenFetches, m.tokenExpiry, m.tokenInjected,
+		m.verifications, m.failovers, m.retries, m.budgetRefusals, m.warm)
+	return m
+}
+
+// tokenMetrics makes the managed-token metrics.
+func (m *Metrics) tokenMetrics() {
 	m.tokenFetches = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "payrails_proxy_token_fetches_total",
 		Help: "Access token fetches from /auth/token, by upstream and result (ok, error).",
@@ -79,6 +89,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "payrails_proxy_token_injected_requests_total",
 		Help: "Requests to which the proxy added the access token, by upstream and whether they were replayed after a 401.",
 	}, []string{"upstream", "replayed"})
+}
+
+// upstreamMetrics makes the metrics of verification, failover, retries and
+// warm connections.
+func (m *Metrics) upstreamMetrics() {
 	m.verifications = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "payrails_proxy_certificate_verifications_total",
 		Help: "Verifications of a client certificate against its upstream (a TLS connection and a HEAD verify_path), by result: accepted, refused, unknown (the upstream could not be asked).",
@@ -99,10 +114,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "payrails_proxy_upstream_warm_connections",
 		Help: "Idle, ready TLS connections with the certificate in use, per upstream (warm_connections keeps them open).",
 	}, []string{"upstream"})
-	reg.MustRegister(m.requests, m.duration, m.upstreamErrors, m.denied, m.handshakes, m.handshakeTime,
-		m.clientConns, m.upstreamConns, m.tokenFetches, m.tokenExpiry, m.tokenInjected,
-		m.verifications, m.failovers, m.retries, m.budgetRefusals, m.warm)
-	return m
 }
 
 // upstream creates an upstream's series of the rotation and retry metrics

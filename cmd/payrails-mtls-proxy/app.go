@@ -37,10 +37,52 @@ type app struct {
 
 func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 	a := &app{cfg: cfg, log: log, registry: newRegistry()}
+	ups, err := a.upstreams()
+	if err != nil {
+		return nil, err
+	}
+	if f := cfg.Access.ProxyAuthFile; f != "" {
+		if a.auth, err = proxy.NewAuthFile(f); err != nil {
+			return nil, err
+		}
+	}
+	minter, err := a.mitmLeaves()
+	if err != nil {
+		return nil, err
+	}
+	var leaves proxy.LeafSource
+	if minter != nil {
+		leaves = minter
+	}
+	a.proxy, err = proxy.New(proxy.Config{
+		MITM:       leaves,
+		ProxyAuth:  a.auth,
+		Upstreams:  ups,
+		Timeouts:   cfg.Timeouts,
+		Retry:      cfg.Retry,
+		AllowCIDRs: cfg.Access.AllowCIDRs,
+		Logger:     log,
+		Metrics:    proxy.NewMetrics(a.registry),
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.wireAdmin()
+	a.watcher, err = certs.NewWatcher(a.stores, certs.WatchOptions{Debounce: cfg.Reload.Debounce,
+		PollInterval: cfg.Reload.PollInterval}, log.Named("certs"))
+	if err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// upstreams makes each configured upstream's certificate store (in
+// a.stores, in configuration order) and its proxy configuration.
+func (a *app) upstreams() ([]proxy.UpstreamConfig, error) {
 	var ups []proxy.UpstreamConfig
-	for _, u := range cfg.Upstreams {
+	for _, u := range a.cfg.Upstreams {
 		src := certSource(u)
-		store := certs.NewStore(u.Name, src, log.Named("certs"))
+		store := certs.NewStore(u.Name, src, a.log.Named("certs"))
 		roots, err := certs.Roots(u.CAFile)
 		if err != nil {
 			return nil, fmt.Errorf("upstream %q: %w", u.Name, err)
@@ -55,45 +97,22 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 		ups = append(ups, proxy.UpstreamConfig{
 			Name: u.Name, URL: u.URL, Address: u.Address, Default: u.Default,
 			RootCAs: roots, Certificates: store, CertSource: src.String(), Token: tokenConfig(u.Token),
-			Verify: cfg.Reload.Verify, VerifyPath: u.VerifyPath, WarmConnections: u.WarmConnections,
+			Verify: a.cfg.Reload.Verify, VerifyPath: u.VerifyPath, WarmConnections: u.WarmConnections,
 			Via: via,
 		})
 	}
-	if f := cfg.Access.ProxyAuthFile; f != "" {
-		auth, err := proxy.NewAuthFile(f)
-		if err != nil {
-			return nil, err
-		}
-		a.auth = auth
-	}
-	minter, err := a.mitmLeaves()
-	if err != nil {
-		return nil, err
-	}
-	var leaves proxy.LeafSource
-	if minter != nil {
-		leaves = minter
-	}
-	p, err := proxy.New(proxy.Config{
-		MITM:       leaves,
-		ProxyAuth:  a.auth,
-		Upstreams:  ups,
-		Timeouts:   cfg.Timeouts,
-		Retry:      cfg.Retry,
-		AllowCIDRs: cfg.Access.AllowCIDRs,
-		Logger:     log,
-		Metrics:    proxy.NewMetrics(a.registry),
-	})
-	if err != nil {
-		return nil, err
-	}
-	a.proxy = p
+	return ups, nil
+}
+
+// wireAdmin gives the admin endpoints and the certificate collector a view
+// of every store, with its upstream's knowledge of the certificates.
+func (a *app) wireAdmin() {
 	var views []upstreamView
 	var adminUps []admin.Upstream
 	for i, s := range a.stores {
 		v := upstreamView{store: s}
-		if i < len(p.Upstreams()) { // the local CA's store comes last, with no upstream
-			v.up = p.Upstreams()[i]
+		if i < len(a.proxy.Upstreams()) { // the local CA's store comes last, with no upstream
+			v.up = a.proxy.Upstreams()[i]
 		}
 		views = append(views, v)
 		adminUps = append(adminUps, adminUpstream(v))
@@ -101,13 +120,6 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 	a.registry.MustRegister(newCertCollector(views))
 	a.admin = admin.New(admin.Config{Upstreams: adminUps, Gatherer: a.registry,
 		Pprof: os.Getenv("PAYRAILS_PROXY_DEBUG_PPROF") == "1"})
-	w, err := certs.NewWatcher(a.stores, certs.WatchOptions{Debounce: cfg.Reload.Debounce,
-		PollInterval: cfg.Reload.PollInterval}, log.Named("certs"))
-	if err != nil {
-		return nil, err
-	}
-	a.watcher = w
-	return a, nil
 }
 
 // mitmLeaves sets up connect: mitm: the local CA is a certificate store like
