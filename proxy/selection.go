@@ -152,11 +152,17 @@ func (u *Upstream) evaluate(ctx context.Context) {
 		st := u.sel.states[fingerprint(c)]
 		switch {
 		case st.Fingerprint == curFP && usable:
-			u.sel.stuck = ""
 			if st.due(now) { // in use but never asked (the start): ask, it keeps serving meanwhile
 				u.verifyInUse(ctx, cur, st)
 			}
-			return
+			if st.Result != VerifyRefused {
+				u.sel.stuck = ""
+				return
+			}
+			// Refused: as in failover, another candidate takes over, or
+			// readiness says why none can (allRefused), now and not at the
+			// next verification.
+			usable = false
 		case st.Result == VerifyAccepted:
 			u.present(c, st)
 			return
