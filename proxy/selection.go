@@ -188,11 +188,16 @@ func (u *Upstream) evaluate(ctx context.Context) {
 }
 
 // present publishes the generation for c (nil: none), reusing the
-// generation in use when it presents c already, or the verified one.
+// generation in use when it presents c already, or the verified one. A
+// certificate in use that was refused and has now been accepted moves to
+// its verification's generation all the same: that one's connection and
+// TLS sessions were made under the upstream's new verdict (the refused
+// one's under the old), it clears the stuck state, and it must not be
+// left open unused.
 func (u *Upstream) present(c *tls.Certificate, st *certState) {
 	old := u.gen.Load()
 	fp := fingerprint(c)
-	if old != nil && old.fp == fp {
+	if old != nil && old.fp == fp && (st == nil || st.verified == nil) {
 		return
 	}
 	var g *generation
