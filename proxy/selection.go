@@ -137,11 +137,11 @@ func (u *Upstream) evaluate(ctx context.Context) {
 	u.sel.track(cands)
 	defer u.publishView()
 	cur := u.gen.Load()
+	now := time.Now()
 	if !u.verify || len(cands) == 0 {
-		u.present(first(cands), nil)
+		u.present(u.unrefused(cands, now), nil)
 		return
 	}
-	now := time.Now()
 	curFP := ""
 	if cur != nil {
 		curFP = cur.fp
@@ -187,6 +187,18 @@ func (u *Upstream) evaluate(ctx context.Context) {
 	}
 }
 
+// unrefused is, without verification, the best candidate the upstream
+// has not refused lately (a refusal met in use counts until its next
+// verification would be due), or the best when it refused them all.
+func (u *Upstream) unrefused(cands []*tls.Certificate, now time.Time) *tls.Certificate {
+	for _, c := range cands {
+		if st := u.sel.states[fingerprint(c)]; st.Result != VerifyRefused || st.due(now) {
+			return c
+		}
+	}
+	return first(cands)
+}
+
 // present publishes the generation for c (nil: none), reusing the
 // generation in use when it presents c already, or the verified one. A
 // certificate in use that was refused and has now been accepted moves to
@@ -211,6 +223,12 @@ func (u *Upstream) present(c *tls.Certificate, st *certState) {
 	u.gen.Store(g)
 	if old != nil {
 		old.retire()
+	}
+	if old != nil && g != nil && old.fp != g.fp && u.resultOf(old.fp) == VerifyRefused {
+		u.m.failover(u.name)
+		u.log.Warn("the upstream refused the certificate in use; failed over to another certificate",
+			zap.String(fieldUpstream, u.name), zap.String("old_serial", old.serial), zap.String(fieldSerial, g.serial),
+			zap.String("reason", u.sel.states[old.fp].Reason))
 	}
 	if g != nil {
 		u.sel.stuck = ""
@@ -312,19 +330,11 @@ func (u *Upstream) failover(ctx context.Context, g *generation, reason string) *
 	if st := u.sel.states[g.fp]; st != nil && st.Result != VerifyRefused {
 		u.record(st, VerifyRefused, reason)
 	}
-	if !u.verify {
-		return nil
-	}
 	u.evaluate(ctx)
-	next := u.gen.Load()
-	if next == nil || next == g {
-		return nil
+	if next := u.gen.Load(); next != nil && next != g {
+		return next
 	}
-	u.m.failover(u.name)
-	u.log.Warn("the upstream refused the certificate in use; failed over to another certificate",
-		zap.String(fieldUpstream, u.name), zap.String("old_serial", g.serial), zap.String(fieldSerial, next.serial),
-		zap.String("reason", reason))
-	return next
+	return nil
 }
 
 // nextVerification is when evaluate has work to do again (zero: none).

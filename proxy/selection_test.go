@@ -93,11 +93,16 @@ func (r *refusals) refuse(c *x509.Certificate) bool {
 // stand-in that trusts ps.ca and refuses what rev lists.
 func verifyEnv(t *testing.T, src *candidates, warm int) (*env, *pkiSet, *standin.Server, *refusals) {
 	t.Helper()
+	return verifyEnvWith(t, src, warm, true)
+}
+
+func verifyEnvWith(t *testing.T, src *candidates, warm int, verify bool) (*env, *pkiSet, *standin.Server, *refusals) {
+	t.Helper()
 	ps := newPKI(t)
 	rev := &refusals{}
 	up := startStandin(t, ps, func(o *standin.Options) { o.DisableHTTP2 = true; o.Refuse = rev.refuse })
 	uc := upstreamConfig("live", hostA, up.Addr, ps, src)
-	uc.Verify, uc.WarmConnections = true, warm
+	uc.Verify, uc.WarmConnections = verify, warm
 	e := startProxy(t, proxy.Config{Upstreams: []proxy.UpstreamConfig{uc}})
 	return e, ps, up, rev
 }
@@ -164,14 +169,22 @@ func TestVerifyBeforeUse(t *testing.T) {
 // (it never reached the API), and the upstream is never without a
 // certificate it accepts.
 func TestFailoverReplaysRefused(t *testing.T) {
+	for _, verify := range []bool{true, false} {
+		t.Run(fmt.Sprintf("verify=%v", verify), func(t *testing.T) { testFailover(t, verify) })
+	}
+}
+
+func testFailover(t *testing.T, verify bool) {
 	src := &candidates{changed: make(chan struct{})}
-	e, ps, up, rev := verifyEnv(t, src, 0)
+	e, ps, up, rev := verifyEnvWith(t, src, 0, verify)
 	older := newClientCert(t, ps.ca, "older")
 	inUse := newClientCert(t, ps.ca, "in-use")
 	src.set(inUse, older)
 	c := e.forwardClient(t)
 	echoVia(t, c)
-	waitFor(t, "verification", func() bool { return statusOf(e, inUse).Result == proxy.VerifyAccepted })
+	if verify {
+		waitFor(t, "verification", func() bool { return statusOf(e, inUse).Result == proxy.VerifyAccepted })
+	}
 
 	rev.revoke(inUse)
 	e.proxy.Upstreams()[0].CloseIdleConnections() // the revocation applies to new connections
@@ -192,6 +205,9 @@ func TestFailoverReplaysRefused(t *testing.T) {
 	}
 	if st := statusOf(e, inUse); st.Result != proxy.VerifyRefused {
 		t.Errorf("the revoked certificate's status %+v, want refused", st)
+	}
+	if !verify {
+		return // without verification nothing tells the proxy that no other is accepted
 	}
 
 	rev.revoke(older) // now nothing is accepted
