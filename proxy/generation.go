@@ -98,15 +98,26 @@ func (g *generation) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, err
 		}
 	}
-	if ex := exchangeFrom(req.Context()); ex != nil {
-		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
-			GotConn: func(ci httptrace.GotConnInfo) { ex.connReused, ex.connKnown = ci.Reused, true },
-		}))
+	var began, reused atomic.Bool // a byte of the answer came (set on the Transport's reading goroutine); the connection was not new
+	trace := &httptrace.ClientTrace{GotFirstResponseByte: func() { began.Store(true) }}
+	ex := exchangeFrom(req.Context())
+	trace.GotConn = func(ci httptrace.GotConnInfo) {
+		reused.Store(ci.Reused)
+		if ex != nil {
+			ex.connReused, ex.connKnown = ci.Reused, true
+		}
 	}
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
 	resp, err := g.tr.RoundTrip(req)
 	switch {
 	case err != nil:
 		g.release()
+		if !began.Load() && deadConnection(err) {
+			// As the fast path says it: no answer began, so the request
+			// may be sent again (retry.go). A connection that broke in the
+			// middle of the headers is not one of these (issue 17).
+			err = &noResponseError{err: err, fresh: !reused.Load()}
+		}
 		return nil, err
 	case resp.StatusCode == http.StatusSwitchingProtocols:
 		g.release() // the connection now belongs to the caller, not the pool

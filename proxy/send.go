@@ -176,7 +176,10 @@ func (u *Upstream) judgeFailure(ctx context.Context, err error, g *generation) (
 			return refused, r.reason
 		}
 		return retryable, retryConnectionLost
-	case errors.As(err, &nr), deadConnection(err):
+	case errors.As(err, &nr):
+		// Not one byte of an answer came (both HTTP/1.1 clients say so with
+		// this type). An answer that began and broke off is never sent
+		// again, keyed or not: it may have been processed.
 		return retryable, retryConnectionLost
 	case isTimeout(err):
 		return answered, "" // the request may be in progress at the upstream
