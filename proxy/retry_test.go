@@ -149,10 +149,18 @@ func retryEnv(t testing.TB, rt config.Retry, ans answer) (*env, *retryUpstream, 
 	t.Helper()
 	ps := newPKI(t)
 	up := startRetryUpstream(t, ps, ans)
+	e, reg := retryEnvAt(t, rt, ps, up.addr)
+	return e, up, reg
+}
+
+// retryEnvAt is a proxy with the retry block rt and metrics, in front of
+// the upstream at addr.
+func retryEnvAt(t testing.TB, rt config.Retry, ps *pkiSet, addr string) (*env, *prometheus.Registry) {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	e := startProxy(t, proxy.Config{Retry: rt, Metrics: proxy.NewMetrics(reg), Timeouts: proxy.Timeouts{ResponseHeader: 10 * time.Second},
-		Upstreams: []proxy.UpstreamConfig{upstreamConfig("live", hostA, up.addr, ps, sourceOf(ps.client))}})
-	return e, up, reg
+		Upstreams: []proxy.UpstreamConfig{upstreamConfig("live", hostA, addr, ps, sourceOf(ps.client))}})
+	return e, reg
 }
 
 // request is what a test client sends.
