@@ -70,6 +70,11 @@ func (u *Upstream) observeClose(idle time.Duration, used bool) {
 	learnt := min(idle, prev)
 	if l.timeout == 0 || learnt < l.timeout {
 		l.timeout = learnt
+		if g := u.gen.Load(); g != nil {
+			// At once: the tending sets it too, but does not run without
+			// warm connections, and the retirement is for every idle one.
+			g.h1.pool.setMaxAge(used, u.retireAgeLocked(used))
+		}
 		what := "a new connection's first request"
 		if used {
 			what = "the next request (keep-alive)"
