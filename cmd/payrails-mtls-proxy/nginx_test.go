@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,6 +29,17 @@ type nginxServer struct {
 	pid  int    // the master's when reloadable, else the only process's
 
 	statusAddr string // reloadable: the plain-HTTP server that names the worker process
+
+	bin    string
+	proc   *nginxProcess // the one running now; the test's goroutine alone changes it
+	stderr lockedBuilder // of every run
+}
+
+// nginxProcess is one run of nginx, from start to exit.
+type nginxProcess struct {
+	cmd     *exec.Cmd
+	exited  chan struct{} // closed once it has exited; its stderr is complete then
+	waitErr error
 }
 
 // nginxOptions is what startNginxWith runs: one TLS server block that
@@ -43,6 +55,9 @@ type nginxOptions struct {
 	// server holds further directives of the server block, such as ssl_crl
 	// or keepalive_timeout; "" keeps nginx's defaults.
 	server string
+	// http holds further directives of the http block, such as log_format.
+	// In it, locations and server, {{logs}} stands for the logs/ folder.
+	http string
 	// accessLog makes nginx log every request as a JSON line (nginxLogLine)
 	// to logs/access.log; see accessLog.
 	accessLog bool
@@ -66,8 +81,7 @@ func startNginx(t testing.TB, serverCert, serverKey, clientCA, locations string)
 // test ends. When the test fails, nginx's error log is shown.
 func startNginxWith(t testing.TB, o nginxOptions) *nginxServer {
 	t.Helper()
-	bin := requireTool(t, "nginx")
-	n := &nginxServer{addr: freeAddr(t), opts: o, dir: t.TempDir()}
+	n := &nginxServer{addr: freeAddr(t), opts: o, dir: t.TempDir(), bin: requireTool(t, "nginx")}
 	for _, d := range []string{"logs", "tmp"} {
 		if err := os.Mkdir(filepath.Join(n.dir, d), 0o755); err != nil {
 			t.Fatal(err)
@@ -77,34 +91,31 @@ func startNginxWith(t testing.TB, o nginxOptions) *nginxServer {
 		n.statusAddr = freeAddr(t)
 	}
 	n.writeConf(t)
-	var stderr strings.Builder
-	cmd := exec.Command(bin, "-p", n.dir, "-c", n.confPath(), "-e", "stderr")
-	cmd.Stderr = &stderr // with the master, os/exec copies the workers' writes too: they share the pipe
+	t.Cleanup(func() {
+		n.stop(syscall.SIGTERM)
+		if t.Failed() {
+			t.Logf("nginx's error log:\n%s", n.stderr.String())
+		}
+	})
+	n.start(t)
+	return n
+}
+
+// start runs nginx and waits until it listens on n.addr.
+func (n *nginxServer) start(t testing.TB) {
+	t.Helper()
+	cmd := exec.Command(n.bin, "-p", n.dir, "-c", n.confPath(), "-e", "stderr")
+	cmd.Stderr = &n.stderr // with the master, os/exec copies the workers' writes too: they share the pipe
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting nginx: %v", err)
 	}
-	n.pid = cmd.Process.Pid
-	exited := make(chan struct{}) // closed once nginx has exited; stderr is complete then
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		// SIGTERM: nginx's fast shutdown; the master exits once its workers
-		// have. SIGKILL only if that hangs (it would orphan a worker).
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("nginx's error log:\n%s", stderr.String())
-		}
-	})
+	p := &nginxProcess{cmd: cmd, exited: make(chan struct{})}
+	go func() { p.waitErr = cmd.Wait(); close(p.exited) }()
+	n.proc, n.pid = p, cmd.Process.Pid
 	poll.Until(t, "nginx to listen on "+n.addr, 10*time.Second, func() bool {
 		select {
-		case <-exited:
-			t.Fatalf("nginx exited before listening on %s: %v", n.addr, waitErr) // the cleanup shows why
+		case <-p.exited:
+			t.Fatalf("nginx exited before listening on %s: %v", n.addr, p.waitErr) // the cleanup shows why
 		default:
 		}
 		c, err := net.DialTimeout("tcp", n.addr, 200*time.Millisecond)
@@ -113,14 +124,70 @@ func startNginxWith(t testing.TB, o nginxOptions) *nginxServer {
 		}
 		return err == nil
 	})
-	return n
+}
+
+// stop ends the running nginx, if any, and waits for it to exit. SIGTERM
+// is nginx's fast shutdown (the master exits once its workers have), and
+// is followed by SIGKILL only if that hangs (it would orphan a worker);
+// SIGKILL stops it where it is.
+func (n *nginxServer) stop(sig syscall.Signal) {
+	p := n.proc
+	if p == nil {
+		return
+	}
+	n.proc = nil
+	_ = p.cmd.Process.Signal(sig)
+	select {
+	case <-p.exited:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+	}
+}
+
+// restart kills nginx (SIGKILL: whatever it was doing stops there, and the
+// kernel closes its connections and its listening socket), keeps the port
+// closed for down, and starts nginx again on the same port, as a crash and
+// a supervisor's restart would. It returns how long the port was closed:
+// down and nginx's start. Not with reloadable (killing the master would
+// orphan its worker).
+func (n *nginxServer) restart(t testing.TB, down time.Duration) time.Duration {
+	t.Helper()
+	if n.opts.reloadable {
+		t.Fatal("nginx restart is for a single process (nginxOptions.reloadable off)")
+	}
+	n.stop(syscall.SIGKILL)
+	killed := time.Now()
+	time.Sleep(down) // the outage itself, not a wait for anything
+	n.start(t)
+	return time.Since(killed)
+}
+
+// lockedBuilder is a strings.Builder safe for concurrent use: nginx's
+// stderr is written by os/exec's copying goroutine.
+type lockedBuilder struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuilder) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuilder) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func (n *nginxServer) confPath() string { return filepath.Join(n.dir, "nginx.conf") }
 
 func (n *nginxServer) writeConf(t testing.TB) {
 	t.Helper()
-	mustWrite(t, n.confPath(), []byte(nginxConf(n.dir, n.addr, n.statusAddr, n.opts)), 0o644)
+	conf := strings.ReplaceAll(nginxConf(n.dir, n.addr, n.statusAddr, n.opts), "{{logs}}", filepath.Join(n.dir, "logs"))
+	mustWrite(t, n.confPath(), []byte(conf), 0o644)
 }
 
 // reload makes nginx run with o (same port): it rewrites nginx.conf, sends
@@ -246,6 +313,7 @@ error_log stderr warn;
 events { worker_connections 256; }
 http {
   %[9]s
+%[12]s
   client_body_temp_path %[1]s/tmp;
   proxy_temp_path %[1]s/tmp;
   fastcgi_temp_path %[1]s/tmp;
@@ -263,5 +331,5 @@ http {
 %[7]s
   }%[11]s
 }
-`, dir, addr, apiHost, o.serverCert, o.serverKey, o.clientCA, o.locations, process, accessLog, o.server, status)
+`, dir, addr, apiHost, o.serverCert, o.serverKey, o.clientCA, o.locations, process, accessLog, o.server, status, o.http)
 }
