@@ -30,8 +30,8 @@ type arrival struct {
 }
 
 // answer writes the upstream's answer to the i-th request it read (from 1,
-// over all connections) on c; false ends the connection.
-type answer func(i int, c *tls.Conn) bool
+// over all connections), a, on c; false ends the connection.
+type answer func(i int, a arrival, c *tls.Conn) bool
 
 // retryUpstream is a scripted upstream that reads every request whole and
 // answers it as its script says, recording what arrived.
@@ -54,11 +54,12 @@ func startRetryUpstream(t testing.TB, ps *pkiSet, ans answer) *retryUpstream {
 			if err != nil {
 				return
 			}
+			a := arrival{req.Method, req.URL.Path, req.Header.Get("X-Idempotency-Key"), string(body), time.Now()}
 			u.mu.Lock()
-			u.got = append(u.got, arrival{req.Method, req.URL.Path, req.Header.Get("X-Idempotency-Key"), string(body), time.Now()})
+			u.got = append(u.got, a)
 			i := len(u.got)
 			u.mu.Unlock()
-			if !ans(i, c) {
+			if !ans(i, a, c) {
 				c.Close()
 				return
 			}
@@ -84,19 +85,19 @@ func (u *retryUpstream) arrivals(path string) []arrival {
 
 // Answers of the scripts.
 var (
-	answerOKJSON answer = func(_ int, c *tls.Conn) bool {
+	answerOKJSON answer = func(_ int, _ arrival, c *tls.Conn) bool {
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ok\":true}")
 		return true
 	}
 	// cutBeforeAnswer closes the connection after reading the request:
 	// not one byte of an answer (an upstream restarting, the keep-alive race).
-	cutBeforeAnswer answer = func(int, *tls.Conn) bool { return false }
+	cutBeforeAnswer answer = func(int, arrival, *tls.Conn) bool { return false }
 )
 
 // raw answers with the given response bytes, and closes the connection
 // when the response says Connection: close.
 func raw(resp string) answer {
-	return func(_ int, c *tls.Conn) bool {
+	return func(_ int, _ arrival, c *tls.Conn) bool {
 		io.WriteString(c, resp)
 		return !strings.Contains(resp, "Connection: close")
 	}
@@ -128,11 +129,11 @@ func edgePage(status int) answer {
 
 // firstThen answers the first request with first, and every later one 200.
 func firstThen(first answer) answer {
-	return func(i int, c *tls.Conn) bool {
+	return func(i int, a arrival, c *tls.Conn) bool {
 		if i == 1 {
-			return first(i, c)
+			return first(i, a, c)
 		}
-		return answerOKJSON(i, c)
+		return answerOKJSON(i, a, c)
 	}
 }
 
@@ -421,7 +422,7 @@ func TestResponseBeganNeverRetried(t *testing.T) {
 			for _, r := range []request{keyedPOST, keyedPOSTChunked, unkeyedPOST, plainGET} {
 				t.Run(r.String(), func(t *testing.T) {
 					r.path = "/v1/began"
-					e, up, reg := retryEnv(t, testRetry(), firstThen(func(_ int, c *tls.Conn) bool {
+					e, up, reg := retryEnv(t, testRetry(), firstThen(func(_ int, _ arrival, c *tls.Conn) bool {
 						io.WriteString(c, tt.resp)
 						return false
 					}))

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -69,11 +70,17 @@ func TestRetryAfter(t *testing.T) {
 func TestAddIdempotencyKey(t *testing.T) {
 	rt := testRetry()
 	rt.AddIdempotencyKey = true
-	e, up, _ := retryEnv(t, rt, func(i int, c *tls.Conn) bool {
-		if i%2 == 1 { // every request's first send is cut
+	seen := map[string]bool{} // the paths that arrived
+	var mu sync.Mutex
+	e, up, _ := retryEnv(t, rt, func(i int, a arrival, c *tls.Conn) bool {
+		mu.Lock()
+		first := !seen[a.path]
+		seen[a.path] = true
+		mu.Unlock()
+		if first && a.method != http.MethodHead { // every request's first send is cut
 			return false
 		}
-		return answerOKJSON(i, c)
+		return answerOKJSON(i, a, c)
 	})
 	c := e.forwardClient(t)
 	keys := map[string]string{}
@@ -203,7 +210,7 @@ func TestPOSTWithoutKeySentOnce(t *testing.T) {
 func TestAPIErrorInLogLine(t *testing.T) {
 	long := `{"errors":[{"id":"err-long-7","code":"card.declined","detail":"` + strings.Repeat("declined ", 1200) + `"}]}`
 	chunked := func(status int, body string) answer {
-		return func(_ int, c *tls.Conn) bool {
+		return func(_ int, _ arrival, c *tls.Conn) bool {
 			fmt.Fprintf(c, "HTTP/1.1 %d %s\r\nContent-Type: application/json; charset=utf-8\r\nTransfer-Encoding: chunked\r\n\r\n", status, http.StatusText(status))
 			for rest := body; rest != ""; { // in pieces of 1000 bytes, as a body streams
 				n := min(len(rest), 1000)
@@ -240,9 +247,9 @@ func TestAPIErrorInLogLine(t *testing.T) {
 	}
 	t.Run("retryable answers to the last attempt", func(t *testing.T) {
 		id := 0
-		e, up, _ := retryEnv(t, testRetry(), func(i int, c *tls.Conn) bool {
+		e, up, _ := retryEnv(t, testRetry(), func(i int, a arrival, c *tls.Conn) bool {
 			id++
-			return payrailsJSON(503, "service.unavailable", fmt.Sprint("err-", id))(i, c)
+			return payrailsJSON(503, "service.unavailable", fmt.Sprint("err-", id))(i, a, c)
 		})
 		got := sendVia(t, e.forwardClient(t), request{method: "POST", path: "/v1/unavailable", key: "k", body: payment})
 		n := len(up.arrivals("/v1/unavailable"))

@@ -37,9 +37,9 @@ type keepAliveRun struct {
 //
 // Without the retirement (checked once with the proxy patched not to
 // retire) the race goes on all along, about a third of the sends meeting
-// it: 6 of 29 and 7 of 28 keyed payments were sent again, 8 of 28 and 9 of
-// 28 un-keyed ones failed, 7 of them after the timeout was learnt in each
-// run, and the test failed.
+// it: 6 of 29 and 7 of 28 keyed payments were sent again, 9 of 28 un-keyed
+// ones failed in each run, 8 and 7 of them after the timeout was learnt,
+// and the test failed.
 func TestKeepAliveRace(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a 60 s test")
