@@ -25,7 +25,8 @@ import (
 // for its certificate (then it never reached the API: failover replays it
 // once, whatever its method). Only failures before any answer began count,
 // and, for keyed requests, Payrails' retryable answers and an edge's 5xx
-// page. A POST without a key is sent at most once.
+// page. A POST without a key is sent at most once: it is tried again only
+// when it was not sent at all (no connection, or no TLS handshake).
 
 // HeaderAttempts tells the client how many times the proxy sent its
 // request, when it was more than once.
@@ -228,8 +229,12 @@ func (r *keptReader) Close() error {
 
 // notRetried explains, for the JSON detail, why a failed request was not
 // sent again; "" when it may be.
-func notRetried(r config.Retry, method string, hasBody, kept, isKeyed bool, attempts int) string {
+// neverSent means no byte of the request left the proxy (the connection
+// or its TLS handshake failed): trying again sends it once, not twice, so
+// every request may, its body intact.
+func notRetried(r config.Retry, method string, hasBody, kept, isKeyed, neverSent bool, attempts int) string {
 	switch {
+	case neverSent:
 	case isKeyed && hasBody && !kept:
 		return fmt.Sprintf("not retried: the body is larger than retry.max_body (%d bytes) or was streamed", r.MaxBody)
 	case !isKeyed && (!isIdempotent(method) || hasBody):
@@ -238,7 +243,8 @@ func notRetried(r config.Retry, method string, hasBody, kept, isKeyed bool, atte
 			what += " with a body"
 		}
 		return "not retried: " + what + " without an idempotency key (" + headerAddedKey + "), which a second send could double"
-	case attempts >= r.Attempts:
+	}
+	if attempts >= r.Attempts {
 		if r.Attempts == 1 {
 			return "not retried: retries are off (retry.attempts: 1)"
 		}

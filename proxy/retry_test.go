@@ -43,8 +43,14 @@ type retryUpstream struct {
 
 func startRetryUpstream(t testing.TB, ps *pkiSet, ans answer) *retryUpstream {
 	t.Helper()
+	return startRetryUpstreamAt(t, ps, "127.0.0.1:0", ans)
+}
+
+// startRetryUpstreamAt is startRetryUpstream listening on addr.
+func startRetryUpstreamAt(t testing.TB, ps *pkiSet, addr string, ans answer) *retryUpstream {
+	t.Helper()
 	u := &retryUpstream{}
-	u.scriptedUpstream = startScripted(t, ps, func(_ int32, c *tls.Conn, br *bufio.Reader) {
+	u.scriptedUpstream = startScriptedAt(t, ps, addr, func(_ int32, c *tls.Conn, br *bufio.Reader) {
 		for {
 			req, err := http.ReadRequest(br)
 			if err != nil {
@@ -487,5 +493,32 @@ func checkCut(t *testing.T, br *bufio.Reader) {
 	t.Helper()
 	if n, err := br.Read(make([]byte, 1)); n != 0 || err == nil || isTimeout(err) {
 		t.Errorf("after the broken answer the client connection is still open (read %d, %v): want it cut", n, err)
+	}
+}
+
+// TestNeverSentIsSentOnce: a request whose connection could not be opened
+// (refused, or a failed TLS handshake) was never sent, so trying again
+// sends it once, not twice: even a POST without a key goes out when the
+// upstream is back within the retries, and reaches it exactly once.
+func TestNeverSentIsSentOnce(t *testing.T) {
+	ps := newPKI(t)
+	addr := closedPort(t)
+	rt := testRetry()
+	rt.Backoff, rt.MaxBackoff = 300*time.Millisecond, 300*time.Millisecond // time to open the upstream between the sends
+	e, reg := retryEnvAt(t, rt, ps, addr)
+	done := make(chan reply, 1)
+	go func() {
+		done <- sendVia(t, e.forwardClient(t), request{method: "POST", path: "/v1/never-sent", body: payment})
+	}()
+	waitFor(t, "the first send's connection to be refused", func() bool {
+		return counter(t, reg, "payrails_proxy_upstream_retries_total", map[string]string{"upstream": "live", "reason": "connect"}) >= 1
+	})
+	up := startRetryUpstreamAt(t, ps, addr, answerOKJSON)
+	got := <-done
+	if got.err != nil || got.status != http.StatusOK || got.attempts != "2" {
+		t.Fatalf("un-keyed POST after a refused connection: %d %s=%q (%v), want 200 after 2 attempts", got.status, proxy.HeaderAttempts, got.attempts, got.err)
+	}
+	if n := len(up.arrivals("/v1/never-sent")); n != 1 {
+		t.Errorf("the upstream got the POST %d times, want exactly once", n)
 	}
 }

@@ -97,7 +97,8 @@ func (u *Upstream) attempts(ex *exchange, r *sendState) (*http.Response, *genera
 		if replayed {
 			sends--
 		}
-		if why := notRetried(u.retry, r.out.Method, r.hasBody, r.kept != nil, r.keyed, sends); why != "" {
+		neverSent := reason == retryConnect || reason == retryTLS
+		if why := notRetried(u.retry, r.out.Method, r.hasBody, r.kept != nil, r.keyed, neverSent, sends); why != "" {
 			ex.notRetried = why
 			return resp, g, err
 		}

@@ -29,7 +29,13 @@ type scriptedUpstream struct {
 
 func startScripted(t testing.TB, ps *pkiSet, script func(n int32, c *tls.Conn, br *bufio.Reader)) *scriptedUpstream {
 	t.Helper()
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{ps.server.TLS()},
+	return startScriptedAt(t, ps, "127.0.0.1:0", script)
+}
+
+// startScriptedAt is startScripted listening on addr.
+func startScriptedAt(t testing.TB, ps *pkiSet, addr string, script func(n int32, c *tls.Conn, br *bufio.Reader)) *scriptedUpstream {
+	t.Helper()
+	ln, err := tls.Listen("tcp", addr, &tls.Config{Certificates: []tls.Certificate{ps.server.TLS()},
 		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: ps.ca.Pool(), NextProtos: []string{"http/1.1"},
 		DynamicRecordSizingDisabled: true})
 	if err != nil {
