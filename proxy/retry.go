@@ -105,14 +105,17 @@ func retryAfter(h http.Header) time.Duration {
 // retryBudget bounds retries to a fifth of the requests of the last ten
 // seconds (and at least budgetFloor in that time, so that a quiet upstream
 // can still retry), so that an upstream that is down does not get its load
-// multiplied by the retries. Safe for concurrent use.
+// multiplied by the retries. Counting a request is lock-free (every
+// request does it); a second's bucket is reset by the first to see it
+// stale, so a count or two may be lost at the turn of a second, which a
+// budget can afford. Safe for concurrent use.
 type retryBudget struct {
-	mu      sync.Mutex
-	buckets [budgetWindow]struct {
-		sec      int64
-		requests int
-		retries  int
-	}
+	mu      sync.Mutex // serialises allow
+	buckets [budgetWindow]budgetBucket
+}
+
+type budgetBucket struct {
+	sec, requests, retries atomic.Int64
 }
 
 const (
@@ -121,39 +124,37 @@ const (
 	budgetFloor  = 10
 )
 
-func (b *retryBudget) bucket(now time.Time) int {
-	sec := now.Unix()
-	i := int(sec % budgetWindow)
-	if b.buckets[i].sec != sec {
-		b.buckets[i].sec, b.buckets[i].requests, b.buckets[i].retries = sec, 0, 0
+// bucket returns the bucket of second sec, reset if it held an older one.
+func (b *retryBudget) bucket(sec int64) *budgetBucket {
+	bk := &b.buckets[sec%budgetWindow]
+	if old := bk.sec.Load(); old != sec && bk.sec.CompareAndSwap(old, sec) {
+		bk.requests.Store(0)
+		bk.retries.Store(0)
 	}
-	return i
+	return bk
 }
 
 // request counts one request.
-func (b *retryBudget) request() {
-	b.mu.Lock()
-	b.buckets[b.bucket(time.Now())].requests++
-	b.mu.Unlock()
-}
+func (b *retryBudget) request() { b.bucket(time.Now().Unix()).requests.Add(1) }
 
 // allow takes one retry from the budget, and reports whether there was one.
 func (b *retryBudget) allow() bool {
-	now := time.Now()
+	now := time.Now().Unix()
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	i := b.bucket(now)
-	var requests, retries int
-	for _, bk := range b.buckets {
-		if now.Unix()-bk.sec < budgetWindow {
-			requests += bk.requests
-			retries += bk.retries
+	cur := b.bucket(now)
+	var requests, retries int64
+	for i := range b.buckets {
+		bk := &b.buckets[i]
+		if now-bk.sec.Load() < budgetWindow {
+			requests += bk.requests.Load()
+			retries += bk.retries.Load()
 		}
 	}
 	if float64(retries) >= max(budgetFloor, budgetRatio*float64(requests)) {
 		return false
 	}
-	b.buckets[i].retries++
+	cur.retries.Add(1)
 	return true
 }
 
