@@ -97,33 +97,44 @@ func (u *Upstream) attempts(ex *exchange, r *sendState) (*http.Response, *genera
 		if replayed {
 			sends--
 		}
-		neverSent := reason == retryConnect || reason == retryTLS
-		if why := notRetried(u.retry, r.out.Method, r.hasBody, r.kept != nil, r.keyed, neverSent, sends); why != "" {
-			ex.notRetried = why
+		wait, ok := u.mayRetry(ex, r, resp, reason, sends)
+		if !ok {
 			return resp, g, err
 		}
-		wait := backoff(u.retry, sends)
-		if resp != nil {
-			if ra := retryAfter(resp.Header); ra > u.retry.MaxBackoff {
-				ex.notRetried = fmt.Sprintf("not retried: the upstream asked to wait %s (Retry-After), longer than retry.max_backoff", ra)
-				return resp, g, nil
-			} else if ra > wait {
-				wait = ra
-			}
-		}
-		if !u.budget.allow() {
-			u.m.budgetExhausted(u.name)
-			ex.notRetried = errBudget.Error()
-			return resp, g, err
-		}
-		if resp != nil {
-			discard(resp)
-		}
-		u.m.retry(u.name, reason)
 		if !sleep(ctx, wait) {
 			return nil, g, ctx.Err()
 		}
 	}
+}
+
+// mayRetry decides whether a retryable result is sent again after sends
+// sends, and after how long; when not, ex says why. A response it lets go
+// is discarded.
+func (u *Upstream) mayRetry(ex *exchange, r *sendState, resp *http.Response, reason string, sends int) (time.Duration, bool) {
+	neverSent := reason == retryConnect || reason == retryTLS
+	if why := notRetried(u.retry, r.out.Method, r.hasBody, r.kept != nil, r.keyed, neverSent, sends); why != "" {
+		ex.notRetried = why
+		return 0, false
+	}
+	wait := backoff(u.retry, sends)
+	if resp != nil {
+		if ra := retryAfter(resp.Header); ra > u.retry.MaxBackoff {
+			ex.notRetried = fmt.Sprintf("not retried: the upstream asked to wait %s (Retry-After), longer than retry.max_backoff", ra)
+			return 0, false
+		} else if ra > wait {
+			wait = ra
+		}
+	}
+	if !u.budget.allow() {
+		u.m.budgetExhausted(u.name)
+		ex.notRetried = errBudget.Error()
+		return 0, false
+	}
+	if resp != nil {
+		discard(resp)
+	}
+	u.m.retry(u.name, reason)
+	return wait, true
 }
 
 // judge says what one attempt's result means. For a refusal the reason is
