@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/config"
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/yamlkeys"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -173,7 +174,7 @@ func TestDeployExampleConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := map[string]bool{}
-	deployYAMLKeys(&root, "", got)
+	yamlkeys.Collect(&root, "", got)
 	for _, k := range []string{
 		"listen", "admin_listen", "log.level", "log.format", "access.allow_cidrs", "access.proxy_auth_file",
 		"upstreams[].name", "upstreams[].url", "upstreams[].address", "upstreams[].default", "upstreams[].cert_dir",
@@ -193,29 +194,6 @@ func TestDeployExampleConfig(t *testing.T) {
 	env["PAYRAILS_PROXY_CERT_DIR"] = ""
 	if _, err := deployParse(t, data, "/etc/payrails-mtls-proxy/config.yaml", env); err != nil {
 		t.Errorf("%s with the image's environment and PAYRAILS_PROXY_CERT_DIR=\"\":\n%v", rel, err)
-	}
-}
-
-// deployYAMLKeys collects the key paths of a YAML tree: "a.b", "list[].c".
-func deployYAMLKeys(n *yaml.Node, prefix string, out map[string]bool) {
-	switch n.Kind {
-	case yaml.DocumentNode:
-		for _, c := range n.Content {
-			deployYAMLKeys(c, prefix, out)
-		}
-	case yaml.SequenceNode:
-		for _, c := range n.Content {
-			deployYAMLKeys(c, prefix+"[]", out)
-		}
-	case yaml.MappingNode:
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k := n.Content[i].Value
-			if prefix != "" {
-				k = prefix + "." + k
-			}
-			out[k] = true
-			deployYAMLKeys(n.Content[i+1], k, out)
-		}
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/config"
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/yamlkeys"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -51,12 +52,12 @@ func TestHelmEveryKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	have, all := map[string]bool{}, map[string]bool{}
-	yamlKeys(&root, "", have)
+	yamlkeys.Collect(&root, "", have)
 	var example yaml.Node
 	if err := yaml.Unmarshal(readRepo(t, "deploy/config.example.yaml"), &example); err != nil {
 		t.Fatal(err)
 	}
-	yamlKeys(&example, "", all)
+	yamlkeys.Collect(&example, "", all)
 	notFromValues := map[string]string{
 		"upstreams[].cert_file": "a Secret is mounted as a folder (cert_dir), which sees rotations",
 		"upstreams[].key_file":  "a Secret is mounted as a folder (cert_dir), which sees rotations",
@@ -103,29 +104,6 @@ func sameAsDefault(got, def reflect.Value, path string) []string {
 		return []string{strings.TrimPrefix(path, ".")}
 	}
 	return nil
-}
-
-// yamlKeys collects the key paths of a YAML tree: "a.b", "list[].c".
-func yamlKeys(n *yaml.Node, prefix string, out map[string]bool) {
-	switch n.Kind {
-	case yaml.DocumentNode:
-		for _, c := range n.Content {
-			yamlKeys(c, prefix, out)
-		}
-	case yaml.SequenceNode:
-		for _, c := range n.Content {
-			yamlKeys(c, prefix+"[]", out)
-		}
-	case yaml.MappingNode:
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k := n.Content[i].Value
-			if prefix != "" {
-				k = prefix + "." + k
-			}
-			out[k] = true
-			yamlKeys(n.Content[i+1], k, out)
-		}
-	}
 }
 
 // TestHelmDefaults: with only what is required, the chart's configuration
