@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/delayrelay"
 )
 
 // sparseGap is the pause, through one peer, between the end of a sparse
@@ -39,7 +41,7 @@ func (b *bench) startLatencyPeers(ctx context.Context, procs *procSet, s scenari
 	if err != nil {
 		return nil, nil, standIn{}, nil, err
 	}
-	relay, err := startRelay(api.addr, b.opts.wanRTT/2)
+	relay, err := delayrelay.Start(api.addr, b.opts.wanRTT/2)
 	if err != nil {
 		return nil, nil, standIn{}, nil, fmt.Errorf("starting the delay relay: %w", err)
 	}

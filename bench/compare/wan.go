@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"slices"
 	"time"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/delayrelay"
 )
 
 // directName is the wan row of the client that talks to the API itself.
@@ -32,7 +34,7 @@ type wanTarget struct {
 // handshake costs round trips; a peer that pools upstream connections
 // saves them.
 func runWAN(ctx context.Context, b *bench, s scenario) ([]row, error) {
-	relay, err := startRelay(b.api, b.opts.wanRTT/2)
+	relay, err := delayrelay.Start(b.api, b.opts.wanRTT/2)
 	if err != nil {
 		return nil, fmt.Errorf("starting the delay relay: %w", err)
 	}

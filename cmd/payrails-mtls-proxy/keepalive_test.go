@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/delayrelay"
 	"go.uber.org/zap/zaptest/observer"
 )
 
@@ -55,8 +56,12 @@ func TestKeepAliveRace(t *testing.T) {
 	}
 	for _, run := range runs {
 		run.ng = paymentsNginx(t, p, "keepalive_timeout 1s;")
-		relay := startDelayRelay(t, run.ng.addr, 15*time.Millisecond)
-		run.app = paymentsApp(t, p, relay.addr, run.upstream)
+		relay, err := delayrelay.Start(run.ng.addr, 15*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(relay.Close)
+		run.app = paymentsApp(t, p, relay.Addr(), run.upstream)
 	}
 	var wg sync.WaitGroup
 	for i, run := range runs {

@@ -1,4 +1,4 @@
-package main
+package delayrelay
 
 import (
 	"bytes"
@@ -53,7 +53,7 @@ func TestRelayDelaysAndKeepsOrder(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r, err := startRelay(startEcho(t), tt.oneWay)
+			r, err := Start(startEcho(t), tt.oneWay)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -87,7 +87,7 @@ func TestRelayDelaysAndKeepsOrder(t *testing.T) {
 
 // TestRelayCloseEndsConnections: Close cuts relayed connections and returns.
 func TestRelayCloseEndsConnections(t *testing.T) {
-	r, err := startRelay(startEcho(t), time.Millisecond)
+	r, err := Start(startEcho(t), time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,5 +110,44 @@ func TestRelayCloseEndsConnections(t *testing.T) {
 	}
 	if _, err := net.DialTimeout("tcp", r.Addr(), time.Second); err == nil {
 		t.Error("the relay still accepts after Close")
+	}
+}
+
+// TestRelayDelaysTheEnd: a server's close reaches the client oneWay after
+// the server made it, not at once, or the keep-alive race the relay is for
+// would never happen across it.
+func TestRelayDelaysTheEnd(t *testing.T) {
+	const oneWay = 50 * time.Millisecond
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() { // closes each connection as soon as it comes
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	r, err := Start(ln.Addr().String(), oneWay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	start := time.Now()
+	c, err := net.Dial("tcp", r.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("read %d bytes, %v; want EOF", n, err)
+	}
+	if least := 3 * oneWay; time.Since(start) < least {
+		t.Errorf("the server's close arrived after %v, want at least %v (handshake, then the FIN's one way)", time.Since(start), least)
 	}
 }
