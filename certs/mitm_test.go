@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/interop"
 )
 
 func mitmCA(t *testing.T, hosts ...string) *tls.Certificate {
@@ -97,7 +99,7 @@ func TestMinter(t *testing.T) {
 func TestMITMCAConstraintsRefuseOtherNames(t *testing.T) {
 	const host, other = "api.acme.payrails.io", "acme-api.staging.payrails.io"
 	ca := mitmCA(t, host, other)
-	bin := requireOpenSSL(t)
+	bin := interop.Tool(t, "openssl")
 	dir := t.TempDir()
 	caFile := filepath.Join(dir, "ca.pem")
 	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Leaf.Raw}), 0o644); err != nil {
@@ -149,7 +151,7 @@ func TestMITMCAConstraintsRefuseOtherNames(t *testing.T) {
 func TestMinterLeavesVerifyWithOpenSSL(t *testing.T) {
 	const host = "api.acme.payrails.io"
 	ca := mitmCA(t, host)
-	bin := requireOpenSSL(t)
+	bin := interop.Tool(t, "openssl")
 	dir := t.TempDir()
 	caFile := filepath.Join(dir, "ca.pem")
 	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Leaf.Raw}), 0o644); err != nil {

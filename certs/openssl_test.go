@@ -8,22 +8,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-// requireOpenSSL finds the openssl binary; without it the test skips on a
-// laptop and fails where PAYRAILS_PROXY_REQUIRE_INTEROP=1 (CI), as the
-// command package's requireTool does.
-func requireOpenSSL(t testing.TB) string {
-	t.Helper()
-	p, err := exec.LookPath("openssl")
-	if err != nil {
-		if os.Getenv("PAYRAILS_PROXY_REQUIRE_INTEROP") == "1" {
-			t.Fatalf("openssl is required (PAYRAILS_PROXY_REQUIRE_INTEROP=1) but not installed: %v", err)
-		}
-		t.Skipf("openssl not installed; set PAYRAILS_PROXY_REQUIRE_INTEROP=1 to make this a failure")
-	}
-	return p
-}
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/interop"
+)
 
 // openssl runs the openssl binary in dir and returns its standard output.
 func openssl(t testing.TB, bin, dir string, args ...string) string {
@@ -72,7 +59,7 @@ func opensslSign(t testing.TB, bin, dir, caDir, key, passin, out string) string 
 // openssl binary, the way merchants make them, load and pair with the
 // serial OpenSSL itself reports.
 func TestLoadWhatOpenSSLWrites(t *testing.T) {
-	bin := requireOpenSSL(t)
+	bin := interop.Tool(t, "openssl")
 	caDir := t.TempDir()
 	opensslCA(t, bin, caDir)
 	const pass = "s3cret passphrase"
@@ -119,7 +106,7 @@ func TestLoadWhatOpenSSLWrites(t *testing.T) {
 // TestLoadOpenSSLPKCS12: `openssl pkcs12 -export` with OpenSSL 3's defaults
 // (AES-256-CBC, PBKDF2, SHA-256 MAC) and a password.
 func TestLoadOpenSSLPKCS12(t *testing.T) {
-	bin := requireOpenSSL(t)
+	bin := interop.Tool(t, "openssl")
 	caDir, work, dir := t.TempDir(), t.TempDir(), t.TempDir()
 	opensslCA(t, bin, caDir)
 	const pass = "p12 password"

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -16,21 +15,8 @@ import (
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs"
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs/pki"
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/interop"
 )
-
-// requireTool finds an external program; without it the test skips on a
-// laptop and fails where PAYRAILS_PROXY_REQUIRE_INTEROP=1 (CI).
-func requireTool(t testing.TB, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("PAYRAILS_PROXY_REQUIRE_INTEROP") == "1" {
-			t.Fatalf("%s is required (PAYRAILS_PROXY_REQUIRE_INTEROP=1) but not installed: %v", name, err)
-		}
-		t.Skipf("%s not installed; set PAYRAILS_PROXY_REQUIRE_INTEROP=1 to make this a failure", name)
-	}
-	return p
-}
 
 // testPKI is a bench PKI with an ECDSA client key (an RSA-4096 one takes
 // seconds to make), written under dir.
@@ -179,7 +165,7 @@ func TestDropPairs(t *testing.T) {
 // client certificate in the form the rotated scenario compares with
 // certs.Serial.
 func TestStandInAnswers(t *testing.T) {
-	requireTool(t, "nginx")
+	interop.Tool(t, "nginx")
 	dir := t.TempDir()
 	for _, d := range []string{filepath.Dir(dir), dir} { // nginx workers may run as nobody
 		if err := os.Chmod(d, 0o711); err != nil {

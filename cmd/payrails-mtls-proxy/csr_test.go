@@ -19,6 +19,7 @@ import (
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs"
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs/pki"
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/interop"
 )
 
 // csrCmd runs `payrails-mtls-proxy csr` with args, as main does.
@@ -299,7 +300,7 @@ func issueForCSR(t testing.TB, ca *pki.CA, req *x509.CertificateRequest) (certPE
 // x509 -req`, and the real sidecar then presents that certificate with our
 // key to a server that requires it; check agrees.
 func TestCSROpenSSLInterop(t *testing.T) {
-	bin := requireTool(t, "openssl")
+	bin := interop.Tool(t, "openssl")
 	tests := []struct {
 		name    string
 		keyType string // "" for the default, RSA-4096

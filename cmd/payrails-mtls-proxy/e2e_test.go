@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/interop"
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/poll"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/standin"
 )
@@ -48,7 +49,7 @@ func TestServeEndToEnd(t *testing.T) {
 // http_proxy (curl reads only the lower-case one for http://), -x, and the
 // base URL.
 func TestCurlInterop(t *testing.T) {
-	curl := requireTool(t, "curl")
+	curl := interop.Tool(t, "curl")
 	w := newWorld(t)
 	leaf := w.clientCert(t, "merchant", time.Now().Add(-time.Hour))
 	leaf.WriteFiles(w.certDir, "domain.pem", "domain.key")

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -225,20 +224,6 @@ func echoSerial(c *http.Client) (string, error) {
 }
 
 func serialOf(l *pki.Leaf) string { return fmt.Sprintf("%X", l.Cert.SerialNumber.Bytes()) }
-
-// requireTool finds an external program; without it the test skips on a
-// laptop and fails where PAYRAILS_PROXY_REQUIRE_INTEROP=1 (CI).
-func requireTool(t testing.TB, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("PAYRAILS_PROXY_REQUIRE_INTEROP") == "1" {
-			t.Fatalf("%s is required (PAYRAILS_PROXY_REQUIRE_INTEROP=1) but not installed: %v", name, err)
-		}
-		t.Skipf("%s not installed; set PAYRAILS_PROXY_REQUIRE_INTEROP=1 to make this a failure", name)
-	}
-	return p
-}
 
 func freeAddr(t testing.TB) string {
 	t.Helper()

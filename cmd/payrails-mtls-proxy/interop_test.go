@@ -19,6 +19,7 @@ import (
 	"testing"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs"
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/interop"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/standin"
 )
 
@@ -190,20 +191,20 @@ func TestInterop(t *testing.T) {
 	target := "http://" + apiHost
 
 	t.Run("curl http_proxy", func(t *testing.T) {
-		curl := requireTool(t, "curl")
+		curl := interop.Tool(t, "curl")
 		t.Setenv("http_proxy", "http://"+open.addr)
 		checkInterop(t, "curl-env", serial, curlOps(t, curl, target, "curl-env"))
 	})
 	t.Run("curl -x with credentials", func(t *testing.T) {
-		curl := requireTool(t, "curl")
+		curl := interop.Tool(t, "curl")
 		checkInterop(t, "curl-x", serial, curlOps(t, curl, target, "curl-x", "-x", "http://svc:s3cret-pw@"+authed.addr))
 	})
 	t.Run("curl base URL", func(t *testing.T) {
-		curl := requireTool(t, "curl")
+		curl := interop.Tool(t, "curl")
 		checkInterop(t, "curl-base", serial, curlOps(t, curl, "http://"+open.addr, "curl-base"))
 	})
 	t.Run("python urllib http_proxy", func(t *testing.T) {
-		py := requireTool(t, "python3")
+		py := interop.Tool(t, "python3")
 		cmd := exec.Command(py, "testdata/interop/client.py", target, "python")
 		cmd.Env = append(os.Environ(), "http_proxy=http://svc:s3cret-pw@"+authed.addr, "no_proxy=", "NO_PROXY=")
 		checkInterop(t, "python", serial, parseResults(t, runClient(t, cmd)))
@@ -219,7 +220,7 @@ func TestInterop(t *testing.T) {
 		checkInterop(t, "go", serial, parseResults(t, runClient(t, cmd)))
 	})
 	t.Run("java HttpURLConnection", func(t *testing.T) {
-		javac := requireTool(t, "javac")
+		javac := interop.Tool(t, "javac")
 		classes := t.TempDir()
 		if out, err := exec.Command(javac, "-d", classes, "testdata/interop/Interop.java").CombinedOutput(); err != nil {
 			t.Fatalf("javac: %v\n%s", err, out)

@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/interop"
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/poll"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/standin"
@@ -236,7 +237,7 @@ func TestMITMLeafCache(t *testing.T) {
 func TestMITMInterop(t *testing.T) {
 	m := newMITMWorld(t)
 	t.Run("curl --proxy --cacert", func(t *testing.T) {
-		curl := requireTool(t, "curl")
+		curl := interop.Tool(t, "curl")
 		out, err := exec.Command(curl, "-sS", "-f", "--proxy", "http://"+m.r.addr, "--cacert", m.caCert,
 			"https://"+apiHost+"/v1/payments?x=1").Output()
 		if err != nil {
@@ -245,7 +246,7 @@ func TestMITMInterop(t *testing.T) {
 		checkMITMEcho(t, m, out)
 	})
 	t.Run("python urllib https_proxy + SSL_CERT_FILE", func(t *testing.T) {
-		py := requireTool(t, "python3")
+		py := interop.Tool(t, "python3")
 		script := `import sys, urllib.request
 print(urllib.request.urlopen("https://` + apiHost + `/v1/payments?x=1", timeout=30).read().decode())`
 		cmd := exec.Command(py, "-c", script)

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/interop"
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/poll"
 )
 
@@ -81,7 +82,7 @@ func startNginx(t testing.TB, serverCert, serverKey, clientCA, locations string)
 // test ends. When the test fails, nginx's error log is shown.
 func startNginxWith(t testing.TB, o nginxOptions) *nginxServer {
 	t.Helper()
-	n := &nginxServer{addr: freeAddr(t), opts: o, dir: t.TempDir(), bin: requireTool(t, "nginx")}
+	n := &nginxServer{addr: freeAddr(t), opts: o, dir: t.TempDir(), bin: interop.Tool(t, "nginx")}
 	for _, d := range []string{"logs", "tmp"} {
 		if err := os.Mkdir(filepath.Join(n.dir, d), 0o755); err != nil {
 			t.Fatal(err)

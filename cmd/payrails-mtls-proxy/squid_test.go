@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/interop"
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/poll"
 )
 
@@ -58,7 +59,7 @@ func startSquid(t *testing.T, s squidSetup) *squidServer {
 	bin := requireSquid(t)
 	helper := "/usr/lib/squid/basic_ncsa_auth"
 	if _, err := os.Stat(helper); err != nil {
-		requireTool(t, helper) // the same skip or failure as a missing program
+		interop.Tool(t, helper) // the same skip or failure as a missing program
 	}
 	dir, err := os.MkdirTemp("", "payrails-squid-")
 	if err != nil {
@@ -170,7 +171,7 @@ func requireSquid(t *testing.T) string {
 	if _, err := os.Stat("/usr/sbin/squid"); err == nil {
 		return "/usr/sbin/squid"
 	}
-	return requireTool(t, "squid")
+	return interop.Tool(t, "squid")
 }
 
 // squidUser is the unprivileged user squid runs as when started by root:

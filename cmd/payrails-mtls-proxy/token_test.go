@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs/pki"
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/interop"
 )
 
 // tokenPKI is a CA, an nginx server certificate and a client certificate,
@@ -73,7 +74,7 @@ func runCLI(t testing.TB, env []string, args ...string) (int, string, string) {
 // ssl_verify_client on gives the very bytes curl --cert --key gets, and
 // a wrong secret gives a readable Payrails error and a failure exit.
 func TestTokenAgainstNginx(t *testing.T) {
-	curl := requireTool(t, "curl")
+	curl := interop.Tool(t, "curl")
 	p := newTokenPKI(t)
 	ng := startNginx(t, p.serverCert, p.serverKey, p.caFile, nginxTokenLocation)
 	_, port, _ := net.SplitHostPort(ng.addr)

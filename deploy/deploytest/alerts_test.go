@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/interop"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -63,7 +64,7 @@ type alertTests struct {
 
 // TestAlertRules runs Prometheus' own checker and unit tests on the rules.
 func TestAlertRules(t *testing.T) {
-	promtool := requireTool(t, "promtool", "apt-get install prometheus")
+	promtool := interop.Tool(t, "promtool")
 	if out, err := runTool(t, root, promtool, "check", "rules", alertsFile); err != nil {
 		t.Fatalf("promtool check rules %s: %v\n%s", alertsFile, err, out)
 	}
