@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/config"
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/loopback"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -28,18 +29,7 @@ func startClosingListener(t testing.TB) *closingListener {
 		t.Fatal(err)
 	}
 	l := &closingListener{addr: ln.Addr().String()}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			l.accepted.Add(1)
-			c.Close()
-		}
-	})
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	loopback.Serve(t, ln, func(net.Conn) { l.accepted.Add(1) })
 	return l
 }
 

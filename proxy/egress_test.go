@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/loopback"
 )
 
 // fakeEgress is a scripted egress proxy on loopback: it reads one CONNECT
@@ -21,7 +23,6 @@ type fakeEgress struct {
 	ln   net.Listener
 	mu   sync.Mutex
 	reqs []*http.Request
-	wg   sync.WaitGroup
 }
 
 func startFakeEgress(t *testing.T, answer func(conn net.Conn, br *bufio.Reader)) *fakeEgress {
@@ -31,32 +32,16 @@ func startFakeEgress(t *testing.T, answer func(conn net.Conn, br *bufio.Reader))
 		t.Fatal(err)
 	}
 	f := &fakeEgress{ln: ln}
-	var conns sync.Map
-	f.wg.Go(func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conns.Store(conn, true)
-			f.wg.Go(func() {
-				defer conn.Close()
-				br := bufio.NewReader(conn)
-				req, err := http.ReadRequest(br)
-				if err != nil {
-					return
-				}
-				f.mu.Lock()
-				f.reqs = append(f.reqs, req)
-				f.mu.Unlock()
-				answer(conn, br)
-			})
+	loopback.Serve(t, ln, func(conn net.Conn) {
+		br := bufio.NewReader(conn)
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
 		}
-	})
-	t.Cleanup(func() {
-		ln.Close()
-		conns.Range(func(c, _ any) bool { c.(net.Conn).Close(); return true })
-		f.wg.Wait()
+		f.mu.Lock()
+		f.reqs = append(f.reqs, req)
+		f.mu.Unlock()
+		answer(conn, br)
 	})
 	return f
 }

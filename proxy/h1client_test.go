@@ -7,14 +7,15 @@ import (
 	"errors"
 	"github.com/mtlsproxy/payrails-mtls-proxy/config"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs/pki"
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/loopback"
 )
 
 // White-box tests of the HTTP/1.1 fast path (h1client.go, h1conn.go,
@@ -54,24 +55,13 @@ func startRawTLS(t *testing.T, serve func(c *tls.Conn, br *bufio.Reader)) *rawTL
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				tc := c.(*tls.Conn)
-				if tc.Handshake() == nil {
-					serve(tc, bufio.NewReader(c))
-				}
-			})
+	loopback.Serve(t, ln, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		tc := c.(*tls.Conn)
+		if tc.Handshake() == nil {
+			serve(tc, bufio.NewReader(c))
 		}
 	})
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
 	return &rawTLS{addr: ln.Addr().String(), roots: ca, client: cli}
 }
 

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/loopback"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 )
 
@@ -40,17 +41,7 @@ func startRecordingUpstream(t testing.TB, ps *pkiSet) *recordingUpstream {
 		t.Fatal(err)
 	}
 	u := &recordingUpstream{addr: ln.Addr().String()}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() { u.serve(c) })
-		}
-	})
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	loopback.Serve(t, ln, u.serve)
 	return u
 }
 

@@ -8,12 +8,12 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/config"
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/loopback"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 )
 
@@ -42,28 +42,17 @@ func startScriptedAt(t testing.TB, ps *pkiSet, addr string, script func(n int32,
 		t.Fatal(err)
 	}
 	u := &scriptedUpstream{addr: ln.Addr().String()}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			n := u.conns.Add(1)
-			wg.Go(func() {
-				defer c.Close()
-				tc := c.(*tls.Conn)
-				tc.SetDeadline(time.Now().Add(20 * time.Second))
-				br := bufio.NewReader(tc)
-				script(n, tc, br)
-				// Whatever the script left, see whether the proxy closes.
-				if _, err := io.Copy(io.Discard, br); err == nil || !isTimeout(err) {
-					u.closed.Add(1)
-				}
-			})
+	loopback.Serve(t, ln, func(c net.Conn) {
+		n := u.conns.Add(1)
+		tc := c.(*tls.Conn)
+		tc.SetDeadline(time.Now().Add(20 * time.Second))
+		br := bufio.NewReader(tc)
+		script(n, tc, br)
+		// Whatever the script left, see whether the proxy closes.
+		if _, err := io.Copy(io.Discard, br); err == nil || !isTimeout(err) {
+			u.closed.Add(1)
 		}
 	})
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
 	return u
 }
 

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/loopback"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 )
 
@@ -26,7 +27,6 @@ type tunneller struct {
 	mu      sync.Mutex
 	targets []string
 	relayed bytes.Buffer
-	wg      sync.WaitGroup
 }
 
 func startTunneller(t *testing.T, allow func(string) bool) *tunneller {
@@ -37,16 +37,8 @@ func startTunneller(t *testing.T, allow func(string) bool) *tunneller {
 	}
 	tn := &tunneller{ln: ln, allow: allow}
 	ctx, cancel := context.WithCancel(context.Background())
-	tn.wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			tn.wg.Go(func() { tn.serve(ctx, c) })
-		}
-	})
-	t.Cleanup(func() { cancel(); ln.Close(); tn.wg.Wait() })
+	loopback.Serve(t, ln, func(c net.Conn) { tn.serve(ctx, c) })
+	t.Cleanup(cancel) // runs before Serve's: the tunnels end, then the connections
 	return tn
 }
 

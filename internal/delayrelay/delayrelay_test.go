@@ -5,9 +5,10 @@ import (
 	"crypto/rand"
 	"io"
 	"net"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/loopback"
 )
 
 // startEcho runs a TCP server that echoes each connection until EOF, then
@@ -18,24 +19,7 @@ func startEcho(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				_, _ = io.Copy(c, c)
-			}()
-		}
-	}()
+	loopback.Serve(t, ln, func(c net.Conn) { _, _ = io.Copy(c, c) })
 	return ln.Addr().String()
 }
 
@@ -122,16 +106,7 @@ func TestRelayDelaysTheEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	go func() { // closes each connection as soon as it comes
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	loopback.Serve(t, ln, func(net.Conn) {}) // closes each connection as soon as it comes
 	r, err := Start(ln.Addr().String(), oneWay)
 	if err != nil {
 		t.Fatal(err)
