@@ -99,6 +99,13 @@ func (b *builder) via(ru *rawUpstream) (*url.URL, string) {
 // wrong and what to write instead, without the key (the caller names it).
 func ParseVia(s string) (*url.URL, error) {
 	v := strings.TrimSpace(s)
+	const userinfo = "the egress proxy URL must not carry a user or password; put \"user:password\" in a file and set via_auth_file (--via-auth-file)"
+	if strings.Contains(v, "@") {
+		// Checked before parsing, and the value never repeated: a password
+		// with "/", "#" or "?" in it makes the URL unparseable, and the
+		// error reaches stderr and the logs.
+		return nil, errors.New(userinfo)
+	}
 	u, err := url.Parse(v)
 	const want = "write the egress proxy as http://HOST:PORT, such as http://squid.internal:3128"
 	switch {
@@ -111,8 +118,6 @@ func ParseVia(s string) (*url.URL, error) {
 	case u.Scheme != "http":
 		return nil, fmt.Errorf("%q must use http:// (the proxy sends CONNECT in plain HTTP to the egress proxy, and TLS to the upstream "+
 			"stays end to end inside the tunnel); %s", u.Redacted(), want)
-	case u.User != nil:
-		return nil, errors.New("the egress proxy URL must not carry a user or password; put \"user:password\" in a file and set via_auth_file (--via-auth-file)")
 	case u.Hostname() == "" || u.Port() == "":
 		return nil, fmt.Errorf("%q has no HOST:PORT; %s", u.Redacted(), want)
 	case (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.ForceQuery || u.Fragment != "":

@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -184,4 +185,27 @@ func TestFileChecks(t *testing.T) {
 			t.Errorf("Source = %q, want flag --cert-dir", e.Source)
 		}
 	})
+}
+
+// TestViaErrorsHideCredentials: a via that carries a password is refused
+// without repeating it, even when the password makes the URL unparseable
+// (a "/" or "#" in it), since the error reaches stderr and the logs.
+func TestViaErrorsHideCredentials(t *testing.T) {
+	for _, via := range []string{
+		"http://user:s3cr3t@squid:3128",
+		"http://user:pa/s3cr3t@squid:3128",
+		"http://user:pa#s3cr3t@squid:3128",
+		"http://user:pa?s3cr3t@squid:3128",
+		"http://user:pa s3cr3t@squid:3128",
+		"http://user:pa%zzs3cr3t@squid:3128",
+	} {
+		_, err := ParseVia(via)
+		if err == nil {
+			t.Errorf("ParseVia(%q) = nil error, want a refusal", via)
+			continue
+		}
+		if msg := err.Error(); strings.Contains(msg, "s3cr3t") || !strings.Contains(msg, "via_auth_file") {
+			t.Errorf("ParseVia(%q) = %q; want a message naming via_auth_file and not the password", via, msg)
+		}
+	}
 }
