@@ -157,7 +157,7 @@ func TestVerifyBeforeUse(t *testing.T) {
 	if got := echoVia(t, c).Client.Serial; got != serialOfLeaf(next) {
 		t.Errorf("after the swap serial %s, want %s", got, serialOfLeaf(next))
 	}
-	lines := e.logs.FilterMessage("request").All()
+	lines := e.waitLogLines(t, "request", 7) // 1 + 5 + the one after the swap; a line is written after its response
 	if last := lines[len(lines)-1].ContextMap(); last["upstream_conn"] != "reused" {
 		t.Errorf("the first request after the swap paid a handshake (upstream_conn %v): the verification's connection was not kept", last["upstream_conn"])
 	}
@@ -273,8 +273,8 @@ func TestWarmConnectionsLearnIdleTimeout(t *testing.T) {
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("request %d after idle: %d %s", i, resp.StatusCode, body)
 		}
-		lines := e.logs.FilterMessage("request").All()
-		if got := lines[len(lines)-1].ContextMap()["upstream_conn"]; got != "reused" {
+		lines := e.waitLogLines(t, "request", i+1) // a line is written after its response
+		if got := lines[i].ContextMap()["upstream_conn"]; got != "reused" {
 			t.Errorf("request %d after 900ms idle paid a handshake (upstream_conn %v)", i, got)
 		}
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs"
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs/pki"
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/poll"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap/zaptest/observer"
@@ -302,15 +303,21 @@ var live = map[string]string{"upstream": "live"}
 func withLabel(k, v string) map[string]string { return map[string]string{"upstream": "live", k: v} }
 
 // requestLine returns the proxy's log line of the request to path.
+// The line is written after the response has reached the client, so it is
+// waited for.
 func requestLine(t testing.TB, r *running, path string) map[string]any {
 	t.Helper()
-	for _, e := range r.logs.FilterMessage("request").All() {
-		if f := e.ContextMap(); f["path"] == path {
-			return f
+	var line map[string]any
+	poll.Until(t, "the request line of "+path, 10*time.Second, func() bool {
+		for _, e := range r.logs.FilterMessage("request").All() {
+			if f := e.ContextMap(); f["path"] == path {
+				line = f
+				return true
+			}
 		}
-	}
-	t.Fatalf("no request line for %s", path)
-	return nil
+		return false
+	})
+	return line
 }
 
 // ms formats a duration for the figures the tests log.

@@ -101,7 +101,11 @@ func TestMITMGoClient(t *testing.T) {
 	if connects != 1 {
 		t.Errorf("%d CONNECTs for 10 requests, want 1 (keep-alive inside the tunnel)", connects)
 	}
-	tunnelled := m.r.logs.FilterField(zap.String("mode", "mitm")).Len()
+	var tunnelled int // each line is written after its response reached the client
+	poll.Until(t, "10 request lines in mitm mode", 10*time.Second, func() bool {
+		tunnelled = m.r.logs.FilterField(zap.String("mode", "mitm")).Len()
+		return tunnelled >= 10
+	})
 	if tunnelled != 10 {
 		t.Errorf("%d request lines in mitm mode, want 10", tunnelled)
 	}
