@@ -163,8 +163,9 @@ func authGet(t *testing.T, c *http.Client, e *env, user, pass string) int {
 
 // TestProxyAuthUnknownUserCostsABcrypt: an unknown user pays one bcrypt
 // comparison at the file's highest cost, as a bcrypt user does, so the
-// time of a 407 does not tell whether the user exists. Counted through the
-// comparison seam, and timed loosely.
+// time of a 407 does not tell whether the user exists. Proved by counting
+// through the comparison seam; the times are only logged, since a ratio of
+// timings on a loaded machine under -race is no assertion.
 func TestProxyAuthUnknownUserCostsABcrypt(t *testing.T) {
 	var mu sync.Mutex
 	var costs []int
@@ -193,7 +194,10 @@ func TestProxyAuthUnknownUserCostsABcrypt(t *testing.T) {
 		status     int
 		want       []int // bcrypt costs compared
 	}{
+		// Unknown users: one comparison at the file's highest cost (6),
+		// not none (which answers in microseconds) and not the low cost.
 		{"eve", "whatever", http.StatusProxyAuthRequired, []int{6}},
+		{"nobody", "", http.StatusProxyAuthRequired, []int{6}},
 		{"high", "wrong", http.StatusProxyAuthRequired, []int{6}},
 		{"low", "wrong", http.StatusProxyAuthRequired, []int{4}},
 		{"high", "high-pw", http.StatusOK, []int{6}},
@@ -205,9 +209,9 @@ func TestProxyAuthUnknownUserCostsABcrypt(t *testing.T) {
 		}
 	}
 
-	// Timed, interleaved, medians of 5: an unknown user's 407 takes about
-	// as long as a wrong password of the cost-6 user. The bound is wide:
-	// before the dummy comparison the ratio was under 0.01.
+	// For the log only, medians of 5, interleaved: an unknown user's 407
+	// takes about as long as a wrong password of the cost-6 user (before
+	// the dummy comparison the ratio was under 0.01).
 	var unknown, known []time.Duration
 	for i := range 5 {
 		start := time.Now()
@@ -219,11 +223,8 @@ func TestProxyAuthUnknownUserCostsABcrypt(t *testing.T) {
 	}
 	slices.Sort(unknown)
 	slices.Sort(known)
-	ratio := float64(unknown[2]) / float64(known[2])
-	t.Logf("median 407 time: unknown user %s, cost-6 user %s, ratio %.2f", unknown[2], known[2], ratio)
-	if ratio < 0.3 || ratio > 3 {
-		t.Errorf("an unknown user's check takes %.2f times a bcrypt user's; want about the same", ratio)
-	}
+	t.Logf("median 407 time: unknown user %s, cost-6 user %s, ratio %.2f",
+		unknown[2], known[2], float64(unknown[2])/float64(known[2]))
 }
 
 // TestProxyAuthBcryptBounded: concurrent bcrypt comparisons never exceed
