@@ -20,6 +20,37 @@ The binary checks the rest of the configuration when it starts.
 {{- fail (printf "payrails-mtls-proxy: access.proxyAuthSecret is required: %s; create a Secret with user:password lines under the key auth (kubectl create secret generic payrails-proxy-auth --from-file=auth=./users) and set access.proxyAuthSecret: payrails-proxy-auth" $why) }}
 {{- end }}
 {{- end }}
+{{- /* The container's environment beats the configuration file, and Kubernetes takes the last
+entry of a name: an extraEnv entry would override what the chart sets, unchecked by the rules
+above (PAYRAILS_PROXY_LISTEN and _ALLOW_CIDRS would make an open proxy). Every variable the
+binary reads in place of a chart value (config/env.go) is refused, naming the value to set;
+GOMEMLIMIT is the chart's too, and PAYRAILS_PROXY_CONFIG names another file than the chart's
+(cmd/payrails-mtls-proxy/serve.go). */}}
+{{- $chartEnv := dict
+  "PAYRAILS_PROXY_LISTEN" "listen"
+  "PAYRAILS_PROXY_ADMIN_LISTEN" "adminListen"
+  "PAYRAILS_PROXY_ALLOW_CIDRS" "access.allowCidrs"
+  "PAYRAILS_PROXY_CONNECT" "connect"
+  "PAYRAILS_PROXY_LOG_LEVEL" "log.level"
+  "PAYRAILS_PROXY_LOG_FORMAT" "log.format"
+  "PAYRAILS_PROXY_UPSTREAM" "upstreams[].url"
+  "PAYRAILS_PROXY_ADDRESS" "upstreams[].address"
+  "PAYRAILS_PROXY_CERT_DIR" "upstreams[].certificateSecret"
+  "PAYRAILS_PROXY_CERT" "upstreams[].certificateSecret"
+  "PAYRAILS_PROXY_KEY" "upstreams[].certificateSecret"
+  "PAYRAILS_PROXY_KEY_PASSPHRASE_FILE" "upstreams[].keyPassphraseSecret"
+  "PAYRAILS_PROXY_CA_FILE" "upstreams[].caConfigMap"
+  "GOMEMLIMIT" "resources.limits.memory" }}
+{{- range $i, $e := $v.extraEnv }}
+{{- $name := "" }}
+{{- if kindIs "map" $e }}{{ $name = toString (get $e "name") }}{{ end }}
+{{- with get $chartEnv $name }}
+{{- fail (printf "payrails-mtls-proxy: extraEnv[%d] is %s, which the proxy reads in place of the chart's %s (the environment beats the configuration file, and of two env entries with one name the later wins), unchecked by the chart; set %s instead and remove the entry from extraEnv" $i $name . .) }}
+{{- end }}
+{{- if eq $name "PAYRAILS_PROXY_CONFIG" }}
+{{- fail (printf "payrails-mtls-proxy: extraEnv[%d] is PAYRAILS_PROXY_CONFIG; the chart writes the configuration file from its values and passes it with --config: set the values instead (proxy authentication is access.proxyAuthSecret) and remove the entry from extraEnv" $i) }}
+{{- end }}
+{{- end }}
 {{- if not $v.upstreams }}
 {{- fail "payrails-mtls-proxy: upstreams is empty; list at least one Payrails environment, e.g. upstreams: [{name: live, url: https://api.acme.payrails.io, certificateSecret: payrails-client-cert}]" }}
 {{- end }}
