@@ -116,12 +116,16 @@ func (u *Upstream) classify(ctx context.Context, err error, g *generation) *Erro
 		return newError(KindUpstreamTimeout, err, "%s sent no response headers within %s (timeouts.response_header); "+
 			"the request may still have been processed: retry only if it is idempotent", u.host, u.timeouts.ResponseHeader)
 	}
-	if g != nil {
+	var nr *noResponseError
+	if g != nil && errors.As(err, &nr) && nr.fresh {
+		// As judgeFailure: a fresh connection that died unanswered may be a
+		// refusal whose alert was lost (the verdict is the one it waited for).
 		if r := u.refusal(ctx, g); r != nil {
 			return u.rejected(fmt.Errorf("%w (the server refused the certificate: %w)", err, r.err), serial, r.reason, r.advice)
 		}
 	}
-	return newError(KindUpstreamError, err, "the exchange with %s failed: %v", u.host, err)
+	return newError(KindUpstreamError, err, "the exchange with %s failed: %v; the request may have reached the API: "+
+		"send it again only with the same idempotency key (X-Idempotency-Key)", u.host, err)
 }
 
 func (u *Upstream) rejected(err error, serial, alert, advice string) *Error {

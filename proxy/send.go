@@ -26,13 +26,16 @@ type sendState struct {
 // error's classification and the log line.
 func (u *Upstream) send(ex *exchange, out *http.Request) (*http.Response, *generation, error) {
 	u.budget.request()
-	if u.retry.AddIdempotencyKey && (out.Method == http.MethodPost || out.Method == http.MethodPatch) &&
-		!keyed(out.Header, u.retry.IdempotencyHeaders) {
+	isKeyed := keyed(out.Header, u.retry.IdempotencyHeaders)
+	// A key the client sent under a name retry.idempotency_headers leaves
+	// out is still the client's: never replaced.
+	if u.retry.AddIdempotencyKey && !isKeyed && (out.Method == http.MethodPost || out.Method == http.MethodPatch) &&
+		out.Header.Get(headerAddedKey) == "" {
 		ex.addedKey = newIdempotencyKey()
 		out.Header.Set(headerAddedKey, ex.addedKey)
+		isKeyed = keyed(out.Header, u.retry.IdempotencyHeaders)
 	}
-	r := &sendState{out: out, keyed: keyed(out.Header, u.retry.IdempotencyHeaders),
-		hasBody: out.Body != nil && out.Body != http.NoBody}
+	r := &sendState{out: out, keyed: isKeyed, hasBody: out.Body != nil && out.Body != http.NoBody}
 	kept, err := keepBody(out, u.retry.MaxBody)
 	if err != nil {
 		return nil, nil, err
@@ -193,12 +196,11 @@ func (u *Upstream) judgeFailure(ctx context.Context, err error, g *generation) (
 		// this type). An answer that began and broke off is never sent
 		// again, keyed or not: it may have been processed.
 		return retryable, retryConnectionLost
-	case isTimeout(err):
-		return answered, "" // the request may be in progress at the upstream
 	}
-	if r := u.refusal(ctx, g); r != nil {
-		return refused, r.reason
-	}
+	// Anything else (a timeout, an answer that broke off) may have been
+	// processed, even if the upstream refuses the certificate by now: a
+	// connection it accepted before a revocation still carries requests.
+	// Only a refusal met by the request itself is replayed (above).
 	return answered, ""
 }
 
