@@ -128,6 +128,24 @@ func TestAddIdempotencyKey(t *testing.T) {
 	}
 }
 
+// TestAddIdempotencyKeyKeepsTheClients: with retry.idempotency_headers not
+// naming X-Idempotency-Key, a request that carries one anyway (as Payrails'
+// SDKs send it) keeps it: the proxy never replaces a client's key, or the
+// client's own retries would no longer be deduplicated.
+func TestAddIdempotencyKeyKeepsTheClients(t *testing.T) {
+	rt := testRetry()
+	rt.AddIdempotencyKey, rt.IdempotencyHeaders = true, []string{"Idempotency-Key"}
+	e, up, _ := retryEnv(t, rt, answerOKJSON)
+	got := sendVia(t, e.forwardClient(t), request{method: "POST", path: "/v1/sdk", key: "sdk-key-1", body: payment})
+	arr := up.arrivals("/v1/sdk")
+	if got.status != 200 || len(arr) != 1 || arr[0].key != "sdk-key-1" {
+		t.Fatalf("POST with the client's X-Idempotency-Key: %d, arrivals %+v; want one, with key sdk-key-1", got.status, arr)
+	}
+	if k := got.header.Get("X-Idempotency-Key"); k != "" {
+		t.Errorf("the answer carries an added key %q", k)
+	}
+}
+
 // TestRetryLimits: retry.attempts bounds the sends, retry.max_body the
 // bodies kept for another one; the client's error says which stopped it.
 func TestRetryLimits(t *testing.T) {
