@@ -309,8 +309,11 @@ func deployNetworkPolicies(t *testing.T) []deployNetworkPolicy {
 }
 
 // checkIngressRules: every ingress rule of policy admits only the admin
-// port (by number, or by its name in named), over TCP, and only from pods
-// chosen by labels in a namespace chosen by labels.
+// port, by number, over TCP, and only from pods chosen by labels in a
+// namespace chosen by labels. Not by its name in named: the sidecar is an
+// init container, whose named ports some network plugins did not resolve,
+// so the rule matched nothing (projectcalico/calico#8881,
+// kubernetes/kubernetes#125285).
 func checkIngressRules(t *testing.T, policy deployNetworkPolicy, admin int, named map[string]int) {
 	t.Helper()
 	for i, rule := range policy.Spec.Ingress {
@@ -320,7 +323,9 @@ func checkIngressRules(t *testing.T, policy deployNetworkPolicy, admin int, name
 		for _, p := range rule.Ports {
 			port, _ := p.Port.(int)
 			if name, ok := p.Port.(string); ok {
-				port = named[name]
+				t.Errorf("ingress rule %d admits the port named %q (%d); give the number: the sidecar is an init container, "+
+					"whose named ports some network plugins do not resolve (projectcalico/calico#8881)", i, name, named[name])
+				continue
 			}
 			if port != admin || (p.Protocol != "" && p.Protocol != "TCP") {
 				t.Errorf("ingress rule %d admits port %v/%s; want only the admin port %d/TCP", i, p.Port, p.Protocol, admin)
