@@ -5,17 +5,19 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"github.com/mtlsproxy/payrails-mtls-proxy/config"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs/pki"
+	"github.com/mtlsproxy/payrails-mtls-proxy/config"
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/loopback"
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/poll"
 )
 
 // White-box tests of the HTTP/1.1 fast path (h1client.go, h1conn.go,
@@ -24,7 +26,8 @@ import (
 // upstreamconn_test.go.
 
 // rawTLS is a TLS server on loopback whose connections are handled by
-// serve, one goroutine each; it asks for no client certificate.
+// serve, one goroutine each. Like a real upstream it requires a client
+// certificate issued by roots; generationFor presents client.
 type rawTLS struct {
 	addr   string
 	roots  *pki.CA
@@ -51,6 +54,7 @@ func startRawTLS(t *testing.T, serve func(c *tls.Conn, br *bufio.Reader)) *rawTL
 	t.Helper()
 	ca, srv, cli := testPKI(t)
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{srv.TLS()},
+		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: ca.Pool(),
 		NextProtos: []string{"http/1.1"}, DynamicRecordSizingDisabled: true})
 	if err != nil {
 		t.Fatal(err)
@@ -191,11 +195,13 @@ func TestGenerationPaths(t *testing.T) {
 	}
 }
 
-// startH2 is net/http's server offering HTTP/2.
+// startH2 is net/http's server offering HTTP/2, requiring a client
+// certificate as startRawTLS does.
 func startH2(t *testing.T) *rawTLS {
 	t.Helper()
 	ca, srv, client := testPKI(t)
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{srv.TLS()}, NextProtos: []string{"h2", "http/1.1"}})
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{srv.TLS()},
+		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: ca.Pool(), NextProtos: []string{"h2", "http/1.1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,19 +257,11 @@ func TestPoolOrderAndSweep(t *testing.T) {
 	sweeping := newH1Pool(50*time.Millisecond, 4)
 	fresh := dialConns(t, g, 1)[0]
 	sweeping.put(fresh)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	poll.Until(t, "the sweep to close a connection idle past the idle timeout", 5*time.Second, func() bool {
 		sweeping.mu.Lock()
-		n := len(sweeping.idle)
-		sweeping.mu.Unlock()
-		if n == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the sweep did not close a connection idle past the idle timeout")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		defer sweeping.mu.Unlock()
+		return len(sweeping.idle) == 0
+	})
 	if _, err := fresh.conn.Write([]byte("x")); err == nil {
 		t.Error("the swept connection is still open")
 	}
@@ -299,15 +297,12 @@ func TestDeadConnections(t *testing.T) {
 	}{{"quiet", true}, {"close", false}, {"unsolicited", false}} {
 		script <- tt.script
 		c := dialConns(t, g, 1)[0]
-		if tt.script != "quiet" {
-			// Wait until the bytes or the FIN have arrived.
-			deadline := time.Now().Add(5 * time.Second)
-			for c.alive() && time.Now().Before(deadline) {
-				time.Sleep(5 * time.Millisecond)
+		if tt.alive {
+			if !c.alive() {
+				t.Errorf("%s: alive = false, want true", tt.script)
 			}
-		}
-		if got := c.alive(); got != tt.alive {
-			t.Errorf("%s: alive = %v, want %v", tt.script, got, tt.alive)
+		} else { // dead once the bytes or the FIN have arrived
+			poll.Until(t, tt.script+": alive to report the connection dead", 5*time.Second, func() bool { return !c.alive() })
 		}
 		c.close()
 	}
@@ -378,18 +373,40 @@ func TestEarlyAnswer(t *testing.T) {
 }
 
 // TestCancellation: the request context ending breaks a waiting exchange
-// off at once, and its connection is not reused.
+// off at once, and its connection is closed, not reused. The cancel comes
+// once the server has read the request, so that there is a connection to
+// leave out of the pool.
 func TestCancellation(t *testing.T) {
-	s := startRawTLS(t, func(c *tls.Conn, br *bufio.Reader) { io.Copy(io.Discard, br) }) // never answers
+	read := make(chan struct{})  // closed once the server has read the request
+	ended := make(chan error, 1) // the server's read after the request: nil at EOF
+	var once sync.Once
+	s := startRawTLS(t, func(c *tls.Conn, br *bufio.Reader) { // never answers
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		once.Do(func() {
+			close(read)
+			_, err := io.Copy(io.Discard, br)
+			ended <- err
+		})
+	})
 	g := generationFor(t, s, Timeouts{ResponseHeader: time.Minute})
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	req := newReq(t, "GET", "", nil).WithContext(ctx)
 	done := make(chan error, 1)
 	go func() {
 		_, err := g.RoundTrip(req)
 		done <- err
 	}()
-	time.AfterFunc(100*time.Millisecond, cancel)
+	select {
+	case <-read:
+	case err := <-done:
+		t.Fatalf("the exchange ended before the server read the request: %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the server did not get the request")
+	}
+	cancel()
 	select {
 	case err := <-done:
 		if !errors.Is(err, context.Canceled) {
@@ -398,7 +415,22 @@ func TestCancellation(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the exchange did not stop when its context was cancelled")
 	}
-	if c := g.h1.pool.get(); c != nil {
-		t.Error("a cancelled exchange's connection was pooled")
+	// Counted, not got: get would drop (and close) a connection left with
+	// the cancel's past deadline, which then reads as dead.
+	g.h1.pool.mu.Lock()
+	pooled := len(g.h1.pool.idle)
+	g.h1.pool.mu.Unlock()
+	if pooled != 0 {
+		t.Errorf("%d connections pooled after the cancelled exchange, want 0", pooled)
+	}
+	// The server seeing the connection end shows the exchange closed it
+	// (the server's own deadline, 10 s, would end the read with a timeout).
+	select {
+	case err := <-ended:
+		if err != nil {
+			t.Errorf("the server's connection ended with %v, want EOF: the cancelled exchange did not close it", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the cancelled exchange's connection is still open")
 	}
 }
