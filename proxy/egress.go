@@ -53,9 +53,23 @@ func (e *Egress) check() error {
 		return nil
 	}
 	if e.URL == nil || e.URL.Scheme != "http" || e.URL.Hostname() == "" || e.URL.Port() == "" {
-		return fmt.Errorf("the egress proxy (via) must be http://HOST:PORT, got %v", e.URL)
+		return fmt.Errorf("the egress proxy (via) must be http://HOST:PORT, got %v", redacted(e.URL))
+	}
+	// EgressError prints the URL: credentials in it would reach logs and
+	// error bodies. They belong in Auth (via_auth_file).
+	if e.URL.User != nil {
+		return fmt.Errorf("the egress proxy (via) %s carries credentials in its URL: give http://HOST:PORT and put "+
+			"\"user:password\" in a file named by via_auth_file (--via-auth-file for check and token)", e.URL.Redacted())
 	}
 	return nil
+}
+
+// redacted is u without its password, for messages; "<nil>" for nil.
+func redacted(u *url.URL) string {
+	if u == nil {
+		return "<nil>"
+	}
+	return u.Redacted()
 }
 
 // dialTCP opens the byte stream the TLS handshake with the upstream runs
