@@ -2,6 +2,11 @@ module github.com/mtlsproxy/payrails-mtls-proxy
 
 go 1.26.0
 
+// The release toolchain: Go 1.27.3 (no known reachable vulnerability; .ci/run checks with
+// govulncheck). Machines here default to GOTOOLCHAIN=local, so .ci/run, scripts/ and the
+// README export GOTOOLCHAIN=go1.27.3, which the go command fetches from the module proxy.
+toolchain go1.27.3
+
 require (
 	github.com/elazarl/goproxy v1.9.3
 	github.com/fsnotify/fsnotify v1.10.1

@@ -10,6 +10,7 @@
 # dist/payrails-mtls-proxy under the repository; a relative OUT is taken from
 # the current directory). GOOS and GOARCH cross-compile as usual.
 set -euo pipefail
+export GOTOOLCHAIN=go1.27.3   # go.mod's toolchain line (machines default to GOTOOLCHAIN=local)
 
 out="${OUT:-}"
 if [ -n "$out" ] && [ "${out#/}" = "$out" ]; then
