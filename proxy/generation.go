@@ -98,6 +98,7 @@ func (g *generation) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, err
 		}
 	}
+	req = nonReplayable(req, g.h2.Load())
 	var began, reused atomic.Bool // a byte of the answer came (set on the Transport's reading goroutine); the connection was not new
 	trace := &httptrace.ClientTrace{GotFirstResponseByte: func() { began.Store(true) }}
 	ex := exchangeFrom(req.Context())
@@ -126,6 +127,49 @@ func (g *generation) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp.Body = &releasingBody{ReadCloser: resp.Body, g: g}
 	return resp, nil
 }
+
+// nonReplayable returns req as net/http's Transport must see it: a request
+// it never sends again on its own. Over HTTP/1.1 the Transport resends a
+// request whose reused connection died after the request was written
+// (the server may have processed it) when it looks replayable
+// (net/http's Request.isReplayable): no body or a GetBody, and a method of
+// GET, HEAD, OPTIONS or TRACE or the mere presence of an Idempotency-Key or
+// X-Idempotency-Key header, even empty. That would bypass retry.attempts,
+// the retry budget, the attempts header and the log line, and send an
+// un-keyed request twice (issue 22). The proxy never sets GetBody
+// (keepBody); a request without a body that the Transport would take for
+// replayable gets an empty body of unknown length instead, which the
+// Transport probes and sends as no body at all (net/http's
+// probeRequestBody, for the methods that usually lack one) and never
+// replays. Over HTTP/2 (h2) the Transport resends only a request the
+// server declared unprocessed (REFUSED_STREAM, above a GOAWAY's last
+// stream, RFC 9113 §8.7), and an empty body would cost a DATA frame per
+// request: req is left as it is.
+func nonReplayable(req *http.Request, h2 bool) *http.Request {
+	if h2 || (req.Body != nil && req.Body != http.NoBody) {
+		return req
+	}
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+	default:
+		if req.Header["Idempotency-Key"] == nil && req.Header["X-Idempotency-Key"] == nil {
+			return req
+		}
+		// A body-carrying method without a body: an empty body of unknown
+		// length would be sent chunked, so the fast path takes it instead
+		// (h1Client.takes); only an upgrade comes here.
+	}
+	out := *req
+	out.Body, out.ContentLength = emptyBody{}, 0
+	return &out
+}
+
+// emptyBody is a request body with nothing in it that net/http cannot
+// recognise as http.NoBody (see nonReplayable).
+type emptyBody struct{}
+
+func (emptyBody) Read([]byte) (int, error) { return 0, io.EOF }
+func (emptyBody) Close() error             { return nil }
 
 // dialFastPath opens a connection for the fast path; one that negotiated
 // HTTP/2 is handed over to the Transport instead (errNegotiatedH2).

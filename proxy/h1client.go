@@ -75,10 +75,19 @@ func (e *noResponseError) Unwrap() error { return e.err }
 // of declared length, and nothing that needs a concurrent writer or the
 // connection itself (Expect: 100-continue, request trailers, an upgrade).
 func (h *h1Client) takes(req *http.Request) bool {
-	if req.Header["Upgrade"] != nil || req.Header["Expect"] != nil || req.Trailer != nil {
+	bodiless := req.Body == nil || req.Body == http.NoBody
+	switch {
+	case req.Header["Upgrade"] != nil:
+		return false
+	case bodiless:
+		// Expect: 100-continue without a body has nothing to wait for, and
+		// the Transport must not get a bodiless request it may replay
+		// (nonReplayable).
+		return true
+	case req.Header["Expect"] != nil || req.Trailer != nil:
 		return false
 	}
-	return req.Body == nil || req.Body == http.NoBody || (req.ContentLength > 0 && req.ContentLength <= maxFastBody)
+	return req.ContentLength > 0 && req.ContentLength <= maxFastBody
 }
 
 // roundTrip sends req on a pooled connection, or a new one. The response
