@@ -100,10 +100,14 @@ func (g *generation) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	req = nonReplayable(req, g.h2.Load())
 	var began, reused atomic.Bool // a byte of the answer came (set on the Transport's reading goroutine); the connection was not new
+	var conn atomic.Pointer[alertConn]
 	trace := &httptrace.ClientTrace{GotFirstResponseByte: func() { began.Store(true) }}
 	ex := exchangeFrom(req.Context())
 	trace.GotConn = func(ci httptrace.GotConnInfo) {
 		reused.Store(ci.Reused)
+		if ac, ok := ci.Conn.(*alertConn); ok {
+			conn.Store(ac)
+		}
 		if ex != nil {
 			ex.connReused, ex.connKnown = ci.Reused, true
 		}
@@ -113,6 +117,9 @@ func (g *generation) RoundTrip(req *http.Request) (*http.Response, error) {
 	switch {
 	case err != nil:
 		g.release()
+		if ac := conn.Load(); ac != nil {
+			err = ac.explain(err)
+		}
 		if !began.Load() && deadConnection(err) {
 			// As the fast path says it: no answer began, so the request
 			// may be sent again (retry.go). A connection that broke in the
@@ -199,10 +206,10 @@ func (g *generation) handOver(c *tls.Conn) {
 }
 
 // dialTransport is the Transport's dial: the handed-over connection, or a
-// new one.
+// new one, each kept an eye on by an alertConn.
 func (g *generation) dialTransport(ctx context.Context, _, _ string) (net.Conn, error) {
 	if c := g.handover.Swap(nil); c != nil {
-		return c, nil
+		return &alertConn{Conn: c}, nil
 	}
 	c, err := g.up.dialTLS(ctx, g.tls)
 	if err != nil {
@@ -211,8 +218,56 @@ func (g *generation) dialTransport(ctx context.Context, _, _ string) (net.Conn, 
 	if c.ConnectionState().NegotiatedProtocol == "h2" {
 		g.h2.Store(true)
 	}
-	return c, nil
+	return &alertConn{Conn: c}, nil
 }
+
+// alertConn is a connection of the Transport that keeps the first TLS
+// alert the server sent on it. In TLS 1.3 a server refuses the client
+// certificate after the client's handshake has finished, with an alert on
+// the connection's first read. Over HTTP/2 that read is the Transport's
+// connection reader's, not the request's: when it fails before the
+// request was taken onto the connection, the request only learns that the
+// "client conn could not be established" (issue 22). explain puts the
+// alert back into the request's error, so that the refusal is classified
+// as such, failed over and replayed, as over HTTP/1.1. The Transport sees
+// the connection through its ConnectionState and HandshakeContext
+// methods, promoted from *tls.Conn.
+type alertConn struct {
+	*tls.Conn
+	alert atomic.Pointer[error]
+}
+
+func (c *alertConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil && c.alert.Load() == nil {
+		if _, _, ok := serverAlert(err); ok {
+			c.alert.CompareAndSwap(nil, &err)
+		}
+	}
+	return n, err
+}
+
+// explain returns err, joined with the server's alert when the server sent
+// one on this connection and err does not carry it already. The Transport
+// reports the alert's read only after making it, so the alert is there
+// when err is.
+func (c *alertConn) explain(err error) error {
+	a := c.alert.Load()
+	if a == nil {
+		return err
+	}
+	if _, _, ok := serverAlert(err); ok {
+		return err
+	}
+	return &alertedError{alert: *a, err: err}
+}
+
+// alertedError is a request's failure on a connection the server ended
+// with a TLS alert.
+type alertedError struct{ alert, err error }
+
+func (e *alertedError) Error() string   { return e.err.Error() + " (" + e.alert.Error() + ")" }
+func (e *alertedError) Unwrap() []error { return []error{e.alert, e.err} }
 
 func (g *generation) closeHandover() {
 	if c := g.handover.Swap(nil); c != nil {

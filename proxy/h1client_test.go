@@ -179,6 +179,9 @@ func TestGenerationPaths(t *testing.T) {
 				if err != nil {
 					t.Fatalf("request %d: %v", i, err)
 				}
+				if tt.h2 && resp.ProtoMajor != 2 {
+					t.Errorf("request %d: the upstream answered %s, want HTTP/2.0", i, resp.Proto)
+				}
 				got := transport
 				if _, ok := resp.Body.(*h1Body); ok {
 					got = fast
