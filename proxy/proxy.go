@@ -123,10 +123,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.handle(w, 
 // inbound request is never modified; one log line is written when it ends.
 func (p *Proxy) handle(w http.ResponseWriter, r *http.Request, tunnel *Upstream) {
 	ex := p.newExchange()
-	// HTTP/1.0 connections end after one answer: Go drops an HTTP/1.0
-	// Transfer-Encoding (golang/go#12785), so its chunks would otherwise be
-	// read as the next request (RFC 9112 §6.1).
-	rw := &responseWriter{ResponseWriter: w, ex: ex, closeAfter: !r.ProtoAtLeast(1, 1)}
+	rw := &responseWriter{ResponseWriter: w, ex: ex, closeAfter: framingEndsConnection(r)}
 	defer p.finishExchange(ex, rw, r)
 
 	up, mode, err := p.admit(r, tunnel)
