@@ -62,6 +62,7 @@ type Proxy struct {
 	log          *zap.Logger
 	m            *Metrics
 	ids          *requestIDs
+	refused      refusals // connections refused at accept (admission.go)
 }
 
 // New builds a Proxy. It fails only on a configuration the config package
@@ -180,14 +181,11 @@ func (p *Proxy) checkSource(r *http.Request) *Error {
 	if err != nil {
 		return newError(KindSourceNotAllowed, err, "cannot tell the client address %q", r.RemoteAddr)
 	}
-	ip := ap.Addr().Unmap()
-	for _, pfx := range p.allow {
-		if pfx.Contains(ip) {
-			return nil
-		}
+	if p.allowedIP(ap.Addr()) {
+		return nil
 	}
 	return newError(KindSourceNotAllowed, nil, "client %s is not in access.allow_cidrs; the proxy carries the "+
-		"merchant's Payrails identity and serves only listed addresses", ip)
+		"merchant's Payrails identity and serves only listed addresses", ap.Addr().Unmap())
 }
 
 // Close closes idle upstream connections and stops the upstreams'

@@ -61,6 +61,7 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 		Timeouts:   cfg.Timeouts,
 		Retry:      cfg.Retry,
 		AllowCIDRs: cfg.Access.AllowCIDRs,
+		Client:     proxy.ClientLimits{MaxConns: cfg.Access.MaxConnections},
 		Logger:     log,
 		Metrics:    proxy.NewMetrics(a.registry),
 	})
