@@ -127,6 +127,12 @@ func (g *generation) RoundTrip(req *http.Request) (*http.Response, error) {
 			err = &noResponseError{err: err, fresh: !reused.Load()}
 		}
 		return nil, err
+	case resp.StatusCode == http.StatusSwitchingProtocols && !isWebsocketUpgrade(req.Header):
+		// Never a raw pipe over the merchant's connection for a request that
+		// did not ask for one (issue 22): closing the body closes it.
+		resp.Body.Close()
+		g.release()
+		return nil, errUnaskedUpgrade
 	case resp.StatusCode == http.StatusSwitchingProtocols:
 		g.release() // the connection now belongs to the caller, not the pool
 		return resp, nil

@@ -36,6 +36,11 @@ const maxResponseHeaderBytes = 1 << 20
 
 var errResponseHeaderTooLarge = errors.New("the response headers exceed 1 MiB")
 
+// errUnaskedUpgrade: the upstream answered 101 Switching Protocols to a
+// request that did not ask to switch. The Payrails API has no upgrades;
+// only a websocket upgrade a client asked for is passed on.
+var errUnaskedUpgrade = errors.New("the upstream switched protocols (101) on a request that did not ask to")
+
 // errNegotiatedH2: the fast path dialled and the server chose HTTP/2; the
 // generation has handed the connection over to its Transport.
 var errNegotiatedH2 = errors.New("the upstream speaks HTTP/2")
@@ -201,7 +206,7 @@ func (h *h1Client) readResponse(ctx context.Context, c *h1Conn, req *http.Reques
 		case err != nil:
 			return nil, err
 		case resp.StatusCode == http.StatusSwitchingProtocols:
-			return nil, errors.New("the server switched protocols on a request that did not ask to")
+			return nil, errUnaskedUpgrade // the fast path never takes an upgrade
 		case resp.StatusCode < 200:
 			continue
 		}
