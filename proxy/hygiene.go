@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -34,6 +35,18 @@ func checkFraming(r *http.Request) *Error {
 			return newError(KindBadRequest, nil, "an HTTP/1.0 %s needs a Content-Length (Transfer-Encoding is not "+
 				"HTTP/1.0, RFC 9112 §6.1); send HTTP/1.1, or a Content-Length", r.Method)
 		}
+	}
+	return nil
+}
+
+// checkMethod refuses TRACE, in any case: the server echoes the request it
+// received, and the proxy may have added the managed access token to it;
+// RFC 9110 §9.3.8 forbids sending credentials in TRACE. The Payrails API
+// has no use for it; nginx answers it 405 as well.
+func checkMethod(r *http.Request) *Error {
+	if strings.EqualFold(r.Method, http.MethodTrace) {
+		return newError(KindMethodNotAllowed, nil, "%s is not forwarded: the server would echo the request, the "+
+			"access token the proxy adds included (RFC 9110 §9.3.8)", r.Method)
 	}
 	return nil
 }

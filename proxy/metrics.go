@@ -191,6 +191,7 @@ var deniedReason = map[Kind]string{
 	KindProxyAuthRequired:   "proxy_auth_required",
 	KindBadRequest:          "bad_request",
 	KindNoDefaultUpstream:   "no_default_upstream",
+	KindMethodNotAllowed:    "method_not_allowed",
 }
 
 // observe records one finished request.

@@ -148,6 +148,9 @@ func (p *Proxy) admit(r *http.Request, tunnel *Upstream) (*Upstream, Mode, *Erro
 	if err := p.checkSource(r); err != nil {
 		return nil, "", err
 	}
+	if err := checkMethod(r); err != nil {
+		return nil, "", err
+	}
 	if tunnel != nil {
 		if err := routeTunnelled(r, tunnel); err != nil {
 			return nil, ModeTunnel, err
