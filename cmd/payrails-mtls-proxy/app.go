@@ -13,6 +13,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/safefile"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/admin"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -36,6 +37,7 @@ type app struct {
 }
 
 func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
+	warnExposedSecrets(cfg, log)
 	a := &app{cfg: cfg, log: log, registry: newRegistry()}
 	ups, err := a.upstreams()
 	if err != nil {
@@ -171,7 +173,7 @@ func tokenConfig(t config.Token) *proxy.TokenConfig {
 		if file == "" {
 			return []byte(secret.Value()), nil
 		}
-		data, err := os.ReadFile(file)
+		data, _, err := safefile.Read(file, maxSecretFile)
 		if err != nil {
 			return nil, fmt.Errorf("reading token.client_secret_file: %w", err)
 		}

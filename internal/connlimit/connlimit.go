@@ -28,7 +28,7 @@ type Listener struct {
 	onShed func() // called once per idle connection closed to make room; may be nil
 
 	mu     sync.Mutex
-	open   int                // connections accepted and not yet closed
+	open   int                 // connections accepted and not yet closed
 	idle   map[*conn]time.Time // idle keep-alive connections, by when they went idle
 	wake   chan struct{}       // signalled when a slot frees or a connection goes idle
 	done   chan struct{}       // closed by Close
