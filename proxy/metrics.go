@@ -19,6 +19,7 @@ type Metrics struct {
 	handshakeTime  *prometheus.HistogramVec
 	clientConns    prometheus.Gauge
 	shedConns      prometheus.Counter
+	dropped        prometheus.Counter
 	upstreamConns  *prometheus.GaugeVec
 	tokenFetches   *prometheus.CounterVec
 	tokenExpiry    *prometheus.GaugeVec
@@ -63,6 +64,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "payrails_proxy_client_connections_open",
 			Help: "Client connections open on the proxy listener.",
 		}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "payrails_proxy_dropped_headers_total",
+			Help: "Request header fields not forwarded because their name holds an underscore (as nginx's underscores_in_headers off).",
+		}),
 		shedConns: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "payrails_proxy_client_connections_shed_total",
 			Help: "Idle client connections closed to make room for a new one at access.max_connections.",
@@ -75,7 +80,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.tokenMetrics()
 	m.upstreamMetrics()
 	reg.MustRegister(m.requests, m.duration, m.upstreamErrors, m.denied, m.handshakes, m.handshakeTime,
-		m.clientConns, m.shedConns, m.upstreamConns, m.tokenFetches, m.tokenExpiry, m.tokenInjected,
+		m.clientConns, m.shedConns, m.dropped, m.upstreamConns, m.tokenFetches, m.tokenExpiry, m.tokenInjected,
 		m.verifications, m.failovers, m.retries, m.budgetRefusals, m.warm)
 	return m
 }
@@ -142,6 +147,13 @@ func (m *Metrics) upstream(name string) {
 func (m *Metrics) deniedSource() {
 	if m != nil {
 		m.denied.WithLabelValues(deniedReason[KindSourceNotAllowed]).Inc()
+	}
+}
+
+// droppedHeaders counts request header fields dropped for an underscore.
+func (m *Metrics) droppedHeaders(n int) {
+	if m != nil {
+		m.dropped.Add(float64(n))
 	}
 }
 
