@@ -59,3 +59,44 @@ func TestFetchRedactsTheSecret(t *testing.T) {
 		})
 	}
 }
+
+// FuzzTokenAnswer: whatever the token endpoint answers, Fetch never
+// panics, never returns a token with an error, and no error text carries
+// the secret, which the fuzzer may place anywhere in the body, raw or
+// JSON-escaped.
+func FuzzTokenAnswer(f *testing.F) {
+	f.Add(200, "application/json", `{"access_token":"t","token_type":"Bearer","expires_in":600}`, 0)
+	f.Add(401, "application/json", `{"errors":[{"id":"e","code":"unauthorized","detail":"SECRET"}]}`, 1)
+	f.Add(400, "text/html", "<html><title>SECRET</title></html>", 2)
+	f.Add(200, "application/json", `{"echo":"SECRET"}`, 1)
+	f.Add(403, "text/plain", "key SECRET revoked", 0)
+	const secret = "sk-fuzz/9\"x"
+	forms := []string{secret, `sk-fuzz\/9\"x`, `sk\u002dfuzz/9\u0022x`}
+	f.Fuzz(func(t *testing.T, status int, ctype, body string, form int) {
+		if status < 100 || status > 599 {
+			return
+		}
+		if form < 0 {
+			form = -form
+		}
+		body = strings.ReplaceAll(body, "SECRET", forms[form%len(forms)])
+		tok, _, err := token.Fetch(context.Background(), answer{status, ctype, body}, &url.URL{Scheme: "https", Host: "api.test"},
+			"cid", []byte(secret))
+		if err == nil {
+			if tok == nil || tok.AccessToken == "" {
+				t.Fatal("no error and no token")
+			}
+			return
+		}
+		if tok != nil {
+			t.Fatal("a token with an error")
+		}
+		if strings.Contains(err.Error(), secret) {
+			t.Fatalf("the error carries the secret: %v", err)
+		}
+		var ae *token.APIError
+		if errors.As(err, &ae) && strings.Contains(ae.Summary(), secret) {
+			t.Fatalf("the summary carries the secret: %s", ae.Summary())
+		}
+	})
+}
