@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"reflect"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
 )
 
 // Classification turns a round trip's failure into the error the client
@@ -76,7 +78,7 @@ func serverAlert(err error) (code uint8, text string, ok bool) {
 // classify turns a round-trip failure into the error the client receives.
 // The request context tells a client that went away from an upstream that
 // failed. g, the generation the request was sent with, may be nil.
-func (u *Upstream) classify(ctx context.Context, err error, g *generation) *Error {
+func (u *Upstream) classify(ctx context.Context, err error, g *generation) *failure.Error {
 	serial := "(none)"
 	if g != nil {
 		serial = g.serial
@@ -92,7 +94,7 @@ func (u *Upstream) classify(ctx context.Context, err error, g *generation) *Erro
 	case errors.As(err, &te):
 		return u.classifyToken(te)
 	case ctx.Err() != nil && errors.Is(err, context.Canceled):
-		return newError(KindClientClosed, err, "the client closed the connection before the response from %s arrived", u.host)
+		return failure.New(failure.KindClientClosed, err, "the client closed the connection before the response from %s arrived", u.host)
 	case errors.Is(err, errNoCertificate):
 		return u.noCertificate()
 	}
@@ -103,7 +105,7 @@ func (u *Upstream) classify(ctx context.Context, err error, g *generation) *Erro
 	}
 	var rp *refusalPageError
 	if errors.As(err, &rp) {
-		return newError(KindCertificateRefused, err, "the edge in front of %s refused the client certificate (serial %s): "+
+		return failure.New(failure.KindCertificateRefused, err, "the edge in front of %s refused the client certificate (serial %s): "+
 			"it answered %s with the page %q, so the request never reached the API. %s The certificate comes from %s.",
 			u.host, serial, rp.status, rp.title, adviceUnknown, u.certSource)
 	}
@@ -113,7 +115,7 @@ func (u *Upstream) classify(ctx context.Context, err error, g *generation) *Erro
 	case errors.As(err, &de):
 		return u.classifyDial(de)
 	case errors.As(err, &ne) && ne.Timeout():
-		return newError(KindUpstreamTimeout, err, "%s sent no response headers within %s (timeouts.response_header); "+
+		return failure.New(failure.KindUpstreamTimeout, err, "%s sent no response headers within %s (timeouts.response_header); "+
 			"the request may still have been processed: retry only if it is idempotent", u.host, u.timeouts.ResponseHeader)
 	}
 	var nr *noResponseError
@@ -124,31 +126,31 @@ func (u *Upstream) classify(ctx context.Context, err error, g *generation) *Erro
 			return u.rejected(fmt.Errorf("%w (the server refused the certificate: %w)", err, r.err), serial, r.reason, r.advice)
 		}
 	}
-	return newError(KindUpstreamError, err, "the exchange with %s failed: %v; the request may have reached the API: "+
+	return failure.New(failure.KindUpstreamError, err, "the exchange with %s failed: %v; the request may have reached the API: "+
 		"send it again only with the same idempotency key (X-Idempotency-Key)", u.host, err)
 }
 
-func (u *Upstream) rejected(err error, serial, alert, advice string) *Error {
-	return newError(KindCertificateRefused, err, "the server %s refused the client certificate (serial %s) with "+
+func (u *Upstream) rejected(err error, serial, alert, advice string) *failure.Error {
+	return failure.New(failure.KindCertificateRefused, err, "the server %s refused the client certificate (serial %s) with "+
 		"TLS alert %q. %s The certificate comes from %s.", u.host, serial, alert, advice, u.certSource)
 }
 
-func (u *Upstream) classifyHandshake(hs *handshakeError) *Error {
+func (u *Upstream) classifyHandshake(hs *handshakeError) *failure.Error {
 	var ne net.Error
 	switch {
 	case isVerifyError(hs):
-		return newError(KindUpstreamTLS, hs, "the server certificate of %s is not trusted (%v): the proxy never "+
+		return failure.New(failure.KindUpstreamTLS, hs, "the server certificate of %s is not trusted (%v): the proxy never "+
 			"skips verification; if the upstream uses a private CA, give its certificate in ca_file (--ca-file)",
 			u.host, hs.err)
 	case errors.As(hs, &ne) && ne.Timeout():
-		return newError(KindUpstreamTimeout, hs, "the TLS handshake with %s (%s) did not finish within %s "+
+		return failure.New(failure.KindUpstreamTimeout, hs, "the TLS handshake with %s (%s) did not finish within %s "+
 			"(timeouts.tls_handshake)", u.host, hs.addr, u.timeouts.TLSHandshake)
 	default:
-		return newError(KindUpstreamTLS, hs, "the TLS handshake with %s (%s) failed: %v", u.host, hs.addr, hs.err)
+		return failure.New(failure.KindUpstreamTLS, hs, "the TLS handshake with %s (%s) failed: %v", u.host, hs.addr, hs.err)
 	}
 }
 
-func (u *Upstream) classifyDial(de *dialError) *Error {
+func (u *Upstream) classifyDial(de *dialError) *failure.Error {
 	var (
 		dns *net.DNSError
 		ne  net.Error
@@ -156,20 +158,20 @@ func (u *Upstream) classifyDial(de *dialError) *Error {
 	)
 	switch {
 	case errors.As(de, &ee):
-		return newError(KindUpstreamUnreachable, de, "cannot reach %s (%s): %v; %s", u.host, de.addr, ee, ee.Advice())
+		return failure.New(failure.KindUpstreamUnreachable, de, "cannot reach %s (%s): %v; %s", u.host, de.addr, ee, ee.Advice())
 	case errors.As(de, &dns):
-		return newError(KindUpstreamUnreachable, de, "cannot resolve %s: %v; check DNS from this host, or set "+
+		return failure.New(failure.KindUpstreamUnreachable, de, "cannot resolve %s: %v; check DNS from this host, or set "+
 			"address (--address) to dial a fixed HOST:PORT", u.host, dns)
 	case errors.As(de, &ne) && ne.Timeout():
-		return newError(KindUpstreamUnreachable, de, "no answer from %s (%s) within %s (timeouts.dial): check "+
+		return failure.New(failure.KindUpstreamUnreachable, de, "no answer from %s (%s) within %s (timeouts.dial): check "+
 			"firewalls and egress rules", u.host, de.addr, u.timeouts.Dial)
 	default:
-		return newError(KindUpstreamUnreachable, de, "cannot connect to %s (%s): %v", u.host, de.addr, de.err)
+		return failure.New(failure.KindUpstreamUnreachable, de, "cannot connect to %s (%s): %v", u.host, de.addr, de.err)
 	}
 }
 
-func (u *Upstream) noCertificate() *Error {
-	return newError(KindNoCertificate, errNoCertificate, "no valid client certificate is loaded for upstream %q "+
+func (u *Upstream) noCertificate() *failure.Error {
+	return failure.New(failure.KindNoCertificate, errNoCertificate, "no valid client certificate is loaded for upstream %q "+
 		"(from %s); the proxy log and `payrails-mtls-proxy check` say why; drop a valid domain.pem and domain.key "+
 		"there and it is picked up without a restart", u.name, u.certSource)
 }

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
+
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
@@ -49,7 +51,7 @@ type exchange struct {
 	mode           Mode
 	up             *Upstream
 	gen            *generation                     // the certificate generation the request was sent with
-	err            *Error                          // a failure of the proxy's own making
+	err            *failure.Error                  // a failure of the proxy's own making
 	upstreamErr    error                           // the upstream body broke off mid-response
 	bodyErr        atomic.Pointer[clientBodyError] // the client's request body failed; set by the transport's writer
 	token          string                          // "injected" or "replayed" when the proxy added the access token
@@ -83,7 +85,7 @@ func (p *Proxy) newExchange() *exchange {
 	return &exchange{id: p.ids.next(), start: time.Now()}
 }
 
-func (ex *exchange) fail(e *Error) { ex.err = e }
+func (ex *exchange) fail(e *failure.Error) { ex.err = e }
 
 // finishExchange ends a request served by ServeHTTP. It runs deferred, so
 // a response aborted by panic(http.ErrAbortHandler) is logged too (and the

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/config"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 	"github.com/prometheus/client_golang/prometheus"
@@ -230,7 +232,7 @@ func sendVia(t testing.TB, c *http.Client, r request) reply {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return reply{status: resp.StatusCode, header: resp.Header, body: string(b), err: err,
-		kind: resp.Header.Get(proxy.HeaderError), attempts: resp.Header.Get(proxy.HeaderAttempts)}
+		kind: resp.Header.Get(failure.HeaderError), attempts: resp.Header.Get(proxy.HeaderAttempts)}
 }
 
 // requestLine waits for the request log line of path and returns its fields.
@@ -472,14 +474,14 @@ func checkBegan(t *testing.T, e *env, r request, headers bool) {
 	}
 	body, bodyErr := io.ReadAll(resp.Body)
 	if !headers {
-		if resp.StatusCode != http.StatusBadGateway || resp.Header.Get(proxy.HeaderError) != string(proxy.KindUpstreamError) || bodyErr != nil {
+		if resp.StatusCode != http.StatusBadGateway || resp.Header.Get(failure.HeaderError) != string(failure.KindUpstreamError) || bodyErr != nil {
 			t.Errorf("got %d %s (body error %v): %s; want the proxy's 502 %s", resp.StatusCode,
-				resp.Header.Get(proxy.HeaderError), bodyErr, body, proxy.KindUpstreamError)
+				resp.Header.Get(failure.HeaderError), bodyErr, body, failure.KindUpstreamError)
 		}
 		return
 	}
-	if resp.Header.Get(proxy.HeaderError) != "" || resp.Header.Get(proxy.HeaderAttempts) != "" {
-		t.Errorf("the upstream's headers came with %s %q and %s %q", proxy.HeaderError, resp.Header.Get(proxy.HeaderError),
+	if resp.Header.Get(failure.HeaderError) != "" || resp.Header.Get(proxy.HeaderAttempts) != "" {
+		t.Errorf("the upstream's headers came with %s %q and %s %q", failure.HeaderError, resp.Header.Get(failure.HeaderError),
 			proxy.HeaderAttempts, resp.Header.Get(proxy.HeaderAttempts))
 	}
 	if bodyErr == nil {

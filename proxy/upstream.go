@@ -304,7 +304,7 @@ func isIdempotent(method string) bool {
 
 // RoundTrip implements http.RoundTripper for tools (NewUpstream) and the
 // token manager: one send with the certificate in use, no retries.
-// Failures are *Error values that say what happened and what to do, as the
+// Failures are *failure.Error values that say what happened and what to do, as the
 // proxy's JSON errors do.
 func (u *Upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 	g, err := u.current()

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/loopback"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 )
@@ -138,7 +140,7 @@ func TestViaEgressProxy(t *testing.T) {
 
 	before := up.Requests()
 	resp, body = get(t, c, "http://"+hostB+"/v1/x")
-	detail := wantProxyError(t, resp, body, http.StatusBadGateway, proxy.KindUpstreamUnreachable)
+	detail := wantProxyError(t, resp, body, http.StatusBadGateway, failure.KindUpstreamUnreachable)
 	for _, w := range []string{closed.url().String(), "403 Forbidden", "CONNECT " + up.Addr, "allow CONNECT to " + up.Addr} {
 		if !strings.Contains(detail, w) {
 			t.Errorf("detail %q lacks %q", detail, w)
