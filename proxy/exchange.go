@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/answer"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
 
 	"go.uber.org/zap"
@@ -161,7 +163,7 @@ func (ex *exchange) logFields(fields []zap.Field, r *http.Request, status int, b
 		fields = append(fields, zap.String(fieldConn, conn))
 	}
 	if ex.apiError != nil {
-		if pe, ok := parsePayrailsError(ex.apiError.bytes()); ok {
+		if pe, ok := answer.ParsePayrailsError(ex.apiError.bytes()); ok {
 			fields = append(fields, zap.String(fieldAPICode, pe.Code), zap.String(fieldAPIID, pe.ID))
 		}
 	}
@@ -184,11 +186,11 @@ func (ex *exchange) logFields(fields []zap.Field, r *http.Request, status int, b
 // about a kilobyte per request.
 var fieldPool = sync.Pool{New: func() any { s := make([]zap.Field, 0, 20); return &s }}
 
-// sniffer keeps the first sniffSize bytes of an error answer as they
+// sniffer keeps the first answer.SniffSize bytes of an error answer as they
 // stream to the client, so that the log line can name Payrails' error code
 // and id without buffering the body.
 type sniffer struct {
-	buf [sniffSize]byte
+	buf [answer.SniffSize]byte
 	n   int
 }
 

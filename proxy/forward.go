@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/answer"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
 
 	"github.com/elazarl/goproxy"
@@ -60,7 +62,7 @@ func (p *Proxy) prepare(in *http.Request, ctx *goproxy.ProxyCtx) (*http.Request,
 			resp = perr.Response(req, ex.id)
 		} else if resp.StatusCode != http.StatusSwitchingProtocols {
 			body := resp.Body
-			if resp.StatusCode >= 400 && isJSON(resp.Header.Get("Content-Type")) {
+			if resp.StatusCode >= 400 && answer.IsJSON(resp.Header.Get("Content-Type")) {
 				ex.apiError = &sniffer{}
 				body = teeCloser{Reader: io.TeeReader(body, ex.apiError), Closer: body}
 			}

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/answer"
 )
 
 // Pool sizes. Go's default of 2 idle connections per host would make a
@@ -246,7 +248,7 @@ type alertConn struct {
 func (c *alertConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if err != nil && c.alert.Load() == nil {
-		if _, _, ok := serverAlert(err); ok {
+		if _, _, ok := answer.ServerAlert(err); ok {
 			c.alert.CompareAndSwap(nil, &err)
 		}
 	}
@@ -262,7 +264,7 @@ func (c *alertConn) explain(err error) error {
 	if a == nil {
 		return err
 	}
-	if _, _, ok := serverAlert(err); ok {
+	if _, _, ok := answer.ServerAlert(err); ok {
 		return err
 	}
 	return &alertedError{alert: *a, err: err}

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"sync/atomic"
 	"time"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/answer"
 )
 
 // The HTTP/1.1 fast path.
@@ -185,7 +187,7 @@ func (h *h1Client) write(ctx context.Context, c *h1Conn, req *http.Request, fres
 	if perr == nil {
 		return false, nil
 	}
-	if _, _, alert := serverAlert(perr); alert {
+	if _, _, alert := answer.ServerAlert(perr); alert {
 		return false, perr
 	}
 	return false, &noResponseError{err: err, fresh: fresh}

@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/answer"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/config"
 )
 
@@ -126,9 +128,9 @@ func (u *Upstream) probe(ctx context.Context, cert *tls.Certificate, method, pat
 
 func probeFailure(res ProbeResult, err error) ProbeResult {
 	res.Err = err
-	if code, text, ok := serverAlert(err); ok {
+	if code, text, ok := answer.ServerAlert(err); ok {
 		res.Alert, res.AlertCode = text, code
-		if _, isCert := certificateAlerts[code]; isCert {
+		if _, isCert := answer.LookupCertificateAlert(code); isCert {
 			res.Outcome = OutcomeCertificateRefused
 			return res
 		}
@@ -243,7 +245,7 @@ func (u *Upstream) runCheck(g *generation, done chan struct{}) {
 	cancel()
 	v := &refusalVerdict{at: time.Now()}
 	if res.Outcome == OutcomeCertificateRefused {
-		a := certificateAlerts[res.AlertCode]
+		a, _ := answer.LookupCertificateAlert(res.AlertCode)
 		v.err, v.reason, v.advice = res.Err, a.Name, a.Advice
 	}
 	c := &g.check

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/answer"
 )
 
 // sendState is one proxied request on its way to the upstream, across its
@@ -147,11 +149,11 @@ func (u *Upstream) judge(ctx context.Context, resp *http.Response, err error, g 
 	if err != nil {
 		return u.judgeFailure(ctx, err, g)
 	}
-	if title, ok := edgeRefusal(resp); ok {
+	if title, ok := answer.EdgeRefusal(resp); ok {
 		return refused, title
 	}
-	if isKeyed && retryableAnswer(resp) {
-		if isHTML(resp.Header.Get("Content-Type")) {
+	if isKeyed && answer.Retryable(resp) {
+		if answer.IsHTML(resp.Header.Get("Content-Type")) {
 			return retryable, retryEdge
 		}
 		return retryable, retryPayrails
@@ -168,8 +170,8 @@ func (u *Upstream) judgeFailure(ctx context.Context, err error, g *generation) (
 		be  *clientBodyError
 		bre *bodyReadError
 	)
-	if code, text, ok := serverAlert(err); ok {
-		if _, isCert := certificateAlerts[code]; isCert {
+	if code, text, ok := answer.ServerAlert(err); ok {
+		if _, isCert := answer.LookupCertificateAlert(code); isCert {
 			return refused, text
 		}
 	}
@@ -202,28 +204,6 @@ func (u *Upstream) judgeFailure(ctx context.Context, err error, g *generation) (
 	// connection it accepted before a revocation still carries requests.
 	// Only a refusal met by the request itself is replayed (above).
 	return answered, ""
-}
-
-// retryableAnswer reports an answer a keyed request may be sent again for:
-// Payrails' 503 service.unavailable and 504 request.timeout (its error
-// catalogue says to retry them with the same key), and an edge's 502, 503
-// or 504 page (the request did not reach the API, or the API will
-// deduplicate it).
-func retryableAnswer(resp *http.Response) bool {
-	switch resp.StatusCode {
-	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-	default:
-		return false
-	}
-	ct := resp.Header.Get("Content-Type")
-	if isHTML(ct) {
-		return true
-	}
-	if !isJSON(ct) || resp.StatusCode == http.StatusBadGateway {
-		return false
-	}
-	pe, ok := parsePayrailsError(peekBody(resp, sniffSize))
-	return ok && (pe.Code == "service.unavailable" || pe.Code == "request.timeout")
 }
 
 // refusalPageError is an edge's refusal of the client certificate.
