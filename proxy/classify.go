@@ -7,6 +7,7 @@ import (
 	"net"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/answer"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream/egress"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
 )
@@ -97,7 +98,7 @@ func (u *Upstream) classifyDial(de *dialError) *failure.Error {
 	var (
 		dns *net.DNSError
 		ne  net.Error
-		ee  *EgressError
+		ee  *egress.Error
 	)
 	switch {
 	case errors.As(de, &ee):

@@ -14,9 +14,8 @@ import (
 // that failures can be told apart: TCP (dialError) or TLS
 // (handshakeError). Every connection to an upstream is made here.
 func (u *Upstream) dialTLS(ctx context.Context, cfg *tls.Config) (*tls.Conn, error) {
-	d := net.Dialer{Timeout: u.timeouts.Dial, KeepAlive: 30 * time.Second}
 	began := time.Now()
-	raw, err := u.dialTCP(ctx, &d)
+	raw, err := u.dialer.DialContext(ctx, "tcp", u.dialAddr)
 	if err != nil {
 		return nil, &dialError{addr: u.dialAddr, err: err}
 	}
@@ -38,6 +37,12 @@ func (u *Upstream) dialTLS(ctx context.Context, cfg *tls.Config) (*tls.Conn, err
 	}
 	u.m.handshake(u.name, conn.ConnectionState().DidResume, time.Since(start))
 	return conn, nil
+}
+
+// contextDialer opens the byte stream the TLS handshake with the upstream
+// runs on: *net.Dialer, or an egress.Dialer tunnelling through via.
+type contextDialer interface {
+	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // dialError is a failure to open the TCP connection to an upstream.

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/answer"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream/egress"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/config"
 )
@@ -43,7 +44,7 @@ type ProbeConfig struct {
 	Certificate *tls.Certificate // the client certificate; nil presents none
 	Timeouts    Timeouts         // zero fields take config.DefaultTimeouts' values
 	Path        string           // the request path; "" means "/"
-	Via         *Egress          // an egress proxy to go through; nil dials directly
+	Via         *egress.Proxy    // an egress proxy to go through; nil dials directly
 }
 
 // ProbeResult is a probe's finding, with enough detail to explain it.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/answer"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream/egress"
 )
 
 // sendState is one proxied request on its way to the upstream, across its
@@ -178,8 +179,8 @@ func (u *Upstream) judgeFailure(ctx context.Context, err error, g *generation) (
 	switch {
 	case ctx.Err() != nil, errors.As(err, &be), errors.As(err, &bre):
 		return answered, ""
-	case egressFinal(err):
-		return answered, "" // the egress proxy refused by policy: a second CONNECT gets the same (egress.go)
+	case egress.Final(err):
+		return answered, "" // the egress proxy refused by policy: a second CONNECT gets the same (proxy/upstream/egress)
 	case errors.As(err, &de):
 		return retryable, retryConnect
 	case errors.As(err, &hs) && !isVerifyError(hs):

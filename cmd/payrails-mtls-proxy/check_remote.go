@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream/egress"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/answer"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs"
@@ -42,7 +44,7 @@ func (p *checkPrinter) remote(ctx context.Context, t *remoteTarget, chosen *cert
 // explainProbe turns a probe's outcome into words: whether the certificate
 // was accepted, a headline, and what to do.
 func explainProbe(res proxy.ProbeResult, t *remoteTarget, serial string) (ok bool, headline, advice string) {
-	var egress *proxy.EgressError
+	var egress *egress.Error
 	switch res.Outcome {
 	case proxy.OutcomeTCPFailed:
 		if errors.As(res.Err, &egress) {
