@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream/h1"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/answer"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream/egress"
 
@@ -62,8 +64,8 @@ func (u *Upstream) classify(ctx context.Context, err error, g *generation) *fail
 		return failure.New(failure.KindUpstreamTimeout, err, "%s sent no response headers within %s (timeouts.response_header); "+
 			"the request may still have been processed: retry only if it is idempotent", u.host, u.timeouts.ResponseHeader)
 	}
-	var nr *noResponseError
-	if g != nil && errors.As(err, &nr) && nr.fresh {
+	var nr *h1.NoResponseError
+	if g != nil && errors.As(err, &nr) && nr.Fresh {
 		// As judgeFailure: a fresh connection that died unanswered may be a
 		// refusal whose alert was lost (the verdict is the one it waited for).
 		if r := u.refusal(ctx, g); r != nil {

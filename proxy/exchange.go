@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"net/http"
+	"net/http/httptrace"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -67,12 +68,11 @@ type exchange struct {
 	droppedHeaders int                             // header fields dropped for an underscore in their name
 }
 
-// noteConn records on the request's exchange, if any, whether its send
-// went out on a connection opened before (a warm one included) or a new one.
-func noteConn(ctx context.Context, reused bool) {
-	if ex := exchangeFrom(ctx); ex != nil {
-		ex.connReused, ex.connKnown = reused, true
-	}
+// gotConn records whether the request's (last) send went out on a
+// connection opened before (a warm one included) or a new one; both
+// clients of the upstream report it through httptrace.
+func (ex *exchange) gotConn(ci httptrace.GotConnInfo) {
+	ex.connReused, ex.connKnown = ci.Reused, true
 }
 
 type exchangeKey struct{}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/netip"
 	"sort"
 	"strings"
@@ -174,7 +175,8 @@ func (p *Proxy) admit(r *http.Request, tunnel *Upstream) (*Upstream, Mode, *fail
 // the exchange in its context. The inbound request is never modified. A
 // request body is read with an idle timeout (see clientBody).
 func (p *Proxy) outboundFor(w http.ResponseWriter, r *http.Request, up *Upstream, ex *exchange) *http.Request {
-	out := outbound(r, up, context.WithValue(r.Context(), exchangeKey{}, ex))
+	ctx := httptrace.WithClientTrace(context.WithValue(r.Context(), exchangeKey{}, ex), &httptrace.ClientTrace{GotConn: ex.gotConn})
+	out := outbound(r, up, ctx)
 	if ex.droppedHeaders = dropUnderscoreNames(out.Header); ex.droppedHeaders > 0 {
 		p.m.droppedHeaders(ex.droppedHeaders)
 	}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream/h1"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/answer"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream/egress"
 )
@@ -167,9 +169,9 @@ func (u *Upstream) judgeFailure(ctx context.Context, err error, g *generation) (
 	var (
 		de  *dialError
 		hs  *handshakeError
-		nr  *noResponseError
+		nr  *h1.NoResponseError
 		be  *clientBodyError
-		bre *bodyReadError
+		bre *h1.BodyReadError
 	)
 	if code, text, ok := answer.ServerAlert(err); ok {
 		if _, isCert := answer.LookupCertificateAlert(code); isCert {
@@ -187,7 +189,7 @@ func (u *Upstream) judgeFailure(ctx context.Context, err error, g *generation) (
 		return retryable, retryTLS
 	case errors.As(err, &hs):
 		return answered, "" // the server's certificate is not trusted: a second try changes nothing
-	case errors.As(err, &nr) && nr.fresh:
+	case errors.As(err, &nr) && nr.Fresh:
 		// A connection dialled for this request died unanswered: a
 		// refusal whose alert was lost looks the same.
 		if r := u.refusal(ctx, g); r != nil {
