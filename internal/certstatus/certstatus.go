@@ -11,8 +11,8 @@ import (
 	"strconv"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs"
-	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/admin"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
 	"github.com/prometheus/client_golang/prometheus"
 )
 

@@ -134,7 +134,6 @@ func (c *closeNotifier) SyscallConn() (syscall.RawConn, error) {
 	return nil, errors.ErrUnsupported
 }
 
-
 // timeoutError marks a deadline of our own as a net.Error timeout.
 type timeoutError struct{ msg string }
 
