@@ -68,7 +68,7 @@ func cliResult(name, out, errOut, dir string, n int) result {
 }
 
 func headerValue(head, name string) string {
-	m := regexp.MustCompile(`(?im)^\s*` + regexp.QuoteMeta(name) + `:\s*(.*?)\s*$`).FindAllStringSubmatch(head, -1)
+	m := regexp.MustCompile(`(?im)^\s*`+regexp.QuoteMeta(name)+`:\s*(.*?)\s*$`).FindAllStringSubmatch(head, -1)
 	if m == nil {
 		return ""
 	}

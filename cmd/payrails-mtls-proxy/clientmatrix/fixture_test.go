@@ -185,12 +185,12 @@ func sha(b []byte) string {
 
 // arrival is what the stand-in recorded of one request.
 type arrival struct {
-	Method, Path, Query, Host       string
-	BodySHA                         string
-	BodyLen                         int64
-	Framing                         string // "content-length", "chunked" or "none"
-	ContentType, AcceptEncoding     string
-	IdempotencyKey                  string
+	Method, Path, Query, Host        string
+	BodySHA                          string
+	BodyLen                          int64
+	Framing                          string // "content-length", "chunked" or "none"
+	ContentType, AcceptEncoding      string
+	IdempotencyKey                   string
 	ProxyAuthorization, ClientSerial string
 }
 

@@ -51,7 +51,7 @@ var (
 	axios1Client   = nodeClient("axios-1", "axios 1", map[string]string{
 		"mitm/keepalive": "axios 1 opens a new CONNECT tunnel for every https:// request through a proxy",
 	})
-	axios0Client   = nodeClient("axios-0.27", "axios 0.27", nil)
+	axios0Client = nodeClient("axios-0.27", "axios 0.27", nil)
 )
 
 func TestNodeHTTP(t *testing.T)   { t.Parallel(); runMatrix(t, nodeHTTPClient) }
