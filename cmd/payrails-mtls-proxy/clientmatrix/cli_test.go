@@ -41,7 +41,7 @@ func runCurl(t *testing.T, f *fixture, p plan) []result {
 		}
 		cmd := exec.Command(bin, args...)
 		cmd.Env = append(cleanEnv(), p.env...)
-		out, errOut, _ := run(t.Context(), cmd)
+		out, errOut, _ := run(cmd)
 		rs = append(rs, cliResult(c.Name, string(out), string(errOut), dir, len(c.URLs)))
 	}
 	return rs
@@ -102,7 +102,7 @@ func runWget(t *testing.T, f *fixture, p plan) []result {
 		args = append(args, c.URLs...)
 		cmd := exec.Command(bin, args...)
 		cmd.Env = append(cleanEnv(), p.env...)
-		_, errOut, _ := run(t.Context(), cmd)
+		_, errOut, _ := run(cmd)
 		r := result{Case: c.Name}
 		head := string(errOut)
 		if m := regexp.MustCompile(`(?m)^\s*HTTP/1\.[01] (\d{3})`).FindAllStringSubmatch(head, -1); m != nil {

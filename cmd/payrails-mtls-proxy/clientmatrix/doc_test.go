@@ -51,7 +51,7 @@ func matrixTable() (string, int) {
 		b.WriteString("\n|---|" + strings.Repeat("---|", len(cols)) + "\n")
 		var notes []string
 		for _, ac := range allClients {
-			fmt.Fprintf(&b, "| %s |", ac.c.title)
+			fmt.Fprintf(&b, "| %s (`%s`) |", ac.c.title, ac.test)
 			for _, name := range cols {
 				if ok, why := ac.c.applies(mode, name); ok {
 					b.WriteString(" ✓ |")

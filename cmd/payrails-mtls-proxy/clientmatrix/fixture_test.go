@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
-	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
@@ -375,8 +374,8 @@ func cleanEnv() []string {
 	return env
 }
 
-// run runs a client process with a deadline and returns its output.
-func run(ctx context.Context, cmd *exec.Cmd) ([]byte, []byte, error) {
+// run runs a client process and returns its output.
+func run(cmd *exec.Cmd) ([]byte, []byte, error) {
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

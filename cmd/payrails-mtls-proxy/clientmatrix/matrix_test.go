@@ -349,12 +349,8 @@ func script(t *testing.T, p plan, extraEnv []string, name string, args ...string
 	enc.Encode(p)
 	cmd := exec.Command(name, args...)
 	cmd.Env = append(append(append(cleanEnv(), p.env...), extraEnv...), "MATRIX_PLAN="+strings.TrimSpace(js.String()))
-	done := make(chan struct{})
 	timer := time.AfterFunc(90*time.Second, func() { cmd.Process.Kill() })
 	defer timer.Stop()
-	defer close(done)
-	out, errOut, err := run(t.Context(), cmd)
+	out, errOut, err := run(cmd)
 	return parseResults(t, out, errOut, err)
 }
-
-func fmtCase(lib, mode, name string) string { return fmt.Sprintf("%s/%s/%s", lib, mode, name) }
