@@ -63,6 +63,7 @@ type Proxy struct {
 	log          *zap.Logger
 	m            *Metrics
 	ids          *requestIDs
+	refused      refusals // connections refused at accept (admission.go)
 }
 
 // New builds a Proxy. It fails only on a configuration the config package
@@ -124,10 +125,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.handle(w, 
 // modified; one log line is written when it ends.
 func (p *Proxy) handle(w http.ResponseWriter, r *http.Request, tn *tunnel) {
 	ex := p.newExchange()
-	// HTTP/1.0 connections end after one answer: Go drops an HTTP/1.0
-	// Transfer-Encoding (golang/go#12785), so its chunks would otherwise be
-	// read as the next request (RFC 9112 §6.1).
-	rw := &responseWriter{ResponseWriter: w, ex: ex, closeAfter: !r.ProtoAtLeast(1, 1)}
+	rw := &responseWriter{ResponseWriter: w, ex: ex, closeAfter: framingEndsConnection(r)}
 	defer p.finishExchange(ex, rw, r)
 
 	up, mode, err := p.admit(r, tn)
@@ -149,6 +147,9 @@ func (p *Proxy) handle(w http.ResponseWriter, r *http.Request, tn *tunnel) {
 // route, then the framing.
 func (p *Proxy) admit(r *http.Request, tn *tunnel) (*Upstream, Mode, *Error) {
 	if err := p.checkSource(r); err != nil {
+		return nil, "", err
+	}
+	if err := checkMethod(r); err != nil {
 		return nil, "", err
 	}
 	if tn != nil {
@@ -173,6 +174,9 @@ func (p *Proxy) admit(r *http.Request, tn *tunnel) (*Upstream, Mode, *Error) {
 // request body is read with an idle timeout (see clientBody).
 func (p *Proxy) outboundFor(w http.ResponseWriter, r *http.Request, up *Upstream, ex *exchange) *http.Request {
 	out := outbound(r, up, context.WithValue(r.Context(), exchangeKey{}, ex))
+	if ex.droppedHeaders = dropUnderscoreNames(out.Header); ex.droppedHeaders > 0 {
+		p.m.droppedHeaders(ex.droppedHeaders)
+	}
 	if out.Body != nil && out.Body != http.NoBody {
 		out.Body = &clientBody{ReadCloser: r.Body, rc: http.NewResponseController(w), idle: p.limits.BodyIdle, ex: ex}
 	}
@@ -184,14 +188,11 @@ func (p *Proxy) checkSource(r *http.Request) *Error {
 	if err != nil {
 		return newError(KindSourceNotAllowed, err, "cannot tell the client address %q", r.RemoteAddr)
 	}
-	ip := ap.Addr().Unmap()
-	for _, pfx := range p.allow {
-		if pfx.Contains(ip) {
-			return nil
-		}
+	if p.allowedIP(ap.Addr()) {
+		return nil
 	}
 	return newError(KindSourceNotAllowed, nil, "client %s is not in access.allow_cidrs; the proxy carries the "+
-		"merchant's Payrails identity and serves only listed addresses", ip)
+		"merchant's Payrails identity and serves only listed addresses", ap.Addr().Unmap())
 }
 
 // Close closes idle upstream connections and stops the upstreams'
