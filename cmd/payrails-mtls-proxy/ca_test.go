@@ -186,3 +186,19 @@ func TestCAInitPrintsTheListenAddress(t *testing.T) {
 		})
 	}
 }
+
+// TestProxyAddressFor: a wildcard listen address names no address a
+// service can use, so ca init prints a placeholder for its host.
+func TestProxyAddressFor(t *testing.T) {
+	for listen, want := range map[string]string{
+		"127.0.0.1:8080": "127.0.0.1:8080",
+		"[::1]:8443":     "[::1]:8443",
+		"0.0.0.0:8080":   "PROXY-HOST:8080",
+		"[::]:8080":      "PROXY-HOST:8080",
+		":8080":          "PROXY-HOST:8080",
+	} {
+		if got := proxyAddressFor(listen); got != want {
+			t.Errorf("proxyAddressFor(%q) = %q, want %q", listen, got, want)
+		}
+	}
+}
