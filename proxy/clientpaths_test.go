@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
 )
 
 // The request shapes of real client libraries that the three classic modes
@@ -40,7 +41,7 @@ func connectPlain(t testing.TB, e *env, host string, header string) (net.Conn, *
 	}
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(resp.Body)
-		t.Fatalf("CONNECT %s:80: status %d %s, want 200: %s", host, resp.StatusCode, resp.Header.Get(proxy.HeaderError), body)
+		t.Fatalf("CONNECT %s:80: status %d %s, want 200: %s", host, resp.StatusCode, resp.Header.Get(failure.HeaderError), body)
 	}
 	if br.Buffered() > 0 {
 		t.Fatalf("the proxy sent %d bytes after its 200", br.Buffered())
@@ -112,17 +113,17 @@ func TestPlainTunnel(t *testing.T) {
 	refused := []struct {
 		target string
 		status int
-		kind   proxy.Kind
+		kind   failure.Kind
 	}{
-		{"example.com:80", 403, proxy.KindHostNotAllowed},
-		{"127.0.0.1:80", 403, proxy.KindHostNotAllowed},
-		{hostileHost + ".evil.com:80", 403, proxy.KindHostNotAllowed},
-		{hostileHost + ":8080", 405, proxy.KindConnectNotSupported}, // no mitm: the classic refusal
+		{"example.com:80", 403, failure.KindHostNotAllowed},
+		{"127.0.0.1:80", 403, failure.KindHostNotAllowed},
+		{hostileHost + ".evil.com:80", 403, failure.KindHostNotAllowed},
+		{hostileHost + ":8080", 405, failure.KindConnectNotSupported}, // no mitm: the classic refusal
 	}
 	for _, r := range refused {
 		resp := rawConnect(t, e, r.target, "")
-		if resp.StatusCode != r.status || proxy.Kind(resp.Header.Get(proxy.HeaderError)) != r.kind {
-			t.Errorf("CONNECT %s: %d %s, want %d %s", r.target, resp.StatusCode, resp.Header.Get(proxy.HeaderError), r.status, r.kind)
+		if resp.StatusCode != r.status || failure.Kind(resp.Header.Get(failure.HeaderError)) != r.kind {
+			t.Errorf("CONNECT %s: %d %s, want %d %s", r.target, resp.StatusCode, resp.Header.Get(failure.HeaderError), r.status, r.kind)
 		}
 	}
 }
@@ -189,12 +190,12 @@ func TestHostileRequestsInPlainTunnel(t *testing.T) {
 	e, ps, up := tunnelEnv(t, proxy.ClientLimits{BodyIdle: 2 * time.Second})
 	inTunnel := map[string]struct {
 		status int
-		kind   proxy.Kind
+		kind   failure.Kind
 	}{
 		// In origin-form the Host header is the target: it must name the tunnel's host.
-		"lying Host header: the URL decides": {403, proxy.KindHostNotAllowed},
+		"lying Host header: the URL decides": {403, failure.KindHostNotAllowed},
 		// A tunnel to port 80 carries http:// requests only.
-		"https absolute form": {403, proxy.KindHostNotAllowed},
+		"https absolute form": {403, failure.KindHostNotAllowed},
 	}
 	for _, tt := range hostileShapes() {
 		t.Run(tt.name, func(t *testing.T) {
@@ -273,7 +274,7 @@ func TestMessagesNameTheProxy(t *testing.T) {
 		addr := strings.TrimPrefix(withAuth.url, "http://")
 		resp := rawConnectLike(t, addr, "GET http://"+hostileHost+"/v1/x HTTP/1.1\r\nHost: "+hostileHost+"\r\n\r\n", http.MethodGet)
 		body, _ := io.ReadAll(resp.Body)
-		detail := wantProxyError(t, resp, body, http.StatusProxyAuthRequired, proxy.KindProxyAuthRequired)
+		detail := wantProxyError(t, resp, body, http.StatusProxyAuthRequired, failure.KindProxyAuthRequired)
 		if want := "http://USER:PASSWORD@" + addr; !strings.Contains(detail, want) {
 			t.Errorf("detail %q lacks %q", detail, want)
 		}
@@ -285,7 +286,7 @@ func TestMessagesNameTheProxy(t *testing.T) {
 		addr := strings.TrimPrefix(without.url, "http://")
 		resp := rawConnect(t, without, hostileHost+":443", "")
 		body, _ := io.ReadAll(resp.Body)
-		detail := wantProxyError(t, resp, body, http.StatusMethodNotAllowed, proxy.KindConnectNotSupported)
+		detail := wantProxyError(t, resp, body, http.StatusMethodNotAllowed, failure.KindConnectNotSupported)
 		if want := "http://" + addr + "/"; !strings.Contains(detail, want) {
 			t.Errorf("detail %q lacks the base URL %q", detail, want)
 		}

@@ -3,12 +3,13 @@ package proxy
 import (
 	"bufio"
 	"crypto/tls"
-	"github.com/mtlsproxy/payrails-mtls-proxy/config"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/config"
 )
 
 type nilSource struct{}

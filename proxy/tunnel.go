@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
 )
 
 // Tunnels. A CONNECT to a configured upstream host opens one of two:
@@ -81,11 +83,11 @@ func plainConnect(r *http.Request) bool {
 // routeConnect allows a CONNECT only to a configured upstream host, by
 // name, on port 80 (a plain-HTTP tunnel) or, with connect: mitm, 443:
 // never a blind tunnel, never an IP literal or another port.
-func (p *Proxy) routeConnect(r *http.Request) (*Upstream, *Error) {
+func (p *Proxy) routeConnect(r *http.Request) (*Upstream, *failure.Error) {
 	plain := plainConnect(r)
 	if p.mitm == nil && !plain {
 		addr := proxyAddress(r)
-		return nil, newError(KindConnectNotSupported, nil, "CONNECT (HTTPS_PROXY) cannot carry the client "+
+		return nil, failure.New(failure.KindConnectNotSupported, nil, "CONNECT (HTTPS_PROXY) cannot carry the client "+
 			"certificate through a tunnel; call http://%s/... with HTTP_PROXY=http://%s (http_proxy for curl) and the "+
 			"proxy adds TLS and the certificate, use the proxy as the base URL (http://%s/...), or enable connect: mitm "+
 			"with a local CA the service trusts (payrails-mtls-proxy ca init)", p.exampleHost(), addr, addr)
@@ -93,15 +95,15 @@ func (p *Proxy) routeConnect(r *http.Request) (*Upstream, *Error) {
 	host, port, err := net.SplitHostPort(r.Host)
 	switch {
 	case err != nil:
-		return nil, newError(KindBadRequest, err, "CONNECT target %q is not HOST:PORT", r.Host)
+		return nil, failure.New(failure.KindBadRequest, err, "CONNECT target %q is not HOST:PORT", r.Host)
 	case port != "443" && !plain:
-		return nil, newError(KindHostNotAllowed, nil, "CONNECT to port %s is not allowed: only %s:443 is intercepted "+
+		return nil, failure.New(failure.KindHostNotAllowed, nil, "CONNECT to port %s is not allowed: only %s:443 is intercepted "+
 			"and %s:80 tunnelled as plain HTTP (and only configured hosts)", port, host, host)
 	}
 	if up, ok := p.byHost[canonicalHost(host)]; ok {
 		return up, nil
 	}
-	return nil, newError(KindHostNotAllowed, nil, "CONNECT to %q is not allowed: the proxy opens no blind "+
+	return nil, failure.New(failure.KindHostNotAllowed, nil, "CONNECT to %q is not allowed: the proxy opens no blind "+
 		"tunnels and serves only the configured upstreams: %s", host, p.allowedHosts)
 }
 
@@ -109,32 +111,32 @@ func (p *Proxy) routeConnect(r *http.Request) (*Upstream, *Error) {
 // and port (a tunnel to one host never carries requests for another), in
 // origin-form or in absolute form with tn's scheme, and must not be a
 // CONNECT of its own.
-func routeTunnelled(r *http.Request, tn *tunnel) *Error {
+func routeTunnelled(r *http.Request, tn *tunnel) *failure.Error {
 	up := tn.up
 	scheme, tport := tn.scheme()
 	if r.Method == http.MethodConnect {
-		return newError(KindConnectNotSupported, nil, "a CONNECT inside a tunnel is not supported: "+
+		return failure.New(failure.KindConnectNotSupported, nil, "a CONNECT inside a tunnel is not supported: "+
 			"send the requests for %s://%s/ in this tunnel directly", scheme, up.host)
 	}
 	host, port := r.Host, ""
 	if r.URL.IsAbs() {
 		u := r.URL
 		if u.Scheme != scheme {
-			return newError(KindHostNotAllowed, nil, "this tunnel was opened for %s://%s; a request for %s://%s "+
+			return failure.New(failure.KindHostNotAllowed, nil, "this tunnel was opened for %s://%s; a request for %s://%s "+
 				"cannot use it", scheme, up.host, u.Scheme, u.Host)
 		}
 		if u.User != nil {
-			return newError(KindBadRequest, nil, "user information in the request URL is not allowed")
+			return failure.New(failure.KindBadRequest, nil, "user information in the request URL is not allowed")
 		}
 		host = u.Host
 	} else if len(r.URL.Path) == 0 || r.URL.Path[0] != '/' {
-		return newError(KindBadRequest, nil, "request target %q is neither an absolute URL nor a path", r.RequestURI)
+		return failure.New(failure.KindBadRequest, nil, "request target %q is neither an absolute URL nor a path", r.RequestURI)
 	}
 	if h, p, err := net.SplitHostPort(host); err == nil {
 		host, port = h, p
 	}
 	if canonicalHost(host) != up.host || (port != "" && port != tport) {
-		return newError(KindHostNotAllowed, nil, "this tunnel was opened for %s:%s; a request for %q cannot use it",
+		return failure.New(failure.KindHostNotAllowed, nil, "this tunnel was opened for %s:%s; a request for %q cannot use it",
 			up.host, tport, host)
 	}
 	return nil
@@ -159,7 +161,7 @@ func tunnelTLS(leaves LeafSource, host string) *tls.Config {
 func (p *Proxy) serveTunnel(w http.ResponseWriter, r *http.Request, tn *tunnel, ex *exchange) {
 	raw, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		ex.fail(newError(KindBadRequest, err, "internal error: the connection cannot be taken over for the tunnel"))
+		ex.fail(failure.New(failure.KindBadRequest, err, "internal error: the connection cannot be taken over for the tunnel"))
 		return
 	}
 	var conn net.Conn = raw
@@ -168,7 +170,7 @@ func (p *Proxy) serveTunnel(w http.ResponseWriter, r *http.Request, tn *tunnel, 
 	}
 	if _, err := fmt.Fprintf(raw, "HTTP/%d.%d 200 Connection established\r\n\r\n", r.ProtoMajor, r.ProtoMinor); err != nil {
 		raw.Close()
-		ex.fail(newError(KindClientClosed, err, "the client closed the connection before the tunnel was open"))
+		ex.fail(failure.New(failure.KindClientClosed, err, "the client closed the connection before the tunnel was open"))
 		return
 	}
 	if !tn.plain {
@@ -188,12 +190,12 @@ func (p *Proxy) serveTunnel(w http.ResponseWriter, r *http.Request, tn *tunnel, 
 	}
 }
 
-func tunnelHandshakeError(err error, host string, limit time.Duration) *Error {
+func tunnelHandshakeError(err error, host string, limit time.Duration) *failure.Error {
 	if errors.Is(err, context.DeadlineExceeded) {
-		return newError(KindClientTimeout, err, "the client sent no TLS handshake inside the tunnel to %s within %s "+
+		return failure.New(failure.KindClientTimeout, err, "the client sent no TLS handshake inside the tunnel to %s within %s "+
 			"(timeouts.tls_handshake)", host, limit)
 	}
-	return newError(KindBadRequest, err, "the TLS handshake inside the tunnel to %s failed (%v); if the service "+
+	return failure.New(failure.KindBadRequest, err, "the TLS handshake inside the tunnel to %s failed (%v); if the service "+
 		"does not trust the local CA, install ca.pem as `payrails-mtls-proxy ca init` explains", host, err)
 }
 
