@@ -15,9 +15,8 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
-
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/safefile"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -206,7 +205,8 @@ func (p *Proxy) checkProxyAuth(r *http.Request) *failure.Error {
 	h := r.Header.Get("Proxy-Authorization")
 	if h == "" {
 		return failure.New(failure.KindProxyAuthRequired, nil, "this proxy requires credentials: use "+
-			"HTTP_PROXY=http://USER:PASSWORD@%s (curl: -x http://USER:PASSWORD@HOST:PORT), or send Proxy-Authorization: Basic", r.Host)
+			"HTTP_PROXY=http://USER:PASSWORD@%[1]s (curl: -x http://USER:PASSWORD@%[1]s), or send Proxy-Authorization: Basic",
+			proxyAddress(r))
 	}
 	user, pass, ok := parseBasic(h)
 	if !ok || creds == nil || !creds.check(r.Context(), p.auth.gate, user, pass) {

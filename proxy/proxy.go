@@ -12,12 +12,10 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
-
-	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
-
 	"github.com/elazarl/goproxy"
 	"github.com/mtlsproxy/payrails-mtls-proxy/config"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
 	"go.uber.org/zap"
 )
 
@@ -43,7 +41,8 @@ type Config struct {
 	// MITM, when not nil, enables connect: mitm: CONNECT to a configured
 	// upstream host on port 443 is intercepted with leaves from this source
 	// (the local CA) and its requests go the way of forward mode. nil means
-	// CONNECT gets 405.
+	// such a CONNECT gets 405. (CONNECT to a configured host on port 80 is
+	// a plain-HTTP tunnel either way.)
 	MITM    LeafSource
 	Logger  *zap.Logger // nil means no logging
 	Metrics *Metrics    // nil means no metrics
@@ -120,15 +119,15 @@ func (p *Proxy) Upstreams() []*upstream.Client { return p.upstreams }
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.handle(w, r, nil) }
 
 // handle is the one path of every request, on the proxy port and inside
-// intercepted tunnels (tunnel is then the tunnel's upstream, else nil):
-// admission, then an intercepted CONNECT or goproxy with our hooks. The
-// inbound request is never modified; one log line is written when it ends.
-func (p *Proxy) handle(w http.ResponseWriter, r *http.Request, tunnel *upstream.Client) {
+// tunnels (tn is then the tunnel, else nil): admission, then a CONNECT's
+// tunnel or goproxy with our hooks. The inbound request is never
+// modified; one log line is written when it ends.
+func (p *Proxy) handle(w http.ResponseWriter, r *http.Request, tn *tunnel) {
 	ex := p.newExchange()
 	rw := &responseWriter{ResponseWriter: w, ex: ex, closeAfter: framingEndsConnection(r)}
 	defer p.finishExchange(ex, rw, r)
 
-	up, mode, err := p.admit(r, tunnel)
+	up, mode, err := p.admit(r, tn)
 	ex.mode, ex.up = mode, up
 	if err != nil {
 		ex.fail(err)
@@ -136,7 +135,7 @@ func (p *Proxy) handle(w http.ResponseWriter, r *http.Request, tunnel *upstream.
 		return
 	}
 	if mode == ModeConnect {
-		p.serveTunnel(rw, r, up, ex)
+		p.serveTunnel(rw, r, &tunnel{up: up, plain: plainConnect(r)}, ex)
 		return
 	}
 	p.gp.ServeHTTP(rw, p.outboundFor(rw, r, up, ex))
@@ -145,18 +144,18 @@ func (p *Proxy) handle(w http.ResponseWriter, r *http.Request, tunnel *upstream.
 // admit decides whether and where a request goes: the client's address,
 // its proxy credentials (given once, on the CONNECT, for a tunnel), the
 // route, then the framing.
-func (p *Proxy) admit(r *http.Request, tunnel *upstream.Client) (*upstream.Client, Mode, *failure.Error) {
+func (p *Proxy) admit(r *http.Request, tn *tunnel) (*upstream.Client, Mode, *failure.Error) {
 	if err := p.checkSource(r); err != nil {
 		return nil, "", err
 	}
 	if err := checkMethod(r); err != nil {
 		return nil, "", err
 	}
-	if tunnel != nil {
-		if err := routeTunnelled(r, tunnel); err != nil {
-			return nil, ModeTunnel, err
+	if tn != nil {
+		if err := routeTunnelled(r, tn); err != nil {
+			return nil, tn.mode(), err
 		}
-		return tunnel, ModeTunnel, checkFraming(r)
+		return tn.up, tn.mode(), checkFraming(r)
 	}
 	if err := p.checkProxyAuth(r); err != nil {
 		return nil, "", err

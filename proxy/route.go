@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"net"
 	"net/http"
 	"strings"
 
@@ -17,6 +18,10 @@ const (
 	ModeForward Mode = "forward" // absolute-form, as HTTP_PROXY clients send
 	ModeGateway Mode = "gateway" // origin-form, as base-URL clients send
 	ModeConnect Mode = "connect" // CONNECT, as HTTPS_PROXY clients send
+	// ModeForwardHTTPS is absolute-form https:// sent in plain text to the
+	// proxy port, as axios 0.x sends to an HTTPS_PROXY: served like its
+	// http:// twin, and logged apart.
+	ModeForwardHTTPS Mode = "forward-https"
 )
 
 func canonicalHost(h string) string { return strings.ToLower(h) }
@@ -31,23 +36,36 @@ func (p *Proxy) route(r *http.Request) (*upstream.Client, Mode, *failure.Error) 
 		return up, ModeConnect, err
 	}
 	if r.URL.IsAbs() {
+		mode := ModeForward
+		if r.URL.Scheme == "https" {
+			mode = ModeForwardHTTPS
+		}
 		up, err := p.routeForward(r)
-		return up, ModeForward, err
+		return up, mode, err
 	}
 	up, err := p.routeGateway(r)
 	return up, ModeGateway, err
 }
 
+// routeForward routes an absolute-form request: http://, or https:// sent
+// in plain text (axios 0.x and some Java and .NET stacks do so to an
+// HTTPS_PROXY instead of tunnelling). The leg to the proxy is plaintext by
+// the client's own choice either way, so serving https:// like its http://
+// twin weakens nothing (DESIGN.md, Request paths point 3).
 func (p *Proxy) routeForward(r *http.Request) (*upstream.Client, *failure.Error) {
 	u := r.URL
+	defaultPort := "80"
+	if u.Scheme == "https" {
+		defaultPort = "443"
+	}
 	switch {
-	case u.Scheme != "http":
+	case u.Scheme != "http" && u.Scheme != "https":
 		return nil, failure.New(failure.KindHostNotAllowed, nil, "the proxy takes http:// URLs and adds TLS itself; send "+
 			"http://%s%s instead of %s://...", p.exampleHost(), u.EscapedPath(), u.Scheme)
 	case u.User != nil:
 		return nil, failure.New(failure.KindBadRequest, nil, "user information in the request URL is not allowed; "+
 			"for proxy credentials use Proxy-Authorization")
-	case u.Port() != "" && u.Port() != "80":
+	case u.Port() != "" && u.Port() != defaultPort:
 		return nil, failure.New(failure.KindHostNotAllowed, nil, "port %s is not allowed: send http://%s/... (port 80); "+
 			"the proxy dials the configured upstream port itself", u.Port(), u.Hostname())
 	}
@@ -77,6 +95,17 @@ func (p *Proxy) routeGateway(r *http.Request) (*upstream.Client, *failure.Error)
 			p.allowedHosts)
 	}
 	return p.def, nil
+}
+
+// proxyAddress is the proxy's own address as the client reached it (the
+// listener's address on the connection), for messages that tell a client
+// what to set HTTP_PROXY or its base URL to. Never r.Host: in forward mode
+// that is the API host, on a CONNECT the tunnel's target.
+func proxyAddress(r *http.Request) string {
+	if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		return a.String()
+	}
+	return "HOST:PORT"
 }
 
 func (p *Proxy) exampleHost() string {

@@ -42,6 +42,14 @@ type Options struct {
 	RequireToken bool            // every endpoint but /auth/token wants a valid issued Bearer token
 	Secret       func() string   // the expected x-api-key, read at each token request; overrides ClientSecret
 	IdleTimeout  time.Duration   // close keep-alive connections idle this long; 0 means never
+	// RefusalPage lets a client without a certificate finish the handshake
+	// (one that sends a certificate must still present a valid one) and
+	// answers its requests 400 with nginx's refusal page, as an edge that
+	// checks the certificate at HTTP level does (ssl_verify_client
+	// optional). For people trying the demo: a TLS 1.3 alert after the
+	// handshake shows in Debian 12's curl as "(55) getpeername() failed",
+	// this page as what it is. false: the handshake requires a certificate.
+	RefusalPage bool
 	// Refuse, if not nil, is asked at each handshake about the client's
 	// certificate; true refuses it with a TLS alert, as a server refuses a
 	// revoked certificate.
@@ -122,6 +130,9 @@ func Start(o Options) (*Server, error) {
 		MinVersion:   tls.VersionTLS12,
 		MaxVersion:   o.MaxVersion,
 		NextProtos:   protos,
+	}
+	if o.RefusalPage {
+		cfg.ClientAuth = tls.VerifyClientCertIfGiven
 	}
 	if o.Refuse != nil {
 		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
