@@ -197,11 +197,11 @@ func (a *AuthFile) Reload() error {
 
 // checkProxyAuth enforces Proxy-Authorization: Basic when an auth file is
 // configured, in forward and base-URL modes alike.
-func (p *Proxy) checkProxyAuth(r *http.Request) *failure.Error {
-	if p.auth == nil {
+func (a *admission) checkProxyAuth(r *http.Request) *failure.Error {
+	if a.auth == nil {
 		return nil
 	}
-	creds := p.auth.cur.Load()
+	creds := a.auth.cur.Load()
 	h := r.Header.Get("Proxy-Authorization")
 	if h == "" {
 		return failure.New(failure.KindProxyAuthRequired, nil, "this proxy requires credentials: use "+
@@ -209,7 +209,7 @@ func (p *Proxy) checkProxyAuth(r *http.Request) *failure.Error {
 			proxyAddress(r))
 	}
 	user, pass, ok := parseBasic(h)
-	if !ok || creds == nil || !creds.check(r.Context(), p.auth.gate, user, pass) {
+	if !ok || creds == nil || !creds.check(r.Context(), a.auth.gate, user, pass) {
 		return failure.New(failure.KindProxyAuthRequired, nil, "the proxy credentials were not accepted; check the user and "+
 			"password against access.proxy_auth_file")
 	}

@@ -51,7 +51,7 @@ func FuzzRoute(f *testing.F) {
 		if err != nil {
 			return // net/http refuses it before any routing
 		}
-		up, mode, perr := p.route(r)
+		up, mode, perr := p.adm.route(r)
 		if (up == nil) == (perr == nil) {
 			t.Fatalf("route(%q) = upstream %v, error %v: want exactly one", raw, up, perr)
 		}

@@ -82,33 +82,6 @@ func plainConnect(r *http.Request) bool {
 	return err == nil && port == "80"
 }
 
-// routeConnect allows a CONNECT only to a configured upstream host, by
-// name, on port 80 (a plain-HTTP tunnel) or, with connect: mitm, 443:
-// never a blind tunnel, never an IP literal or another port.
-func (p *Proxy) routeConnect(r *http.Request) (*upstream.Client, *failure.Error) {
-	plain := plainConnect(r)
-	if p.mitm == nil && !plain {
-		addr := proxyAddress(r)
-		return nil, failure.New(failure.KindConnectNotSupported, nil, "CONNECT (HTTPS_PROXY) cannot carry the client "+
-			"certificate through a tunnel; call http://%s/... with HTTP_PROXY=http://%s (http_proxy for curl) and the "+
-			"proxy adds TLS and the certificate, use the proxy as the base URL (http://%s/...), or enable connect: mitm "+
-			"with a local CA the service trusts (payrails-mtls-proxy ca init)", p.exampleHost(), addr, addr)
-	}
-	host, port, err := net.SplitHostPort(r.Host)
-	switch {
-	case err != nil:
-		return nil, failure.New(failure.KindBadRequest, err, "CONNECT target %q is not HOST:PORT", r.Host)
-	case port != "443" && !plain:
-		return nil, failure.New(failure.KindHostNotAllowed, nil, "CONNECT to port %s is not allowed: only %s:443 is intercepted "+
-			"and %s:80 tunnelled as plain HTTP (and only configured hosts)", port, host, host)
-	}
-	if up, ok := p.byHost[canonicalHost(host)]; ok {
-		return up, nil
-	}
-	return nil, failure.New(failure.KindHostNotAllowed, nil, "CONNECT to %q is not allowed: the proxy opens no blind "+
-		"tunnels and serves only the configured upstreams: %s", host, p.allowedHosts)
-}
-
 // routeTunnelled admits a request read inside tn: it must name tn's host
 // and port (a tunnel to one host never carries requests for another), in
 // origin-form or in absolute form with tn's scheme, and must not be a
