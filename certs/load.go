@@ -13,17 +13,26 @@ import (
 
 // Source says where one upstream's client certificate comes from: a folder
 // (Dir) or a pair of files (CertFile and KeyFile). Exactly one form is set.
+// With Token, the private keys are in a PKCS#11 token instead of files:
+// with Dir every certificate in the folder is paired with the token's key
+// of the same public key (key files in the folder are reported and not
+// used); with CertFile (and no KeyFile) the token's one selected key.
 type Source struct {
 	Dir        string
 	CertFile   string
 	KeyFile    string
 	Passphrase Passphrase
+	Token      *Token // nil: keys from files
 }
 
-// String names the source in messages: the folder, or "CERT + KEY".
+// String names the source in messages: the folder, or "CERT + KEY"
+// (the key's URI for a key in a token).
 func (s Source) String() string {
 	if s.Dir != "" {
 		return s.Dir
+	}
+	if s.Token != nil {
+		return s.CertFile + " + " + s.Token.cfg.URI
 	}
 	return s.CertFile + " + " + s.KeyFile
 }
@@ -45,13 +54,32 @@ func Load(src Source, now time.Time) *Snapshot {
 		}
 	} else {
 		files = append(files, readFile(src.CertFile, roleCert, pass))
-		if src.KeyFile != src.CertFile {
+		if src.Token == nil && src.KeyFile != src.CertFile {
 			files = append(files, readFile(src.KeyFile, roleKey, pass))
+		}
+	}
+	if src.Token != nil {
+		for _, f := range files {
+			if len(f.keys) > 0 || f.Keys > 0 {
+				f.keys = nil
+				f.add(Warning, CodeKeyOnDisk, "holds a private key on disk, which is not used: the keys come from the "+
+					"token (key_uri); delete this file, keeping the key only in the token is the point of using one")
+			}
 		}
 	}
 	for _, f := range files {
 		snap.Files = append(snap.Files, f.File)
 		snap.Findings = append(snap.Findings, f.findings...)
+	}
+	if src.Token != nil {
+		keys, finding := tokenLoad(src.Token)
+		if finding != nil {
+			snap.Findings = append(snap.Findings, *finding)
+		}
+		for _, k := range keys {
+			files = append(files, &parsedFile{File: File{Path: k.uri, Kind: KindTokenKey, Keys: 1},
+				keys: []crypto.Signer{k.signer}, schemes: k.schemes, token: true, oneKey: src.Dir == ""})
+		}
 	}
 	pairs, findings := match(files, now)
 	snap.Pairs = pairs
@@ -114,6 +142,10 @@ func match(files []*parsedFile, now time.Time) ([]*Pair, []Finding) {
 	for _, f := range files {
 		for _, key := range f.keys {
 			ref, ok := findCert(certs, f, key)
+			if !ok && f.token {
+				findings = append(findings, tokenKeyUnmatched(f))
+				continue
+			}
 			if !ok {
 				findings = append(findings, Finding{Severity: Warning, Code: CodeKeyUnmatched, Path: f.Path,
 					Message: "holds a private key that matches no certificate here: add the certificate issued " +
@@ -129,10 +161,29 @@ func match(files []*parsedFile, now time.Time) ([]*Pair, []Finding) {
 			pairs = append(pairs, p)
 		}
 	}
+	token := false
 	for _, f := range files {
-		findings = append(findings, unmatchedCerts(f, matched)...)
+		token = token || f.token
+	}
+	for _, f := range files {
+		findings = append(findings, unmatchedCerts(f, matched, token)...)
 	}
 	return pairs, findings
+}
+
+// tokenKeyUnmatched explains a key in a token that no certificate belongs
+// to: with a folder, the normal state while a CSR waits for its
+// certificate; with one certificate file, the wrong key.
+func tokenKeyUnmatched(f *parsedFile) Finding {
+	if f.oneKey {
+		return Finding{Severity: Error, Code: CodeTokenKeyUnmatched, Path: f.Path,
+			Message: "is a key in the token that does not belong to the certificate (cert_file): the certificate was " +
+				"issued for a CSR made with another key; name that key's object= in key_uri, or use the certificate " +
+				"issued for this key's CSR"}
+	}
+	return Finding{Severity: Info, Code: CodeTokenKeyUnmatched, Path: f.Path,
+		Message: "is a key in the token that no certificate in the folder belongs to (a key whose CSR awaits its " +
+			"certificate?); when Payrails returns the certificate, drop it in the folder and it is paired with this key"}
 }
 
 func findCert(certs []certRef, keyFile *parsedFile, key crypto.Signer) (certRef, bool) {
@@ -162,7 +213,8 @@ func newPair(ref certRef, keyFile *parsedFile, key crypto.Signer, now time.Time)
 		}
 	}
 	return &Pair{
-		Certificate: &tls.Certificate{Certificate: chain, PrivateKey: key, Leaf: ref.cert},
+		Certificate: &tls.Certificate{Certificate: chain, PrivateKey: key, Leaf: ref.cert,
+			SupportedSignatureAlgorithms: keyFile.schemes},
 		Leaf:        ref.cert,
 		CertFile:    ref.file.Path,
 		KeyFile:     keyFile.Path,
@@ -172,7 +224,7 @@ func newPair(ref certRef, keyFile *parsedFile, key crypto.Signer, now time.Time)
 	}
 }
 
-func unmatchedCerts(f *parsedFile, matched map[*x509.Certificate]bool) []Finding {
+func unmatchedCerts(f *parsedFile, matched map[*x509.Certificate]bool, token bool) []Finding {
 	if len(f.Certs) == 0 {
 		return nil
 	}
@@ -187,6 +239,12 @@ func unmatchedCerts(f *parsedFile, matched map[*x509.Certificate]bool) []Finding
 				"verifies the server belongs in ca_file)"}}
 	}
 	leaf := f.Certs[0]
+	if token {
+		return []Finding{{Severity: Warning, Code: CodeCertUnmatched, Path: f.Path,
+			Message: fmt.Sprintf("holds certificate %q (serial %s) but no key in the token matches it: it was issued "+
+				"for a CSR made with a key that is not in this token (check token= in key_uri, or make a new key with "+
+				"`payrails-mtls-proxy csr --key-uri` and get a certificate for it)", leaf.Subject.CommonName, Serial(leaf))}}
+	}
 	return []Finding{{Severity: Warning, Code: CodeCertUnmatched, Path: f.Path,
 		Message: fmt.Sprintf("holds certificate %q (serial %s) but no private key here matches it: add the "+
 			"domain.key the CSR was made with (a new key needs a new CSR and certificate)",

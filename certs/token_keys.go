@@ -1,0 +1,412 @@
+//go:build pkcs11 && cgo
+
+package certs
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"encoding/asn1"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net/url"
+	"strings"
+
+	"github.com/miekg/pkcs11"
+	"go.uber.org/zap"
+)
+
+// keys lists the token's private keys that the URI selects, each with a
+// signer and its own URI.
+func (t *Token) keys() ([]tokenKey, error) {
+	var out []tokenKey
+	err := t.withSession(func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error {
+		out = nil
+		handles, err := findObjects(ctx, s, t.template(pkcs11.CKO_PRIVATE_KEY, t.cfg.Object, t.cfg.ID))
+		if err != nil {
+			return err
+		}
+		for _, h := range handles {
+			k, err := t.describeKey(ctx, s, h)
+			if err != nil {
+				if tokenGone(err) {
+					return err
+				}
+				t.log.Warn("a private key in the token cannot be used; skipped", zap.Error(err))
+				continue
+			}
+			t.hmu.Lock()
+			t.handles[k.ref] = h
+			t.hmu.Unlock()
+			out = append(out, tokenKey{uri: k.uri, signer: k, schemes: k.schemes()})
+		}
+		return nil
+	})
+	return out, err
+}
+
+// template matches objects of a class, with a label and ID when given.
+func (t *Token) template(class uint, label string, id []byte) []*pkcs11.Attribute {
+	tmpl := []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, class)}
+	if label != "" {
+		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_LABEL, label))
+	}
+	if id != nil {
+		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_ID, id))
+	}
+	return tmpl
+}
+
+func findObjects(ctx *pkcs11.Ctx, s pkcs11.SessionHandle, tmpl []*pkcs11.Attribute) ([]pkcs11.ObjectHandle, error) {
+	if err := ctx.FindObjectsInit(s, tmpl); err != nil {
+		return nil, err
+	}
+	var all []pkcs11.ObjectHandle
+	for {
+		hs, _, err := ctx.FindObjects(s, 64)
+		if err != nil {
+			_ = ctx.FindObjectsFinal(s)
+			return nil, err
+		}
+		all = append(all, hs...)
+		if len(hs) < 64 {
+			break
+		}
+	}
+	return all, ctx.FindObjectsFinal(s)
+}
+
+// describeKey reads a private key's label, ID, type and public half.
+func (t *Token) describeKey(ctx *pkcs11.Ctx, s pkcs11.SessionHandle, h pkcs11.ObjectHandle) (*tokenSigner, error) {
+	attrs, err := ctx.GetAttributeValue(s, h, []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, nil), pkcs11.NewAttribute(pkcs11.CKA_LABEL, nil),
+		pkcs11.NewAttribute(pkcs11.CKA_ID, nil)})
+	if err != nil {
+		return nil, err
+	}
+	k := &tokenSigner{t: t, keyType: bytesToUint(attrs[0].Value), label: string(attrs[1].Value), id: attrs[2].Value}
+	k.ref = k.label + "\x00" + string(k.id)
+	k.uri = t.keyURI(k.label, k.id)
+	switch k.keyType {
+	case pkcs11.CKK_RSA:
+		a, err := ctx.GetAttributeValue(s, h, []*pkcs11.Attribute{
+			pkcs11.NewAttribute(pkcs11.CKA_MODULUS, nil), pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, nil)})
+		if err != nil {
+			return nil, err
+		}
+		e := new(big.Int).SetBytes(a[1].Value)
+		if !e.IsInt64() || e.Int64() > 1<<31 {
+			return nil, fmt.Errorf("%s: RSA public exponent too large", k.uri)
+		}
+		k.pub = &rsa.PublicKey{N: new(big.Int).SetBytes(a[0].Value), E: int(e.Int64())}
+	case pkcs11.CKK_EC:
+		pub, err := t.ecPublic(ctx, s, h, k)
+		if err != nil {
+			return nil, err
+		}
+		k.pub = pub
+	default:
+		return nil, fmt.Errorf("%s: key type %#x cannot sign a TLS handshake here (RSA and ECDSA can)", k.uri, k.keyType)
+	}
+	return k, nil
+}
+
+// ecPublic reads an EC key's curve from the private key and its point
+// from the public key object of the same label and ID (a private key
+// object carries no CKA_EC_POINT).
+func (t *Token) ecPublic(ctx *pkcs11.Ctx, s pkcs11.SessionHandle, h pkcs11.ObjectHandle, k *tokenSigner) (*ecdsa.PublicKey, error) {
+	a, err := ctx.GetAttributeValue(s, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, nil)})
+	if err != nil {
+		return nil, err
+	}
+	var oid asn1.ObjectIdentifier
+	if _, err := asn1.Unmarshal(a[0].Value, &oid); err != nil {
+		return nil, fmt.Errorf("%s: EC parameters are not a named curve: %w", k.uri, err)
+	}
+	var curve elliptic.Curve
+	switch {
+	case oid.Equal(asn1.ObjectIdentifier{1, 2, 840, 10045, 3, 1, 7}):
+		curve = elliptic.P256()
+	case oid.Equal(asn1.ObjectIdentifier{1, 3, 132, 0, 34}):
+		curve = elliptic.P384()
+	default:
+		return nil, fmt.Errorf("%s: curve %v is not supported (P-256 and P-384 are)", k.uri, oid)
+	}
+	pubs, err := findObjects(ctx, s, t.template(pkcs11.CKO_PUBLIC_KEY, k.label, k.id))
+	if err != nil || len(pubs) == 0 {
+		return nil, fmt.Errorf("%s: the token has no public key object beside this EC key (same label and id): %v", k.uri, err)
+	}
+	p, err := ctx.GetAttributeValue(s, pubs[0], []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_EC_POINT, nil)})
+	if err != nil {
+		return nil, err
+	}
+	point := p[0].Value
+	var inner []byte
+	if rest, err := asn1.Unmarshal(point, &inner); err == nil && len(rest) == 0 {
+		point = inner // DER OCTET STRING, as PKCS#11 v2.20 says
+	}
+	x, y := elliptic.Unmarshal(curve, point) //nolint:staticcheck // the token gives the uncompressed point
+	if x == nil {
+		return nil, fmt.Errorf("%s: the public key's EC point does not parse", k.uri)
+	}
+	return &ecdsa.PublicKey{Curve: curve, X: x, Y: y}, nil
+}
+
+// keyURI names one key: the configured URI's token part, then object and
+// id, then its query (module-path, pin-source).
+func (t *Token) keyURI(label string, id []byte) string {
+	base, query, _ := strings.Cut(t.cfg.URI, "?")
+	var parts []string
+	for _, p := range strings.Split(strings.TrimPrefix(base, "pkcs11:"), ";") {
+		if p != "" && !strings.HasPrefix(p, "object=") && !strings.HasPrefix(p, "id=") && !strings.HasPrefix(p, "type=") {
+			parts = append(parts, p)
+		}
+	}
+	if label != "" {
+		parts = append(parts, "object="+strings.ReplaceAll(url.PathEscape(label), ";", "%3B"))
+	}
+	if len(id) > 0 {
+		var b strings.Builder
+		for _, c := range id {
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+		parts = append(parts, "id="+b.String())
+	}
+	s := "pkcs11:" + strings.Join(parts, ";")
+	if query != "" {
+		s += "?" + query
+	}
+	return s
+}
+
+// tokenSigner signs with one key in a token. Sign finds the key again
+// after the token was re-opened, and fails (without retrying) when the
+// token or key is gone: the caller's handshake fails, the token re-opens
+// with back-off.
+type tokenSigner struct {
+	t       *Token
+	ref     string // label NUL id: the key's identity across re-opens
+	label   string
+	id      []byte
+	uri     string
+	keyType uint
+	pub     crypto.PublicKey
+}
+
+// Public implements crypto.Signer.
+func (k *tokenSigner) Public() crypto.PublicKey { return k.pub }
+
+// KeySource says the key is in a PKCS#11 token (see KeySource).
+func (k *tokenSigner) KeySource() string { return KeySourcePKCS11 }
+
+// String names the key by its URI.
+func (k *tokenSigner) String() string { return k.uri }
+
+// schemes are the TLS signature schemes the token can make with the key:
+// nil (all of the key type) unless an RSA key's token lacks RSA-PSS, which
+// leaves PKCS#1 v1.5 only, and so TLS 1.2 (TLS 1.3 requires PSS, RFC 8446
+// §4.2.3).
+func (k *tokenSigner) schemes() []tls.SignatureScheme {
+	if k.keyType == pkcs11.CKK_RSA && !k.t.pss {
+		return []tls.SignatureScheme{tls.PKCS1WithSHA256, tls.PKCS1WithSHA384, tls.PKCS1WithSHA512}
+	}
+	return nil
+}
+
+// Sign implements crypto.Signer: PKCS#1 v1.5, RSA-PSS or ECDSA, in the token.
+func (k *tokenSigner) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	mech, data, err := k.mechanism(digest, opts)
+	if err != nil {
+		return nil, fmt.Errorf("signing with %s: %w", k.uri, err)
+	}
+	var sig []byte
+	err = k.t.withSession(func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error {
+		h, err := k.handle(ctx, s)
+		if err != nil {
+			return err
+		}
+		if err := ctx.SignInit(s, []*pkcs11.Mechanism{mech}, h); err != nil {
+			return err
+		}
+		sig, err = ctx.Sign(s, data)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("signing with %s: %w", k.uri, err)
+	}
+	if k.keyType == pkcs11.CKK_EC {
+		return ecdsaDER(sig)
+	}
+	return sig, nil
+}
+
+// handle returns the key's object handle in the open token, finding it
+// again after a re-open; it checks that the key found is still this one.
+func (k *tokenSigner) handle(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) (pkcs11.ObjectHandle, error) {
+	k.t.hmu.Lock()
+	h, ok := k.t.handles[k.ref]
+	k.t.hmu.Unlock()
+	if ok {
+		return h, nil
+	}
+	hs, err := findObjects(ctx, s, k.t.template(pkcs11.CKO_PRIVATE_KEY, k.label, k.id))
+	if err != nil {
+		return 0, err
+	}
+	for _, h := range hs {
+		again, err := k.t.describeKey(ctx, s, h)
+		if err == nil && publicKeyEqual(again.pub, k.pub) {
+			k.t.hmu.Lock()
+			k.t.handles[k.ref] = h
+			k.t.hmu.Unlock()
+			return h, nil
+		}
+	}
+	return 0, fmt.Errorf("%w: the key %s is no longer in the token (deleted, or replaced by another key of the same "+
+		"label); put the certificate of a key that is in the token in place", ErrKeyNotFound, k.uri)
+}
+
+var errUnsupportedOpts = errors.New("unsupported signature options")
+
+// mechanism picks the PKCS#11 mechanism and the bytes to sign.
+func (k *tokenSigner) mechanism(digest []byte, opts crypto.SignerOpts) (*pkcs11.Mechanism, []byte, error) {
+	switch k.keyType {
+	case pkcs11.CKK_EC:
+		return pkcs11.NewMechanism(pkcs11.CKM_ECDSA, nil), digest, nil
+	case pkcs11.CKK_RSA:
+		if pss, ok := opts.(*rsa.PSSOptions); ok {
+			if !k.t.pss {
+				return nil, nil, fmt.Errorf("%w: the token does not offer RSA-PSS (CKM_RSA_PKCS_PSS)", errUnsupportedOpts)
+			}
+			hashMech, mgf, err := pssHash(pss.Hash)
+			if err != nil {
+				return nil, nil, err
+			}
+			salt := pss.SaltLength
+			if salt == rsa.PSSSaltLengthEqualsHash || salt == rsa.PSSSaltLengthAuto {
+				salt = pss.Hash.Size()
+			}
+			return pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS_PSS, pkcs11.NewPSSParams(hashMech, mgf, uint(salt))), digest, nil
+		}
+		prefix, ok := digestInfo[opts.HashFunc()]
+		if !ok {
+			return nil, nil, fmt.Errorf("%w: hash %v for PKCS#1 v1.5", errUnsupportedOpts, opts.HashFunc())
+		}
+		return pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS, nil), append(bytes.Clone(prefix), digest...), nil
+	}
+	return nil, nil, fmt.Errorf("%w: key type %#x", errUnsupportedOpts, k.keyType)
+}
+
+func pssHash(h crypto.Hash) (uint, uint, error) {
+	switch h {
+	case crypto.SHA256:
+		return pkcs11.CKM_SHA256, pkcs11.CKG_MGF1_SHA256, nil
+	case crypto.SHA384:
+		return pkcs11.CKM_SHA384, pkcs11.CKG_MGF1_SHA384, nil
+	case crypto.SHA512:
+		return pkcs11.CKM_SHA512, pkcs11.CKG_MGF1_SHA512, nil
+	}
+	return 0, 0, fmt.Errorf("%w: hash %v for RSA-PSS", errUnsupportedOpts, h)
+}
+
+// digestInfo are the DER prefixes of EMSA-PKCS1-v1_5 (RFC 8017 §9.2 note 1).
+var digestInfo = map[crypto.Hash][]byte{
+	crypto.SHA1:   {0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14},
+	crypto.SHA256: {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20},
+	crypto.SHA384: {0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0x04, 0x30},
+	crypto.SHA512: {0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03, 0x05, 0x00, 0x04, 0x40},
+}
+
+// ecdsaDER turns PKCS#11's r||s into the ASN.1 form crypto.Signer returns.
+func ecdsaDER(raw []byte) ([]byte, error) {
+	if len(raw) == 0 || len(raw)%2 != 0 {
+		return nil, fmt.Errorf("the token returned an ECDSA signature of %d bytes", len(raw))
+	}
+	n := len(raw) / 2
+	return asn1.Marshal(struct{ R, S *big.Int }{new(big.Int).SetBytes(raw[:n]), new(big.Int).SetBytes(raw[n:])})
+}
+
+func bytesToUint(b []byte) uint {
+	var v uint
+	for i := len(b) - 1; i >= 0; i-- { // CK_ULONG in host (little-endian) order
+		v = v<<8 | uint(b[i])
+	}
+	return v
+}
+
+// GenerateRSA makes an RSA key of bits inside the token, labelled label:
+// a token object, private, sensitive and never extractable, usable only for
+// signing. It refuses a label a private key already has. It returns a
+// signer and the key's URI. The token must be open for writing
+// (OpenTokenForWriting).
+func (t *Token) GenerateRSA(label string, bits int) (crypto.Signer, string, error) {
+	if label == "" {
+		return nil, "", errors.New("the key needs a label: add ;object=NAME to the URI")
+	}
+	id := make([]byte, 8)
+	if _, err := rand.Read(id); err != nil {
+		return nil, "", err
+	}
+	var k *tokenSigner
+	err := t.withSession(func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error {
+		if hs, err := findObjects(ctx, s, t.template(pkcs11.CKO_PRIVATE_KEY, label, nil)); err != nil {
+			return err
+		} else if len(hs) > 0 {
+			return fmt.Errorf("the token already holds a private key labelled %q; keys in a token are never replaced "+
+				"(the certificate made for it may still be in use): choose another object= name, such as %s-2", label, label)
+		}
+		pub := []*pkcs11.Attribute{
+			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY), pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA),
+			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true), pkcs11.NewAttribute(pkcs11.CKA_VERIFY, true),
+			pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, []byte{1, 0, 1}), pkcs11.NewAttribute(pkcs11.CKA_MODULUS_BITS, bits),
+			pkcs11.NewAttribute(pkcs11.CKA_LABEL, label), pkcs11.NewAttribute(pkcs11.CKA_ID, id),
+		}
+		priv := []*pkcs11.Attribute{
+			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY), pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA),
+			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true), pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
+			pkcs11.NewAttribute(pkcs11.CKA_SIGN, true), pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, false),
+			pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true), pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
+			pkcs11.NewAttribute(pkcs11.CKA_LABEL, label), pkcs11.NewAttribute(pkcs11.CKA_ID, id),
+		}
+		_, h, err := ctx.GenerateKeyPair(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN, nil)}, pub, priv)
+		if err != nil {
+			return fmt.Errorf("generating an RSA-%d key in the token: %w", bits, err)
+		}
+		if err := checkNonExtractable(ctx, s, h); err != nil {
+			return err
+		}
+		if k, err = t.describeKey(ctx, s, h); err != nil {
+			return err
+		}
+		t.hmu.Lock()
+		t.handles[k.ref] = h
+		t.hmu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	return k, k.uri, nil
+}
+
+// checkNonExtractable confirms what the key was made with: a token that
+// ignored CKA_SENSITIVE or CKA_EXTRACTABLE would let the key leave it.
+func checkNonExtractable(ctx *pkcs11.Ctx, s pkcs11.SessionHandle, h pkcs11.ObjectHandle) error {
+	a, err := ctx.GetAttributeValue(s, h, []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, nil), pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, nil)})
+	if err != nil {
+		return fmt.Errorf("reading the new key's attributes: %w", err)
+	}
+	if len(a[0].Value) != 1 || a[0].Value[0] != 1 || len(a[1].Value) != 1 || a[1].Value[0] != 0 {
+		_ = ctx.DestroyObject(s, h)
+		return errors.New("the token made the key without CKA_SENSITIVE=true and CKA_EXTRACTABLE=false, so it could leave " +
+			"the token; it was deleted again: check the token's policy")
+	}
+	return nil
+}

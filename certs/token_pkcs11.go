@@ -1,0 +1,445 @@
+//go:build pkcs11 && cgo
+
+package certs
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/miekg/pkcs11"
+	"go.uber.org/zap"
+)
+
+// PKCS11Built reports whether this binary can use PKCS#11 tokens: true in
+// the pkcs11 flavour (built with -tags pkcs11 and cgo).
+const PKCS11Built = true
+
+// Back-off between attempts to re-open a failed token: doubled from
+// tokenRetryMin per failure, capped at tokenRetryMax. Short, because a
+// request whose handshake needs the key fails while the token is closed.
+const (
+	tokenRetryMin = 250 * time.Millisecond
+	tokenRetryMax = 10 * time.Second
+	// tokenSessions bounds the sessions kept open for signing: one
+	// signature at a time per session (PKCS#11 §5.6), so this many
+	// handshakes can sign at once.
+	tokenSessions = 8
+)
+
+// Token is an open PKCS#11 token holding the merchant's keys: the module
+// loaded, a logged-in session, and a few sessions for signing.
+//
+// It is safe for concurrent use. The failure rule: when a signature or a
+// listing fails because of the token (removed, library re-initialised,
+// session lost), the token is closed and re-opened by the next use after a
+// back-off (tokenRetryMin doubling to tokenRetryMax); the library itself is
+// finalised and initialised again on that re-open, so a token removed and
+// re-inserted is found again. A wrong PIN is never tried twice: the token
+// stays closed until the PIN (file or variable) changes, so that retries
+// cannot lock it.
+type Token struct {
+	cfg PKCS11
+	log *zap.Logger
+	now func() time.Time
+	rw  bool // sessions may write (csr generates keys); serving only reads
+
+	mu      sync.RWMutex // RLock: use the open state below; Lock: open or close it
+	mod     *module      // nil while closed
+	modGen  uint64       // mod.gen when opened: a different one means re-open
+	slot    uint
+	login   pkcs11.SessionHandle // kept open: login state lives as long as one session does
+	idle    chan pkcs11.SessionHandle
+	pss     bool                           // the token offers CKM_RSA_PKCS_PSS
+	handles map[string]pkcs11.ObjectHandle // key ref -> private key handle, valid while open
+	hmu     sync.Mutex                     // guards handles under RLock
+
+	fmu      sync.Mutex // guards what follows
+	failures int
+	retryAt  time.Time
+	lastErr  error
+	reinit   bool               // re-initialise the library at the next open
+	badPIN   *[sha256.Size]byte // the PIN the token refused
+	logged   string             // the last failure logged, so that it is logged once
+}
+
+// OpenToken prepares the token named by cfg and opens it. A token that
+// cannot be opened now is not an error here (it is retried with back-off,
+// and Load reports why it has no keys); only a configuration that can never
+// work is: a module path that does not load.
+func OpenToken(cfg PKCS11, log *zap.Logger) (*Token, error) {
+	return openToken(cfg, log, false)
+}
+
+// OpenTokenForWriting is OpenToken with read-write sessions, for making a
+// key in the token (`csr --key-uri`); it fails when the token cannot be
+// opened now.
+func OpenTokenForWriting(cfg PKCS11, log *zap.Logger) (*Token, error) {
+	t, err := openToken(cfg, log, true)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.ensureOpen(); err != nil {
+		t.Close()
+		return nil, err
+	}
+	return t, nil
+}
+
+func openToken(cfg PKCS11, log *zap.Logger, rw bool) (*Token, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	t := &Token{cfg: cfg, log: log.With(zap.String("key_uri", cfg.URI)), now: time.Now, rw: rw}
+	if err := t.ensureOpen(); err != nil && errors.Is(err, errModuleLoad) {
+		return nil, err
+	}
+	return t, nil
+}
+
+// Close logs out, closes the sessions and releases the library. Signers
+// made by the token fail afterwards.
+func (t *Token) Close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.closeLocked()
+	t.fmu.Lock()
+	t.retryAt = t.now().Add(100 * 365 * 24 * time.Hour)
+	t.lastErr = fmt.Errorf("%w: %s was closed", ErrTokenUnavailable, t.cfg.URI)
+	t.fmu.Unlock()
+	return nil
+}
+
+// Healthy returns nil when the token is open, else why not (and when it is
+// tried again).
+func (t *Token) Healthy() error {
+	t.mu.RLock()
+	open := t.mod != nil && t.modGen == t.mod.generation()
+	t.mu.RUnlock()
+	if open {
+		return nil
+	}
+	t.fmu.Lock()
+	defer t.fmu.Unlock()
+	if t.lastErr != nil {
+		return t.lastErr
+	}
+	return fmt.Errorf("%w: %s is not open yet", ErrTokenUnavailable, t.cfg.URI)
+}
+
+// ensureOpen opens the token unless it is open, or the back-off after a
+// failure has not passed (then it returns the failure).
+func (t *Token) ensureOpen() error {
+	t.mu.RLock()
+	open := t.mod != nil && t.modGen == t.mod.generation()
+	t.mu.RUnlock()
+	if open {
+		return nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.mod != nil && t.modGen == t.mod.generation() {
+		return nil // another goroutine opened it meanwhile
+	}
+	t.fmu.Lock()
+	wait, last := t.retryAt.Sub(t.now()), t.lastErr
+	t.fmu.Unlock()
+	if wait > 0 && last != nil && !(errors.Is(last, ErrPINWrong) && t.pinChanged()) {
+		return last
+	}
+	t.closeLocked()
+	err := t.openLocked()
+	t.fmu.Lock()
+	defer t.fmu.Unlock()
+	if err != nil {
+		t.failures++
+		t.retryAt = t.now().Add(backoff(t.failures))
+		t.lastErr = err
+		t.reinit = true
+		if err.Error() != t.logged {
+			t.logged = err.Error()
+			t.log.Error("PKCS#11 token cannot be used; it is tried again with back-off", zap.Error(err))
+		}
+		return err
+	}
+	if t.failures > 0 {
+		t.log.Info("PKCS#11 token open again", zap.Int("failed_attempts", t.failures))
+	}
+	t.failures, t.lastErr, t.logged, t.reinit = 0, nil, "", false
+	return nil
+}
+
+func backoff(failures int) time.Duration {
+	d := tokenRetryMin
+	for i := 1; i < failures && d < tokenRetryMax; i++ {
+		d *= 2
+	}
+	return min(d, tokenRetryMax)
+}
+
+// fail closes the token after a failure caused by it, so that the next use
+// re-opens it (after the back-off), re-initialising the library.
+func (t *Token) fail(cause error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.closeLocked()
+	t.fmu.Lock()
+	defer t.fmu.Unlock()
+	t.failures++
+	t.retryAt = t.now().Add(backoff(t.failures))
+	t.lastErr = fmt.Errorf("%w: %s failed (%v); it is re-opened by itself", ErrTokenUnavailable, t.cfg.URI, cause)
+	t.reinit = true
+	t.log.Error("PKCS#11 token failed; closed, and re-opened with back-off", zap.Error(cause))
+}
+
+// openLocked opens the token: the library, the slot, a session, the login.
+func (t *Token) openLocked() error {
+	t.fmu.Lock()
+	reinit := t.reinit
+	t.fmu.Unlock()
+	mod, fresh, err := acquireModule(t.cfg.ModulePath)
+	if err != nil {
+		return err
+	}
+	if reinit && !fresh {
+		if err := mod.reinitialize(t.modGen); err != nil {
+			mod.release()
+			return fmt.Errorf("%w: re-initialising %s: %v", ErrTokenUnavailable, t.cfg.ModulePath, err)
+		}
+	}
+	if err := t.openSlot(mod); err != nil {
+		mod.release() // outside mod.use: the last release finalises the library under its write lock
+		return err
+	}
+	return nil
+}
+
+// openSlot finds the slot, opens the session and logs in.
+func (t *Token) openSlot(mod *module) error {
+	mod.use.RLock()
+	defer mod.use.RUnlock()
+	slot, err := t.findSlot(mod.ctx)
+	if err != nil {
+		return err
+	}
+	flags := uint(pkcs11.CKF_SERIAL_SESSION)
+	if t.rw {
+		flags |= pkcs11.CKF_RW_SESSION
+	}
+	sh, err := mod.ctx.OpenSession(slot, flags)
+	if err != nil {
+		return fmt.Errorf("%w: opening a session with the token of %s: %v", ErrTokenUnavailable, t.cfg.URI, err)
+	}
+	if err := t.loginSession(mod.ctx, sh); err != nil {
+		_ = mod.ctx.CloseSession(sh)
+		return err
+	}
+	pss := false
+	if mechs, err := mod.ctx.GetMechanismList(slot); err == nil {
+		for _, m := range mechs {
+			pss = pss || m.Mechanism == pkcs11.CKM_RSA_PKCS_PSS
+		}
+	}
+	t.mod, t.modGen, t.slot, t.login, t.pss = mod, mod.gen, slot, sh, pss
+	t.idle = make(chan pkcs11.SessionHandle, tokenSessions)
+	t.handles = map[string]pkcs11.ObjectHandle{}
+	return nil
+}
+
+// closeLocked closes the sessions and releases the library, if open.
+func (t *Token) closeLocked() {
+	if t.mod == nil {
+		return
+	}
+	mod := t.mod
+	mod.use.RLock()
+	if t.modGen == mod.generation() {
+		for {
+			select {
+			case s := <-t.idle:
+				_ = mod.ctx.CloseSession(s)
+				continue
+			default:
+			}
+			break
+		}
+		_ = mod.ctx.Logout(t.login)
+		_ = mod.ctx.CloseSession(t.login)
+	}
+	mod.use.RUnlock()
+	mod.release()
+	t.mod, t.idle, t.handles = nil, nil, nil
+}
+
+// findSlot finds the one slot whose token matches the URI.
+func (t *Token) findSlot(ctx *pkcs11.Ctx) (uint, error) {
+	slots, err := ctx.GetSlotList(true)
+	if err != nil {
+		return 0, fmt.Errorf("%w: listing the slots of %s: %v", ErrTokenUnavailable, t.cfg.ModulePath, err)
+	}
+	var present []string
+	var found []uint
+	for _, s := range slots {
+		ti, err := ctx.GetTokenInfo(s)
+		if err != nil {
+			continue
+		}
+		present = append(present, fmt.Sprintf("%q (serial %s, slot %d)", ti.Label, ti.SerialNumber, s))
+		c := t.cfg
+		if (c.Token == "" || c.Token == ti.Label) && (c.Serial == "" || c.Serial == ti.SerialNumber) &&
+			(c.Manufacturer == "" || c.Manufacturer == ti.ManufacturerID) && (c.Model == "" || c.Model == ti.Model) &&
+			(c.SlotID == nil || *c.SlotID == s) {
+			found = append(found, s)
+		}
+	}
+	switch {
+	case len(found) == 1:
+		return found[0], nil
+	case len(found) > 1:
+		return 0, fmt.Errorf("%w: %d tokens match %s; name one with serial= or slot-id= (tokens present: %s)",
+			ErrTokenNotFound, len(found), t.cfg.URI, joinOr(present, "none"))
+	}
+	return 0, fmt.Errorf("%w: %s has no token matching %s (tokens present: %s); check token= against the label "+
+		"the token was initialised with (`softhsm2-util --show-slots`, `pkcs11-tool --module %s --list-tokens`), "+
+		"and that the HSM or its client is reachable", ErrTokenNotFound, t.cfg.ModulePath, t.cfg.URI,
+		joinOr(present, "none"), t.cfg.ModulePath)
+}
+
+// pinChanged reports whether the PIN differs from the one the token
+// refused: a fixed PIN file is then tried at once.
+func (t *Token) pinChanged() bool {
+	pin, err := (&passphrase{src: t.cfg.PIN}).get()
+	if err != nil {
+		return false
+	}
+	sum := sha256.Sum256(pin)
+	t.fmu.Lock()
+	defer t.fmu.Unlock()
+	return t.badPIN != nil && *t.badPIN != sum
+}
+
+// loginSession logs in with the PIN, unless it is the one refused before.
+func (t *Token) loginSession(ctx *pkcs11.Ctx, sh pkcs11.SessionHandle) error {
+	pin, err := (&passphrase{src: t.cfg.PIN}).get()
+	if err != nil {
+		return fmt.Errorf("%w: reading the PIN: %v", ErrPINWrong, err)
+	}
+	where := "the PIN"
+	switch {
+	case t.cfg.PIN.File != "":
+		where = "the PIN in " + t.cfg.PIN.File
+	case t.cfg.PIN.Env != "":
+		where = "the PIN from " + t.cfg.PIN.Env
+	}
+	sum := sha256.Sum256(pin)
+	t.fmu.Lock()
+	refused := t.badPIN != nil && *t.badPIN == sum
+	t.fmu.Unlock()
+	if refused {
+		return fmt.Errorf("%w: %s was refused by the token of %s before and is not tried again (a token locks its "+
+			"PIN after a few wrong tries); put the right PIN there, it is read again at the next attempt", ErrPINWrong, where, t.cfg.URI)
+	}
+	err = ctx.Login(sh, pkcs11.CKU_USER, string(pin))
+	var pe pkcs11.Error
+	switch {
+	case err == nil, errors.As(err, &pe) && pe == pkcs11.CKR_USER_ALREADY_LOGGED_IN:
+		return nil
+	case errors.As(err, &pe) && (pe == pkcs11.CKR_PIN_INCORRECT || pe == pkcs11.CKR_PIN_INVALID || pe == pkcs11.CKR_PIN_LEN_RANGE):
+		t.fmu.Lock()
+		t.badPIN = &sum
+		t.fmu.Unlock()
+		return fmt.Errorf("%w: %s is wrong for the token of %s (%v); it is not tried again until it changes, "+
+			"so that retries cannot lock the token: put the token's user PIN there", ErrPINWrong, where, t.cfg.URI, err)
+	case errors.As(err, &pe) && pe == pkcs11.CKR_PIN_LOCKED:
+		return fmt.Errorf("%w: the token of %s refuses logins (%v); the security officer must unlock it "+
+			"(`softhsm2-util`/`pkcs11-tool --init-pin` with the SO PIN)", ErrPINLocked, t.cfg.URI, err)
+	}
+	return fmt.Errorf("%w: logging in to the token of %s: %v", ErrTokenUnavailable, t.cfg.URI, err)
+}
+
+// session takes a signing session, opening one when none is idle.
+func (t *Token) session() (pkcs11.SessionHandle, error) {
+	select {
+	case s := <-t.idle:
+		return s, nil
+	default:
+	}
+	flags := uint(pkcs11.CKF_SERIAL_SESSION)
+	if t.rw {
+		flags |= pkcs11.CKF_RW_SESSION
+	}
+	return t.mod.ctx.OpenSession(t.slot, flags)
+}
+
+// putSession returns a session; a broken one (err != nil) is closed.
+func (t *Token) putSession(s pkcs11.SessionHandle, err error) {
+	if err == nil {
+		select {
+		case t.idle <- s:
+			return
+		default:
+		}
+	}
+	_ = t.mod.ctx.CloseSession(s)
+}
+
+// withSession runs f with an open token and a session, opening the token
+// first when needed. An error of f that says the token, session or object
+// is gone closes the token, to be re-opened with back-off.
+func (t *Token) withSession(f func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error) error {
+	if err := t.ensureOpen(); err != nil {
+		return err
+	}
+	t.mu.RLock()
+	if t.mod == nil {
+		t.mu.RUnlock()
+		return t.Healthy()
+	}
+	t.mod.use.RLock()
+	s, err := t.session()
+	if err == nil {
+		err = f(t.mod.ctx, s)
+		t.putSession(s, err)
+	}
+	t.mod.use.RUnlock()
+	t.mu.RUnlock()
+	if err != nil && tokenGone(err) {
+		t.fail(err)
+		return fmt.Errorf("%w: %s: %v", ErrTokenUnavailable, t.cfg.URI, err)
+	}
+	return err
+}
+
+// tokenGone reports whether err means that the token, its session or an
+// object handle is no longer valid, which re-opening can cure.
+func tokenGone(err error) bool {
+	var pe pkcs11.Error
+	if !errors.As(err, &pe) {
+		return false
+	}
+	switch pe {
+	case pkcs11.CKR_DEVICE_REMOVED, pkcs11.CKR_DEVICE_ERROR, pkcs11.CKR_TOKEN_NOT_PRESENT, pkcs11.CKR_TOKEN_NOT_RECOGNIZED,
+		pkcs11.CKR_SESSION_HANDLE_INVALID, pkcs11.CKR_SESSION_CLOSED, pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED,
+		pkcs11.CKR_USER_NOT_LOGGED_IN, pkcs11.CKR_OBJECT_HANDLE_INVALID, pkcs11.CKR_KEY_HANDLE_INVALID,
+		pkcs11.CKR_GENERAL_ERROR, pkcs11.CKR_DEVICE_MEMORY, pkcs11.CKR_FUNCTION_FAILED, pkcs11.CKR_SLOT_ID_INVALID:
+		return true
+	}
+	return false
+}
+
+func joinOr(items []string, none string) string {
+	if len(items) == 0 {
+		return none
+	}
+	var b bytes.Buffer
+	for i, s := range items {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(s)
+	}
+	return b.String()
+}

@@ -1,0 +1,22 @@
+//go:build !(pkcs11 && cgo)
+
+package certs
+
+import "go.uber.org/zap"
+
+// PKCS11Built reports whether this binary can use PKCS#11 tokens. It is
+// false in the default static build (CGO_ENABLED=0): cmd refuses key_uri
+// at start, naming the pkcs11 flavour.
+const PKCS11Built = false
+
+// Token is an open PKCS#11 token. In this build there is none: OpenToken
+// always fails with ErrPKCS11Unavailable.
+type Token struct{ cfg PKCS11 }
+
+// OpenToken fails in this build: it has no PKCS#11 support.
+func OpenToken(cfg PKCS11, _ *zap.Logger) (*Token, error) { return nil, ErrPKCS11Unavailable }
+
+// Close does nothing.
+func (t *Token) Close() error { return nil }
+
+func (t *Token) keys() ([]tokenKey, error) { return nil, ErrPKCS11Unavailable }
