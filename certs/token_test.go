@@ -175,9 +175,16 @@ func TestLoadTokenProblems(t *testing.T) {
 		code Code
 		want []string
 	}{
-		{"no such token", func(c PKCS11) PKCS11 { c.Token = "nope"; c.URI = strings.Replace(c.URI, "payrails", "nope", 1); return c },
+		{"no such token", func(c PKCS11) PKCS11 {
+			c.Token = "nope"
+			c.URI = strings.Replace(c.URI, "payrails", "nope", 1)
+			return c
+		},
 			func(tok *Token) Source { return Source{Dir: dir, Token: tok} }, CodeTokenNotFound, []string{"no such token", `"payrails"`, "--list-tokens"}},
-		{"wrong PIN", func(c PKCS11) PKCS11 { c.PIN = Passphrase{Value: []byte("0000"), Env: "PAYRAILS_PROXY_PKCS11_PIN"}; return c },
+		{"wrong PIN", func(c PKCS11) PKCS11 {
+			c.PIN = Passphrase{Value: []byte("0000"), Env: "PAYRAILS_PROXY_PKCS11_PIN"}
+			return c
+		},
 			func(tok *Token) Source { return Source{Dir: dir, Token: tok} }, CodePINWrong, []string{"PAYRAILS_PROXY_PKCS11_PIN", "wrong", "not tried again"}},
 		{"no key matching the certificate", func(c PKCS11) PKCS11 { c.Object = "client-1"; return c },
 			func(tok *Token) Source { return Source{CertFile: certFile, Token: tok} }, CodeTokenKeyUnmatched, []string{"does not belong to the certificate"}},
