@@ -32,7 +32,7 @@ func (s Source) String() string {
 		return s.Dir
 	}
 	if s.Token != nil {
-		return s.CertFile + " + " + s.Token.cfg.URI
+		return s.CertFile + " + " + s.Token.URI()
 	}
 	return s.CertFile + " + " + s.KeyFile
 }
@@ -81,7 +81,7 @@ func Load(src Source, now time.Time) *Snapshot {
 				keys: []crypto.Signer{k.signer}, schemes: k.schemes, token: true, oneKey: src.Dir == ""})
 		}
 	}
-	pairs, findings := match(files, now)
+	pairs, findings := match(files, now, src.Token != nil)
 	snap.Pairs = pairs
 	snap.Findings = append(snap.Findings, findings...)
 	choose(snap, now)
@@ -125,8 +125,9 @@ type certRef struct {
 }
 
 // match pairs every key with the certificate that holds its public key.
-// File names play no part: a key named cert.pem still pairs.
-func match(files []*parsedFile, now time.Time) ([]*Pair, []Finding) {
+// File names play no part: a key named cert.pem still pairs. token says
+// that the keys come from a PKCS#11 token (the advice differs).
+func match(files []*parsedFile, now time.Time, token bool) ([]*Pair, []Finding) {
 	var certs []certRef
 	for _, f := range files {
 		for i, c := range f.Certs {
@@ -160,10 +161,6 @@ func match(files []*parsedFile, now time.Time) ([]*Pair, []Finding) {
 			seen[p.Fingerprint] = true
 			pairs = append(pairs, p)
 		}
-	}
-	token := false
-	for _, f := range files {
-		token = token || f.token
 	}
 	for _, f := range files {
 		findings = append(findings, unmatchedCerts(f, matched, token)...)

@@ -32,6 +32,14 @@ func (t *Token) keys() ([]tokenKey, error) {
 		if err != nil {
 			return err
 		}
+		if len(handles) == 0 {
+			// Private objects are invisible without a login: one that
+			// another user of the library ended looks like an empty token.
+			if info, err := ctx.GetSessionInfo(s); err == nil && info.State != pkcs11.CKS_RO_USER_FUNCTIONS &&
+				info.State != pkcs11.CKS_RW_USER_FUNCTIONS {
+				return pkcs11.Error(pkcs11.CKR_USER_NOT_LOGGED_IN)
+			}
+		}
 		for _, h := range handles {
 			k, err := t.describeKey(ctx, s, h)
 			if err != nil {
@@ -213,7 +221,7 @@ func (k *tokenSigner) String() string { return k.uri }
 // leaves PKCS#1 v1.5 only, and so TLS 1.2 (TLS 1.3 requires PSS, RFC 8446
 // §4.2.3).
 func (k *tokenSigner) schemes() []tls.SignatureScheme {
-	if k.keyType == pkcs11.CKK_RSA && !k.t.pss {
+	if k.keyType == pkcs11.CKK_RSA && !k.t.pss.Load() {
 		return []tls.SignatureScheme{tls.PKCS1WithSHA256, tls.PKCS1WithSHA384, tls.PKCS1WithSHA512}
 	}
 	return nil
@@ -281,7 +289,7 @@ func (k *tokenSigner) mechanism(digest []byte, opts crypto.SignerOpts) (*pkcs11.
 		return pkcs11.NewMechanism(pkcs11.CKM_ECDSA, nil), digest, nil
 	case pkcs11.CKK_RSA:
 		if pss, ok := opts.(*rsa.PSSOptions); ok {
-			if !k.t.pss {
+			if !k.t.pss.Load() {
 				return nil, nil, fmt.Errorf("%w: the token does not offer RSA-PSS (CKM_RSA_PKCS_PSS)", errUnsupportedOpts)
 			}
 			hashMech, mgf, err := pssHash(pss.Hash)
@@ -370,7 +378,7 @@ func (t *Token) GenerateRSA(label string, bits int) (crypto.Signer, string, erro
 		priv := []*pkcs11.Attribute{
 			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY), pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA),
 			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true), pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
-			pkcs11.NewAttribute(pkcs11.CKA_SIGN, true), pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, false),
+			pkcs11.NewAttribute(pkcs11.CKA_SIGN, true), pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, false), pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, false),
 			pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true), pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
 			pkcs11.NewAttribute(pkcs11.CKA_LABEL, label), pkcs11.NewAttribute(pkcs11.CKA_ID, id),
 		}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/pkcs11"
@@ -53,7 +54,7 @@ type Token struct {
 	slot    uint
 	login   pkcs11.SessionHandle // kept open: login state lives as long as one session does
 	idle    chan pkcs11.SessionHandle
-	pss     bool                           // the token offers CKM_RSA_PKCS_PSS
+	pss     atomic.Bool                    // the token offers CKM_RSA_PKCS_PSS (read without the lock)
 	handles map[string]pkcs11.ObjectHandle // key ref -> private key handle, valid while open
 	hmu     sync.Mutex                     // guards handles under RLock
 
@@ -243,7 +244,8 @@ func (t *Token) openSlot(mod *module) error {
 			pss = pss || m.Mechanism == pkcs11.CKM_RSA_PKCS_PSS
 		}
 	}
-	t.mod, t.modGen, t.slot, t.login, t.pss = mod, mod.gen, slot, sh, pss
+	t.mod, t.modGen, t.slot, t.login = mod, mod.gen, slot, sh
+	t.pss.Store(pss)
 	t.idle = make(chan pkcs11.SessionHandle, tokenSessions)
 	t.handles = map[string]pkcs11.ObjectHandle{}
 	return nil
@@ -266,7 +268,9 @@ func (t *Token) closeLocked() {
 			}
 			break
 		}
-		_ = mod.ctx.Logout(t.login)
+		// No C_Logout: login state is the process's, shared by every
+		// Token of this library and token (csr's writer, a second
+		// upstream); closing the last session ends it anyway.
 		_ = mod.ctx.CloseSession(t.login)
 	}
 	mod.use.RUnlock()

@@ -2,7 +2,11 @@
 
 package certs
 
-import "go.uber.org/zap"
+import (
+	"crypto"
+
+	"go.uber.org/zap"
+)
 
 // PKCS11Built reports whether this binary can use PKCS#11 tokens. It is
 // false in the default static build (CGO_ENABLED=0): cmd refuses key_uri
@@ -20,3 +24,14 @@ func OpenToken(cfg PKCS11, _ *zap.Logger) (*Token, error) { return nil, ErrPKCS1
 func (t *Token) Close() error { return nil }
 
 func (t *Token) keys() ([]tokenKey, error) { return nil, ErrPKCS11Unavailable }
+
+// OpenTokenForWriting fails in this build: it has no PKCS#11 support.
+func OpenTokenForWriting(cfg PKCS11, _ *zap.Logger) (*Token, error) { return nil, ErrPKCS11Unavailable }
+
+// GenerateRSA fails in this build: it has no PKCS#11 support.
+func (t *Token) GenerateRSA(string, int) (crypto.Signer, string, error) {
+	return nil, "", ErrPKCS11Unavailable
+}
+
+// Healthy fails in this build: it has no PKCS#11 support.
+func (t *Token) Healthy() error { return ErrPKCS11Unavailable }

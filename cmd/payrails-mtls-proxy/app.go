@@ -28,6 +28,7 @@ type app struct {
 	cfg      *config.Config
 	log      *zap.Logger
 	stores   []*certs.Store
+	tokens   []*certs.Token // PKCS#11 tokens of key_uri upstreams; closed when run returns
 	watcher  *certs.Watcher
 	auth     *proxy.AuthFile // nil without access.proxy_auth_file
 	proxy    *proxy.Proxy
@@ -35,8 +36,13 @@ type app struct {
 	admin    http.Handler
 }
 
-func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
+func newApp(cfg *config.Config, log *zap.Logger) (_ *app, err error) {
 	a := &app{cfg: cfg, log: log, registry: newRegistry()}
+	defer func() {
+		if err != nil {
+			a.closeTokens() // the process may go on (tests, demo): release the libraries
+		}
+	}()
 	ups, err := a.upstreams()
 	if err != nil {
 		return nil, err
@@ -81,7 +87,10 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 func (a *app) upstreams() ([]proxy.UpstreamConfig, error) {
 	var ups []proxy.UpstreamConfig
 	for _, u := range a.cfg.Upstreams {
-		src := certSource(u)
+		src, err := a.certSource(u)
+		if err != nil {
+			return nil, fmt.Errorf("upstream %q: %w", u.Name, err)
+		}
 		store := certs.NewStore(u.Name, src, a.log.Named("certs"))
 		roots, err := certs.Roots(u.CAFile)
 		if err != nil {
@@ -178,6 +187,35 @@ func tokenConfig(t config.Token) *proxy.TokenConfig {
 	}}
 }
 
+// certSource is the upstream's certificate source, with its PKCS#11 token
+// opened when key_uri is set. The default (static) build refuses key_uri
+// here, naming the pkcs11 flavour: serve exits with code 2.
+func (a *app) certSource(u config.Upstream) (certs.Source, error) {
+	src := certSource(u)
+	if u.KeyURI == nil {
+		return src, nil
+	}
+	if !certs.PKCS11Built {
+		return src, fmt.Errorf("key_uri: %w", certs.ErrPKCS11Unavailable)
+	}
+	tok, err := certs.OpenToken(pkcs11Source(u.KeyURI, u.PKCS11PIN, u.PKCS11PINEnv),
+		a.log.Named("pkcs11").With(zap.String("upstream", u.Name)))
+	if err != nil {
+		return src, fmt.Errorf("key_uri: %w", err)
+	}
+	a.tokens = append(a.tokens, tok)
+	src.Token = tok
+	return src, nil
+}
+
+// closeTokens logs out of every token and releases their libraries.
+func (a *app) closeTokens() {
+	for _, t := range a.tokens {
+		t.Close()
+	}
+	a.tokens = nil
+}
+
 func certSource(u config.Upstream) certs.Source {
 	return certs.Source{
 		Dir: u.CertDir, CertFile: u.CertFile, KeyFile: u.KeyFile,
@@ -216,12 +254,14 @@ func (a *app) run(ctx context.Context, ready func(listeners)) error {
 	ln, err := proxy.Listen(ctx, a.cfg.Listen)
 	if err != nil {
 		a.watcher.Close()
+		a.closeTokens()
 		return &listenError{what: "proxy", addr: a.cfg.Listen, flag: "--listen, PAYRAILS_PROXY_LISTEN or listen:", err: err}
 	}
 	adminLn, err := net.Listen("tcp", a.cfg.AdminListen)
 	if err != nil {
 		ln.Close()
 		a.watcher.Close()
+		a.closeTokens()
 		return &listenError{what: "admin endpoints", addr: a.cfg.AdminListen,
 			flag: "--admin-listen, PAYRAILS_PROXY_ADMIN_LISTEN or admin_listen:", err: err}
 	}
@@ -254,6 +294,7 @@ func (a *app) run(ctx context.Context, ready func(listeners)) error {
 	stopBackground()
 	wg.Wait()
 	a.proxy.Close()
+	a.closeTokens()
 	a.log.Info("stopped")
 	return err
 }
