@@ -1,6 +1,7 @@
 package certs
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/tls"
 	"crypto/x509"
@@ -159,6 +160,15 @@ func match(files []*parsedFile, now time.Time, token bool) ([]*Pair, []Finding) 
 				continue // the same certificate in two files
 			}
 			seen[p.Fingerprint] = true
+			for _, ic := range intermediates(p, certs) {
+				p.Certificate.Certificate = append(p.Certificate.Certificate, ic.cert.Raw)
+				if !matched[ic.cert] {
+					matched[ic.cert] = true
+					findings = append(findings, Finding{Severity: Info, Code: CodeChain, Path: ic.file.Path,
+						Message: fmt.Sprintf("holds the intermediate CA certificate %q, sent after the certificate it "+
+							"issued (serial %s) so that the server can build the chain", ic.cert.Subject.CommonName, p.Serial)})
+				}
+			}
 			pairs = append(pairs, p)
 		}
 	}
@@ -219,6 +229,54 @@ func newPair(ref certRef, keyFile *parsedFile, key crypto.Signer, now time.Time)
 		Fingerprint: Fingerprint(ref.cert.Raw),
 		Validity:    validityAt(ref.cert, now),
 	}
+}
+
+// maxChain bounds the certificates sent: a leaf and a few intermediates.
+const maxChain = 6
+
+// intermediates finds, among the certificates of other files, the CA
+// certificates that continue p's chain upwards (issuer name, key identifier
+// and signature must all match, RFC 5280 §4.2.1.1), stopping before a
+// self-signed root, which the server has and which is never sent. Some
+// CAs hand out the intermediate as a file of its own (ghostunnel #322).
+func intermediates(p *Pair, all []certRef) []certRef {
+	var out []certRef
+	have := map[string]bool{}
+	for _, der := range p.Certificate.Certificate {
+		have[string(der)] = true
+	}
+	last := p.Certificate.Certificate[len(p.Certificate.Certificate)-1]
+	cur, err := x509.ParseCertificate(last)
+	for err == nil && len(p.Certificate.Certificate)+len(out) < maxChain && !selfSigned(cur) {
+		next, ok := issuerOf(cur, all, have)
+		if !ok || selfSigned(next.cert) {
+			break
+		}
+		out = append(out, next)
+		have[string(next.cert.Raw)] = true
+		cur = next.cert
+	}
+	return out
+}
+
+func issuerOf(c *x509.Certificate, all []certRef, have map[string]bool) (certRef, bool) {
+	for _, r := range all {
+		ca := r.cert
+		if have[string(ca.Raw)] || !ca.IsCA || !bytes.Equal(ca.RawSubject, c.RawIssuer) {
+			continue
+		}
+		if len(c.AuthorityKeyId) > 0 && len(ca.SubjectKeyId) > 0 && !bytes.Equal(c.AuthorityKeyId, ca.SubjectKeyId) {
+			continue
+		}
+		if c.CheckSignatureFrom(ca) == nil {
+			return r, true
+		}
+	}
+	return certRef{}, false
+}
+
+func selfSigned(c *x509.Certificate) bool {
+	return bytes.Equal(c.RawSubject, c.RawIssuer) && c.CheckSignatureFrom(c) == nil
 }
 
 func unmatchedCerts(f *parsedFile, matched map[*x509.Certificate]bool, token bool) []Finding {
