@@ -25,15 +25,17 @@ import (
 // app is the wired sidecar: one certificate store per upstream and the
 // proxy in front of them. serve and demo run the same app.
 type app struct {
-	cfg      *config.Config
-	log      *zap.Logger
-	stores   []*certs.Store
-	tokens   []*certs.Token // PKCS#11 tokens of key_uri upstreams; closed when run returns
-	watcher  *certs.Watcher
-	auth     *proxy.AuthFile // nil without access.proxy_auth_file
-	proxy    *proxy.Proxy
-	registry *prometheus.Registry
-	admin    http.Handler
+	cfg       *config.Config
+	log       *zap.Logger
+	stores    []*certs.Store
+	tokens    []*certs.Token     // PKCS#11 tokens of key_uri upstreams; closed when run returns
+	roots     []*certs.RootStore // each upstream's ca_file, watched with the stores
+	watcher   *certs.Watcher
+	auth      *proxy.AuthFile // nil without access.proxy_auth_file
+	proxy     *proxy.Proxy
+	registry  *prometheus.Registry
+	caReloads *prometheus.CounterVec // ca_file reloads by upstream and result
+	admin     http.Handler
 }
 
 func newApp(cfg *config.Config, log *zap.Logger) (_ *app, err error) {
@@ -75,7 +77,7 @@ func newApp(cfg *config.Config, log *zap.Logger) (_ *app, err error) {
 	}
 	a.wireAdmin()
 	a.watcher, err = certs.NewWatcher(a.stores, certs.WatchOptions{Debounce: cfg.Reload.Debounce,
-		PollInterval: cfg.Reload.PollInterval}, log.Named("certs"))
+		PollInterval: cfg.Reload.PollInterval}, log.Named("certs"), a.roots...)
 	if err != nil {
 		return nil, err
 	}
@@ -92,10 +94,11 @@ func (a *app) upstreams() ([]proxy.UpstreamConfig, error) {
 			return nil, fmt.Errorf("upstream %q: %w", u.Name, err)
 		}
 		store := certs.NewStore(u.Name, src, a.log.Named("certs"))
-		roots, err := certs.Roots(u.CAFile)
+		roots, err := certs.NewRootStore(u.Name, u.CAFile, a.log.Named("certs"), certs.WithRootsHook(a.countRootsReload(u.Name)))
 		if err != nil {
 			return nil, fmt.Errorf("upstream %q: %w", u.Name, err)
 		}
+		a.roots = append(a.roots, roots)
 		via := egress(u.Via, u.ViaAuthFile, "via_auth_file")
 		if via != nil && via.Auth != nil {
 			if _, _, err := via.Auth(); err != nil { // at start a bad file stops the program; later dials re-read it
@@ -105,12 +108,29 @@ func (a *app) upstreams() ([]proxy.UpstreamConfig, error) {
 		a.stores = append(a.stores, store)
 		ups = append(ups, proxy.UpstreamConfig{
 			Name: u.Name, URL: u.URL, Address: u.Address, Default: u.Default,
-			RootCAs: roots, Certificates: store, CertSource: src.String(), Token: tokenConfig(u.Token),
+			RootCAs: roots.Pool(), Certificates: store, CertSource: src.String(), Token: tokenConfig(u.Token),
 			Verify: a.cfg.Reload.Verify, VerifyPath: u.VerifyPath, WarmConnections: u.WarmConnections,
 			Via: via,
 		})
 	}
 	return ups, nil
+}
+
+// countRootsReload counts an upstream's ca_file reloads by result
+// (payrails_proxy_ca_reloads_total): a bad bundle that kept the old roots
+// shows as failed.
+func (a *app) countRootsReload(upstream string) func(certs.Result, error) {
+	if a.caReloads == nil {
+		a.caReloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "payrails_proxy_ca_reloads_total",
+			Help: "ca_file reloads by upstream and result (swapped, unchanged, failed: a bad bundle keeps the previous roots).",
+		}, []string{"upstream", "result"})
+		a.registry.MustRegister(a.caReloads)
+	}
+	for _, res := range []certs.Result{certs.ResultSwapped, certs.ResultUnchanged, certs.ResultFailed} {
+		a.caReloads.WithLabelValues(upstream, string(res)) // visible at 0
+	}
+	return func(res certs.Result, _ error) { a.caReloads.WithLabelValues(upstream, string(res)).Inc() }
 }
 
 // wireAdmin gives the admin endpoints and the certificate collector a view
