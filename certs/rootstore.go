@@ -5,12 +5,12 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/safefile"
 	"go.uber.org/zap"
 )
 
@@ -163,7 +163,7 @@ func loadRoots(caFile string) (*roots, error) {
 	var data []byte
 	if caFile != "" {
 		var err error
-		if data, err = os.ReadFile(caFile); err != nil {
+		if data, _, err = safefile.Read(caFile, maxFileSize); err != nil {
 			return nil, fmt.Errorf("reading ca_file %q: %w", caFile, err)
 		}
 	}

@@ -10,12 +10,12 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net/http"
-	"os"
 	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/safefile"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -109,9 +109,13 @@ func ParseCredentials(data []byte, name string) (*Credentials, error) {
 	return c, nil
 }
 
-// LoadCredentials reads a proxy_auth_file.
+// maxCredentialsFile bounds a proxy_auth_file: thousands of users.
+const maxCredentialsFile = 1 << 20
+
+// LoadCredentials reads a proxy_auth_file: a regular file only, never
+// waited on (internal/safefile).
 func LoadCredentials(path string) (*Credentials, error) {
-	data, err := os.ReadFile(path)
+	data, _, err := safefile.Read(path, maxCredentialsFile)
 	if err != nil {
 		return nil, fmt.Errorf("reading proxy_auth_file: %w", err)
 	}

@@ -32,6 +32,7 @@ const (
 	KindClientClosed        Kind = "client_closed"
 	KindClientTimeout       Kind = "client_timeout"
 	KindToken               Kind = "token"
+	KindMethodNotAllowed    Kind = "method_not_allowed"
 )
 
 // StatusClientClosedRequest is nginx's and Caddy's code for a client that
@@ -64,6 +65,7 @@ var kinds = map[Kind]kindInfo{
 	KindClientClosed:        {status: StatusClientClosedRequest, closes: true},
 	KindClientTimeout:       {status: http.StatusRequestTimeout, closes: true},
 	KindToken:               {status: http.StatusBadGateway},
+	KindMethodNotAllowed:    {status: http.StatusMethodNotAllowed},
 }
 
 // Status returns the HTTP status for the kind; 502 for an unknown kind.
@@ -125,8 +127,11 @@ func (e *Error) header(bodyLen int) http.Header {
 		"X-Content-Type-Options": {"nosniff"},
 		HeaderError:              {string(e.Kind)},
 	}
-	if e.Kind == KindProxyAuthRequired {
+	switch e.Kind {
+	case KindProxyAuthRequired:
 		h.Set("Proxy-Authenticate", `Basic realm="payrails-mtls-proxy"`)
+	case KindMethodNotAllowed:
+		h.Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS") // RFC 9110 §15.5.6
 	}
 	return h
 }

@@ -33,32 +33,34 @@ const (
 	fieldCause    = "cause"
 	fieldToken    = "token" // "injected" or "replayed", never the token itself
 	fieldAttempts = "attempts"
-	fieldAPICode  = "api_error_code" // the code of Payrails' error answer
-	fieldAPIID    = "api_error_id"   // its id, what Payrails support asks for
-	fieldRetry    = "not_retried"    // why a failure was not sent again
-	fieldConn     = "upstream_conn"  // "reused" or "new": did the send pay a TLS handshake
+	fieldAPICode  = "api_error_code"  // the code of Payrails' error answer
+	fieldAPIID    = "api_error_id"    // its id, what Payrails support asks for
+	fieldRetry    = "not_retried"     // why a failure was not sent again
+	fieldConn     = "upstream_conn"   // "reused" or "new": did the send pay a TLS handshake
+	fieldDropped  = "dropped_headers" // header fields dropped for an underscore in their name (their names are not logged)
 )
 
 // exchange is the state of one request, shared by ServeHTTP and the goproxy
 // hooks through the request context. Only the request's own goroutine
 // touches it.
 type exchange struct {
-	id          string
-	start       time.Time
-	mode        Mode
-	up          *Upstream
-	gen         *generation                     // the certificate generation the request was sent with
-	err         *Error                          // a failure of the proxy's own making
-	upstreamErr error                           // the upstream body broke off mid-response
-	bodyErr     atomic.Pointer[clientBodyError] // the client's request body failed; set by the transport's writer
-	token       string                          // "injected" or "replayed" when the proxy added the access token
-	attempts    int                             // sends to the upstream
-	notRetried  string                          // why a failure was not sent again
-	addedKey    string                          // the idempotency key the proxy gave the request
-	kept        *keptBody                       // the request body, kept for another send
-	apiError    *sniffer                        // the start of an error answer, for its code and id
-	connReused  bool                            // the last send went out on a connection opened before it (no handshake paid)
-	connKnown   bool                            // connReused is set
+	id             string
+	start          time.Time
+	mode           Mode
+	up             *Upstream
+	gen            *generation                     // the certificate generation the request was sent with
+	err            *Error                          // a failure of the proxy's own making
+	upstreamErr    error                           // the upstream body broke off mid-response
+	bodyErr        atomic.Pointer[clientBodyError] // the client's request body failed; set by the transport's writer
+	token          string                          // "injected" or "replayed" when the proxy added the access token
+	attempts       int                             // sends to the upstream
+	notRetried     string                          // why a failure was not sent again
+	addedKey       string                          // the idempotency key the proxy gave the request
+	kept           *keptBody                       // the request body, kept for another send
+	apiError       *sniffer                        // the start of an error answer, for its code and id
+	connReused     bool                            // the last send went out on a connection opened before it (no handshake paid)
+	connKnown      bool                            // connReused is set
+	droppedHeaders int                             // header fields dropped for an underscore in their name
 }
 
 // noteConn records on the request's exchange, if any, whether its send
@@ -163,6 +165,9 @@ func (ex *exchange) logFields(fields []zap.Field, r *http.Request, status int, b
 	}
 	if ex.notRetried != "" {
 		fields = append(fields, zap.String(fieldRetry, ex.notRetried))
+	}
+	if ex.droppedHeaders > 0 {
+		fields = append(fields, zap.Int(fieldDropped, ex.droppedHeaders))
 	}
 	switch {
 	case ex.err != nil:

@@ -119,7 +119,7 @@ func outbound(in *http.Request, up *Upstream, ctx context.Context) *http.Request
 		out.Header["User-Agent"] = noUserAgent
 	}
 	if in.ContentLength == 0 {
-		out.Body = nil // no body: lets the transport retry the request on a stale connection when safe
+		out.Body = nil // no body: the fast path takes it, and nothing sends it again but the proxy (nonReplayable)
 	}
 	return out
 }

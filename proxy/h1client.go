@@ -36,6 +36,11 @@ const maxResponseHeaderBytes = 1 << 20
 
 var errResponseHeaderTooLarge = errors.New("the response headers exceed 1 MiB")
 
+// errUnaskedUpgrade: the upstream answered 101 Switching Protocols to a
+// request that did not ask to switch. The Payrails API has no upgrades;
+// only a websocket upgrade a client asked for is passed on.
+var errUnaskedUpgrade = errors.New("the upstream switched protocols (101) on a request that did not ask to")
+
 // errNegotiatedH2: the fast path dialled and the server chose HTTP/2; the
 // generation has handed the connection over to its Transport.
 var errNegotiatedH2 = errors.New("the upstream speaks HTTP/2")
@@ -75,10 +80,19 @@ func (e *noResponseError) Unwrap() error { return e.err }
 // of declared length, and nothing that needs a concurrent writer or the
 // connection itself (Expect: 100-continue, request trailers, an upgrade).
 func (h *h1Client) takes(req *http.Request) bool {
-	if req.Header["Upgrade"] != nil || req.Header["Expect"] != nil || req.Trailer != nil {
+	bodiless := req.Body == nil || req.Body == http.NoBody
+	switch {
+	case req.Header["Upgrade"] != nil:
+		return false
+	case bodiless:
+		// Expect: 100-continue without a body has nothing to wait for, and
+		// the Transport must not get a bodiless request it may replay
+		// (nonReplayable).
+		return true
+	case req.Header["Expect"] != nil || req.Trailer != nil:
 		return false
 	}
-	return req.Body == nil || req.Body == http.NoBody || (req.ContentLength > 0 && req.ContentLength <= maxFastBody)
+	return req.ContentLength > 0 && req.ContentLength <= maxFastBody
 }
 
 // roundTrip sends req on a pooled connection, or a new one. The response
@@ -192,7 +206,7 @@ func (h *h1Client) readResponse(ctx context.Context, c *h1Conn, req *http.Reques
 		case err != nil:
 			return nil, err
 		case resp.StatusCode == http.StatusSwitchingProtocols:
-			return nil, errors.New("the server switched protocols on a request that did not ask to")
+			return nil, errUnaskedUpgrade // the fast path never takes an upgrade
 		case resp.StatusCode < 200:
 			continue
 		}

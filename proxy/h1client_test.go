@@ -132,6 +132,7 @@ func TestFastPathTakes(t *testing.T) {
 		{"64 KiB + 1 body", newReq(t, "POST", strings.Repeat("a", maxFastBody+1), nil), false},
 		{"unknown length", newReq(t, "POST", "abc", unknownLength), false},
 		{"Expect: 100-continue", newReq(t, "POST", "abc", func(r *http.Request) { r.Header.Set("Expect", "100-continue") }), false},
+		{"Expect: 100-continue without a body", newReq(t, "POST", "", func(r *http.Request) { r.Header.Set("Expect", "100-continue") }), true},
 		{"request trailers", newReq(t, "POST", "abc", func(r *http.Request) { r.Trailer = http.Header{"X-Sum": nil} }), false},
 		{"upgrade", newReq(t, "GET", "", func(r *http.Request) { r.Header.Set("Upgrade", "websocket") }), false},
 	}
@@ -177,6 +178,9 @@ func TestGenerationPaths(t *testing.T) {
 				resp, err := g.RoundTrip(tt.req(t))
 				if err != nil {
 					t.Fatalf("request %d: %v", i, err)
+				}
+				if tt.h2 && resp.ProtoMajor != 2 {
+					t.Errorf("request %d: the upstream answered %s, want HTTP/2.0", i, resp.Proto)
 				}
 				got := transport
 				if _, ok := resp.Body.(*h1Body); ok {

@@ -233,6 +233,9 @@ func hostileShapes() []hostileShape {
 		{"IPv6 literal", "GET http://[::1]/ HTTP/1.1\r\nHost: x\r\n\r\n", 403, proxy.KindHostNotAllowed, "", nil},
 		{"https absolute form", "GET https://" + hostileHost + "/ HTTP/1.1\r\n" + h + "\r\n", 403, proxy.KindHostNotAllowed, "", nil},
 		{"CONNECT", "CONNECT " + hostileHost + ":443 HTTP/1.1\r\n" + h + "\r\n", 405, proxy.KindConnectNotSupported, "", nil},
+		// TRACE echoes the request, credentials included (RFC 9110 §9.3.8): the managed token would reach the client.
+		{"TRACE", "TRACE http://" + hostileHost + "/v1/x HTTP/1.1\r\n" + h + "\r\n", 405, proxy.KindMethodNotAllowed, "", nil},
+		{"TRACE, lower case", "trace http://" + hostileHost + "/v1/x HTTP/1.1\r\n" + h + "\r\n", 405, proxy.KindMethodNotAllowed, "", nil},
 		{"HTTP/0.9", "GET /\r\n\r\n", 400, "", "", nil},
 		{"HTTP/2 preface on the plain port", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400, "", "", nil},
 		{"lying Host header: the URL decides", "GET http://" + hostileHost + "/v1/x HTTP/1.1\r\nHost: evil.example\r\n\r\n", 200, "", "", func(t *testing.T, r recorded) {
@@ -240,6 +243,19 @@ func hostileShapes() []hostileShape {
 				t.Errorf("upstream got Host %q", got)
 			}
 		}},
+		// nginx drops them by default: behind a hop that maps _ to - they would become other headers.
+		{"header names with underscores dropped", "GET http://" + hostileHost + "/v1/x HTTP/1.1\r\n" + h +
+			"Content_Length: 5\r\nTransfer_Encoding: chunked\r\nProxy_Authorization: Basic eDp5\r\nX_Api_Key: k\r\nX-Kept: 1\r\n\r\n", 200, "", "",
+			func(t *testing.T, r recorded) {
+				for k := range r.head {
+					if strings.Contains(k, "_") {
+						t.Errorf("upstream got %s: %v", k, r.head[k])
+					}
+				}
+				if r.head.Get("X-Kept") != "1" {
+					t.Errorf("upstream lost X-Kept: %v", r.head)
+				}
+			}},
 		{"hop-by-hop and proxy headers dropped", "GET http://" + hostileHost + "/v1/x HTTP/1.1\r\n" + h +
 			"Connection: keep-alive, X-Secret\r\nX-Secret: 1\r\nProxy-Authorization: Basic eDp5\r\nProxy-Connection: keep-alive\r\nKeep-Alive: 5\r\nTE: gzip\r\nUpgrade: h2c\r\n\r\n", 200, "", "",
 			func(t *testing.T, r recorded) {

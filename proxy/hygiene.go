@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -36,6 +37,36 @@ func checkFraming(r *http.Request) *Error {
 		}
 	}
 	return nil
+}
+
+// checkMethod refuses TRACE, in any case: the server echoes the request it
+// received, and the proxy may have added the managed access token to it;
+// RFC 9110 §9.3.8 forbids sending credentials in TRACE. The Payrails API
+// has no use for it; nginx answers it 405 as well.
+func checkMethod(r *http.Request) *Error {
+	if strings.EqualFold(r.Method, http.MethodTrace) {
+		return newError(KindMethodNotAllowed, nil, "%s is not forwarded: the server would echo the request, the "+
+			"access token the proxy adds included (RFC 9110 §9.3.8)", r.Method)
+	}
+	return nil
+}
+
+// framingEndsConnection reports a request after whose answer the client's
+// connection must end, because the bytes that follow it cannot be trusted
+// to be the next request:
+//   - HTTP/1.0: Go drops an HTTP/1.0 Transfer-Encoding (golang/go#12785),
+//     so its chunks would be read as the next request (RFC 9112 §6.1).
+//   - Transfer-Encoding: a request with both Content-Length and
+//     Transfer-Encoding obliges the server to close the connection after
+//     its answer (RFC 9112 §6.1): a hop in front that framed it by
+//     Content-Length sent what follows the chunks as its body, a request
+//     smuggled past it (issue 22). Go's server reads the chunks and deletes
+//     Content-Length before the handler sees the request, so the proxy
+//     cannot tell the two apart and closes after every chunked request.
+//     That costs a chunked upload's client one new connection, on loopback
+//     a few tens of microseconds; nginx answers such a request 400.
+func framingEndsConnection(r *http.Request) bool {
+	return !r.ProtoAtLeast(1, 1) || len(r.TransferEncoding) > 0
 }
 
 // clientBodyError is a failure to read the client's request body: its

@@ -18,6 +18,8 @@ type Metrics struct {
 	handshakes     *prometheus.CounterVec
 	handshakeTime  *prometheus.HistogramVec
 	clientConns    prometheus.Gauge
+	shedConns      prometheus.Counter
+	dropped        prometheus.Counter
 	upstreamConns  *prometheus.GaugeVec
 	tokenFetches   *prometheus.CounterVec
 	tokenExpiry    *prometheus.GaugeVec
@@ -47,7 +49,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"upstream", "kind"}),
 		denied: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "payrails_proxy_denied_requests_total",
-			Help: "Requests refused by the proxy, by reason (host_not_allowed, connect, source_not_allowed, ...).",
+			Help: "Requests refused by the proxy, by reason (host_not_allowed, connect, source_not_allowed, ...); source_not_allowed counts connections refused at accept.",
 		}, []string{"reason"}),
 		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "payrails_proxy_upstream_tls_handshakes_total",
@@ -62,6 +64,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "payrails_proxy_client_connections_open",
 			Help: "Client connections open on the proxy listener.",
 		}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "payrails_proxy_dropped_headers_total",
+			Help: "Request header fields not forwarded because their name holds an underscore (as nginx's underscores_in_headers off).",
+		}),
+		shedConns: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "payrails_proxy_client_connections_shed_total",
+			Help: "Idle client connections closed to make room for a new one at access.max_connections.",
+		}),
 		upstreamConns: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "payrails_proxy_upstream_connections_open",
 			Help: "TLS connections open to each upstream.",
@@ -70,7 +80,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.tokenMetrics()
 	m.upstreamMetrics()
 	reg.MustRegister(m.requests, m.duration, m.upstreamErrors, m.denied, m.handshakes, m.handshakeTime,
-		m.clientConns, m.upstreamConns, m.tokenFetches, m.tokenExpiry, m.tokenInjected,
+		m.clientConns, m.shedConns, m.dropped, m.upstreamConns, m.tokenFetches, m.tokenExpiry, m.tokenInjected,
 		m.verifications, m.failovers, m.retries, m.budgetRefusals, m.warm)
 	return m
 }
@@ -133,6 +143,28 @@ func (m *Metrics) upstream(name string) {
 	m.warm.WithLabelValues(name)
 }
 
+// deniedSource counts a connection refused at accept (admission.go).
+func (m *Metrics) deniedSource() {
+	if m != nil {
+		m.denied.WithLabelValues(deniedReason[KindSourceNotAllowed]).Inc()
+	}
+}
+
+// droppedHeaders counts request header fields dropped for an underscore.
+func (m *Metrics) droppedHeaders(n int) {
+	if m != nil {
+		m.dropped.Add(float64(n))
+	}
+}
+
+// shed counts a client connection closed, idle, to make room at the
+// connection cap (internal/connlimit).
+func (m *Metrics) shed() {
+	if m != nil {
+		m.shedConns.Inc()
+	}
+}
+
 func (m *Metrics) verification(upstream string, r VerifyResult) {
 	if m != nil {
 		m.verifications.WithLabelValues(upstream, string(r)).Inc()
@@ -171,6 +203,7 @@ var deniedReason = map[Kind]string{
 	KindProxyAuthRequired:   "proxy_auth_required",
 	KindBadRequest:          "bad_request",
 	KindNoDefaultUpstream:   "no_default_upstream",
+	KindMethodNotAllowed:    "method_not_allowed",
 }
 
 // observe records one finished request.

@@ -62,6 +62,7 @@ type Proxy struct {
 	log          *zap.Logger
 	m            *Metrics
 	ids          *requestIDs
+	refused      refusals // connections refused at accept (admission.go)
 }
 
 // New builds a Proxy. It fails only on a configuration the config package
@@ -123,10 +124,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.handle(w, 
 // inbound request is never modified; one log line is written when it ends.
 func (p *Proxy) handle(w http.ResponseWriter, r *http.Request, tunnel *Upstream) {
 	ex := p.newExchange()
-	// HTTP/1.0 connections end after one answer: Go drops an HTTP/1.0
-	// Transfer-Encoding (golang/go#12785), so its chunks would otherwise be
-	// read as the next request (RFC 9112 §6.1).
-	rw := &responseWriter{ResponseWriter: w, ex: ex, closeAfter: !r.ProtoAtLeast(1, 1)}
+	rw := &responseWriter{ResponseWriter: w, ex: ex, closeAfter: framingEndsConnection(r)}
 	defer p.finishExchange(ex, rw, r)
 
 	up, mode, err := p.admit(r, tunnel)
@@ -148,6 +146,9 @@ func (p *Proxy) handle(w http.ResponseWriter, r *http.Request, tunnel *Upstream)
 // route, then the framing.
 func (p *Proxy) admit(r *http.Request, tunnel *Upstream) (*Upstream, Mode, *Error) {
 	if err := p.checkSource(r); err != nil {
+		return nil, "", err
+	}
+	if err := checkMethod(r); err != nil {
 		return nil, "", err
 	}
 	if tunnel != nil {
@@ -172,6 +173,9 @@ func (p *Proxy) admit(r *http.Request, tunnel *Upstream) (*Upstream, Mode, *Erro
 // request body is read with an idle timeout (see clientBody).
 func (p *Proxy) outboundFor(w http.ResponseWriter, r *http.Request, up *Upstream, ex *exchange) *http.Request {
 	out := outbound(r, up, context.WithValue(r.Context(), exchangeKey{}, ex))
+	if ex.droppedHeaders = dropUnderscoreNames(out.Header); ex.droppedHeaders > 0 {
+		p.m.droppedHeaders(ex.droppedHeaders)
+	}
 	if out.Body != nil && out.Body != http.NoBody {
 		out.Body = &clientBody{ReadCloser: r.Body, rc: http.NewResponseController(w), idle: p.limits.BodyIdle, ex: ex}
 	}
@@ -183,14 +187,11 @@ func (p *Proxy) checkSource(r *http.Request) *Error {
 	if err != nil {
 		return newError(KindSourceNotAllowed, err, "cannot tell the client address %q", r.RemoteAddr)
 	}
-	ip := ap.Addr().Unmap()
-	for _, pfx := range p.allow {
-		if pfx.Contains(ip) {
-			return nil
-		}
+	if p.allowedIP(ap.Addr()) {
+		return nil
 	}
 	return newError(KindSourceNotAllowed, nil, "client %s is not in access.allow_cidrs; the proxy carries the "+
-		"merchant's Payrails identity and serves only listed addresses", ip)
+		"merchant's Payrails identity and serves only listed addresses", ap.Addr().Unmap())
 }
 
 // Close closes idle upstream connections and stops the upstreams'

@@ -121,7 +121,8 @@ func TestTokenSingleFlight(t *testing.T) {
 }
 
 // TestTokenEndpointFailures: a failing token endpoint gives a clear 502
-// naming Payrails' answer, is retried with back-off (not per request), and
+// naming Payrails' answer (its status and error code and id, never its
+// text: TestTokenSecretNeverEchoed), is retried with back-off (not per request), and
 // a token still valid keeps being used meanwhile.
 func TestTokenEndpointFailures(t *testing.T) {
 	for _, tt := range []struct {
@@ -129,8 +130,8 @@ func TestTokenEndpointFailures(t *testing.T) {
 		fault  standin.TokenFault
 		detail string
 	}{
-		{"server error", standin.TokenFault{Status: 500, Body: `{"errors":[{"code":"internal","detail":"Token service unavailable."}]}`}, "Token service unavailable."},
-		{"wrong secret", standin.TokenFault{Status: 401, Body: `{"errors":[{"code":"unauthorized","detail":"Invalid client id or x-api-key."}]}`}, "Invalid client id or x-api-key."},
+		{"server error", standin.TokenFault{Status: 500, Body: `{"errors":[{"code":"internal","detail":"Token service unavailable."}]}`}, "Payrails error internal"},
+		{"wrong secret", standin.TokenFault{Status: 401, Body: `{"errors":[{"id":"err_9","code":"unauthorized","detail":"Invalid client id or x-api-key."}]}`}, "Payrails error unauthorized (id err_9)"},
 		{"HTML edge page", standin.TokenFault{Status: 400, ContentType: "text/html", Body: "<html><body>400 Bad Request</body></html>"}, "HTML page from the edge"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -389,5 +390,44 @@ func TestToken401Storm(t *testing.T) {
 		if got := te.api.TokenCalls(); got != step.want {
 			t.Errorf("%s: %d token calls, want %d", step.why, got, step.want)
 		}
+	}
+}
+
+// TestTokenSecretNeverEchoed (issue 22, item 5): a token endpoint whose
+// answer quotes the client secret (an error detail echoing x-api-key, a
+// plain-text page, a 2xx answer that is not a token) never makes the
+// secret reach a client or a log line: the client gets the status and
+// Payrails' error code and id, never the answer's text; the log gets the
+// text with the secret redacted.
+func TestTokenSecretNeverEchoed(t *testing.T) {
+	escaped := strings.ReplaceAll(tokenSecret, "-", `\u002d`) // the same value, JSON-escaped
+	for _, tt := range []struct {
+		name  string
+		fault standin.TokenFault
+		code  string
+	}{
+		{"detail quotes it", standin.TokenFault{Status: 401,
+			Body: `{"errors":[{"id":"err_1","code":"unauthorized","detail":"invalid x-api-key ` + tokenSecret + `"}]}`}, "unauthorized"},
+		{"reason quotes it, JSON-escaped", standin.TokenFault{Status: 403,
+			Body: `{"errors":[{"id":"err_2","code":"forbidden","detail":"no","reason":"key ` + escaped + ` revoked"}]}`}, "forbidden"},
+		{"plain text quotes it", standin.TokenFault{Status: 400, ContentType: "text/plain", Body: "bad key: " + tokenSecret}, ""},
+		{"not a token, quotes it", standin.TokenFault{Status: 200, Body: `{"echo":"` + tokenSecret + `"}`}, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			te := newTokenEnv(t, time.Hour) // its cleanup checks every log line for the secret
+			te.api.SetTokenFault(tt.fault)
+			resp, body := te.get(t, te.forwardClient(t), "/v1/x")
+			detail := wantProxyError(t, resp, body, http.StatusBadGateway, proxy.KindToken)
+			if strings.Contains(string(body), tokenLogWord) || strings.Contains(fmt.Sprint(resp.Header), tokenLogWord) {
+				t.Errorf("the client got the secret: %s", body)
+			}
+			if tt.code != "" && !strings.Contains(detail, tt.code) {
+				t.Errorf("detail %q lacks Payrails' error code %q", detail, tt.code)
+			}
+			if strings.Contains(detail, "invalid x-api-key") || strings.Contains(detail, "bad key") || strings.Contains(detail, "revoked") {
+				t.Errorf("the client got the token endpoint's text: %q", detail)
+			}
+			waitFor(t, "the request's log line", func() bool { return len(te.logs.FilterMessage("request").All()) > 0 })
+		})
 	}
 }

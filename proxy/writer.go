@@ -16,7 +16,7 @@ import (
 type responseWriter struct {
 	http.ResponseWriter
 	ex         *exchange
-	closeAfter bool // close the connection after this answer whatever happens (HTTP/1.0)
+	closeAfter bool // close the connection after this answer whatever happens (framingEndsConnection)
 	status     int
 	bytes      int64
 }

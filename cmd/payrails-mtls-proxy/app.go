@@ -13,6 +13,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/safefile"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/admin"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -39,6 +40,7 @@ type app struct {
 }
 
 func newApp(cfg *config.Config, log *zap.Logger) (_ *app, err error) {
+	warnExposedSecrets(cfg, log)
 	a := &app{cfg: cfg, log: log, registry: newRegistry()}
 	defer func() {
 		if err != nil {
@@ -69,6 +71,7 @@ func newApp(cfg *config.Config, log *zap.Logger) (_ *app, err error) {
 		Timeouts:   cfg.Timeouts,
 		Retry:      cfg.Retry,
 		AllowCIDRs: cfg.Access.AllowCIDRs,
+		Client:     proxy.ClientLimits{MaxConns: cfg.Access.MaxConnections},
 		Logger:     log,
 		Metrics:    proxy.NewMetrics(a.registry),
 	})
@@ -199,7 +202,7 @@ func tokenConfig(t config.Token) *proxy.TokenConfig {
 		if file == "" {
 			return []byte(secret.Value()), nil
 		}
-		data, err := os.ReadFile(file)
+		data, _, err := safefile.Read(file, maxSecretFile)
 		if err != nil {
 			return nil, fmt.Errorf("reading token.client_secret_file: %w", err)
 		}

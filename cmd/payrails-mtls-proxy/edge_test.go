@@ -59,8 +59,14 @@ type edge struct {
 }
 
 // newEdge starts nginx (reloadable, logging every request) with the
-// further server directives given.
+// further server directives given, speaking HTTP/1.1.
 func newEdge(t testing.TB, server string) *edge {
+	t.Helper()
+	return newEdgeProto(t, server, false)
+}
+
+// newEdgeProto is newEdge offering HTTP/2 too when h2.
+func newEdgeProto(t testing.TB, server string, h2 bool) *edge {
 	t.Helper()
 	ca, err := pki.NewCA("edge CA")
 	if err != nil {
@@ -77,7 +83,7 @@ func newEdge(t testing.TB, server string) *edge {
 	}
 	mustWrite(t, e.caFile, ca.CertPEM, 0o644)
 	e.opts = nginxOptions{clientCA: filepath.Join(e.dir, "client-cas.pem"), locations: edgeLocation, server: server,
-		accessLog: true, reloadable: true}
+		accessLog: true, reloadable: true, http2: h2}
 	if e.opts.serverCert, e.opts.serverKey, err = srv.WriteFiles(e.dir, "server.pem", "server.key"); err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs"
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/safefile"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/token"
 )
@@ -105,7 +106,7 @@ func tokenRequest(clientID, secretFile, upstream, output string) (tokenReq, erro
 	r.base = &url.URL{Scheme: "https", Host: u.Host}
 	switch {
 	case secretFile != "":
-		data, err := os.ReadFile(secretFile)
+		data, _, err := safefile.Read(secretFile, maxSecretFile)
 		if err != nil {
 			return r, fmt.Errorf("reading --client-secret-file: %w", err)
 		}

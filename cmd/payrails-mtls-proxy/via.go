@@ -5,10 +5,10 @@ import (
 	"flag"
 	"fmt"
 	"net/url"
-	"os"
 	"strings"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/config"
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/safefile"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 )
 
@@ -75,7 +75,7 @@ func egress(via *url.URL, authFile, key string) *proxy.Egress {
 // password may hold colons: RFC 7617 user names cannot). Its errors never
 // show the file's content.
 func readViaAuth(file string) (user, password string, err error) {
-	data, err := os.ReadFile(file)
+	data, _, err := safefile.Read(file, maxSecretFile)
 	if err != nil {
 		return "", "", err
 	}
