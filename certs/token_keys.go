@@ -159,11 +159,11 @@ func (t *Token) ecPublic(ctx *pkcs11.Ctx, s pkcs11.SessionHandle, h pkcs11.Objec
 	if rest, err := asn1.Unmarshal(point, &inner); err == nil && len(rest) == 0 {
 		point = inner // DER OCTET STRING, as PKCS#11 v2.20 says
 	}
-	x, y := elliptic.Unmarshal(curve, point) //nolint:staticcheck // the token gives the uncompressed point
-	if x == nil {
-		return nil, fmt.Errorf("%s: the public key's EC point does not parse", k.uri)
+	pub, err := ecdsa.ParseUncompressedPublicKey(curve, point)
+	if err != nil {
+		return nil, fmt.Errorf("%s: the public key's EC point does not parse: %w", k.uri, err)
 	}
-	return &ecdsa.PublicKey{Curve: curve, X: x, Y: y}, nil
+	return pub, nil
 }
 
 // keyURI names one key: the configured URI's token part, then object and

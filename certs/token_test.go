@@ -4,6 +4,7 @@ package certs
 
 import (
 	"crypto"
+	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -298,4 +299,26 @@ func TestTokenRecovers(t *testing.T) {
 			t.Errorf("keys() after the deletion = %d keys, %v; want none, no error", len(keys), err)
 		}
 	})
+}
+
+// TestTokenECDSAKey: an ECDSA P-256 key made with pkcs11-tool signs through
+// the token, and the signature verifies with the public key read from the
+// token's public key object.
+func TestTokenECDSAKey(t *testing.T) {
+	tk := softhsm.New(t, "payrails")
+	tk.Tool(t, "--keypairgen", "--key-type", "EC:prime256v1", "--label", "ec-1", "--id", "01")
+	tok := openTestToken(t, tokenConfig(tk, "ec-1"))
+	keys, err := tok.keys()
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("keys() = %v, %v", keys, err)
+	}
+	pub, ok := keys[0].signer.Public().(*ecdsa.PublicKey)
+	if !ok {
+		t.Fatalf("public key %T, want ECDSA", keys[0].signer.Public())
+	}
+	digest := sha256.Sum256([]byte("handshake"))
+	sig, err := keys[0].signer.Sign(rand.Reader, digest[:], crypto.SHA256)
+	if err != nil || !ecdsa.VerifyASN1(pub, digest[:], sig) {
+		t.Errorf("ECDSA signature: %v, verifies: %v", err, err == nil && ecdsa.VerifyASN1(pub, digest[:], sig))
+	}
 }

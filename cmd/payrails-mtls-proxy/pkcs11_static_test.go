@@ -8,10 +8,10 @@ import (
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs"
 )
 
-// TestStaticBuildRefusesKeyURI: the default (static, cgo-less) binary
+// TestPKCS11StaticBuildRefusesKeyURI: the default (static, cgo-less) binary
 // refuses key_uri at start with exit 2 and names the pkcs11 flavour; so do
 // check, token and csr with --key-uri. A PIN flag is refused in every build.
-func TestStaticBuildRefusesKeyURI(t *testing.T) {
+func TestPKCS11StaticBuildRefusesKeyURI(t *testing.T) {
 	dir := t.TempDir()
 	pin := filepath.Join(dir, "pin")
 	mustWriteFile(t, pin, []byte("1234\n"), 0o600)

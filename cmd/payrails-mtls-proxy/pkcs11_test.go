@@ -58,11 +58,11 @@ func (p pubSigner) Sign(_ io.Reader, _ []byte, _ crypto.SignerOpts) ([]byte, err
 	return nil, fmt.Errorf("public key only")
 }
 
-// TestCSRInToken follows the guide with the key in a token: csr --key-uri
+// TestPKCS11CSR follows the guide with the key in a token: csr --key-uri
 // makes the RSA-4096 key inside the token (sensitive, never extractable)
 // and writes only domain.csr; openssl verifies the CSR; a CA signs it; check
 // with --key-uri accepts the pair, and the sidecar serves with it.
-func TestCSRInToken(t *testing.T) {
+func TestPKCS11CSR(t *testing.T) {
 	bin := interop.Tool(t, "openssl")
 	tk := softhsm.New(t, "payrails")
 	w := newWorld(t)
@@ -165,13 +165,13 @@ func echo(t testing.TB, c *http.Client) standin.Echo {
 	return e
 }
 
-// TestServeTokenRotationUnderLoad: the sidecar serves with the key in the
+// TestPKCS11ServeRotationUnderLoad: the sidecar serves with the key in the
 // token (cert_dir + key_uri naming the token) against an upstream that
 // requires the client certificate over TLS 1.3; clients send requests
 // continuously while a second key is made in the token and its certificate
 // dropped into the folder. No request fails, and the new certificate takes
 // over.
-func TestServeTokenRotationUnderLoad(t *testing.T) {
+func TestPKCS11ServeRotationUnderLoad(t *testing.T) {
 	tk := softhsm.New(t, "payrails")
 	w := newWorld(t)
 	first := tokenCert(t, w, tokenKey(t, tk, "client-1"), time.Now().Add(-2*time.Hour))
@@ -221,12 +221,12 @@ func TestServeTokenRotationUnderLoad(t *testing.T) {
 	t.Logf("%d requests served during the rotation, none failed", served.Load())
 }
 
-// TestServeTokenKeyRemoved: a key deleted from the token while serving.
+// TestPKCS11ServeKeyRemoved: a key deleted from the token while serving.
 // Pooled connections go on (a key signs only handshakes); a request that
 // needs a new handshake fails with a proxy error (never a hang), the
 // certificate folder reload says that no key in the token matches the
 // certificate, and a certificate for another token key restores service.
-func TestServeTokenKeyRemoved(t *testing.T) {
+func TestPKCS11ServeKeyRemoved(t *testing.T) {
 	tk := softhsm.New(t, "payrails")
 	w := newWorld(t)
 	first := tokenCert(t, w, tokenKey(t, tk, "client-1"), time.Now().Add(-2*time.Hour))
@@ -260,10 +260,10 @@ func TestServeTokenKeyRemoved(t *testing.T) {
 	})
 }
 
-// TestCheckAndTokenWithKeyURI: check explains token problems in the
+// TestPKCS11CheckAndToken: check explains token problems in the
 // operator's words, and token fetches an access token with the key in the
 // token.
-func TestCheckAndTokenWithKeyURI(t *testing.T) {
+func TestPKCS11CheckAndToken(t *testing.T) {
 	tk := softhsm.New(t, "payrails")
 	w := newWorld(t)
 	good := tokenCert(t, w, tokenKey(t, tk, "client-1"), time.Time{})
