@@ -246,8 +246,10 @@ func (k *tokenSigner) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) (
 		return err
 	})
 	if err != nil {
+		k.t.signFailures.Add(1)
 		return nil, fmt.Errorf("signing with %s: %w", k.uri, err)
 	}
+	k.t.signatures.Add(1)
 	if k.keyType == pkcs11.CKK_EC {
 		return ecdsaDER(sig)
 	}

@@ -58,6 +58,8 @@ type Token struct {
 	handles map[string]pkcs11.ObjectHandle // key ref -> private key handle, valid while open
 	hmu     sync.Mutex                     // guards handles under RLock
 
+	signatures, signFailures atomic.Uint64 // made and failed through this token
+
 	fmu      sync.Mutex // guards what follows
 	failures int
 	retryAt  time.Time
@@ -113,6 +115,10 @@ func (t *Token) Close() error {
 	t.fmu.Unlock()
 	return nil
 }
+
+// Signatures returns how many signatures the token made, and how many
+// failed, since it was opened. Safe for concurrent use.
+func (t *Token) Signatures() (made, failed uint64) { return t.signatures.Load(), t.signFailures.Load() }
 
 // Healthy returns nil when the token is open, else why not (and when it is
 // tried again).

@@ -33,5 +33,8 @@ func (t *Token) GenerateRSA(string, int) (crypto.Signer, string, error) {
 	return nil, "", ErrPKCS11Unavailable
 }
 
+// Signatures is zero in this build.
+func (t *Token) Signatures() (made, failed uint64) { return 0, 0 }
+
 // Healthy fails in this build: it has no PKCS#11 support.
 func (t *Token) Healthy() error { return ErrPKCS11Unavailable }
