@@ -5,10 +5,15 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"net/http"
+	"net/http/httptrace"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/answer"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -49,7 +54,7 @@ type exchange struct {
 	mode           Mode
 	up             *Upstream
 	gen            *generation                     // the certificate generation the request was sent with
-	err            *Error                          // a failure of the proxy's own making
+	err            *failure.Error                  // a failure of the proxy's own making
 	upstreamErr    error                           // the upstream body broke off mid-response
 	bodyErr        atomic.Pointer[clientBodyError] // the client's request body failed; set by the transport's writer
 	token          string                          // "injected" or "replayed" when the proxy added the access token
@@ -63,12 +68,11 @@ type exchange struct {
 	droppedHeaders int                             // header fields dropped for an underscore in their name
 }
 
-// noteConn records on the request's exchange, if any, whether its send
-// went out on a connection opened before (a warm one included) or a new one.
-func noteConn(ctx context.Context, reused bool) {
-	if ex := exchangeFrom(ctx); ex != nil {
-		ex.connReused, ex.connKnown = reused, true
-	}
+// gotConn records whether the request's (last) send went out on a
+// connection opened before (a warm one included) or a new one; both
+// clients of the upstream report it through httptrace.
+func (ex *exchange) gotConn(ci httptrace.GotConnInfo) {
+	ex.connReused, ex.connKnown = ci.Reused, true
 }
 
 type exchangeKey struct{}
@@ -83,7 +87,7 @@ func (p *Proxy) newExchange() *exchange {
 	return &exchange{id: p.ids.next(), start: time.Now()}
 }
 
-func (ex *exchange) fail(e *Error) { ex.err = e }
+func (ex *exchange) fail(e *failure.Error) { ex.err = e }
 
 // finishExchange ends a request served by ServeHTTP. It runs deferred, so
 // a response aborted by panic(http.ErrAbortHandler) is logged too (and the
@@ -159,7 +163,7 @@ func (ex *exchange) logFields(fields []zap.Field, r *http.Request, status int, b
 		fields = append(fields, zap.String(fieldConn, conn))
 	}
 	if ex.apiError != nil {
-		if pe, ok := parsePayrailsError(ex.apiError.bytes()); ok {
+		if pe, ok := answer.ParsePayrailsError(ex.apiError.bytes()); ok {
 			fields = append(fields, zap.String(fieldAPICode, pe.Code), zap.String(fieldAPIID, pe.ID))
 		}
 	}
@@ -182,11 +186,11 @@ func (ex *exchange) logFields(fields []zap.Field, r *http.Request, status int, b
 // about a kilobyte per request.
 var fieldPool = sync.Pool{New: func() any { s := make([]zap.Field, 0, 20); return &s }}
 
-// sniffer keeps the first sniffSize bytes of an error answer as they
+// sniffer keeps the first answer.SniffSize bytes of an error answer as they
 // stream to the client, so that the log line can name Payrails' error code
 // and id without buffering the body.
 type sniffer struct {
-	buf [sniffSize]byte
+	buf [answer.SniffSize]byte
 	n   int
 }
 

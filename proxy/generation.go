@@ -12,6 +12,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream/h1"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/answer"
 )
 
 // Pool sizes. Go's default of 2 idle connections per host would make a
@@ -41,7 +45,7 @@ type generation struct {
 	serial   string
 	notAfter time.Time   // of the leaf
 	tls      *tls.Config // presents cert; shared by h1 and tr
-	h1       *h1Client
+	h1       *h1.Client
 	tr       *http.Transport
 	h2       atomic.Bool              // the upstream chose HTTP/2: every request goes to tr
 	handover atomic.Pointer[tls.Conn] // for tr's next dial
@@ -55,13 +59,13 @@ type generation struct {
 func (u *Upstream) newGeneration(cert *tls.Certificate) *generation {
 	g := &generation{up: u, cert: cert, fp: fingerprint(cert), serial: serialOf(cert), notAfter: notAfter(cert),
 		tls: clientTLS(u.host, u.roots, cert, tls.NewLRUClientSessionCache(sessionCacheSize), nil, "h2", "http/1.1")}
-	pool := newH1Pool(u.timeouts.IdleConn, maxIdleConnsPerHost)
+	pool := h1.NewPool(u.timeouts.IdleConn, maxIdleConnsPerHost)
 	u.warm.mu.Lock()
-	pool.setMaxAge(false, u.retireAgeLocked(false))
-	pool.setMaxAge(true, u.retireAgeLocked(true))
+	pool.SetMaxAge(false, u.retireAgeLocked(false))
+	pool.SetMaxAge(true, u.retireAgeLocked(true))
 	u.warm.mu.Unlock()
-	pool.onDead = u.observeClose
-	g.h1 = &h1Client{dial: g.dialFastPath, pool: pool, headerTimeout: u.timeouts.ResponseHeader, done: g.release}
+	pool.OnDead = u.observeClose
+	g.h1 = &h1.Client{Dial: g.dialFastPath, Pool: pool, HeaderTimeout: u.timeouts.ResponseHeader, Done: g.release}
 	g.tr = &http.Transport{
 		Proxy:                  nil, // never through the proxy's own HTTP_PROXY environment
 		DialTLSContext:         g.dialTransport,
@@ -70,7 +74,7 @@ func (u *Upstream) newGeneration(cert *tls.Certificate) *generation {
 		MaxIdleConnsPerHost:    maxIdleConnsPerHost,
 		IdleConnTimeout:        u.timeouts.IdleConn,
 		ResponseHeaderTimeout:  u.timeouts.ResponseHeader,
-		MaxResponseHeaderBytes: maxResponseHeaderBytes,
+		MaxResponseHeaderBytes: h1.MaxResponseHeaderBytes,
 		ExpectContinueTimeout:  time.Second,
 		// Accept-Encoding and compressed bodies pass through untouched.
 		DisableCompression: true,
@@ -89,9 +93,9 @@ func (u *Upstream) newGeneration(cert *tls.Certificate) *generation {
 // the generation; so does a failed RoundTrip.
 func (g *generation) RoundTrip(req *http.Request) (*http.Response, error) {
 	g.inflight.Add(1)
-	if !g.h2.Load() && g.h1.takes(req) {
-		resp, err := g.h1.roundTrip(req)
-		if err != errNegotiatedH2 {
+	if !g.h2.Load() && h1.Takes(req) {
+		resp, err := g.h1.RoundTrip(req)
+		if err != h1.ErrNegotiatedH2 {
 			if err != nil {
 				g.release()
 			}
@@ -102,14 +106,10 @@ func (g *generation) RoundTrip(req *http.Request) (*http.Response, error) {
 	var began, reused atomic.Bool // a byte of the answer came (set on the Transport's reading goroutine); the connection was not new
 	var conn atomic.Pointer[alertConn]
 	trace := &httptrace.ClientTrace{GotFirstResponseByte: func() { began.Store(true) }}
-	ex := exchangeFrom(req.Context())
 	trace.GotConn = func(ci httptrace.GotConnInfo) {
 		reused.Store(ci.Reused)
 		if ac, ok := ci.Conn.(*alertConn); ok {
 			conn.Store(ac)
-		}
-		if ex != nil {
-			ex.connReused, ex.connKnown = ci.Reused, true
 		}
 	}
 	req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
@@ -124,7 +124,7 @@ func (g *generation) RoundTrip(req *http.Request) (*http.Response, error) {
 			// As the fast path says it: no answer began, so the request
 			// may be sent again (retry.go). A connection that broke in the
 			// middle of the headers is not one of these (issue 17).
-			err = &noResponseError{err: err, fresh: !reused.Load()}
+			err = &h1.NoResponseError{Err: err, Fresh: !reused.Load()}
 		}
 		return nil, err
 	case resp.StatusCode == http.StatusSwitchingProtocols && !isWebsocketUpgrade(req.Header):
@@ -132,7 +132,7 @@ func (g *generation) RoundTrip(req *http.Request) (*http.Response, error) {
 		// did not ask for one (issue 22): closing the body closes it.
 		resp.Body.Close()
 		g.release()
-		return nil, errUnaskedUpgrade
+		return nil, h1.ErrUnaskedUpgrade
 	case resp.StatusCode == http.StatusSwitchingProtocols:
 		g.release() // the connection now belongs to the caller, not the pool
 		return resp, nil
@@ -185,17 +185,17 @@ func (emptyBody) Read([]byte) (int, error) { return 0, io.EOF }
 func (emptyBody) Close() error             { return nil }
 
 // dialFastPath opens a connection for the fast path; one that negotiated
-// HTTP/2 is handed over to the Transport instead (errNegotiatedH2).
-func (g *generation) dialFastPath(ctx context.Context) (*h1Conn, error) {
+// HTTP/2 is handed over to the Transport instead (h1.ErrNegotiatedH2).
+func (g *generation) dialFastPath(ctx context.Context) (*h1.Conn, error) {
 	c, err := g.up.dialTLS(ctx, g.tls)
 	if err != nil {
 		return nil, err
 	}
 	if c.ConnectionState().NegotiatedProtocol == "h2" {
 		g.handOver(c)
-		return nil, errNegotiatedH2
+		return nil, h1.ErrNegotiatedH2
 	}
-	return newH1Conn(c, &g.h1.open), nil
+	return h1.NewConn(c, &g.h1.Open), nil
 }
 
 // handOver gives a connection that negotiated HTTP/2 to the Transport's
@@ -246,7 +246,7 @@ type alertConn struct {
 func (c *alertConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if err != nil && c.alert.Load() == nil {
-		if _, _, ok := serverAlert(err); ok {
+		if _, _, ok := answer.ServerAlert(err); ok {
 			c.alert.CompareAndSwap(nil, &err)
 		}
 	}
@@ -262,7 +262,7 @@ func (c *alertConn) explain(err error) error {
 	if a == nil {
 		return err
 	}
-	if _, _, ok := serverAlert(err); ok {
+	if _, _, ok := answer.ServerAlert(err); ok {
 		return err
 	}
 	return &alertedError{alert: *a, err: err}
@@ -293,14 +293,14 @@ func (g *generation) release() {
 // idle connections close at once, busy ones when their response is done.
 func (g *generation) retire() {
 	g.retired.Store(true)
-	g.h1.pool.closeIdle(true)
+	g.h1.Pool.CloseIdle(true)
 	g.closeHandover()
 	g.tr.CloseIdleConnections()
 }
 
 // closeIdle shuts the generation's idle connections (on proxy shutdown).
 func (g *generation) closeIdle() {
-	g.h1.pool.closeIdle(false)
+	g.h1.Pool.CloseIdle(false)
 	g.closeHandover()
 	g.tr.CloseIdleConnections()
 }

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -146,7 +148,7 @@ func (m *Metrics) upstream(name string) {
 // deniedSource counts a connection refused at accept (admission.go).
 func (m *Metrics) deniedSource() {
 	if m != nil {
-		m.denied.WithLabelValues(deniedReason[KindSourceNotAllowed]).Inc()
+		m.denied.WithLabelValues(deniedReason[failure.KindSourceNotAllowed]).Inc()
 	}
 }
 
@@ -196,14 +198,14 @@ func (m *Metrics) warmConnections(upstream string, n int) {
 }
 
 // deniedReason maps a refusal to the denied_requests_total label.
-var deniedReason = map[Kind]string{
-	KindHostNotAllowed:      "host_not_allowed",
-	KindConnectNotSupported: "connect",
-	KindSourceNotAllowed:    "source_not_allowed",
-	KindProxyAuthRequired:   "proxy_auth_required",
-	KindBadRequest:          "bad_request",
-	KindNoDefaultUpstream:   "no_default_upstream",
-	KindMethodNotAllowed:    "method_not_allowed",
+var deniedReason = map[failure.Kind]string{
+	failure.KindHostNotAllowed:      "host_not_allowed",
+	failure.KindConnectNotSupported: "connect",
+	failure.KindSourceNotAllowed:    "source_not_allowed",
+	failure.KindProxyAuthRequired:   "proxy_auth_required",
+	failure.KindBadRequest:          "bad_request",
+	failure.KindNoDefaultUpstream:   "no_default_upstream",
+	failure.KindMethodNotAllowed:    "method_not_allowed",
 }
 
 // observe records one finished request.
@@ -230,7 +232,7 @@ func (m *Metrics) observe(ex *exchange, method string, status int, elapsed time.
 		m.denied.WithLabelValues(reason).Inc()
 		return
 	}
-	if ex.err.Kind != KindClientClosed {
+	if ex.err.Kind != failure.KindClientClosed {
 		m.upstreamErrors.WithLabelValues(upstream, string(ex.err.Kind)).Inc()
 	}
 }

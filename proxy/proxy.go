@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/netip"
 	"sort"
 	"strings"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
 
 	"github.com/elazarl/goproxy"
 	"github.com/mtlsproxy/payrails-mtls-proxy/config"
@@ -131,7 +134,7 @@ func (p *Proxy) handle(w http.ResponseWriter, r *http.Request, tunnel *Upstream)
 	ex.mode, ex.up = mode, up
 	if err != nil {
 		ex.fail(err)
-		err.write(rw, ex.id)
+		err.Write(rw, ex.id)
 		return
 	}
 	if mode == ModeConnect {
@@ -144,7 +147,7 @@ func (p *Proxy) handle(w http.ResponseWriter, r *http.Request, tunnel *Upstream)
 // admit decides whether and where a request goes: the client's address,
 // its proxy credentials (given once, on the CONNECT, for a tunnel), the
 // route, then the framing.
-func (p *Proxy) admit(r *http.Request, tunnel *Upstream) (*Upstream, Mode, *Error) {
+func (p *Proxy) admit(r *http.Request, tunnel *Upstream) (*Upstream, Mode, *failure.Error) {
 	if err := p.checkSource(r); err != nil {
 		return nil, "", err
 	}
@@ -172,7 +175,8 @@ func (p *Proxy) admit(r *http.Request, tunnel *Upstream) (*Upstream, Mode, *Erro
 // the exchange in its context. The inbound request is never modified. A
 // request body is read with an idle timeout (see clientBody).
 func (p *Proxy) outboundFor(w http.ResponseWriter, r *http.Request, up *Upstream, ex *exchange) *http.Request {
-	out := outbound(r, up, context.WithValue(r.Context(), exchangeKey{}, ex))
+	ctx := httptrace.WithClientTrace(context.WithValue(r.Context(), exchangeKey{}, ex), &httptrace.ClientTrace{GotConn: ex.gotConn})
+	out := outbound(r, up, ctx)
 	if ex.droppedHeaders = dropUnderscoreNames(out.Header); ex.droppedHeaders > 0 {
 		p.m.droppedHeaders(ex.droppedHeaders)
 	}
@@ -182,15 +186,15 @@ func (p *Proxy) outboundFor(w http.ResponseWriter, r *http.Request, up *Upstream
 	return out
 }
 
-func (p *Proxy) checkSource(r *http.Request) *Error {
+func (p *Proxy) checkSource(r *http.Request) *failure.Error {
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
-		return newError(KindSourceNotAllowed, err, "cannot tell the client address %q", r.RemoteAddr)
+		return failure.New(failure.KindSourceNotAllowed, err, "cannot tell the client address %q", r.RemoteAddr)
 	}
 	if p.allowedIP(ap.Addr()) {
 		return nil
 	}
-	return newError(KindSourceNotAllowed, nil, "client %s is not in access.allow_cidrs; the proxy carries the "+
+	return failure.New(failure.KindSourceNotAllowed, nil, "client %s is not in access.allow_cidrs; the proxy carries the "+
 		"merchant's Payrails identity and serves only listed addresses", ap.Addr().Unmap())
 }
 

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs/pki"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/standin"
@@ -223,7 +225,7 @@ func testFailover(t *testing.T, verify, h2 bool) {
 	rev.revoke(older) // now nothing is accepted
 	e.proxy.Upstreams()[0].CloseIdleConnections()
 	resp, body = get(t, c, "http://"+hostA+"/v1/x")
-	wantProxyError(t, resp, body, http.StatusBadGateway, proxy.KindCertificateRefused)
+	wantProxyError(t, resp, body, http.StatusBadGateway, failure.KindCertificateRefused)
 	if err := e.proxy.Upstreams()[0].Ready(); err == nil || !strings.Contains(err.Error(), "refuses") {
 		t.Errorf("Ready() = %v, want the refusal", err)
 	}
@@ -251,13 +253,13 @@ func TestEdgeRefusalPage(t *testing.T) {
 	})
 	c := e.forwardClient(t)
 	resp, body := get(t, c, "http://"+hostA+"/v1/x")
-	detail := wantProxyError(t, resp, body, http.StatusBadGateway, proxy.KindCertificateRefused)
+	detail := wantProxyError(t, resp, body, http.StatusBadGateway, failure.KindCertificateRefused)
 	if !strings.Contains(detail, "No required SSL certificate was sent") || !strings.Contains(detail, "serial") {
 		t.Errorf("detail %q does not name the page's title and the serial", detail)
 	}
 	resp, body = get(t, c, "http://"+hostA+"/json")
-	if resp.StatusCode != http.StatusBadRequest || string(body) != "{}" || resp.Header.Get(proxy.HeaderError) != "" {
-		t.Errorf("the API's JSON 400 was reinterpreted: %d %s %q", resp.StatusCode, resp.Header.Get(proxy.HeaderError), body)
+	if resp.StatusCode != http.StatusBadRequest || string(body) != "{}" || resp.Header.Get(failure.HeaderError) != "" {
+		t.Errorf("the API's JSON 400 was reinterpreted: %d %s %q", resp.StatusCode, resp.Header.Get(failure.HeaderError), body)
 	}
 }
 

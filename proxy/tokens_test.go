@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/standin"
 )
@@ -140,7 +142,7 @@ func TestTokenEndpointFailures(t *testing.T) {
 			c := te.forwardClient(t)
 			for i := range 20 {
 				resp, body := te.get(t, c, "/v1/x")
-				detail := wantProxyError(t, resp, body, http.StatusBadGateway, proxy.KindToken)
+				detail := wantProxyError(t, resp, body, http.StatusBadGateway, failure.KindToken)
 				if i == 0 && (!strings.Contains(detail, tt.detail) || !strings.Contains(detail, te.secretFile)) {
 					t.Errorf("detail %q lacks Payrails' answer %q or where the secret comes from", detail, tt.detail)
 				}
@@ -242,8 +244,8 @@ func TestToken401Replay(t *testing.T) {
 		revoke()
 		denied := te.api.Denied()
 		resp, _ := post("")
-		if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get(proxy.HeaderError) != "" {
-			t.Errorf("status %d (%s), want Payrails' own 401", resp.StatusCode, resp.Header.Get(proxy.HeaderError))
+		if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get(failure.HeaderError) != "" {
+			t.Errorf("status %d (%s), want Payrails' own 401", resp.StatusCode, resp.Header.Get(failure.HeaderError))
 		}
 		if te.api.Denied() != denied+1 {
 			t.Errorf("sent %d times, want once", te.api.Denied()-denied)
@@ -326,7 +328,7 @@ func TestTokenBadLifetime(t *testing.T) {
 			} else {
 				body, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
-				detail := wantProxyError(t, resp, body, http.StatusBadGateway, proxy.KindToken)
+				detail := wantProxyError(t, resp, body, http.StatusBadGateway, failure.KindToken)
 				if !strings.Contains(detail, "expires_in") {
 					t.Errorf("detail %q does not say what was wrong with the answer", detail)
 				}
@@ -364,7 +366,7 @@ func TestToken401Storm(t *testing.T) {
 	gets := func(n int) {
 		t.Helper()
 		for range n {
-			if resp, body := te.get(t, c, "/status/401"); resp.StatusCode != http.StatusUnauthorized || resp.Header.Get(proxy.HeaderError) != "" {
+			if resp, body := te.get(t, c, "/status/401"); resp.StatusCode != http.StatusUnauthorized || resp.Header.Get(failure.HeaderError) != "" {
 				t.Fatalf("status %d %s, want the API's own 401", resp.StatusCode, body)
 			}
 		}
@@ -417,7 +419,7 @@ func TestTokenSecretNeverEchoed(t *testing.T) {
 			te := newTokenEnv(t, time.Hour) // its cleanup checks every log line for the secret
 			te.api.SetTokenFault(tt.fault)
 			resp, body := te.get(t, te.forwardClient(t), "/v1/x")
-			detail := wantProxyError(t, resp, body, http.StatusBadGateway, proxy.KindToken)
+			detail := wantProxyError(t, resp, body, http.StatusBadGateway, failure.KindToken)
 			if strings.Contains(string(body), tokenLogWord) || strings.Contains(fmt.Sprint(resp.Header), tokenLogWord) {
 				t.Errorf("the client got the secret: %s", body)
 			}

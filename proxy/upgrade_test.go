@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 )
 
@@ -56,9 +58,9 @@ func TestUnaskedUpgradeRefused(t *testing.T) {
 				t.Fatal(err)
 			}
 			b, _ := io.ReadAll(resp.Body)
-			if resp.StatusCode != http.StatusBadGateway || resp.Header.Get(proxy.HeaderError) != string(proxy.KindUpstreamError) {
-				t.Fatalf("got %d %s=%q (%q), want 502 upstream_error", resp.StatusCode, proxy.HeaderError,
-					resp.Header.Get(proxy.HeaderError), b)
+			if resp.StatusCode != http.StatusBadGateway || resp.Header.Get(failure.HeaderError) != string(failure.KindUpstreamError) {
+				t.Fatalf("got %d %s=%q (%q), want 502 upstream_error", resp.StatusCode, failure.HeaderError,
+					resp.Header.Get(failure.HeaderError), b)
 			}
 			// What a client that took the 101 for a pipe writes next.
 			io.WriteString(c, "CONNECT 10.0.0.1:443 HTTP/1.1\r\n\r\nDELETE /v1/payments/pay_1 HTTP/1.1\r\n\r\n")

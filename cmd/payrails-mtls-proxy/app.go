@@ -102,7 +102,7 @@ func (a *app) upstreams() ([]proxy.UpstreamConfig, error) {
 			return nil, fmt.Errorf("upstream %q: %w", u.Name, err)
 		}
 		a.roots = append(a.roots, roots)
-		via := egress(u.Via, u.ViaAuthFile, "via_auth_file")
+		via := viaProxy(u.Via, u.ViaAuthFile, "via_auth_file")
 		if via != nil && via.Auth != nil {
 			if _, _, err := via.Auth(); err != nil { // at start a bad file stops the program; later dials re-read it
 				return nil, fmt.Errorf("upstream %q: %s: %w", u.Name, via.AuthSource, err)

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs"
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs/pki"
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/poll"
@@ -218,7 +220,7 @@ func edgeGet(c *http.Client, path string) edgeSample {
 	case err != nil:
 		s.err = err
 	case resp.StatusCode != http.StatusOK:
-		s.err = fmt.Errorf("status %d (%s %q): %s", resp.StatusCode, proxy.HeaderError, resp.Header.Get(proxy.HeaderError), body)
+		s.err = fmt.Errorf("status %d (%s %q): %s", resp.StatusCode, failure.HeaderError, resp.Header.Get(failure.HeaderError), body)
 	default:
 		if err := json.Unmarshal(body, &s.answer); err != nil {
 			s.err = fmt.Errorf("nginx's answer %q: %v", body, err)

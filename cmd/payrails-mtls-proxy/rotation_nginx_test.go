@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs/pki"
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/poll"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
@@ -412,10 +414,10 @@ func testNginxRefusedSingleCertificate(t *testing.T, h2 bool) {
 		Errors []struct{ Code, Detail string } `json:"errors"`
 	}
 	decodeErr := jsonDecode(resp, &body)
-	if resp.StatusCode != http.StatusBadGateway || resp.Header.Get(proxy.HeaderError) != "client_certificate_refused" ||
+	if resp.StatusCode != http.StatusBadGateway || resp.Header.Get(failure.HeaderError) != "client_certificate_refused" ||
 		decodeErr != nil || len(body.Errors) != 1 || body.Errors[0].Code != "proxy.client_certificate_refused" {
 		t.Fatalf("got %d %s=%q, body %+v (%v); want 502 client_certificate_refused in Payrails' error shape",
-			resp.StatusCode, proxy.HeaderError, resp.Header.Get(proxy.HeaderError), body, decodeErr)
+			resp.StatusCode, failure.HeaderError, resp.Header.Get(failure.HeaderError), body, decodeErr)
 	}
 	if d := body.Errors[0].Detail; !strings.Contains(d, serialOf(only)) || !strings.Contains(d, title) {
 		t.Errorf("detail %q, want the serial %s and nginx's page title %q", d, serialOf(only), title)
@@ -425,7 +427,7 @@ func testNginxRefusedSingleCertificate(t *testing.T, h2 bool) {
 	if v == nil || v.Result != "refused" || v.Next.IsZero() {
 		t.Fatalf("/certs verification %+v, want refused with a next time", v)
 	}
-	t.Logf("502 %s: %s", resp.Header.Get(proxy.HeaderError), body.Errors[0].Detail)
+	t.Logf("502 %s: %s", resp.Header.Get(failure.HeaderError), body.Errors[0].Detail)
 
 	e.trust(t, e.ca, stranger)
 	trusted := time.Now()

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream/egress"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs"
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/safefile"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
@@ -58,7 +60,7 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if err == nil {
 		defer closeToken()
 	}
-	var via *proxy.Egress
+	var via *egress.Proxy
 	if err == nil {
 		via, err = vf.egress()
 	}
@@ -122,7 +124,7 @@ func tokenRequest(clientID, secretFile, upstream, output string) (tokenReq, erro
 
 // fetchToken loads the certificate exactly as the proxy would and fetches
 // the token through the proxy's own upstream transport.
-func fetchToken(ctx context.Context, r tokenReq, src certs.Source, address, caFile string, via *proxy.Egress) (*token.Token, []byte, error) {
+func fetchToken(ctx context.Context, r tokenReq, src certs.Source, address, caFile string, via *egress.Proxy) (*token.Token, []byte, error) {
 	snap := certs.Load(src, time.Now())
 	if err := snap.Err(); err != nil {
 		return nil, nil, err
