@@ -11,8 +11,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -321,4 +323,95 @@ func TestTokenECDSAKey(t *testing.T) {
 	if err != nil || !ecdsa.VerifyASN1(pub, digest[:], sig) {
 		t.Errorf("ECDSA signature: %v, verifies: %v", err, err == nil && ecdsa.VerifyASN1(pub, digest[:], sig))
 	}
+}
+
+// TestTokenWithoutPSS: a token that does not offer RSA-PSS gives its RSA
+// keys PKCS#1 v1.5 schemes only (SupportedSignatureAlgorithms), refuses a
+// PSS signature, and so can authenticate TLS 1.2 but not TLS 1.3 (RFC 8446
+// §4.2.3): the upstream client caps such an upstream at TLS 1.2.
+func TestTokenWithoutPSS(t *testing.T) {
+	tk := softhsm.New(t, "payrails")
+	pub := makeKey(t, tk, "client-1")
+	tok := openTestToken(t, tokenConfig(tk, "client-1"))
+	if _, err := tok.keys(); err != nil {
+		t.Fatal(err)
+	}
+	tok.pss.Store(false) // as a token without CKM_RSA_PKCS_PSS reports
+	ca := newCA(t)
+	dir := tokenFolder(t, ca, map[string]crypto.PublicKey{"domain": pub})
+	snap := Load(Source{Dir: dir, Token: tok}, time.Now())
+	if err := snap.Err(); err != nil {
+		t.Fatal(err)
+	}
+	cert := snap.Chosen.Certificate
+	want := []tls.SignatureScheme{tls.PKCS1WithSHA256, tls.PKCS1WithSHA384, tls.PKCS1WithSHA512}
+	if !slices.Equal(cert.SupportedSignatureAlgorithms, want) {
+		t.Fatalf("SupportedSignatureAlgorithms = %v, want %v", cert.SupportedSignatureAlgorithms, want)
+	}
+	digest := sha256.Sum256([]byte("x"))
+	if _, err := cert.PrivateKey.(crypto.Signer).Sign(rand.Reader, digest[:], &rsa.PSSOptions{Hash: crypto.SHA256,
+		SaltLength: rsa.PSSSaltLengthEqualsHash}); err == nil || !strings.Contains(err.Error(), "RSA-PSS") {
+		t.Errorf("PSS signature without PSS: %v, want a refusal naming RSA-PSS", err)
+	}
+	srv, err := ca.Issue(pki.LeafOptions{CommonName: "api.acme.payrails.io", DNSNames: []string{"api.acme.payrails.io"}, Server: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		version uint16
+		ok      bool
+	}{{tls.VersionTLS12, true}, {tls.VersionTLS13, false}} {
+		err := handshake(t, srv.TLS(), ca, *cert, tc.version)
+		if (err == nil) != tc.ok {
+			t.Errorf("handshake capped at %x: %v, want success %v", tc.version, err, tc.ok)
+		}
+	}
+}
+
+// handshake runs one client-authenticated TLS handshake on loopback, and
+// one byte each way so that both sides have finished it.
+func handshake(t *testing.T, server tls.Certificate, ca *pki.CA, client tls.Certificate, max uint16) error {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	done := make(chan error, 1)
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		sc := tls.Server(conn, &tls.Config{Certificates: []tls.Certificate{server}, ClientAuth: tls.RequireAndVerifyClientCert,
+			ClientCAs: ca.Pool()})
+		if err := sc.Handshake(); err != nil {
+			done <- err
+			return
+		}
+		_, err = sc.Write([]byte{1})
+		done <- err
+	}()
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	cc := tls.Client(conn, &tls.Config{ServerName: "api.acme.payrails.io", RootCAs: ca.Pool(), MaxVersion: max,
+		Certificates: []tls.Certificate{client}})
+	if err := cc.Handshake(); err != nil {
+		conn.Close()
+		<-done
+		return err
+	}
+	if _, err := cc.Read(make([]byte, 1)); err != nil {
+		conn.Close()
+		<-done
+		return err
+	}
+	return <-done
 }
