@@ -120,6 +120,20 @@ func TestPKCS11CSR(t *testing.T) {
 	}
 }
 
+func getBody(t testing.TB, u string) string {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
 // dumpOnFailure logs what the store and its upstream know when the test fails.
 func dumpOnFailure(t *testing.T, r *running) {
 	t.Cleanup(func() {
@@ -219,6 +233,15 @@ func TestPKCS11ServeRotationUnderLoad(t *testing.T) {
 		t.Errorf("%d of %d requests failed during the rotation; first: %v", len(failures), served.Load()+int64(len(failures)), failures[0])
 	}
 	t.Logf("%d requests served during the rotation, none failed", served.Load())
+	body := getBody(t, "http://"+r.admin+"/certs")
+	for _, want := range []string{`"pkcs11_token"`, `"open": true`, `object=client-2`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/certs lacks %s:\n%s", want, body)
+		}
+	}
+	if rep := r.app.stores[0].Report(); rep.Token == nil || rep.Token.Signatures == 0 || rep.Token.Failures != 0 {
+		t.Errorf("/certs token %+v, want signatures counted and no failure", rep.Token)
+	}
 }
 
 // TestPKCS11ServeKeyRemoved: a key deleted from the token while serving.
