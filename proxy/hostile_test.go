@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/loopback"
@@ -137,8 +139,8 @@ const hostileHost = "api.acme.test"
 func TestHostileRequests(t *testing.T) {
 	ps := newPKI(t)
 	up := startRecordingUpstream(t, ps)
-	e := startProxy(t, proxy.Config{Client: proxy.ClientLimits{BodyIdle: 2 * time.Second},
-		Upstreams: []proxy.UpstreamConfig{upstreamConfig("live", hostileHost, up.addr, ps, sourceOf(ps.client))}})
+	e := startProxy(t, testConfig{Client: proxy.ClientLimits{BodyIdle: 2 * time.Second},
+		Upstreams: []upstream.Config{upstreamConfig("live", hostileHost, up.addr, ps, sourceOf(ps.client))}})
 	addr := strings.TrimPrefix(e.url, "http://")
 	tests := hostileShapes()
 	for _, tt := range tests {

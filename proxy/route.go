@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
 )
 
@@ -23,7 +25,7 @@ func canonicalHost(h string) string { return strings.ToLower(h) }
 // Host matching is exact and case-insensitive: no suffix, wildcard or
 // trailing-dot leniency, so that a look-alike host is never served with
 // the merchant's certificate.
-func (p *Proxy) route(r *http.Request) (*Upstream, Mode, *failure.Error) {
+func (p *Proxy) route(r *http.Request) (*upstream.Client, Mode, *failure.Error) {
 	if r.Method == http.MethodConnect {
 		up, err := p.routeConnect(r)
 		return up, ModeConnect, err
@@ -36,7 +38,7 @@ func (p *Proxy) route(r *http.Request) (*Upstream, Mode, *failure.Error) {
 	return up, ModeGateway, err
 }
 
-func (p *Proxy) routeForward(r *http.Request) (*Upstream, *failure.Error) {
+func (p *Proxy) routeForward(r *http.Request) (*upstream.Client, *failure.Error) {
 	u := r.URL
 	switch {
 	case u.Scheme != "http":
@@ -58,7 +60,7 @@ func (p *Proxy) routeForward(r *http.Request) (*Upstream, *failure.Error) {
 
 // routeGateway sends an origin-form request to the upstream its Host header
 // names, or else to the default upstream.
-func (p *Proxy) routeGateway(r *http.Request) (*Upstream, *failure.Error) {
+func (p *Proxy) routeGateway(r *http.Request) (*upstream.Client, *failure.Error) {
 	if !strings.HasPrefix(r.URL.Path, "/") {
 		return nil, failure.New(failure.KindBadRequest, nil, "request target %q is neither an absolute URL nor a path", r.RequestURI)
 	}
@@ -79,7 +81,7 @@ func (p *Proxy) routeGateway(r *http.Request) (*Upstream, *failure.Error) {
 
 func (p *Proxy) exampleHost() string {
 	if p.def != nil {
-		return p.def.host
+		return p.def.Host()
 	}
-	return p.upstreams[0].host
+	return p.upstreams[0].Host()
 }

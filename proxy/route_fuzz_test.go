@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/mtlsproxy/payrails-mtls-proxy/config"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
 )
 
 type nilSource struct{}
@@ -22,9 +22,9 @@ func (nilSource) Changed() <-chan struct{}       { return nil }
 // upstream whose host it names exactly (forward mode) or through a path
 // (base-URL mode).
 func FuzzRoute(f *testing.F) {
-	p, err := New(Config{Upstreams: []UpstreamConfig{
-		{Name: "live", URL: &url.URL{Scheme: "https", Host: "api.acme.payrails.io"}, Certificates: nilSource{}, Default: true},
-		{Name: "staging", URL: &url.URL{Scheme: "https", Host: "acme-api.staging.payrails.io:8443"}, Certificates: nilSource{}},
+	p, err := New(Config{Default: "live", Upstreams: []*upstream.Client{
+		fuzzClient(f, "live", "api.acme.payrails.io"),
+		fuzzClient(f, "staging", "acme-api.staging.payrails.io:8443"),
 	}})
 	if err != nil {
 		f.Fatal(err)
@@ -64,15 +64,15 @@ func FuzzRoute(f *testing.F) {
 		case ModeForward:
 			u := r.URL
 			if u.Scheme != "http" || u.User != nil || (u.Port() != "" && u.Port() != "80") ||
-				!strings.EqualFold(u.Hostname(), up.host) {
-				t.Fatalf("forward request %q routed to %s", raw, up.host)
+				!strings.EqualFold(u.Hostname(), up.Host()) {
+				t.Fatalf("forward request %q routed to %s", raw, up.Host())
 			}
 		case ModeGateway:
 			if !strings.HasPrefix(r.URL.Path, "/") {
-				t.Fatalf("gateway request %q without a path routed to %s", raw, up.host)
+				t.Fatalf("gateway request %q without a path routed to %s", raw, up.Host())
 			}
 		default:
-			t.Fatalf("mode %q routed to %s", mode, up.host)
+			t.Fatalf("mode %q routed to %s", mode, up.Host())
 		}
 	})
 }
@@ -82,11 +82,7 @@ func FuzzRoute(f *testing.F) {
 // names that upstream's host on port 443 (or no port), over https or in
 // origin-form, and never when it is a CONNECT of its own.
 func FuzzTunnelRoute(f *testing.F) {
-	up, err := newUpstream(UpstreamConfig{Name: "live", URL: &url.URL{Scheme: "https", Host: "api.acme.payrails.io"},
-		Certificates: nilSource{}}, withDefaults(Timeouts{}), config.Retry{Attempts: 1}, nil, nil)
-	if err != nil {
-		f.Fatal(err)
-	}
+	up := fuzzClient(f, "live", "api.acme.payrails.io")
 	for _, s := range []struct{ method, target, host string }{
 		{"GET", "/v1/x", "api.acme.payrails.io"},
 		{"GET", "/v1/x", "API.acme.payrails.io:443"},
@@ -126,8 +122,18 @@ func FuzzTunnelRoute(f *testing.F) {
 		if i := strings.LastIndexByte(name, ':'); i >= 0 && !strings.Contains(name[i:], "]") {
 			h, port = name[:i], name[i+1:]
 		}
-		if r.Method == http.MethodConnect || !strings.EqualFold(h, up.host) || (port != "" && port != "443") {
-			t.Fatalf("tunnelled %q admitted for the tunnel to %s", raw, up.host)
+		if r.Method == http.MethodConnect || !strings.EqualFold(h, up.Host()) || (port != "" && port != "443") {
+			t.Fatalf("tunnelled %q admitted for the tunnel to %s", raw, up.Host())
 		}
 	})
+}
+
+// fuzzClient is an upstream client of host (HOST[:PORT]) without a
+// certificate: routing never sends.
+func fuzzClient(f *testing.F, name, host string) *upstream.Client {
+	c, err := upstream.New(upstream.Config{Name: name, URL: &url.URL{Scheme: "https", Host: host}, Certificates: nilSource{}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	return c
 }

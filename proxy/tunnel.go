@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
 )
 
@@ -37,7 +39,7 @@ type LeafSource interface {
 
 // routeConnect allows a CONNECT only to a configured upstream host on port
 // 443, by name: never a blind tunnel, never an IP literal or another port.
-func (p *Proxy) routeConnect(r *http.Request) (*Upstream, *failure.Error) {
+func (p *Proxy) routeConnect(r *http.Request) (*upstream.Client, *failure.Error) {
 	if p.mitm == nil {
 		return nil, failure.New(failure.KindConnectNotSupported, nil, "CONNECT (HTTPS_PROXY) cannot carry the client "+
 			"certificate through a tunnel; call http://%s/... through HTTP_PROXY (http_proxy for curl) and the proxy "+
@@ -62,17 +64,17 @@ func (p *Proxy) routeConnect(r *http.Request) (*Upstream, *failure.Error) {
 // routeTunnelled admits a request read inside a tunnel to up: it must name
 // up's host (a tunnel to one host never carries requests for another) and
 // must not be a CONNECT of its own.
-func routeTunnelled(r *http.Request, up *Upstream) *failure.Error {
+func routeTunnelled(r *http.Request, up *upstream.Client) *failure.Error {
 	if r.Method == http.MethodConnect {
 		return failure.New(failure.KindConnectNotSupported, nil, "a CONNECT inside an intercepted tunnel is not supported: "+
-			"send the requests for https://%s/ in this tunnel directly", up.host)
+			"send the requests for https://%s/ in this tunnel directly", up.Host())
 	}
 	host, port := r.Host, ""
 	if r.URL.IsAbs() {
 		u := r.URL
 		if u.Scheme != "https" || u.User != nil {
 			return failure.New(failure.KindHostNotAllowed, nil, "this tunnel was opened for https://%s; a request for %s://%s "+
-				"cannot use it", up.host, u.Scheme, u.Host)
+				"cannot use it", up.Host(), u.Scheme, u.Host)
 		}
 		host = u.Host
 	} else if len(r.URL.Path) == 0 || r.URL.Path[0] != '/' {
@@ -81,9 +83,9 @@ func routeTunnelled(r *http.Request, up *Upstream) *failure.Error {
 	if h, p, err := net.SplitHostPort(host); err == nil {
 		host, port = h, p
 	}
-	if canonicalHost(host) != up.host || (port != "" && port != "443") {
+	if canonicalHost(host) != up.Host() || (port != "" && port != "443") {
 		return failure.New(failure.KindHostNotAllowed, nil, "this tunnel was opened for %s; a request for %q cannot use it",
-			up.host, r.Host)
+			up.Host(), r.Host)
 	}
 	return nil
 }
@@ -104,7 +106,7 @@ func tunnelTLS(leaves LeafSource, host string) *tls.Config {
 // timeouts.tls_handshake and hands the decrypted connection to a server of
 // its own (see tunnels). A failed handshake is recorded on ex, whose log
 // line is the CONNECT's.
-func (p *Proxy) serveTunnel(w http.ResponseWriter, r *http.Request, up *Upstream, ex *exchange) {
+func (p *Proxy) serveTunnel(w http.ResponseWriter, r *http.Request, up *upstream.Client, ex *exchange) {
 	raw, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		ex.fail(failure.New(failure.KindBadRequest, err, "internal error: the connection cannot be taken over for the tunnel"))
@@ -125,7 +127,7 @@ func (p *Proxy) serveTunnel(w http.ResponseWriter, r *http.Request, up *Upstream
 	cancel()
 	if err != nil {
 		raw.Close()
-		ex.fail(tunnelHandshakeError(err, up.host, p.timeouts.TLSHandshake))
+		ex.fail(tunnelHandshakeError(err, up.Host(), p.timeouts.TLSHandshake))
 		return
 	}
 	if !p.tunnels.serve(p.newTunnelServer(up), tc) {
@@ -144,7 +146,7 @@ func tunnelHandshakeError(err error, host string, limit time.Duration) *failure.
 
 // newTunnelServer is the server of one tunnel: newServer's limits, and the
 // proxy's handler with up as the only route.
-func (p *Proxy) newTunnelServer(up *Upstream) *http.Server {
+func (p *Proxy) newTunnelServer(up *upstream.Client) *http.Server {
 	return p.newServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { p.handle(w, r, up) }), nil)
 }
 

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs/pki"
@@ -52,11 +54,11 @@ func tunnelEnv(t *testing.T, limits proxy.ClientLimits) (*env, *pkiSet, *recordi
 	t.Helper()
 	ps := newPKI(t)
 	up := startRecordingUpstream(t, ps)
-	e := startProxy(t, proxy.Config{
+	e := startProxy(t, testConfig{
 		Client:    limits,
 		Timeouts:  proxy.Timeouts{TLSHandshake: time.Second},
 		MITM:      &leafSource{ca: ps.ca},
-		Upstreams: []proxy.UpstreamConfig{upstreamConfig("live", hostileHost, up.addr, ps, sourceOf(ps.client))},
+		Upstreams: []upstream.Config{upstreamConfig("live", hostileHost, up.addr, ps, sourceOf(ps.client))},
 	})
 	return e, ps, up
 }
@@ -271,7 +273,7 @@ func TestTunnelFraming(t *testing.T) {
 func TestHTTP10ConnectionsClose(t *testing.T) {
 	ps := newPKI(t)
 	up := startRecordingUpstream(t, ps)
-	e := startProxy(t, proxy.Config{Upstreams: []proxy.UpstreamConfig{upstreamConfig("live", hostileHost, up.addr, ps, sourceOf(ps.client))}})
+	e := startProxy(t, testConfig{Upstreams: []upstream.Config{upstreamConfig("live", hostileHost, up.addr, ps, sourceOf(ps.client))}})
 	addr := strings.TrimPrefix(e.url, "http://")
 	const h = "Host: " + hostileHost + "\r\n"
 	smuggled := "GET http://" + hostileHost + "/v1/smuggled HTTP/1.1\r\n" + h + "\r\n"

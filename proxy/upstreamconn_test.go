@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/config"
@@ -86,8 +88,8 @@ func scriptedEnvRetry(t *testing.T, limits proxy.ClientLimits, retry config.Retr
 	t.Helper()
 	ps := newPKI(t)
 	up := startScripted(t, ps, script)
-	e := startProxy(t, proxy.Config{Client: limits, Timeouts: proxy.Timeouts{ResponseHeader: 30 * time.Second}, Retry: retry,
-		Upstreams: []proxy.UpstreamConfig{upstreamConfig("live", hostA, up.addr, ps, sourceOf(ps.client))}})
+	e := startProxy(t, testConfig{Client: limits, Timeouts: proxy.Timeouts{ResponseHeader: 30 * time.Second}, Retry: retry,
+		Upstreams: []upstream.Config{upstreamConfig("live", hostA, up.addr, ps, sourceOf(ps.client))}})
 	return e, up
 }
 
@@ -175,7 +177,7 @@ const expectHead = "POST http://" + hostA + "/v1/payments HTTP/1.1\r\nHost: " + 
 // 100 that never comes.
 func TestExpectContinueUnreachable(t *testing.T) {
 	ps := newPKI(t)
-	e := startProxy(t, proxy.Config{Upstreams: []proxy.UpstreamConfig{upstreamConfig("live", hostA, closedPort(t), ps, sourceOf(ps.client))}})
+	e := startProxy(t, testConfig{Upstreams: []upstream.Config{upstreamConfig("live", hostA, closedPort(t), ps, sourceOf(ps.client))}})
 	c, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
 	if err != nil {
 		t.Fatal(err)

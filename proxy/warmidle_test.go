@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
 )
 
 // TestIdleRetirementWithoutWarmConnections: with warm_connections 0 the
@@ -37,7 +37,7 @@ func TestIdleRetirementWithoutWarmConnections(t *testing.T) {
 			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 		}
 	})
-	e := startProxy(t, proxy.Config{Upstreams: []proxy.UpstreamConfig{upstreamConfig("live", hostA, up.addr, ps, sourceOf(ps.client))}})
+	e := startProxy(t, testConfig{Upstreams: []upstream.Config{upstreamConfig("live", hostA, up.addr, ps, sourceOf(ps.client))}})
 	c := e.forwardClient(t)
 	send := func(path string) {
 		t.Helper()

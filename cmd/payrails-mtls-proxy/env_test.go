@@ -14,8 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/poll"
-	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs/pki"
 	"github.com/mtlsproxy/payrails-mtls-proxy/config"
@@ -171,13 +172,14 @@ func (r *running) waitVerified(t testing.TB) {
 	if !r.app.cfg.Reload.Verify {
 		return
 	}
-	for i, up := range r.app.proxy.Upstreams() {
-		if r.app.stores[i].Certificate() == nil {
-			continue // nothing to verify
+	for _, v := range r.app.views {
+		up := v.Client
+		if up == nil || v.Store.Certificate() == nil {
+			continue // the local CA's store, or nothing to verify
 		}
 		poll.Until(t, "the app to verify its certificate for "+up.Name(), 10*time.Second, func() bool {
 			for _, st := range up.CertificateStatuses() {
-				if st.InUse && st.Result != proxy.VerifyPending {
+				if st.InUse && st.Result != upstream.VerifyPending {
 					return true
 				}
 			}

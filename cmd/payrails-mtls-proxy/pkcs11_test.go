@@ -140,7 +140,7 @@ func dumpOnFailure(t *testing.T, r *running) {
 		if !t.Failed() {
 			return
 		}
-		rep := r.app.stores[0].Report()
+		rep := r.app.stores()[0].Report()
 		b, _ := json.MarshalIndent(rep, "", "  ")
 		t.Logf("store: %s", b)
 		for _, e := range r.logs.All() {
@@ -239,7 +239,7 @@ func TestPKCS11ServeRotationUnderLoad(t *testing.T) {
 			t.Errorf("/certs lacks %s:\n%s", want, body)
 		}
 	}
-	if rep := r.app.stores[0].Report(); rep.Token == nil || rep.Token.Signatures == 0 || rep.Token.Failures != 0 {
+	if rep := r.app.stores()[0].Report(); rep.Token == nil || rep.Token.Signatures == 0 || rep.Token.Failures != 0 {
 		t.Errorf("/certs token %+v, want signatures counted and no failure", rep.Token)
 	}
 }
@@ -273,7 +273,7 @@ func TestPKCS11ServeKeyRemoved(t *testing.T) {
 	// The failed reload keeps the previous snapshot (the failure rule) and
 	// says why in the reload history (/certs).
 	poll.Until(t, "the store to report the certificate without its key", 20*time.Second, func() bool {
-		return strings.Contains(r.app.stores[0].Stats().LastError, "no key in the token matches it")
+		return strings.Contains(r.app.stores()[0].Stats().LastError, "no key in the token matches it")
 	})
 	second := tokenCert(t, w, tokenKey(t, tk, "client-2"), time.Now().Add(-time.Hour))
 	mustWrite(t, filepath.Join(w.certDir, "client-2.pem"), second.CertPEM, 0o644)
