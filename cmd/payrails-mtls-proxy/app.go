@@ -113,7 +113,7 @@ func (a *app) upstreams() error {
 			}
 		}
 		c, err := upstream.New(upstream.Config{
-			Name: u.Name, URL: u.URL, Address: u.Address, RootCAs: roots.Pool(), Certificates: store,
+			Name: u.Name, URL: u.URL, Address: u.Address, Roots: roots, Certificates: store,
 			CertSource: src.String(), Token: tokenConfig(u.Token), Verify: a.cfg.Reload.Verify,
 			VerifyPath: u.VerifyPath, WarmConnections: u.WarmConnections, Via: via,
 			Timeouts: a.cfg.Timeouts, Retry: a.cfg.Retry, Metrics: m, Logger: a.log,

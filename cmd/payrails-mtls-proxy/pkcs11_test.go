@@ -120,6 +120,16 @@ func TestPKCS11CSR(t *testing.T) {
 	}
 }
 
+func statusOf(t testing.TB, u string) int {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
 func getBody(t testing.TB, u string) string {
 	t.Helper()
 	resp, err := http.Get(u)
@@ -262,14 +272,17 @@ func TestPKCS11ServeKeyRemoved(t *testing.T) {
 	}
 	tk.Tool(t, "--delete-object", "--type", "privkey", "--label", "client-1")
 	w.restartAPI(t) // every connection closes: the next request needs a handshake
-	poll.Until(t, "a request to fail with a proxy error", 20*time.Second, func() bool {
+	poll.Until(t, "a request to fail with 502 client_key_unavailable", 20*time.Second, func() bool {
 		resp, err := c.Get("http://" + apiHost + "/v1/echo")
 		if err != nil {
 			return false
 		}
 		resp.Body.Close()
-		return resp.StatusCode >= 500 && resp.Header.Get("X-Payrails-Proxy-Error") != ""
+		return resp.StatusCode == http.StatusBadGateway && resp.Header.Get("X-Payrails-Proxy-Error") == "client_key_unavailable"
 	})
+	if code := statusOf(t, "http://"+r.admin+"/readyz"); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz = %d after a failed signature, want 503", code)
+	}
 	// The failed reload keeps the previous snapshot (the failure rule) and
 	// says why in the reload history (/certs).
 	poll.Until(t, "the store to report the certificate without its key", 20*time.Second, func() bool {
@@ -280,6 +293,9 @@ func TestPKCS11ServeKeyRemoved(t *testing.T) {
 	poll.Until(t, "service with the second key", 30*time.Second, func() bool {
 		s, err := echoSerial(c)
 		return err == nil && s == serialOf(second)
+	})
+	poll.Until(t, "/readyz to be 200 again", 30*time.Second, func() bool {
+		return statusOf(t, "http://"+r.admin+"/readyz") == http.StatusOK
 	})
 }
 
