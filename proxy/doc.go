@@ -13,10 +13,11 @@
 //   - serve.go: the listener refuses clients outside allow_cidrs at accept
 //     (admission.go) and caps the connections (internal/connlimit); the
 //     server's limits hold on the port and inside tunnels (tunnel.go).
-//   - Proxy.ServeHTTP, or a tunnel's server, calls handle (proxy.go):
-//     admit checks the client's address, its proxy credentials (auth.go),
-//     the method and framing (hygiene.go) and the route (route.go); a
-//     refusal is written from the one failure table (proxy/failure).
+//   - Proxy.ServeHTTP, or a tunnel's server, calls handle (proxy.go): the
+//     admission (admission.go) checks the client's address, its proxy
+//     credentials (auth.go), the method and framing (hygiene.go) and the
+//     route (route.go); a refusal is written from the one failure table
+//     (proxy/failure).
 //   - outboundFor and outbound (forward.go) build the outbound request:
 //     the inbound one is never modified; hop-by-hop headers and names with
 //     an underscore go (headers.go); the request's httptrace.ClientTrace
@@ -26,7 +27,7 @@
 //     and what it did (attempts, the added key, the certificate's serial).
 //   - The answer, its X-Payrails-Proxy-* headers stripped and the proxy's
 //     own set, is copied to the client (copy.go, writer.go); the deferred
-//     finishExchange writes the one log line and the metrics (exchange.go,
+//     journal.finish writes the one log line and the metrics (exchange.go,
 //     metrics.go).
 //
 // Also here: RunServer (the admin port shares it), goproxy's log (its

@@ -80,16 +80,25 @@ func exchangeFrom(ctx context.Context) *exchange {
 	return ex
 }
 
-func (p *Proxy) newExchange() *exchange {
-	return &exchange{id: p.ids.next(), start: time.Now()}
+// journal writes the one log line of each request and records its
+// metrics, and names requests. Safe for concurrent use.
+type journal struct {
+	log *zap.Logger
+	m   *Metrics
+	ids *requestIDs
+}
+
+// start begins a request's exchange.
+func (j journal) start() *exchange {
+	return &exchange{id: j.ids.next(), start: time.Now()}
 }
 
 func (ex *exchange) fail(e *failure.Error) { ex.err = e }
 
-// finishExchange ends a request served by ServeHTTP. It runs deferred, so
+// finish ends a request served by ServeHTTP. It runs deferred, so
 // a response aborted by panic(http.ErrAbortHandler) is logged too (and the
 // panic passed on to net/http).
-func (p *Proxy) finishExchange(ex *exchange, rw *responseWriter, r *http.Request) {
+func (j journal) finish(ex *exchange, rw *responseWriter, r *http.Request) {
 	rec := recover()
 	status := rw.status
 	if rec != nil {
@@ -98,17 +107,17 @@ func (p *Proxy) finishExchange(ex *exchange, rw *responseWriter, r *http.Request
 	if r.Method == http.MethodConnect && status == http.StatusSwitchingProtocols {
 		status = http.StatusOK // the tunnel was opened
 	}
-	p.logExchange(ex, r, status, rw.bytes, rec != nil)
+	j.write(ex, r, status, rw.bytes, rec != nil)
 	if rec != nil {
 		panic(rec)
 	}
 }
 
-// logExchange writes the one log line of a request and records its
-// metrics. broken means the client got a response cut short.
-func (p *Proxy) logExchange(ex *exchange, r *http.Request, status int, bytes int64, broken bool) {
+// write writes the one log line of a request and records its metrics.
+// broken means the client got a response cut short.
+func (j journal) write(ex *exchange, r *http.Request, status int, bytes int64, broken bool) {
 	elapsed := time.Since(ex.start)
-	p.m.observe(ex, r.Method, status, elapsed)
+	j.m.observe(ex, r.Method, status, elapsed)
 	lvl := zapcore.InfoLevel
 	switch {
 	case broken || ex.upstreamErr != nil:
@@ -118,7 +127,7 @@ func (p *Proxy) logExchange(ex *exchange, r *http.Request, status int, bytes int
 	case ex.err != nil:
 		lvl = zapcore.WarnLevel
 	}
-	if ce := p.log.Check(lvl, "request"); ce != nil {
+	if ce := j.log.Check(lvl, "request"); ce != nil {
 		fp := fieldPool.Get().(*[]zap.Field)
 		fields := ex.logFields((*fp)[:0], r, status, bytes, elapsed)
 		ce.Write(fields...)

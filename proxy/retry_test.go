@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/tlsscript"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
@@ -40,7 +42,7 @@ type answer func(i int, a arrival, c *tls.Conn) bool
 // retryUpstream is a scripted upstream that reads every request whole and
 // answers it as its script says, recording what arrived.
 type retryUpstream struct {
-	*scriptedUpstream
+	*tlsscript.Server
 	mu  sync.Mutex
 	got []arrival
 }
@@ -54,7 +56,7 @@ func startRetryUpstream(t testing.TB, ps *pkiSet, ans answer) *retryUpstream {
 func startRetryUpstreamAt(t testing.TB, ps *pkiSet, addr string, ans answer) *retryUpstream {
 	t.Helper()
 	u := &retryUpstream{}
-	u.scriptedUpstream = startScriptedAt(t, ps, addr, func(_ int32, c *tls.Conn, br *bufio.Reader) {
+	u.Server = startScriptedAt(t, ps, addr, func(_ int32, c *tls.Conn, br *bufio.Reader) {
 		for {
 			req, err := http.ReadRequest(br)
 			if err != nil {
@@ -160,7 +162,7 @@ func retryEnv(t testing.TB, rt config.Retry, ans answer) (*env, *retryUpstream, 
 	t.Helper()
 	ps := newPKI(t)
 	up := startRetryUpstream(t, ps, ans)
-	e, reg := retryEnvAt(t, rt, ps, up.addr)
+	e, reg := retryEnvAt(t, rt, ps, up.Addr)
 	return e, up, reg
 }
 

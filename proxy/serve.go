@@ -78,7 +78,7 @@ func Listen(ctx context.Context, addr string) (net.Listener, error) {
 // upstream clients' Run must outlast it: requests in flight may still need
 // a token or a failover.
 func (p *Proxy) Serve(ctx context.Context, ln net.Listener, shutdownTimeout time.Duration) error {
-	capped := connlimit.New(sourceFilter{Listener: ln, p: p}, p.limits.MaxConns, p.m.shed)
+	capped := connlimit.New(sourceFilter{Listener: ln, a: p.adm}, p.limits.MaxConns, p.m.shed)
 	srv := p.newServer(p, capped.ConnState)
 	// Hijacked CONNECT tunnels are not srv's to wait for: they shut down
 	// alongside it, within the same deadline.

@@ -40,6 +40,7 @@ type app struct {
 	proxy    *proxy.Proxy
 	registry *prometheus.Registry
 	admin    http.Handler
+	hupStops bool // SIGHUP is the caller's to stop with (demo), not a reload
 
 	caReloads *prometheus.CounterVec // ca_file reloads by upstream and result
 }
@@ -343,7 +344,9 @@ func (a *app) run(ctx context.Context, ready func(listeners)) error {
 			a.log.Error("certificate watcher stopped; certificates are no longer reloaded", zap.Error(err))
 		}
 	})
-	wg.Go(func() { a.reloadOnSIGHUP(bg) })
+	if !a.hupStops {
+		wg.Go(func() { a.reloadOnSIGHUP(bg) })
+	}
 
 	if ready != nil {
 		ready(listeners{proxy: ln.Addr().String(), admin: adminLn.Addr().String()})

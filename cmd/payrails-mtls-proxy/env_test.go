@@ -27,7 +27,18 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// envRunMain makes the test binary run main() instead of the tests, so
+// that a test can start the program as a process of its own (signals,
+// exit codes) without building it first.
+const envRunMain = "PAYRAILS_PROXY_TEST_RUN_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(envRunMain) == "1" {
+		main()
+		return
+	}
+	goleak.VerifyTestMain(m)
+}
 
 const apiHost = "api.acme.payrails.test"
 

@@ -93,63 +93,83 @@ func (s *sending) attempts() (*http.Response, *failure.Error) {
 			return nil, c.about.noCertificate()
 		}
 		s.res.Serial = g.serial
-		req := s.out
-		if n > 1 && s.kept != nil {
-			// A copy: the previous attempt's transport may still read the
-			// request it was given, body included.
-			req = s.out.WithContext(ctx)
-			req.Body = s.kept.reader()
-		}
-		resp, err := g.RoundTrip(req)
-		if err == nil {
-			if title, refused := answer.EdgeRefusal(resp); refused {
-				err = &refusalPageError{status: resp.Status, title: title}
-				discard(resp)
-				resp = nil
-			}
-		}
+		resp, err := s.once(g, n)
+		var wait time.Duration
 		if err == nil {
 			reason := answered(s.r, resp)
 			if reason == "" {
 				return resp, nil
 			}
-			if wait, ok := s.again(resp, reason, n, replayed); ok {
-				if !sleep(ctx, wait) {
-					return nil, c.about.explain(judge(ctx.Err(), true), ctx.Err(), g.serial)
-				}
+			var ok bool
+			if wait, ok = s.again(resp, reason, n, replayed); !ok {
+				return resp, nil
+			}
+		} else {
+			var replay bool
+			var ferr *failure.Error
+			if wait, replay, ferr = s.afterFailure(g, err, n, replayed); ferr != nil {
+				return nil, ferr
+			}
+			if replay {
+				replayed = true
 				continue
 			}
-			return resp, nil
-		}
-		v := judge(err, ctx.Err() != nil)
-		if v.ambiguous {
-			if cr := c.check(ctx, g); cr != nil {
-				err = &checkedRefusal{err: err, refusal: cr.err}
-				v = v.refusedBy(cr)
-			}
-		}
-		if v.refused {
-			if !mayReplay(s.r, replayed) {
-				return nil, s.failed(v, err, g)
-			}
-			if c.sel.failover(ctx, g, v.alert, 2*c.t.TLSHandshake+time.Second) == nil {
-				return nil, s.failed(v, err, g)
-			}
-			replayed = true
-			c.m.retry(c.name, retryRefused)
-			continue
-		}
-		if v.retry == "" {
-			return nil, s.failed(v, err, g)
-		}
-		wait, ok := s.againAfterFailure(v, n, replayed)
-		if !ok {
-			return nil, s.failed(v, err, g)
 		}
 		if !sleep(ctx, wait) {
 			return nil, c.about.explain(judge(ctx.Err(), true), ctx.Err(), g.serial)
 		}
 	}
+}
+
+// once is send n through g: the request (a copy with its own reader of
+// the kept body after the first), and an edge's refusal page turned into
+// the refusal it is.
+func (s *sending) once(g *generation, n int) (*http.Response, error) {
+	req := s.out
+	if n > 1 && s.kept != nil {
+		// A copy: the previous attempt's transport may still read the
+		// request it was given, body included.
+		req = s.out.WithContext(s.out.Context())
+		req.Body = s.kept.reader()
+	}
+	resp, err := g.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	if title, refused := answer.EdgeRefusal(resp); refused {
+		discard(resp)
+		return nil, &refusalPageError{status: resp.Status, title: title}
+	}
+	return resp, nil
+}
+
+// afterFailure decides what follows a failed send n through g: a replay
+// on the certificate failover chose (replay), another send after wait,
+// or the error the client gets.
+func (s *sending) afterFailure(g *generation, err error, n int, replayed bool) (wait time.Duration, replay bool, ferr *failure.Error) {
+	c, ctx := s.c, s.out.Context()
+	v := judge(err, ctx.Err() != nil)
+	if v.ambiguous {
+		if cr := c.check(ctx, g); cr != nil {
+			err = &checkedRefusal{err: err, refusal: cr.err}
+			v = v.refusedBy(cr)
+		}
+	}
+	switch {
+	case v.refused:
+		if !mayReplay(s.r, replayed) || c.sel.failover(ctx, g, v.alert, 2*c.t.TLSHandshake+time.Second) == nil {
+			return 0, false, s.failed(v, err, g)
+		}
+		c.m.retry(c.name, retryRefused)
+		return 0, true, nil
+	case v.retry == "":
+		return 0, false, s.failed(v, err, g)
+	}
+	wait, ok := s.againAfterFailure(v, n, replayed)
+	if !ok {
+		return 0, false, s.failed(v, err, g)
+	}
+	return wait, false, nil
 }
 
 // failed is the error the client gets, with why it was not sent again.
