@@ -208,6 +208,10 @@ func watchDirs(src Source) []string {
 		dirs = append(dirs, filepath.Dir(src.Passphrase.File))
 		files = append(files, src.Passphrase.File)
 	}
+	if src.Token != nil && src.Token.cfg.PIN.File != "" { // a fixed PIN file is tried at once
+		dirs = append(dirs, filepath.Dir(src.Token.cfg.PIN.File))
+		files = append(files, src.Token.cfg.PIN.File)
+	}
 	for _, f := range files {
 		if real, err := filepath.EvalSymlinks(f); err == nil {
 			dirs = append(dirs, filepath.Dir(real))
