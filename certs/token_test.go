@@ -415,3 +415,23 @@ func handshake(t *testing.T, server tls.Certificate, ca *pki.CA, client tls.Cert
 	}
 	return <-done
 }
+
+// TestWatcherFollowsPINFile: a store whose token refused the PIN is loaded
+// again as soon as the PIN file is fixed (the watcher follows its folder),
+// without waiting for the poll.
+func TestWatcherFollowsPINFile(t *testing.T) {
+	tk := softhsm.New(t, "payrails")
+	pub := makeKey(t, tk, "client-1")
+	dir := tokenFolder(t, newCA(t), map[string]crypto.PublicKey{"domain": pub})
+	if err := os.WriteFile(tk.PINFile, []byte("0000\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tok := openTestToken(t, tokenConfig(tk, ""))
+	s := NewStore("live", Source{Dir: dir, Token: tok}, zaptest.NewLogger(t))
+	if s.Certificate() != nil {
+		t.Fatal("a certificate was loaded with a wrong PIN")
+	}
+	startWatcher(t, WatchOptions{Debounce: 10 * time.Millisecond, PollInterval: time.Hour}, zaptest.NewLogger(t), s)
+	writeAtomic(t, tk.PINFile, []byte(softhsm.PIN+"\n"), 0o600)
+	poll.Until(t, "the store to load the pair once the PIN file is fixed", 10*time.Second, func() bool { return s.Certificate() != nil })
+}
