@@ -31,9 +31,6 @@ type PKCS11 struct {
 	PIN Passphrase
 }
 
-// URI is the token's key_uri, for messages (never holds a PIN).
-func (t *Token) URI() string { return t.cfg.URI }
-
 // String is the URI.
 func (p *PKCS11) String() string { return p.URI }
 

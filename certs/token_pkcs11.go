@@ -316,3 +316,6 @@ func (t *Token) findSlot(ctx *pkcs11.Ctx) (uint, error) {
 		"and that the HSM or its client is reachable", ErrTokenNotFound, t.cfg.ModulePath, t.cfg.URI,
 		joinOr(present, "none"), t.cfg.ModulePath)
 }
+
+// URI is the token's key_uri, for messages (never holds a PIN).
+func (t *Token) URI() string { return t.cfg.URI }

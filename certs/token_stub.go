@@ -38,3 +38,6 @@ func (t *Token) Signatures() (made, failed uint64) { return 0, 0 }
 
 // Healthy fails in this build: it has no PKCS#11 support.
 func (t *Token) Healthy() error { return ErrPKCS11Unavailable }
+
+// URI is the token's key_uri, for messages (never holds a PIN).
+func (t *Token) URI() string { return t.cfg.URI }
