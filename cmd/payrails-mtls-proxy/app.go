@@ -15,6 +15,7 @@ import (
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/certstatus"
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/safefile"
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/tracing/otlp"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/admin"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,7 +39,8 @@ type app struct {
 	proxy    *proxy.Proxy
 	registry *prometheus.Registry
 	admin    http.Handler
-	hupStops bool // SIGHUP is the caller's to stop with (demo), not a reload
+	tracing  *otlp.Tracing // nil: tracing off
+	hupStops bool          // SIGHUP is the caller's to stop with (demo), not a reload
 }
 
 func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
@@ -61,6 +63,9 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 	if minter != nil {
 		leaves = minter
 	}
+	if err := a.startTracing(); err != nil {
+		return nil, err
+	}
 	a.proxy, err = proxy.New(proxy.Config{
 		MITM:       leaves,
 		ProxyAuth:  a.auth,
@@ -71,17 +76,48 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 		Client:     proxy.ClientLimits{MaxConns: cfg.Access.MaxConnections},
 		Logger:     log,
 		Metrics:    proxy.NewMetrics(a.registry),
+
+		TracerProvider: a.tracing.TracerProvider(),
 	})
-	if err != nil {
-		return nil, err
+	if err == nil {
+		a.wireAdmin()
+		a.watcher, err = certs.NewWatcher(a.stores(), certs.WatchOptions{Debounce: cfg.Reload.Debounce,
+			PollInterval: cfg.Reload.PollInterval}, log.Named("certs"))
 	}
-	a.wireAdmin()
-	a.watcher, err = certs.NewWatcher(a.stores(), certs.WatchOptions{Debounce: cfg.Reload.Debounce,
-		PollInterval: cfg.Reload.PollInterval}, log.Named("certs"))
 	if err != nil {
+		a.stopTracing()
 		return nil, err
 	}
 	return a, nil
+}
+
+// startTracing starts the span export when tracing is on (issue 27).
+func (a *app) startTracing() error {
+	t, err := otlp.New(a.cfg.Tracing, otlp.Options{Version: version, Registerer: a.registry, Logger: a.log.Named("tracing")})
+	if err != nil || t == nil {
+		return err
+	}
+	a.tracing = t
+	tc := a.cfg.Tracing
+	a.log.Info("tracing: spans are exported over OTLP/HTTP", zap.String("endpoint", tc.String()),
+		zap.String("from", tc.EndpointFrom), zap.String("sampler", tc.Sampler), zap.Float64("ratio", tc.Ratio),
+		zap.String("service", tc.ServiceName))
+	return nil
+}
+
+// stopTracing sends the spans still queued, within timeouts.shutdown, and
+// stops the export (issue 27): after the proxy has stopped, so that the
+// spans of the requests it finished go too.
+func (a *app) stopTracing() {
+	if a.tracing == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.Timeouts.Shutdown)
+	defer cancel()
+	if err := a.tracing.Shutdown(ctx); err != nil {
+		a.log.Warn("tracing: the export did not stop cleanly; queued spans may be lost", zap.Error(err))
+	}
+	a.tracing = nil
 }
 
 // upstreams makes each configured upstream's certificate store and its
@@ -247,6 +283,7 @@ type listeners struct {
 // listeners' addresses once they accept connections. Every goroutine it
 // starts has stopped when it returns.
 func (a *app) run(ctx context.Context, ready func(listeners)) error {
+	defer a.stopTracing()
 	ln, err := proxy.Listen(ctx, a.cfg.Listen)
 	if err != nil {
 		a.watcher.Close()
@@ -294,6 +331,7 @@ func (a *app) run(ctx context.Context, ready func(listeners)) error {
 	err = a.proxy.Serve(ctx, ln, a.cfg.Timeouts.Shutdown)
 	stopBackground()
 	wg.Wait()
+	a.stopTracing()
 	a.log.Info("stopped")
 	return err
 }
