@@ -123,7 +123,7 @@ func (j journal) write(ex *exchange, r *http.Request, status int, bytes int64, b
 	elapsed := time.Since(ex.start)
 	j.m.observe(ex, r.Method, status, elapsed)
 	if ex.span != nil {
-		tracing.End(ex.span, ex.traceOutcome(r, status, broken))
+		ex.endSpan(r, status, broken)
 	}
 	lvl := zapcore.InfoLevel
 	switch {
@@ -206,13 +206,14 @@ func (ex *exchange) host(r *http.Request) string {
 	return r.Host
 }
 
-// traceOutcome is what the request came to, for its server span; nil when
-// the span is not recording (nothing is built for it).
-func (ex *exchange) traceOutcome(r *http.Request, status int, broken bool) *tracing.Outcome {
+// endSpan ends the request's server span with what the request came to;
+// nothing is built for a span that is not recording.
+func (ex *exchange) endSpan(r *http.Request, status int, broken bool) {
 	if !tracing.Recording(ex.span) {
-		return nil
+		tracing.End(ex.span, nil)
+		return
 	}
-	o := &tracing.Outcome{Method: r.Method, Host: ex.host(r), Path: r.URL.Path, Status: status, ProtoMajor: r.ProtoMajor,
+	o := tracing.Outcome{Method: r.Method, Host: ex.host(r), Path: r.URL.Path, Status: status, ProtoMajor: r.ProtoMajor,
 		ProtoMinor: r.ProtoMinor, Client: r.RemoteAddr, Mode: string(ex.mode), Attempts: ex.sent.Attempts, Serial: ex.sent.Serial}
 	if broken {
 		o.Status = 0
@@ -231,7 +232,7 @@ func (ex *exchange) traceOutcome(r *http.Request, status int, broken bool) *trac
 			o.ErrorID, o.ErrorCode = pe.ID, pe.Code
 		}
 	}
-	return o
+	tracing.End(ex.span, &o)
 }
 
 // fieldPool recycles the log line's field slice: one fewer allocation of

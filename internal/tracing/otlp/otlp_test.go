@@ -180,21 +180,7 @@ func TestOff(t *testing.T) {
 // with the service name, version and resource attributes, and the
 // sampler's parent-based decisions: an unsampled parent is not exported.
 func TestOTLPHTTP(t *testing.T) {
-	var mu sync.Mutex
-	var got []*collectortrace.ExportTraceServiceRequest
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		req := &collectortrace.ExportTraceServiceRequest{}
-		if r.URL.Path != "/otlp/v1/traces" || r.Header.Get("Content-Type") != "application/x-protobuf" || proto.Unmarshal(body, req) != nil {
-			t.Errorf("export to %s (%s) is not OTLP protobuf", r.URL.Path, r.Header.Get("Content-Type"))
-		}
-		mu.Lock()
-		got = append(got, req)
-		mu.Unlock()
-		w.Header().Set("Content-Type", "application/x-protobuf")
-		_, _ = w.Write(nil)
-	}))
-	defer srv.Close()
+	srv, received := otlpSink(t)
 	cfg := on()
 	cfg.Endpoint, _ = url.Parse(srv.URL + "/otlp/v1/traces")
 	cfg.ServiceName, cfg.Resource = "billing-sidecar", []config.Attribute{{Key: "deployment.environment.name", Value: "live"}}
@@ -213,11 +199,9 @@ func TestOTLPHTTP(t *testing.T) {
 	if err := tr.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
 	var names []string
 	res := map[string]string{}
-	for _, req := range got {
+	for _, req := range received() {
 		for _, rs := range req.GetResourceSpans() {
 			for _, kv := range rs.GetResource().GetAttributes() {
 				res[kv.GetKey()] = kv.GetValue().GetStringValue()
@@ -240,5 +224,30 @@ func TestOTLPHTTP(t *testing.T) {
 	}
 	if n := counter(reg, "payrails_proxy_tracing_spans_exported_total", ""); n != 1 {
 		t.Errorf("exported_total %v, want 1", n)
+	}
+}
+
+// otlpSink is an OTLP/HTTP endpoint at /otlp/v1/traces that keeps what it
+// receives (received returns it), checking that it is protobuf.
+func otlpSink(t *testing.T) (*httptest.Server, func() []*collectortrace.ExportTraceServiceRequest) {
+	var mu sync.Mutex
+	var got []*collectortrace.ExportTraceServiceRequest
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		req := &collectortrace.ExportTraceServiceRequest{}
+		if r.URL.Path != "/otlp/v1/traces" || r.Header.Get("Content-Type") != "application/x-protobuf" || proto.Unmarshal(body, req) != nil {
+			t.Errorf("export to %s (%s) is not OTLP protobuf", r.URL.Path, r.Header.Get("Content-Type"))
+		}
+		mu.Lock()
+		got = append(got, req)
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		_, _ = w.Write(nil)
+	}))
+	t.Cleanup(srv.Close)
+	return srv, func() []*collectortrace.ExportTraceServiceRequest {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]*collectortrace.ExportTraceServiceRequest(nil), got...)
 	}
 }
