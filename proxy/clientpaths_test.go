@@ -199,18 +199,7 @@ func TestHostileRequestsInPlainTunnel(t *testing.T) {
 		// A tunnel to port 80 carries http:// requests only.
 		"https absolute form": {403, failure.KindHostNotAllowed},
 	}
-	for _, tt := range hostileShapes() {
-		t.Run(tt.name, func(t *testing.T) {
-			tt.raw = strings.Replace(tt.raw, "http://"+hostileHost+"/", "/", 1)
-			if o, ok := inTunnel[tt.name]; ok {
-				tt.status, tt.kind, tt.check = o.status, o.kind, nil
-			}
-			c := openPlainTunnel(t, e, ps, hostileHost)
-			before := len(up.completed())
-			io.WriteString(c, tt.raw)
-			tt.verify(t, readResponse(t, c), up.completed()[before:])
-		})
-	}
+	hostileInside(t, up, inTunnel, func(t *testing.T) net.Conn { return openPlainTunnel(t, e, ps, hostileHost) })
 }
 
 // TestHTTPSAbsoluteForm: GET https://HOST/... sent in plain text to the

@@ -168,16 +168,26 @@ func TestHostileRequestsInTunnel(t *testing.T) {
 		// Only https:// URLs may use a tunnel; the http:// one with user info never reaches the user-info check.
 		"user info in the URL": {403, failure.KindHostNotAllowed},
 	}
+	hostileInside(t, up, inTunnel, func(t *testing.T) net.Conn { return openTunnel(t, e, ps, hostileHost) })
+}
+
+// hostileInside sends each hostile shape in origin-form on a connection
+// of its own that open makes (a tunnel), with the outcomes inTunnel
+// changes, and checks what the upstream received.
+func hostileInside(t *testing.T, up *recordingUpstream, inTunnel map[string]struct {
+	status int
+	kind   failure.Kind
+}, open func(t *testing.T) net.Conn) {
 	for _, tt := range hostileShapes() {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.raw = strings.Replace(tt.raw, "http://"+hostileHost+"/", "/", 1)
 			if o, ok := inTunnel[tt.name]; ok {
 				tt.status, tt.kind, tt.check = o.status, o.kind, nil
 			}
-			tc := openTunnel(t, e, ps, hostileHost)
+			c := open(t)
 			before := len(up.completed())
-			io.WriteString(tc, tt.raw)
-			tt.verify(t, readResponse(t, tc), up.completed()[before:])
+			io.WriteString(c, tt.raw)
+			tt.verify(t, readResponse(t, c), up.completed()[before:])
 		})
 	}
 }
