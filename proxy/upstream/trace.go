@@ -118,7 +118,7 @@ func (d *dialer) traceDial(ctx context.Context, began, dialled, done time.Time, 
 		return
 	}
 	if conn == nil { // the handshake failed
-		tracing.Record(at.tr, ctx, tracing.SpanHandshake, dialled, time.Now(), failureDescription(err), tracing.Handshake(false, 0, at.serial)...)
+		tracing.Record(at.tr, ctx, tracing.SpanHandshake, dialled, time.Now(), failureDescription(err), tracing.AttrSerial.String(at.serial))
 		return
 	}
 	cs := conn.ConnectionState()
