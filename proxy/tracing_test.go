@@ -100,7 +100,7 @@ func (s spans) children(root sdktrace.ReadOnlySpan, name string) []sdktrace.Read
 func attrs(sp sdktrace.ReadOnlySpan) map[string]string {
 	m := map[string]string{}
 	for _, kv := range sp.Attributes() {
-		m[string(kv.Key)] = kv.Value.Emit()
+		m[string(kv.Key)] = kv.Value.String()
 	}
 	return m
 }

@@ -46,9 +46,9 @@ type Options struct {
 // Defaults of the export queue: at most DefaultQueue spans wait (about a
 // kilobyte each); a batch goes out when DefaultBatch spans are waiting, or
 // DefaultInterval after the last one. The batch is small because turning
-// it into protobuf holds a CPU: in a sidecar with one, 512 spans at a time
-// (the SDK's default) held requests for milliseconds (bench/tracing.sh,
-// c1 p99 2.1 ms off, 8.8 ms on).
+// it into protobuf holds a CPU, which a sidecar may have only one of: with
+// 512 spans at a time (the SDK's default) bench/tracing.sh saw c1's p99
+// go from 2.1 ms off to 8.8 ms on.
 const (
 	DefaultQueue    = 2048
 	DefaultBatch    = 128
