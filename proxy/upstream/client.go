@@ -148,7 +148,7 @@ func New(c Config) (*Client, error) {
 	}
 	cl.sel = &selector{name: c.Name, host: cl.host, certSource: c.CertSource, verify: c.Verify, src: c.Certificates,
 		v: verification{base: "https://" + cl.authority, path: path, t: t}, log: log, m: c.Metrics,
-		kick: make(chan struct{}, 1), evaluated: make(chan struct{})}
+		kick: make(chan struct{}, 1), news: make(chan struct{})}
 	hooks := genHooks{maxAge: cl.warm.maxAge, onDead: cl.warm.observeClose}
 	cl.sel.newGen = func(cert *tls.Certificate) *generation { return newGeneration(cl.d, cert, t, hooks) }
 	cl.warm.current = cl.sel.gen.Load
@@ -178,6 +178,8 @@ func (c *Client) Authority() string { return c.authority }
 // all, waits for them, closes the idle connections and returns nil.
 // Requests in flight are not touched. Call it once.
 func (c *Client) Run(ctx context.Context) error {
+	c.sel.looping.Store(true)
+	defer c.sel.looping.Store(false)
 	c.bg.start(ctx)
 	defer func() {
 		c.bg.stop()
@@ -219,22 +221,32 @@ func (c *Client) Run(ctx context.Context) error {
 }
 
 // current returns the generation of the certificate presented now: one
-// atomic load and a clock read. Choosing another is the loop's work.
-func (c *Client) current() (*generation, error) {
-	g := c.sel.gen.Load()
-	if g == nil || !time.Now().Before(g.notAfter) {
-		c.sel.poke()
-		return nil, errNoCertificate
+// atomic load and a clock read. Choosing another is the loop's work: when
+// no valid certificate is presented (a request between a certificate's
+// drop and the loop's next evaluation, or as the one in use expires) the
+// request waits for the loop's choice (selector.await), at most as long as
+// a failover would, rather than being refused while a valid one is there.
+func (c *Client) current(ctx context.Context) (*generation, error) {
+	if g := valid(c.sel.gen.Load()); g != nil {
+		return g, nil
 	}
-	return g, nil
+	if g := c.sel.await(ctx, c.selectionWait()); g != nil {
+		return g, nil
+	}
+	return nil, errNoCertificate
 }
+
+// selectionWait bounds how long a request waits for the loop to choose a
+// certificate (a failover, or none presented): a verification's handshake
+// and answer.
+func (c *Client) selectionWait() time.Duration { return 2*c.t.TLSHandshake + time.Second }
 
 // RoundTrip implements http.RoundTripper for tools and the token manager:
 // one send with the certificate presented now, no retries. Failures are
 // *failure.Error values that say what happened and what to do, as the
 // proxy's JSON errors do.
 func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
-	g, err := c.current()
+	g, err := c.current(req.Context())
 	serial := ""
 	if err == nil {
 		serial = g.serial
