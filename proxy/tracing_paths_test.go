@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/tracing"
@@ -16,6 +15,7 @@ import (
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/standin"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream/egress"
 	"go.opentelemetry.io/otel/codes"
 )
 
@@ -172,7 +172,6 @@ func TestTraceTokenWait(t *testing.T) {
 		t.Fatal(err)
 	}
 	release := make(chan struct{})
-	var once sync.Once
 	uc := upstreamConfig("live", hostA, api.Addr, ps, sourceOf(ps.client))
 	uc.Token = &upstream.TokenConfig{ClientID: tokenClient, SecretSource: "test", Secret: func() ([]byte, error) {
 		<-release // the first fetch waits for the request below to be waiting
@@ -196,7 +195,7 @@ func TestTraceTokenWait(t *testing.T) {
 		buf := make([]byte, 1<<20)
 		return strings.Contains(string(buf[:runtime.Stack(buf, true)]), "token.(*Manager).Wait")
 	})
-	once.Do(func() { close(release) })
+	close(release)
 	if status := <-done; status != http.StatusOK {
 		t.Fatalf("status %d", status)
 	}
@@ -216,4 +215,27 @@ func TestTraceTokenWait(t *testing.T) {
 			t.Errorf("span %q carries a token or the secret: %s", sp.Name(), text)
 		}
 	}
+}
+
+// TestTraceVia: through an egress proxy the connect span is the tunnel
+// and names the egress proxy; the handshake follows it.
+func TestTraceVia(t *testing.T) {
+	tp, rec := newTracer(t)
+	ps := newPKI(t)
+	up := startStandin(t, ps, nil)
+	egressProxy := startTunneller(t, func(string) bool { return true })
+	uc := upstreamConfig("live", hostA, up.Addr, ps, sourceOf(ps.client))
+	uc.Via = &egress.Proxy{URL: egressProxy.url()}
+	e := startProxy(t, testConfig{Tracer: tp, Upstreams: []upstream.Config{uc}})
+	resp, body := do(t, e.forwardClient(t), secretRequest(t, http.MethodGet, "http://"+hostA+"/v1/via", true))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	srv := rec.servers(t, 1)[0]
+	if got, want := rec.shape(srv), "GET[GET[connect tls handshake first byte]]"; got != want {
+		t.Fatalf("span tree %s, want %s", got, want)
+	}
+	connect := rec.children(rec.children(srv, http.MethodGet)[0], tracing.SpanConnect)[0]
+	wantAttrs(t, connect, map[string]string{"payrails.proxy.via": egressProxy.url().Host, "server.address": hostA})
+	rec.noSecrets(t)
 }
