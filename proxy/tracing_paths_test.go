@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/tracing"
@@ -172,6 +173,9 @@ func TestTraceTokenWait(t *testing.T) {
 		t.Fatal(err)
 	}
 	release := make(chan struct{})
+	var once sync.Once
+	letGo := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(letGo) // a failure before letGo must not leave the fetch waiting: the proxy's cleanup waits for it
 	uc := upstreamConfig("live", hostA, api.Addr, ps, sourceOf(ps.client))
 	uc.Token = &upstream.TokenConfig{ClientID: tokenClient, SecretSource: "test", Secret: func() ([]byte, error) {
 		<-release // the first fetch waits for the request below to be waiting
@@ -195,7 +199,7 @@ func TestTraceTokenWait(t *testing.T) {
 		buf := make([]byte, 1<<20)
 		return strings.Contains(string(buf[:runtime.Stack(buf, true)]), "token.(*Manager).Wait")
 	})
-	close(release)
+	letGo()
 	if status := <-done; status != http.StatusOK {
 		t.Fatalf("status %d", status)
 	}
