@@ -175,13 +175,15 @@ func TestTraceTokenWait(t *testing.T) {
 	release := make(chan struct{})
 	var once sync.Once
 	letGo := func() { once.Do(func() { close(release) }) }
-	t.Cleanup(letGo) // a failure before letGo must not leave the fetch waiting: the proxy's cleanup waits for it
 	uc := upstreamConfig("live", hostA, api.Addr, ps, sourceOf(ps.client))
 	uc.Token = &upstream.TokenConfig{ClientID: tokenClient, SecretSource: "test", Secret: func() ([]byte, error) {
 		<-release // the first fetch waits for the request below to be waiting
 		return os.ReadFile(secretFile)
 	}}
 	e := startProxy(t, testConfig{Tracer: tp, Upstreams: []upstream.Config{uc}})
+	// Registered after startProxy's, so run before it: a failure before letGo
+	// must not leave the fetch waiting, which the proxy's cleanup waits for.
+	t.Cleanup(letGo)
 	c := e.forwardClient(t)
 	done := make(chan int, 1)
 	go func() {
