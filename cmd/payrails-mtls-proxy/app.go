@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"time"
 
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -34,6 +33,8 @@ type app struct {
 	log      *zap.Logger
 	views    []certstatus.View // each store with its upstream's client, by name; the local CA's last, without one
 	clients  []*upstream.Client
+	tokens   []*certs.Token     // PKCS#11 tokens of key_uri upstreams; closed when run returns
+	roots    []*certs.RootStore // each upstream's ca_file, watched with the stores
 	watcher  *certs.Watcher
 	auth     *proxy.AuthFile // nil without access.proxy_auth_file
 	proxy    *proxy.Proxy
@@ -41,15 +42,22 @@ type app struct {
 	admin    http.Handler
 	tracing  *otlp.Tracing // nil: tracing off
 	hupStops bool          // SIGHUP is the caller's to stop with (demo), not a reload
+
+	caReloads *prometheus.CounterVec // ca_file reloads by upstream and result
 }
 
-func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
+func newApp(cfg *config.Config, log *zap.Logger) (_ *app, err error) {
 	warnExposedSecrets(cfg, log)
 	a := &app{cfg: cfg, log: log, registry: newRegistry()}
+	defer func() {
+		if err != nil {
+			a.closeTokens() // the process may go on (tests, demo): release the libraries
+			a.stopTracing()
+		}
+	}()
 	if err := a.upstreams(); err != nil {
 		return nil, err
 	}
-	var err error
 	if f := cfg.Access.ProxyAuthFile; f != "" {
 		if a.auth, err = proxy.NewAuthFile(f); err != nil {
 			return nil, err
@@ -79,45 +87,16 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 
 		TracerProvider: a.tracing.TracerProvider(),
 	})
-	if err == nil {
-		a.wireAdmin()
-		a.watcher, err = certs.NewWatcher(a.stores(), certs.WatchOptions{Debounce: cfg.Reload.Debounce,
-			PollInterval: cfg.Reload.PollInterval}, log.Named("certs"))
-	}
 	if err != nil {
-		a.stopTracing()
+		return nil, err
+	}
+	a.wireAdmin()
+	a.watcher, err = certs.NewWatcher(a.stores(), certs.WatchOptions{Debounce: cfg.Reload.Debounce,
+		PollInterval: cfg.Reload.PollInterval}, log.Named("certs"), a.roots...)
+	if err != nil {
 		return nil, err
 	}
 	return a, nil
-}
-
-// startTracing starts the span export when tracing is on (issue 27).
-func (a *app) startTracing() error {
-	t, err := otlp.New(a.cfg.Tracing, otlp.Options{Version: version, Registerer: a.registry, Logger: a.log.Named("tracing")})
-	if err != nil || t == nil {
-		return err
-	}
-	a.tracing = t
-	tc := a.cfg.Tracing
-	a.log.Info("tracing: spans are exported over OTLP/HTTP", zap.String("endpoint", tc.String()),
-		zap.String("from", tc.EndpointFrom), zap.String("sampler", tc.Sampler), zap.Float64("ratio", tc.Ratio),
-		zap.String("service", tc.ServiceName))
-	return nil
-}
-
-// stopTracing sends the spans still queued, within timeouts.shutdown, and
-// stops the export (issue 27): after the proxy has stopped, so that the
-// spans of the requests it finished go too.
-func (a *app) stopTracing() {
-	if a.tracing == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.Timeouts.Shutdown)
-	defer cancel()
-	if err := a.tracing.Shutdown(ctx); err != nil {
-		a.log.Warn("tracing: the export did not stop cleanly; queued spans may be lost", zap.Error(err))
-	}
-	a.tracing = nil
 }
 
 // upstreams makes each configured upstream's certificate store and its
@@ -125,12 +104,16 @@ func (a *app) stopTracing() {
 func (a *app) upstreams() error {
 	m := upstream.NewMetrics(a.registry)
 	for _, u := range a.cfg.Upstreams {
-		src := certSource(u)
-		store := certs.NewStore(u.Name, src, a.log.Named("certs"))
-		roots, err := certs.Roots(u.CAFile)
+		src, err := a.certSource(u)
 		if err != nil {
 			return fmt.Errorf("upstream %q: %w", u.Name, err)
 		}
+		store := certs.NewStore(u.Name, src, a.log.Named("certs"))
+		roots, err := certs.NewRootStore(u.Name, u.CAFile, a.log.Named("certs"), certs.WithRootsHook(a.countRootsReload(u.Name)))
+		if err != nil {
+			return fmt.Errorf("upstream %q: %w", u.Name, err)
+		}
+		a.roots = append(a.roots, roots)
 		via := viaProxy(u.Via, u.ViaAuthFile, "via_auth_file")
 		if via != nil && via.Auth != nil {
 			if _, _, err := via.Auth(); err != nil { // at start a bad file stops the program; later dials re-read it
@@ -138,7 +121,7 @@ func (a *app) upstreams() error {
 			}
 		}
 		c, err := upstream.New(upstream.Config{
-			Name: u.Name, URL: u.URL, Address: u.Address, RootCAs: roots, Certificates: store,
+			Name: u.Name, URL: u.URL, Address: u.Address, Roots: roots, Certificates: store,
 			CertSource: src.String(), Token: tokenConfig(u.Token), Verify: a.cfg.Reload.Verify,
 			VerifyPath: u.VerifyPath, WarmConnections: u.WarmConnections, Via: via,
 			Timeouts: a.cfg.Timeouts, Retry: a.cfg.Retry, Metrics: m, Logger: a.log,
@@ -150,6 +133,52 @@ func (a *app) upstreams() error {
 		a.views = append(a.views, certstatus.View{Store: store, Client: c})
 	}
 	return nil
+}
+
+// countRootsReload counts an upstream's ca_file reloads by result
+// (payrails_proxy_ca_reloads_total): a bad bundle that kept the old roots
+// shows as failed.
+func (a *app) countRootsReload(upstream string) func(certs.Result, error) {
+	if a.caReloads == nil {
+		a.caReloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "payrails_proxy_ca_reloads_total",
+			Help: "ca_file reloads by upstream and result (swapped, unchanged, failed: a bad bundle keeps the previous roots).",
+		}, []string{"upstream", "result"})
+		a.registry.MustRegister(a.caReloads)
+	}
+	for _, res := range []certs.Result{certs.ResultSwapped, certs.ResultUnchanged, certs.ResultFailed} {
+		a.caReloads.WithLabelValues(upstream, string(res)) // visible at 0
+	}
+	return func(res certs.Result, _ error) { a.caReloads.WithLabelValues(upstream, string(res)).Inc() }
+}
+
+// certSource is the upstream's certificate source, with its PKCS#11 token
+// opened when key_uri is set. The default (static) build refuses key_uri
+// here, naming the pkcs11 flavour: serve exits with code 2.
+func (a *app) certSource(u config.Upstream) (certs.Source, error) {
+	src := certSource(u)
+	if u.KeyURI == nil {
+		return src, nil
+	}
+	if !certs.PKCS11Built {
+		return src, fmt.Errorf("key_uri: %w", certs.ErrPKCS11Unavailable)
+	}
+	tok, err := certs.OpenToken(pkcs11Source(u.KeyURI, u.PKCS11PIN, u.PKCS11PINEnv),
+		a.log.Named("pkcs11").With(zap.String("upstream", u.Name)))
+	if err != nil {
+		return src, fmt.Errorf("key_uri: %w", err)
+	}
+	a.tokens = append(a.tokens, tok)
+	src.Token = tok
+	return src, nil
+}
+
+// closeTokens releases every token's sessions and library.
+func (a *app) closeTokens() {
+	for _, t := range a.tokens {
+		t.Close()
+	}
+	a.tokens = nil
 }
 
 // defaultUpstream names the upstream with default: true, "" when none.
@@ -256,24 +285,6 @@ func certSource(u config.Upstream) certs.Source {
 	}
 }
 
-// listenError is a listener that could not be opened.
-type listenError struct {
-	what, addr, flag string
-	err              error
-}
-
-func (e *listenError) Error() string {
-	hint := "check the address"
-	if errors.Is(e.err, syscall.EADDRINUSE) {
-		hint = "another process holds the port: stop it or choose another"
-	} else if errors.Is(e.err, syscall.EACCES) {
-		hint = "ports below 1024 need privileges: choose a port above 1024"
-	}
-	return fmt.Sprintf("cannot listen on %s for the %s: %v; %s (%s)", e.addr, e.what, e.err, hint, e.flag)
-}
-
-func (e *listenError) Unwrap() error { return e.err }
-
 // listeners are the app's open ports.
 type listeners struct {
 	proxy, admin string // HOST:PORT
@@ -287,12 +298,14 @@ func (a *app) run(ctx context.Context, ready func(listeners)) error {
 	ln, err := proxy.Listen(ctx, a.cfg.Listen)
 	if err != nil {
 		a.watcher.Close()
+		a.closeTokens()
 		return &listenError{what: "proxy", addr: a.cfg.Listen, flag: "--listen, PAYRAILS_PROXY_LISTEN or listen:", err: err}
 	}
 	adminLn, err := net.Listen("tcp", a.cfg.AdminListen)
 	if err != nil {
 		ln.Close()
 		a.watcher.Close()
+		a.closeTokens()
 		return &listenError{what: "admin endpoints", addr: a.cfg.AdminListen,
 			flag: "--admin-listen, PAYRAILS_PROXY_ADMIN_LISTEN or admin_listen:", err: err}
 	}
@@ -332,6 +345,7 @@ func (a *app) run(ctx context.Context, ready func(listeners)) error {
 	stopBackground()
 	wg.Wait()
 	a.stopTracing()
+	a.closeTokens()
 	a.log.Info("stopped")
 	return err
 }

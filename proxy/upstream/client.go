@@ -31,6 +31,16 @@ type CertificateSource interface {
 	Changed() <-chan struct{}
 }
 
+// RootSource gives the roots that verify the server, for roots that are
+// reloaded (certs' RootStore for ca_file). Both methods must be cheap and
+// safe for concurrent use; the pool returned is never modified.
+type RootSource interface {
+	// Pool returns the roots now. Never nil.
+	Pool() *x509.CertPool
+	// Changed returns a channel closed when Pool may answer differently.
+	Changed() <-chan struct{}
+}
+
 // FixedCertificate is a CertificateSource that always offers c (nil: none),
 // for tools that call an upstream once with a certificate already chosen.
 type FixedCertificate struct{ C *tls.Certificate }
@@ -55,10 +65,15 @@ type Timeouts = config.Timeouts
 
 // Config describes one Payrails API endpoint and how to reach it.
 type Config struct {
-	Name         string
-	URL          *url.URL          // https://HOST[:PORT]; required
-	Address      string            // dial this HOST:PORT instead of resolving HOST; "" to resolve
-	RootCAs      *x509.CertPool    // roots that verify the server; nil means the system roots
+	Name    string
+	URL     *url.URL       // https://HOST[:PORT]; required
+	Address string         // dial this HOST:PORT instead of resolving HOST; "" to resolve
+	RootCAs *x509.CertPool // roots that verify the server; nil means the system roots
+	// Roots, when not nil, supersedes RootCAs: the roots are read from it
+	// for each new generation, and a change (ca_file reloaded) makes the
+	// client present its certificate through a new generation, so that
+	// every new connection verifies the server with the new roots.
+	Roots        RootSource
 	Certificates CertificateSource // required
 	CertSource   string            // where the certificates come from, for messages
 	Token        *TokenConfig      // managed access tokens; nil means none
@@ -140,6 +155,8 @@ func New(c Config) (*Client, error) {
 		retry: withRetryDefaults(c.Retry), m: c.Metrics, log: log}
 	cl.about = about{name: c.Name, host: cl.host, certSource: c.CertSource, timeouts: t}
 	cl.d = newDialer(c.Name, c.URL, c.Address, c.RootCAs, c.Via, t, c.Metrics)
+	cl.d.rootSrc = c.Roots
+	cl.d.keys.name, cl.d.keys.log = c.Name, log
 	cl.warm = &warmer{name: c.Name, target: max(c.WarmConnections, 0), idleConn: t.IdleConn, log: log, m: c.Metrics}
 	cl.d.onDialed = cl.warm.noteDial
 	path := c.VerifyPath
@@ -152,6 +169,7 @@ func New(c Config) (*Client, error) {
 	hooks := genHooks{maxAge: cl.warm.maxAge, onDead: cl.warm.observeClose}
 	cl.sel.newGen = func(cert *tls.Certificate) *generation { return newGeneration(cl.d, cert, t, hooks) }
 	cl.warm.current = cl.sel.gen.Load
+	cl.d.keys.kick = cl.sel.poke
 	if c.Token != nil {
 		cl.tokens = newTokens(c.Token, cl, &url.URL{Scheme: "https", Host: cl.authority}, c.Name, c.Metrics)
 	}
@@ -195,12 +213,18 @@ func (c *Client) Run(ctx context.Context) error {
 	eval := true
 	for {
 		changed := c.sel.src.Changed()
+		var rootsChanged <-chan struct{}
+		if c.d.rootSrc != nil {
+			rootsChanged = c.d.rootSrc.Changed()
+		}
 		if eval {
 			c.sel.evaluate(ctx, true)
 		}
 		wait := c.warm.tend(ctx)
-		if due := c.sel.nextWake(); !due.IsZero() && (wait == 0 || time.Until(due) < wait) {
-			wait = max(time.Until(due), time.Millisecond)
+		for _, due := range []time.Time{c.sel.nextWake(), c.probeKey(ctx)} {
+			if !due.IsZero() && (wait == 0 || time.Until(due) < wait) {
+				wait = max(time.Until(due), time.Millisecond)
+			}
 		}
 		if wait == 0 {
 			wait = time.Hour
@@ -211,6 +235,9 @@ func (c *Client) Run(ctx context.Context) error {
 			return nil
 		case <-changed:
 			eval = true
+		case <-rootsChanged:
+			c.sel.renew()
+			eval = false
 		case <-c.sel.kick:
 			eval = true
 		case <-timer.C:
@@ -267,10 +294,16 @@ func (c *Client) CloseIdleConnections() {
 }
 
 // Ready returns nil when the client has a certificate to present that the
-// upstream is not known to refuse, else why not. A certificate not
-// verified yet, or an upstream that could not be asked, does not make it
-// unready. Safe for concurrent use.
-func (c *Client) Ready() error { return c.sel.ready() }
+// upstream is not known to refuse and whose key signed the last full
+// handshake, else why not. A certificate not verified yet, or an upstream
+// that could not be asked, does not make it unready. Safe for concurrent
+// use.
+func (c *Client) Ready() error {
+	if err := c.sel.ready(); err != nil {
+		return err
+	}
+	return c.d.keys.ready()
+}
 
 // CertificateStatuses returns what the client knows of each candidate
 // certificate, best first. Safe for concurrent use.

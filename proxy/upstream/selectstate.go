@@ -45,11 +45,40 @@ func (s *selector) present(c *tls.Certificate) {
 			zap.String(fieldUpstream, s.name), zap.String("old_serial", old.serial), zap.String(fieldSerial, g.serial),
 			zap.String("reason", s.states[old.fp].Reason))
 	}
+	if g != nil && tls12Only(g.cert) {
+		s.log.Warn("the client certificate's key is in a PKCS#11 token that offers no RSA-PSS, which TLS 1.3 requires "+
+			"for RSA keys: connections to this upstream are held at TLS 1.2", zap.String(fieldUpstream, s.name),
+			zap.String(fieldSerial, g.serial))
+	}
 	if g != nil {
 		s.stuck = ""
 		s.log.Info("presenting the client certificate", zap.String(fieldUpstream, s.name), zap.String(fieldSerial, g.serial),
 			zap.String("fingerprint", g.fp), zap.Time("not_after", g.notAfter), zap.String("verification", string(s.resultOf(fp))))
 	}
+}
+
+// renew presents the certificate in use through a new generation, made
+// with the roots of now (ca_file reloaded): the old generation is retired
+// (its idle connections close, busy ones when done), accepted
+// verifications waiting to be presented are dropped, and every new
+// connection verifies the server with the new roots.
+func (s *selector) renew() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, st := range s.states {
+		if st.verified != nil {
+			st.verified.retire()
+			st.verified = nil
+		}
+	}
+	old := s.gen.Load()
+	if old == nil {
+		return
+	}
+	s.gen.Store(s.newGen(old.cert))
+	old.retire()
+	s.log.Info("the roots that verify the server changed (ca_file): new connections verify it with them",
+		zap.String(fieldUpstream, s.name), zap.String(fieldSerial, old.serial))
 }
 
 func (s *selector) resultOf(fp string) VerifyResult {
