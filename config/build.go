@@ -51,6 +51,7 @@ func (b *builder) build(r *raw) *Config {
 	}
 	cfg.Retry = b.retry(r)
 	cfg.Connect, cfg.MITM = b.connect(r)
+	cfg.Tracing = b.tracing(r)
 	return cfg
 }
 

@@ -119,6 +119,8 @@ type Config struct {
 	// MITM is the local CA used when Connect is ConnectMITM; both files are
 	// set in that mode, and may be empty otherwise.
 	MITM MITM
+	// Tracing configures OpenTelemetry tracing; off by default.
+	Tracing Tracing
 }
 
 // Log configures the logger.

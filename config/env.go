@@ -92,6 +92,7 @@ func applyOverrides(r *raw, env lookupFunc, flags *Overrides, errs *collector) {
 		}
 	}
 	applyUpstreamOverrides(r, env, flags, errs)
+	applyTracingEnv(r, env)
 }
 
 // applyUpstreamOverrides applies the single-upstream flags and variables:

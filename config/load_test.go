@@ -103,6 +103,7 @@ retry:                       # proxy-side retries, only where a second send cann
 timeouts: {dial: 5s, tls_handshake: 10s, response_header: 60s, idle_conn: 90s, shutdown: 30s}
 connect: reject              # what a CONNECT (HTTPS_PROXY) request gets: reject | mitm
 mitm: {ca_cert_file: "", ca_key_file: ""}   # local CA for connect: mitm (see ca init)
+tracing: {otlp_endpoint: "", sample_ratio: 1.0}  # OpenTelemetry; OTEL_* environment variables work too
 `
 
 func TestDesignExample(t *testing.T) {

@@ -61,6 +61,9 @@ type raw struct {
 
 	connect           setting
 	mitmCert, mitmKey setting
+
+	tracingEndpoint, tracingRatio setting
+	tracingExact                  bool // tracingEndpoint is OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: no /v1/traces appended
 }
 
 // rawUpstream is one item of upstreams, or the upstream built from flags.

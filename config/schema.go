@@ -47,6 +47,10 @@ func topKeys(r *raw) keys {
 			"ca_cert_file": scalar(&r.mitmCert),
 			"ca_key_file":  scalar(&r.mitmKey),
 		}),
+		"tracing": section(keys{
+			"otlp_endpoint": scalar(&r.tracingEndpoint),
+			"sample_ratio":  scalar(&r.tracingRatio),
+		}),
 	}
 }
 

@@ -13,8 +13,9 @@
 //   - serve.go: the listener refuses clients outside allow_cidrs at accept
 //     (admission.go) and caps the connections (internal/connlimit); the
 //     server's limits hold on the port and inside tunnels (tunnel.go).
-//   - Proxy.ServeHTTP, or a tunnel's server, calls handle (proxy.go): the
-//     admission (admission.go) checks the client's address, its proxy
+//   - Proxy.ServeHTTP, or a tunnel's server, calls handle (proxy.go): with
+//     tracing on it starts the request's server span (internal/tracing),
+//     continuing the client's traceparent; the admission (admission.go) checks the client's address, its proxy
 //     credentials (auth.go), the method and framing (hygiene.go) and the
 //     route (route.go); a refusal is written from the one failure table
 //     (proxy/failure).
@@ -27,8 +28,8 @@
 //     and what it did (attempts, the added key, the certificate's serial).
 //   - The answer, its X-Payrails-Proxy-* headers stripped and the proxy's
 //     own set, is copied to the client (copy.go, writer.go); the deferred
-//     journal.finish writes the one log line and the metrics (exchange.go,
-//     metrics.go).
+//     journal.finish writes the one log line and the metrics and ends the
+//     server span (exchange.go, metrics.go).
 //
 // Also here: RunServer (the admin port shares it), goproxy's log (its
 // lines reduced to a kind, goproxylog.go).

@@ -24,6 +24,7 @@ import (
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/poll"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/standin"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -153,6 +154,7 @@ type testConfig struct {
 	MITM       proxy.LeafSource
 	Logger     *zap.Logger
 	Registry   *prometheus.Registry // nil: no metrics
+	Tracer     trace.TracerProvider // nil: no tracing
 }
 
 // startProxy builds the upstream clients and the proxy, runs them on a
@@ -190,7 +192,7 @@ func startProxy(t testing.TB, cfg testConfig) *env {
 		clients = append(clients, c)
 	}
 	p, err := proxy.New(proxy.Config{Upstreams: clients, Default: cfg.Default, Timeouts: cfg.Timeouts, AllowCIDRs: cfg.AllowCIDRs,
-		Client: cfg.Client, ProxyAuth: cfg.ProxyAuth, MITM: cfg.MITM, Logger: cfg.Logger, Metrics: pm})
+		Client: cfg.Client, ProxyAuth: cfg.ProxyAuth, MITM: cfg.MITM, Logger: cfg.Logger, Metrics: pm, TracerProvider: cfg.Tracer})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,12 +11,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/tracing"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/answer"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
 
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
@@ -45,6 +47,7 @@ const (
 	fieldRetry    = "not_retried"     // why a failure was not sent again
 	fieldConn     = "upstream_conn"   // "reused" or "new": did the send pay a TLS handshake
 	fieldDropped  = "dropped_headers" // header fields dropped for an underscore in their name (their names are not logged)
+	fieldTrace    = "trace_id"        // the request's trace (the client's when it sent a traceparent); only with tracing on
 )
 
 // exchange is the state of one request, shared by ServeHTTP and the goproxy
@@ -63,6 +66,7 @@ type exchange struct {
 	connReused     bool                            // the last send went out on a connection opened before it (no handshake paid)
 	connKnown      bool                            // connReused is set
 	droppedHeaders int                             // header fields dropped for an underscore in their name
+	span           trace.Span                      // the request's server span; nil without tracing
 }
 
 // gotConn records whether the request's (last) send went out on a
@@ -118,6 +122,9 @@ func (j journal) finish(ex *exchange, rw *responseWriter, r *http.Request) {
 func (j journal) write(ex *exchange, r *http.Request, status int, bytes int64, broken bool) {
 	elapsed := time.Since(ex.start)
 	j.m.observe(ex, r.Method, status, elapsed)
+	if ex.span != nil {
+		ex.endSpan(r, status, broken)
+	}
 	lvl := zapcore.InfoLevel
 	switch {
 	case broken || ex.upstreamErr != nil:
@@ -139,13 +146,15 @@ func (j journal) write(ex *exchange, r *http.Request, status int, bytes int64, b
 
 // logFields appends the fields of the request's log line to fields.
 func (ex *exchange) logFields(fields []zap.Field, r *http.Request, status int, bytes int64, elapsed time.Duration) []zap.Field {
-	host := r.Host
 	fields = append(fields, zap.String(fieldID, ex.id), zap.String(fieldMethod, r.Method), zap.String(fieldMode, string(ex.mode)))
 	if ex.up != nil {
 		fields = append(fields, zap.String(fieldUpstream, ex.up.Name()))
-		host = ex.up.Host()
-	} else if r.URL.IsAbs() {
-		host = r.URL.Host
+	}
+	host := ex.host(r)
+	if ex.span != nil {
+		if sc := ex.span.SpanContext(); sc.IsValid() {
+			fields = append(fields, zap.String(fieldTrace, sc.TraceID().String()))
+		}
 	}
 	fields = append(fields, zap.String(fieldHost, host), zap.String(fieldPath, r.URL.Path), zap.Int(fieldStatus, status),
 		zap.Int64(fieldBytes, bytes), zap.Duration(fieldDuration, elapsed), zap.String(fieldClient, r.RemoteAddr))
@@ -183,6 +192,47 @@ func (ex *exchange) logFields(fields []zap.Field, r *http.Request, status int, b
 		fields = append(fields, zap.String(fieldError, "upstream_body"), zap.String(fieldCause, ex.upstreamErr.Error()))
 	}
 	return fields
+}
+
+// host is the host of the log line and the span: the upstream's, or the
+// one the client named when none was chosen.
+func (ex *exchange) host(r *http.Request) string {
+	switch {
+	case ex.up != nil:
+		return ex.up.Host()
+	case r.URL.IsAbs():
+		return r.URL.Host
+	}
+	return r.Host
+}
+
+// endSpan ends the request's server span with what the request came to;
+// nothing is built for a span that is not recording.
+func (ex *exchange) endSpan(r *http.Request, status int, broken bool) {
+	if !tracing.Recording(ex.span) {
+		tracing.End(ex.span, nil)
+		return
+	}
+	o := tracing.Outcome{Method: r.Method, Host: ex.host(r), Path: r.URL.Path, Status: status, ProtoMajor: r.ProtoMajor,
+		ProtoMinor: r.ProtoMinor, Client: r.RemoteAddr, Mode: string(ex.mode), Attempts: ex.sent.Attempts, Serial: ex.sent.Serial}
+	if broken {
+		o.Status = 0
+	}
+	if ex.up != nil {
+		o.Upstream = ex.up.Name()
+	}
+	switch {
+	case ex.err != nil:
+		o.ErrorKind, o.ErrorID, o.ErrorCode = string(ex.err.Kind), ex.id, "proxy."+string(ex.err.Kind)
+	case ex.upstreamErr != nil:
+		o.ErrorKind = "upstream_body"
+	}
+	if ex.apiError != nil {
+		if pe, ok := answer.ParsePayrailsError(ex.apiError.bytes()); ok {
+			o.ErrorID, o.ErrorCode = pe.ID, pe.Code
+		}
+	}
+	tracing.End(ex.span, &o)
 }
 
 // fieldPool recycles the log line's field slice: one fewer allocation of

@@ -14,7 +14,9 @@ import (
 
 	"github.com/elazarl/goproxy"
 	"github.com/mtlsproxy/payrails-mtls-proxy/config"
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/tracing"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 )
 
@@ -45,6 +47,9 @@ type Config struct {
 	MITM    LeafSource
 	Logger  *zap.Logger // nil means no logging
 	Metrics *Metrics    // nil means no metrics
+	// TracerProvider makes each request's server span (internal/tracing),
+	// whose children the upstream client adds; nil means no tracing.
+	TracerProvider trace.TracerProvider
 }
 
 // Proxy is the http.Handler of the proxy listener. It routes each request to
@@ -61,6 +66,7 @@ type Proxy struct {
 	timeouts  Timeouts
 	log       *zap.Logger
 	m         *Metrics
+	tracer    *tracing.Server // nil: no tracing
 }
 
 // New builds a Proxy. It fails only on a configuration the config package
@@ -80,7 +86,7 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p := &Proxy{adm: a, journal: journal{log: log, m: cfg.Metrics, ids: newRequestIDs()}, log: log, m: cfg.Metrics,
 		tunnelTLS: map[*upstream.Client]*tls.Config{}, limits: withClientDefaults(cfg.Client),
-		timeouts: cfg.Timeouts.WithDefaults()}
+		timeouts: cfg.Timeouts.WithDefaults(), tracer: tracing.NewServer(cfg.TracerProvider)}
 	var hosts []string
 	for _, up := range cfg.Upstreams {
 		if _, dup := a.byHost[up.Host()]; dup {
@@ -117,6 +123,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.handle(w, 
 // modified; one log line is written when it ends.
 func (p *Proxy) handle(w http.ResponseWriter, r *http.Request, tn *tunnel) {
 	ex := p.journal.start()
+	ctx, span := p.tracer.Start(r)
+	ex.span = span
 	rw := &responseWriter{ResponseWriter: w, ex: ex, closeAfter: framingEndsConnection(r)}
 	defer p.journal.finish(ex, rw, r)
 
@@ -131,15 +139,16 @@ func (p *Proxy) handle(w http.ResponseWriter, r *http.Request, tn *tunnel) {
 		p.serveTunnel(rw, r, &tunnel{up: up, plain: plainConnect(r)}, ex)
 		return
 	}
-	p.gp.ServeHTTP(rw, p.outboundFor(rw, r, up, ex))
+	p.gp.ServeHTTP(rw, p.outboundFor(ctx, rw, r, up, ex))
 }
 
 // outboundFor builds the request to send upstream and hands it to goproxy
 // as is (absolute-form, so goproxy takes it as a proxy request), carrying
-// the exchange in its context. The inbound request is never modified. A
-// request body is read with an idle timeout (see clientBody).
-func (p *Proxy) outboundFor(w http.ResponseWriter, r *http.Request, up *upstream.Client, ex *exchange) *http.Request {
-	ctx := httptrace.WithClientTrace(context.WithValue(r.Context(), exchangeKey{}, ex), &httptrace.ClientTrace{GotConn: ex.gotConn})
+// the exchange in its context (ctx: r's, with the request's server span
+// when it is traced). The inbound request is never modified. A request
+// body is read with an idle timeout (see clientBody).
+func (p *Proxy) outboundFor(ctx context.Context, w http.ResponseWriter, r *http.Request, up *upstream.Client, ex *exchange) *http.Request {
+	ctx = httptrace.WithClientTrace(context.WithValue(ctx, exchangeKey{}, ex), &httptrace.ClientTrace{GotConn: ex.gotConn})
 	out := outbound(r, up, ctx)
 	if ex.droppedHeaders = dropUnderscoreNames(out.Header); ex.droppedHeaders > 0 {
 		p.m.droppedHeaders(ex.droppedHeaders)

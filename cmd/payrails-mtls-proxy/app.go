@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"time"
 
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/certstatus"
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/safefile"
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/tracing/otlp"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/admin"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,7 +40,8 @@ type app struct {
 	proxy    *proxy.Proxy
 	registry *prometheus.Registry
 	admin    http.Handler
-	hupStops bool // SIGHUP is the caller's to stop with (demo), not a reload
+	tracing  *otlp.Tracing // nil: tracing off
+	hupStops bool          // SIGHUP is the caller's to stop with (demo), not a reload
 
 	caReloads *prometheus.CounterVec // ca_file reloads by upstream and result
 }
@@ -51,6 +52,7 @@ func newApp(cfg *config.Config, log *zap.Logger) (_ *app, err error) {
 	defer func() {
 		if err != nil {
 			a.closeTokens() // the process may go on (tests, demo): release the libraries
+			a.stopTracing()
 		}
 	}()
 	if err := a.upstreams(); err != nil {
@@ -69,6 +71,9 @@ func newApp(cfg *config.Config, log *zap.Logger) (_ *app, err error) {
 	if minter != nil {
 		leaves = minter
 	}
+	if err := a.startTracing(); err != nil {
+		return nil, err
+	}
 	a.proxy, err = proxy.New(proxy.Config{
 		MITM:       leaves,
 		ProxyAuth:  a.auth,
@@ -79,6 +84,8 @@ func newApp(cfg *config.Config, log *zap.Logger) (_ *app, err error) {
 		Client:     proxy.ClientLimits{MaxConns: cfg.Access.MaxConnections},
 		Logger:     log,
 		Metrics:    proxy.NewMetrics(a.registry),
+
+		TracerProvider: a.tracing.TracerProvider(),
 	})
 	if err != nil {
 		return nil, err
@@ -278,24 +285,6 @@ func certSource(u config.Upstream) certs.Source {
 	}
 }
 
-// listenError is a listener that could not be opened.
-type listenError struct {
-	what, addr, flag string
-	err              error
-}
-
-func (e *listenError) Error() string {
-	hint := "check the address"
-	if errors.Is(e.err, syscall.EADDRINUSE) {
-		hint = "another process holds the port: stop it or choose another"
-	} else if errors.Is(e.err, syscall.EACCES) {
-		hint = "ports below 1024 need privileges: choose a port above 1024"
-	}
-	return fmt.Sprintf("cannot listen on %s for the %s: %v; %s (%s)", e.addr, e.what, e.err, hint, e.flag)
-}
-
-func (e *listenError) Unwrap() error { return e.err }
-
 // listeners are the app's open ports.
 type listeners struct {
 	proxy, admin string // HOST:PORT
@@ -305,6 +294,7 @@ type listeners struct {
 // listeners' addresses once they accept connections. Every goroutine it
 // starts has stopped when it returns.
 func (a *app) run(ctx context.Context, ready func(listeners)) error {
+	defer a.stopTracing()
 	ln, err := proxy.Listen(ctx, a.cfg.Listen)
 	if err != nil {
 		a.watcher.Close()
@@ -354,6 +344,7 @@ func (a *app) run(ctx context.Context, ready func(listeners)) error {
 	err = a.proxy.Serve(ctx, ln, a.cfg.Timeouts.Shutdown)
 	stopBackground()
 	wg.Wait()
+	a.stopTracing()
 	a.closeTokens()
 	a.log.Info("stopped")
 	return err

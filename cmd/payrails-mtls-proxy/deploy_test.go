@@ -159,6 +159,7 @@ func TestDeployExampleConfig(t *testing.T) {
 		{"timeouts", cfg.Timeouts, def.Timeouts},
 		{"connect", cfg.Connect, def.Connect},
 		{"mitm", cfg.MITM, def.MITM},
+		{"tracing", cfg.Tracing, def.Tracing},
 		{"upstreams[0].address", cfg.Upstreams[0].Address, def.Upstreams[0].Address},
 		{"upstreams[0].key_passphrase_file", cfg.Upstreams[0].KeyPassphraseFile, ""},
 		{"upstreams[0].ca_file", cfg.Upstreams[0].CAFile, ""},
@@ -182,7 +183,7 @@ func TestDeployExampleConfig(t *testing.T) {
 		"upstreams[].token.client_id", "upstreams[].token.client_secret_file",
 		"reload.debounce", "reload.poll_interval", "timeouts.dial", "timeouts.tls_handshake",
 		"timeouts.response_header", "timeouts.idle_conn", "timeouts.shutdown", "connect",
-		"mitm.ca_cert_file", "mitm.ca_key_file",
+		"mitm.ca_cert_file", "mitm.ca_key_file", "tracing.otlp_endpoint", "tracing.sample_ratio",
 	} {
 		if !got[k] {
 			t.Errorf("%s does not show the key %s", rel, k)

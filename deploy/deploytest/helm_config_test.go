@@ -85,7 +85,9 @@ func sameAsDefault(got, def reflect.Value, path string) []string {
 	// do not go together); the PKCS#11 PIN comes from a file or the environment.
 	skip := map[string]bool{".Source": true, ".Upstreams.Host": true, ".Upstreams.KeyPassphrase": true, ".Upstreams.KeyPassphraseEnv": true,
 		".Upstreams.KeyURI": true, ".Upstreams.PKCS11PIN": true, ".Upstreams.PKCS11PINEnv": true,
-		".Upstreams.CertFile": true, ".Upstreams.KeyFile": true, ".Upstreams.Token.ClientSecret": true, ".Upstreams.Token.ClientSecretEnv": true}
+		".Upstreams.CertFile": true, ".Upstreams.KeyFile": true, ".Upstreams.Token.ClientSecret": true, ".Upstreams.Token.ClientSecretEnv": true,
+		// From OTEL_* variables only, not keys of the file.
+		".Tracing.Sampler": true, ".Tracing.ServiceName": true, ".Tracing.Resource": true}
 	if skip[path] {
 		return nil
 	}

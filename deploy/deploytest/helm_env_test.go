@@ -43,7 +43,8 @@ func proxyEnvNames(t *testing.T) []string {
 // checks); other variables render, after the chart's own.
 func TestHelmExtraEnvOverridesNothing(t *testing.T) {
 	c := newChart(t)
-	for _, name := range append(proxyEnvNames(t), "GOMEMLIMIT") {
+	for _, name := range append(proxyEnvNames(t), "GOMEMLIMIT", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+		"OTEL_TRACES_SAMPLER_ARG") {
 		t.Run(name, func(t *testing.T) {
 			out, err := c.template(t, gatewayValues(t, "extraEnv: [{name: "+name+", value: x}]")...)
 			if err == nil {

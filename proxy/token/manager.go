@@ -105,13 +105,20 @@ func (e *entry) valid(now time.Time) bool {
 // there is none. While a failed fetch's back-off runs it returns that
 // failure at once (wrapping ErrNoToken) instead of waiting.
 func (m *Manager) Token(ctx context.Context) (string, error) {
+	tok, _, err := m.Wait(ctx)
+	return tok, err
+}
+
+// Wait is Token, and also reports whether it had to wait for a fetch (the
+// request's trace shows that wait; a ready token costs nothing to show).
+func (m *Manager) Wait(ctx context.Context) (token string, waited bool, err error) {
 	for {
 		now := m.c.Now()
 		if e := m.cur.Load(); e.valid(now) {
 			if !now.Before(e.refreshAt) {
 				m.poke() // renew in the background; this token is still good
 			}
-			return e.token, nil
+			return e.token, waited, nil
 		}
 		// Re-check under the lock: fetch publishes the token and closes done
 		// while holding it, so no completed fetch can be missed.
@@ -122,13 +129,14 @@ func (m *Manager) Token(ctx context.Context) (string, error) {
 			continue
 		}
 		if st.lastErr != nil && now.Before(st.retryAt) {
-			return "", &FetchError{Err: st.lastErr}
+			return "", waited, &FetchError{Err: st.lastErr}
 		}
 		m.poke()
+		waited = true
 		select {
 		case <-done:
 		case <-ctx.Done():
-			return "", ctx.Err()
+			return "", waited, ctx.Err()
 		}
 	}
 }

@@ -29,6 +29,7 @@ type dialer struct {
 	name     string         // the upstream's, for metrics
 	host     string         // the TLS server name
 	addr     string         // what is dialled: address, or the URL's HOST:PORT
+	via      string         // the egress proxy's HOST:PORT; "" when dialling directly
 	roots    *x509.CertPool // verify the server; nil means the system roots
 	tcp      contextDialer
 	timeout  time.Duration // timeouts.tls_handshake
@@ -55,7 +56,9 @@ func (d *dialer) dialTLS(ctx context.Context, cfg *tls.Config) (*tls.Conn, error
 	began := time.Now()
 	raw, err := d.tcp.DialContext(ctx, "tcp", d.addr)
 	if err != nil {
-		return nil, &dialError{addr: d.addr, err: err}
+		err = &dialError{addr: d.addr, err: err}
+		d.traceDial(ctx, began, time.Time{}, time.Time{}, nil, err)
+		return nil, err
 	}
 	if d.onDialed != nil {
 		defer func() { d.onDialed(time.Since(began)) }()
@@ -78,11 +81,17 @@ func (d *dialer) dialTLS(ctx context.Context, cfg *tls.Config) (*tls.Conn, error
 		if kerr := sig.failed(); kerr != nil {
 			// crypto/tls reports a signer's failure as a string: the
 			// signing record says it was the key, for this handshake.
-			return nil, &keyError{addr: d.addr, err: kerr}
+			kerrw := &keyError{addr: d.addr, err: kerr}
+			d.traceDial(ctx, began, start, time.Time{}, nil, kerrw)
+			return nil, kerrw
 		}
-		return nil, &handshakeError{addr: d.addr, err: err}
+		herr := &handshakeError{addr: d.addr, err: err}
+		d.traceDial(ctx, began, start, time.Time{}, nil, herr)
+		return nil, herr
 	}
-	d.m.handshake(d.name, conn.ConnectionState().DidResume, time.Since(start))
+	done := time.Now()
+	d.m.handshake(d.name, conn.ConnectionState().DidResume, done.Sub(start))
+	d.traceDial(ctx, began, start, done, conn, nil)
 	return conn, nil
 }
 
@@ -192,9 +201,11 @@ func newDialer(name string, u *url.URL, address string, roots *x509.CertPool, vi
 	}
 	nd := &net.Dialer{Timeout: t.Dial, KeepAlive: 30 * time.Second}
 	var tcp contextDialer = nd
+	viaAddr := ""
 	if via != nil {
 		tcp = egress.Dialer{Proxy: via, Forward: nd}
+		viaAddr = via.URL.Host
 	}
-	return &dialer{name: name, host: strings.ToLower(u.Hostname()), addr: addr, roots: roots, tcp: tcp,
+	return &dialer{name: name, host: strings.ToLower(u.Hostname()), addr: addr, via: viaAddr, roots: roots, tcp: tcp,
 		timeout: t.TLSHandshake, m: m, keys: &keyHealth{}}
 }

@@ -30,6 +30,10 @@
 //   - warm.go: warm connections and the server's idle timeouts.
 //   - tokens.go: managed access tokens (proxy/token); probe.go: Probe,
 //     for check --remote; metrics.go: its Prometheus metrics.
+//   - trace.go: the child spans of a traced request (the token wait, each
+//     send, a new connection's connect, handshake and first byte), made
+//     with the OpenTelemetry trace API only when the caller's span records
+//     (internal/tracing; issue 27).
 //
 // What upstreams' answers mean (TLS alerts, edge refusal pages, Payrails'
 // errors) is proxy/answer's, read by both sides.

@@ -7,8 +7,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/tracing"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/answer"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Result is what Send did with a request, for the caller's log line and
@@ -53,7 +55,7 @@ func (c *Client) Send(out *http.Request) (*http.Response, Result, *failure.Error
 		r.kept = true
 		defer kept.release() // every send's reader holds the buffer of its own
 	}
-	s := &sending{c: c, out: out, r: r, kept: kept, res: &res}
+	s := &sending{c: c, out: out, r: r, kept: kept, res: &res, tr: tracing.Tracer(out.Context())}
 	var resp *http.Response
 	var ferr *failure.Error
 	if c.tokens != nil && c.tokens.wants(out) {
@@ -77,6 +79,7 @@ type sending struct {
 	r    request
 	kept *keptBody
 	res  *Result
+	tr   trace.Tracer // makes the request's child spans; nil when its span is not recording (trace.go)
 }
 
 // attempts sends the request until it is answered, a failure may not be
@@ -132,15 +135,16 @@ func (s *sending) once(g *generation, n int) (*http.Response, error) {
 		req = s.out.WithContext(s.out.Context())
 		req.Body = s.kept.reader()
 	}
+	req, span, at := s.traceAttempt(req, g)
 	resp, err := g.RoundTrip(req)
-	if err != nil {
-		return nil, err
+	if err == nil {
+		if title, refused := answer.EdgeRefusal(resp); refused {
+			discard(resp)
+			resp, err = nil, &refusalPageError{status: resp.Status, title: title}
+		}
 	}
-	if title, refused := answer.EdgeRefusal(resp); refused {
-		discard(resp)
-		return nil, &refusalPageError{status: resp.Status, title: title}
-	}
-	return resp, nil
+	s.endAttempt(span, at, req, n, resp, err)
+	return resp, err
 }
 
 // afterFailure decides what follows a failed send n through g: a replay
@@ -241,7 +245,9 @@ func sendsOf(n int, replayed bool) int {
 func (s *sending) withToken() (*http.Response, *failure.Error) {
 	c, ctx := s.c, s.out.Context()
 	mgr := c.tokens.manager
-	tok, err := mgr.Token(ctx)
+	began := time.Now()
+	tok, waited, err := mgr.Wait(ctx)
+	s.traceToken(began, waited, err)
 	if err != nil {
 		return nil, c.tokens.failure(err)
 	}
@@ -253,7 +259,9 @@ func (s *sending) withToken() (*http.Response, *failure.Error) {
 		return resp, ferr
 	}
 	mgr.Invalidate(tok)
-	tok2, terr := mgr.Token(ctx)
+	began = time.Now()
+	tok2, waited, terr := mgr.Wait(ctx)
+	s.traceToken(began, waited, terr)
 	if !mayResendWithNewToken(s.r) || terr != nil || tok2 == tok {
 		c.m.tokenUsed(c.name, false)
 		return resp, nil // the 401 goes to the client: sending again is not safe, or no new token

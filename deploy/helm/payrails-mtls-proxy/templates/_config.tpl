@@ -60,4 +60,7 @@ connect: {{ $v.connect | quote }}
 mitm:
   ca_cert_file: {{ if $v.mitm.caSecret }}{{ include "payrails-mtls-proxy.secretDir" "mitm-ca" }}/ca.pem{{ else }}""{{ end }}
   ca_key_file: {{ if $v.mitm.caSecret }}{{ include "payrails-mtls-proxy.secretDir" "mitm-ca" }}/ca.key{{ else }}""{{ end }}
+tracing:
+  otlp_endpoint: {{ $v.tracing.otlpEndpoint | quote }}
+  sample_ratio: {{ $v.tracing.sampleRatio }}
 {{- end }}

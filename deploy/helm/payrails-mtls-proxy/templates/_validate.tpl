@@ -23,7 +23,7 @@ The binary checks the rest of the configuration when it starts.
 {{- /* The container's environment beats the configuration file, and Kubernetes takes the last
 entry of a name: an extraEnv entry would override what the chart sets, unchecked by the rules
 above (PAYRAILS_PROXY_LISTEN and _ALLOW_CIDRS would make an open proxy). Every variable the
-binary reads in place of a chart value (config/env.go) is refused, naming the value to set;
+binary reads in place of a chart value (config/env.go, config/tracing.go) is refused, naming the value to set;
 GOMEMLIMIT is the chart's too, and PAYRAILS_PROXY_CONFIG names another file than the chart's
 (cmd/payrails-mtls-proxy/serve.go). */}}
 {{- $chartEnv := dict
@@ -41,7 +41,10 @@ GOMEMLIMIT is the chart's too, and PAYRAILS_PROXY_CONFIG names another file than
   "PAYRAILS_PROXY_KEY_PASSPHRASE_FILE" "upstreams[].keyPassphraseSecret"
   "PAYRAILS_PROXY_CA_FILE" "upstreams[].caConfigMap"
   "PAYRAILS_PROXY_KEY_URI" "upstreams[].keyUri"
-  "GOMEMLIMIT" "resources.limits.memory" }}
+  "GOMEMLIMIT" "resources.limits.memory"
+  "OTEL_EXPORTER_OTLP_ENDPOINT" "tracing.otlpEndpoint"
+  "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" "tracing.otlpEndpoint"
+  "OTEL_TRACES_SAMPLER_ARG" "tracing.sampleRatio" }}
 {{- range $i, $e := $v.extraEnv }}
 {{- $name := "" }}
 {{- if kindIs "map" $e }}{{ $name = toString (get $e "name") }}{{ end }}

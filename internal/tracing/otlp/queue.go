@@ -1,0 +1,248 @@
+package otlp
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.uber.org/zap"
+)
+
+// queue is the span processor between the request path and the exporter.
+// OnEnd, on the request's goroutine, puts a sampled span into a bounded
+// channel and never waits: when the channel is full the span is dropped
+// and counted. One goroutine, owned by the queue from newQueue to
+// Shutdown, takes the spans out in batches and exports them, so that an
+// export (a slow or absent collector, its retries) never delays a
+// request. The SDK's BatchSpanProcessor does the same but counts its drops
+// where Prometheus cannot see them.
+type queue struct {
+	spans    chan sdktrace.ReadOnlySpan
+	exp      sdktrace.SpanExporter
+	batch    int
+	interval time.Duration
+	m        *metrics
+	log      *zap.Logger
+	flush    chan chan struct{}   // ForceFlush: export everything queued, then close the channel sent
+	stop     chan context.Context // Shutdown: export what is queued within the context, then return
+	done     chan struct{}        // closed when the goroutine has returned
+	base     context.Context      // of every export; cancelled when Shutdown's context ends
+	cancel   context.CancelFunc
+	failures failureLog // the goroutine's own
+}
+
+func newQueue(exp sdktrace.SpanExporter, o Options, m *metrics, log *zap.Logger) *queue {
+	q := &queue{exp: exp, batch: o.Batch, interval: o.Interval, m: m, log: log,
+		flush: make(chan chan struct{}), stop: make(chan context.Context), done: make(chan struct{})}
+	size := o.Queue
+	if size <= 0 {
+		size = DefaultQueue
+	}
+	if q.batch <= 0 {
+		q.batch = DefaultBatch
+	}
+	if q.interval <= 0 {
+		q.interval = DefaultInterval
+	}
+	q.spans = make(chan sdktrace.ReadOnlySpan, size)
+	q.base, q.cancel = context.WithCancel(context.Background())
+	m.queued(func() float64 { return float64(len(q.spans)) })
+	go q.run()
+	return q
+}
+
+// OnStart implements sdktrace.SpanProcessor: nothing to do.
+func (q *queue) OnStart(context.Context, sdktrace.ReadWriteSpan) {}
+
+// OnEnd implements sdktrace.SpanProcessor: it queues a sampled span, or
+// drops it when the queue is full. It never blocks.
+func (q *queue) OnEnd(s sdktrace.ReadOnlySpan) {
+	if !s.SpanContext().IsSampled() {
+		return
+	}
+	select {
+	case q.spans <- s:
+	default:
+		q.m.dropped(dropQueueFull, 1)
+	}
+}
+
+// ForceFlush implements sdktrace.SpanProcessor: it returns once every span
+// queued before the call has been exported (or failed), or when ctx ends.
+func (q *queue) ForceFlush(ctx context.Context) error {
+	ack := make(chan struct{})
+	select {
+	case q.flush <- ack:
+	case <-q.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-ack:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Shutdown implements sdktrace.SpanProcessor: it exports what is queued
+// within ctx (what is left when ctx ends is dropped and counted), stops the
+// goroutine and shuts the exporter down. The SDK calls it once.
+func (q *queue) Shutdown(ctx context.Context) error {
+	abort := context.AfterFunc(ctx, q.cancel) // ends an export in flight when ctx ends
+	defer abort()
+	select {
+	case q.stop <- ctx:
+	case <-q.done:
+	}
+	<-q.done
+	q.cancel()
+	return q.exp.Shutdown(ctx)
+}
+
+// run is the queue's goroutine.
+func (q *queue) run() {
+	defer close(q.done)
+	batch := make([]sdktrace.ReadOnlySpan, 0, q.batch)
+	timer := time.NewTimer(q.interval)
+	defer timer.Stop()
+	for {
+		select {
+		case s := <-q.spans:
+			if batch = append(batch, s); len(batch) < q.batch {
+				continue
+			}
+		case <-timer.C:
+		case ack := <-q.flush:
+			batch = q.drain(q.base, batch)
+			close(ack)
+			timer.Reset(q.interval)
+			continue
+		case ctx := <-q.stop:
+			q.drain(ctx, batch)
+			return
+		}
+		batch = q.export(q.base, batch)
+		timer.Reset(q.interval)
+	}
+}
+
+// drain exports batch and everything queued now, in batches, within ctx;
+// once ctx has ended, the rest is dropped and counted.
+func (q *queue) drain(ctx context.Context, batch []sdktrace.ReadOnlySpan) []sdktrace.ReadOnlySpan {
+	for {
+		n := len(q.spans)
+		for range min(n, q.batch-len(batch)) {
+			batch = append(batch, <-q.spans)
+		}
+		if len(batch) == 0 {
+			return batch
+		}
+		if ctx.Err() != nil {
+			q.m.dropped(dropShutdown, len(batch)+len(q.spans))
+			for len(q.spans) > 0 {
+				<-q.spans
+			}
+			return batch[:0]
+		}
+		batch = q.export(ctx, batch)
+	}
+}
+
+// export sends one batch, within exportTimeout and ctx, and returns the
+// batch emptied for reuse.
+func (q *queue) export(ctx context.Context, batch []sdktrace.ReadOnlySpan) []sdktrace.ReadOnlySpan {
+	if len(batch) == 0 {
+		return batch
+	}
+	ctx, cancel := context.WithTimeout(ctx, exportTimeout)
+	err := q.exp.ExportSpans(ctx, batch)
+	cancel()
+	if err != nil {
+		q.m.dropped(dropExportFailed, len(batch))
+		q.failures.note(q.log, err, len(batch))
+	} else {
+		q.m.exported(len(batch))
+	}
+	clear(batch)
+	return batch[:0]
+}
+
+// failureLog logs export failures, at most one line a minute with the
+// number of spans lost since the last line: a collector that is down must
+// not flood the log.
+type failureLog struct {
+	last time.Time
+	lost int
+}
+
+func (f *failureLog) note(log *zap.Logger, err error, spans int) {
+	f.lost += spans
+	if !f.last.IsZero() && time.Since(f.last) < time.Minute {
+		return
+	}
+	log.Warn("tracing: spans could not be exported to the OTLP endpoint; requests are not affected, the spans are "+
+		"dropped (payrails_proxy_tracing_spans_dropped_total); check tracing.otlp_endpoint and that the collector is up",
+		zap.Int("spans_lost", f.lost), zap.Error(err))
+	f.last, f.lost = time.Now(), 0
+}
+
+// Reasons a span is dropped, the dropped_total label.
+const (
+	dropQueueFull    = "queue_full"
+	dropExportFailed = "export_failed"
+	dropShutdown     = "shutdown"
+)
+
+// metrics count what became of the spans. A nil *metrics counts nothing.
+type metrics struct {
+	exportedTotal prometheus.Counter
+	drops         map[string]prometheus.Counter // by reason, made once: a full queue drops at the request rate
+	reg           prometheus.Registerer
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	if reg == nil {
+		return nil
+	}
+	m := &metrics{reg: reg, drops: map[string]prometheus.Counter{},
+		exportedTotal: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "payrails_proxy_tracing_spans_exported_total",
+			Help: "Spans sent to the OTLP endpoint.",
+		}),
+	}
+	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "payrails_proxy_tracing_spans_dropped_total",
+		Help: "Spans not sent, by reason: queue_full (the export queue was full; the request was not delayed), " +
+			"export_failed, shutdown (not sent within timeouts.shutdown).",
+	}, []string{"reason"})
+	for _, r := range []string{dropQueueFull, dropExportFailed, dropShutdown} {
+		m.drops[r] = dropped.WithLabelValues(r)
+	}
+	reg.MustRegister(m.exportedTotal, dropped)
+	return m
+}
+
+// queued registers the queue's length as a gauge.
+func (m *metrics) queued(f func() float64) {
+	if m != nil {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "payrails_proxy_tracing_queue_spans",
+			Help: "Spans waiting in the export queue.",
+		}, f))
+	}
+}
+
+func (m *metrics) dropped(reason string, n int) {
+	if m != nil {
+		m.drops[reason].Add(float64(n))
+	}
+}
+
+func (m *metrics) exported(n int) {
+	if m != nil {
+		m.exportedTotal.Add(float64(n))
+	}
+}
