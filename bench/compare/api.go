@@ -1,12 +1,16 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/template"
 	"time"
 )
@@ -77,12 +81,19 @@ type standIn struct {
 	accessLog string // "" when it logs no requests
 }
 
-// startAPI starts the main stand-in API on the load side's CPUs and
-// returns its address: keep-alive for the whole run, no request log. Its
-// www folder (the bodies) serves every stand-in of the run. The process
-// joins procs.
-func (b *bench) startAPI(ctx context.Context, procs *procSet) (string, error) {
-	www := filepath.Join(b.dir, "api", "www")
+// standInLauncher starts stand-in APIs: nginx on the load side's CPUs, each
+// in a folder of its own under dir, all serving the bodies in dir/api/www.
+type standInLauncher struct {
+	dir  string    // the run's folder
+	pki  *pkiFiles // the server certificate and the CA clients must chain to
+	cpus cpuPlan   // the load side's CPUs and worker count
+}
+
+// startMain writes the bodies and starts the main stand-in API, offering
+// HTTP/2 when h2 (--upstream-h2), and returns its address: keep-alive for
+// the whole run, no request log. The process joins procs.
+func (l standInLauncher) startMain(ctx context.Context, procs *procSet, h2 bool) (string, error) {
+	www := filepath.Join(l.dir, "api", "www")
 	if err := os.MkdirAll(www, 0o755); err != nil {
 		return "", err
 	}
@@ -94,15 +105,15 @@ func (b *bench) startAPI(ctx context.Context, procs *procSet) (string, error) {
 	if err := os.WriteFile(filepath.Join(www, "small"), []byte(smallBody), 0o644); err != nil {
 		return "", err
 	}
-	api, err := b.startStandIn(ctx, procs, "api", 300*time.Second, false, b.opts.upstreamH2)
+	api, err := l.start(ctx, procs, "api", 300*time.Second, false, h2)
 	return api.addr, err
 }
 
-// startStandIn starts a stand-in API in b.dir/name with the given
-// keep-alive timeout, logging each request when accessLog is set, offering
-// HTTP/2 when h2.
-func (b *bench) startStandIn(ctx context.Context, procs *procSet, name string, keepAlive time.Duration, accessLog, h2 bool) (standIn, error) {
-	dir := filepath.Join(b.dir, name)
+// start starts a stand-in API in dir/name with the given keep-alive
+// timeout, logging each request when accessLog is set, offering HTTP/2
+// when h2. The process joins procs.
+func (l standInLauncher) start(ctx context.Context, procs *procSet, name string, keepAlive time.Duration, accessLog, h2 bool) (standIn, error) {
+	dir := filepath.Join(l.dir, name)
 	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o755); err != nil {
 		return standIn{}, err
 	}
@@ -115,8 +126,8 @@ func (b *bench) startStandIn(ctx context.Context, procs *procSet, name string, k
 		s.accessLog = filepath.Join(dir, "access.log")
 	}
 	var conf bytes.Buffer
-	err = apiConf.Execute(&conf, map[string]any{"Dir": dir, "Addr": s.addr, "Host": apiHost, "PKI": b.pki,
-		"H2": h2, "Workers": b.cpus.loadWorkers(), "WWW": filepath.Join(b.dir, "api", "www"),
+	err = apiConf.Execute(&conf, map[string]any{"Dir": dir, "Addr": s.addr, "Host": apiHost, "PKI": l.pki,
+		"H2": h2, "Workers": l.cpus.loadWorkers(), "WWW": filepath.Join(l.dir, "api", "www"),
 		"KeepAliveSeconds": int(keepAlive / time.Second), "AccessLog": s.accessLog})
 	if err != nil {
 		return standIn{}, err
@@ -125,7 +136,7 @@ func (b *bench) startStandIn(ctx context.Context, procs *procSet, name string, k
 	if err := os.WriteFile(confPath, conf.Bytes(), 0o644); err != nil {
 		return standIn{}, err
 	}
-	p, err := procs.start("stand-in API (nginx, "+name+")", b.cpus.Load, filepath.Join(dir, "out.log"), nil,
+	p, err := procs.start("stand-in API (nginx, "+name+")", l.cpus.Load, filepath.Join(dir, "out.log"), nil,
 		"nginx", "-p", dir, "-c", confPath, "-e", filepath.Join(dir, "error.log"))
 	if err != nil {
 		return standIn{}, err
@@ -134,4 +145,52 @@ func (b *bench) startStandIn(ctx context.Context, procs *procSet, name string, k
 		return standIn{}, fmt.Errorf("stand-in API: %w", err)
 	}
 	return s, nil
+}
+
+// logSize is how far the stand-in's request log goes now.
+func (s standIn) logSize() (int64, error) {
+	st, err := os.Stat(s.accessLog)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return st.Size(), nil
+}
+
+// servedSerial waits for the stand-in's log line of a GET /small written
+// after offset (nginx writes it once the answer is sent, which can be a
+// moment after the client has it) and returns the client certificate
+// serial it names.
+func (s standIn) servedSerial(ctx context.Context, offset int64) (string, error) {
+	var serial string
+	err := poll(ctx, 5*time.Second, "the stand-in's log line of the request", func() (bool, string, error) {
+		b, err := os.ReadFile(s.accessLog)
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		if int64(len(b)) < offset {
+			return false, "", fmt.Errorf("%s shrank", s.accessLog)
+		}
+		var ok bool
+		serial, ok = lastSmallGET(string(b[offset:]))
+		return ok, fmt.Sprintf("%d new bytes in %s", len(b)-int(offset), s.accessLog), nil
+	})
+	return serial, err
+}
+
+// lastSmallGET returns the serial of the last complete "SERIAL GET /small
+// STATUS" line of log (the stand-in's log_format serial); a line still
+// being written is ignored.
+func lastSmallGET(log string) (serial string, found bool) {
+	log = log[:strings.LastIndexByte(log, '\n')+1]
+	sc := bufio.NewScanner(strings.NewReader(log))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 4 && f[1] == "GET" && f[2] == "/small" {
+			serial, found = f[0], true
+		}
+	}
+	return serial, found
 }

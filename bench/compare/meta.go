@@ -33,53 +33,74 @@ type meta struct {
 	TookTotal string   `json:"took,omitempty"`
 }
 
-// collectMeta gathers the header: date, CPUs and every tool's version.
-func (b *bench) collectMeta(ctx context.Context) meta {
+// machineAtStart is what the header compares with the end of the run: the
+// CPU counters (for the steal figure) and the load average.
+type machineAtStart struct {
+	counters cpuCounters // /proc/stat; zero when unreadable: no steal figure
+	loadAvg  string      // 1-minute load average
+}
+
+// readMachineAtStart reads the machine's state before anything starts.
+func readMachineAtStart() machineAtStart {
+	counters, _ := readCPUCounters()
+	return machineAtStart{counters: counters, loadAvg: loadAverage()}
+}
+
+// meta gathers the header: date, CPUs, the plan and every tool's version.
+func (p plan) meta(ctx context.Context, atStart machineAtStart) meta {
+	o := p.opts
 	m := meta{
 		Date:     time.Now().Format(time.RFC3339),
 		NProc:    runtime.NumCPU(),
 		CPUModel: cpuModel(),
-		Shape:    b.cpus.Shape,
-		CPUPlan:  b.cpus.String(),
-		ProxyBin: b.proxyBin,
-		Duration: b.opts.duration.String(),
-		Runs:     b.opts.runs,
+		Shape:    p.cpus.Shape,
+		CPUPlan:  p.cpus.String(),
+		ProxyBin: p.proxyBin,
+		Duration: o.duration.String(),
+		Runs:     o.runs,
 		WAN: fmt.Sprintf("RTT %s through a delay relay, %d sequential requests per run, new connection per request",
-			b.opts.wanRTT, b.opts.wanRequests),
+			o.wanRTT, o.wanRequests),
 		Sparse: fmt.Sprintf("wan relay, stand-in keep-alive timeout %s, %d requests per run and peer, each %s after the previous, "+
-			"new client connection per request", shortKeepAlive, b.opts.sparseRequests, sparseGap),
+			"new client connection per request", shortKeepAlive, o.sparseRequests, sparseGap),
 		Rotated: fmt.Sprintf("wan relay, stand-in keep-alive timeout %s, %d rotations per run and peer, "+
-			"the first request after each timed", shortKeepAlive, b.opts.rotations),
-		Skipped: b.skipped,
-		LoadAvg: b.loadAvg,
+			"the first request after each timed", shortKeepAlive, o.rotations),
+		Skipped: p.skipped,
+		LoadAvg: atStart.loadAvg,
 	}
-	if st, err := os.Stat(b.proxyBin); b.proxyBin != "" && err == nil {
+	if st, err := os.Stat(p.proxyBin); p.proxyBin != "" && err == nil {
 		m.ProxySize = st.Size()
-		if b.opts.proxyBin == "" {
+		if o.proxyBin == "" {
 			m.ProxyBin = "built with scripts/build.sh"
 		}
 	}
 	if now, err := readCPUCounters(); err == nil {
-		m.Steal = stealShare(b.counters, now)
+		m.Steal = stealShare(atStart.counters, now)
 	}
-	for _, p := range b.peers {
-		m.Peers = append(m.Peers, p.Name+": "+p.About)
+	for _, peer := range p.peers {
+		m.Peers = append(m.Peers, peer.Name+": "+peer.About)
 	}
+	m.Versions = toolVersions(ctx, p.proxyBin)
+	return m
+}
+
+// toolVersions is the version of every tool the run may use that is
+// installed, this proxy's (proxyBin, when set) first and the runner's last.
+func toolVersions(ctx context.Context, proxyBin string) []string {
 	probes := [][]string{{"wrk", "-v"}, {"nginx", "-v"}, {"haproxy", "-v"}, {"stunnel4", "-version"}, {"caddy", "version"},
 		{"openssl", "version"}}
-	if b.proxyBin != "" {
-		probes = append([][]string{{b.proxyBin, "version"}}, probes...)
+	if proxyBin != "" {
+		probes = append([][]string{{proxyBin, "version"}}, probes...)
 	}
+	var out []string
 	for _, argv := range probes {
 		if _, err := exec.LookPath(argv[0]); err != nil {
 			continue
 		}
 		if v := toolVersion(ctx, argv...); v != "" {
-			m.Versions = append(m.Versions, v)
+			out = append(out, v)
 		}
 	}
-	m.Versions = append(m.Versions, "runner "+runtime.Version())
-	return m
+	return append(out, "runner "+runtime.Version())
 }
 
 // toolVersion runs a version command and keeps the line that names the

@@ -42,8 +42,8 @@ upstreams:
 // load generator (wrk cannot speak CONNECT), mitmConns keep-alive clients,
 // so the difference is the cost of the tunnel's TLS. The forward row is
 // the reference: ×best is the mitm path relative to forward mode.
-func runMITM(ctx context.Context, b *bench, s scenario) ([]row, error) {
-	caPool, err := b.writeMITMCA()
+func runMITM(ctx context.Context, r *rig, s scenario) ([]row, error) {
+	caPool, err := writeMITMCA(r.dir)
 	if err != nil {
 		return nil, err
 	}
@@ -51,7 +51,7 @@ func runMITM(ctx context.Context, b *bench, s scenario) ([]row, error) {
 	defer procs.stopAll()
 	p := peer{Name: "proxy-mitm", About: "this proxy with connect: mitm", conf: proxyMITMConf,
 		confName: "config.yaml", argv: proxyArgv, ready: "/readyz"}
-	in, err := b.startPeer(ctx, procs, p, b.api)
+	in, err := r.peers.start(ctx, procs, p, r.api)
 	if err != nil {
 		return nil, err
 	}
@@ -69,15 +69,15 @@ func runMITM(ctx context.Context, b *bench, s scenario) ([]row, error) {
 			return nil, fmt.Errorf("mitm warm-up %s: %w", ways[i].row.Peer, err)
 		}
 	}
-	for run := 0; run < b.opts.runs; run++ {
+	for run := 0; run < r.opts.runs; run++ {
 		for k := range ways {
 			w := &ways[(run+k)%len(ways)]
 			before, err := groupCPU(in.proc.pgid())
 			if err != nil {
 				return nil, err
 			}
-			stopProfile := b.profile(ctx, in, b.opts.duration)
-			f, err := goLoad(ctx, proxyURL, w.tls, w.target, b.opts.duration)
+			stopProfile := r.profiler.profile(ctx, in, r.opts.duration)
+			f, err := goLoad(ctx, proxyURL, w.tls, w.target, r.opts.duration)
 			stopProfile()
 			if err != nil {
 				w.row.Err = err.Error()
@@ -88,7 +88,7 @@ func runMITM(ctx context.Context, b *bench, s scenario) ([]row, error) {
 				f.CPUms1k = ms(after-before) / float64(f.Requests) * 1000
 			}
 			w.row.Runs = append(w.row.Runs, f)
-			b.progress("%s run %d/%d %-16s %s", s.Name, run+1, b.opts.runs, w.row.Peer, f.summary())
+			r.progress("%s run %d/%d %-16s %s", s.Name, run+1, r.opts.runs, w.row.Peer, f.summary())
 		}
 	}
 	rows := make([]row, len(ways))
@@ -99,13 +99,14 @@ func runMITM(ctx context.Context, b *bench, s scenario) ([]row, error) {
 	return rows, nil
 }
 
-// writeMITMCA makes the local CA (as `ca init` does) in the bench folder.
-func (b *bench) writeMITMCA() (*x509.CertPool, error) {
+// writeMITMCA makes the local CA (as `ca init` does) in runDir/mitm, where
+// proxyMITMConf looks for it, and returns it as a pool for the clients.
+func writeMITMCA(runDir string) (*x509.CertPool, error) {
 	certPEM, keyPEM, err := certs.NewMITMCA([]string{apiHost}, time.Now())
 	if err != nil {
 		return nil, err
 	}
-	dir := filepath.Join(b.dir, "mitm")
+	dir := filepath.Join(runDir, "mitm")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}

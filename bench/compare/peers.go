@@ -27,37 +27,46 @@ type peer struct {
 	conf     *template.Template
 	confName string
 	// argv returns the command line and extra environment for the peer.
-	argv func(b *bench, bin, dir, conf string) (args, env []string)
+	argv func(c command) (args, env []string)
 	// ready, when set, is polled (GET, 200) on the admin address after the
 	// listener is up.
 	ready string
 	// reload makes the running peer read its configuration and certificate
 	// files again and returns once the reload is complete (rotated). It is
 	// nil for this proxy, which watches its certificate folder instead.
-	reload func(ctx context.Context, b *bench, in *instance) error
+	reload func(ctx context.Context, in *instance) error
+}
+
+// command is what a peer's command line is made of.
+type command struct {
+	bin     string // the program (peerLauncher.toolPath)
+	dir     string // the peer's own folder
+	conf    string // its configuration file
+	workers int    // cores per peer (cpuPlan.Workers)
+	pprof   bool   // this proxy: serve /debug/pprof on the admin port (--cpuprofile)
 }
 
 // allPeers is every peer the runner knows, in table order.
 var allPeers = []peer{
 	{Name: "nginx", Tool: "nginx", Ref: true, About: "nginx proxy_pass https, upstream keepalive 64, ssl_session_reuse",
-		conf: nginxConf, confName: "nginx.conf", argv: func(_ *bench, bin, dir, conf string) ([]string, []string) {
-			return []string{bin, "-p", dir, "-c", conf, "-e", filepath.Join(dir, "error.log")}, nil
+		conf: nginxConf, confName: "nginx.conf", argv: func(c command) ([]string, []string) {
+			return []string{c.bin, "-p", c.dir, "-c", c.conf, "-e", filepath.Join(c.dir, "error.log")}, nil
 		}, reload: reloadNginx},
 	{Name: "haproxy", Tool: "haproxy", Ref: true, About: "HAProxy mode http, server ssl crt, http-reuse always (master-worker, -W)",
-		conf: haproxyConf, confName: "haproxy.cfg", argv: func(_ *bench, bin, _, conf string) ([]string, []string) {
-			return []string{bin, "-W", "-db", "-f", conf}, nil
+		conf: haproxyConf, confName: "haproxy.cfg", argv: func(c command) ([]string, []string) {
+			return []string{c.bin, "-W", "-db", "-f", c.conf}, nil
 		}, reload: reloadHAProxy},
 	{Name: "stunnel", Tool: "stunnel4", Ref: true, About: "stunnel4 client = yes (TCP: one upstream TLS connection per client connection)",
-		conf: stunnelConf, confName: "stunnel.conf", argv: func(_ *bench, bin, _, conf string) ([]string, []string) {
-			return []string{bin, conf}, nil
+		conf: stunnelConf, confName: "stunnel.conf", argv: func(c command) ([]string, []string) {
+			return []string{c.bin, c.conf}, nil
 		}, reload: reloadStunnel},
 	{Name: "caddy", Tool: "caddy", Ref: true, About: "Caddy reverse_proxy, transport http tls_client_auth, keep-alive pool 64",
-		conf: caddyConf, confName: "Caddyfile", argv: func(b *bench, bin, dir, conf string) ([]string, []string) {
+		conf: caddyConf, confName: "Caddyfile", argv: func(c command) ([]string, []string) {
 			// Caddy keeps its state under XDG_DATA_HOME and XDG_CONFIG_HOME:
 			// the peer's folder, not the runner's home.
-			return []string{bin, "run", "--config", conf, "--adapter", "caddyfile"},
-				[]string{"GOMAXPROCS=" + strconv.Itoa(b.cpus.Workers), "HOME=" + dir,
-					"XDG_DATA_HOME=" + filepath.Join(dir, "data"), "XDG_CONFIG_HOME=" + filepath.Join(dir, "config")}
+			return []string{c.bin, "run", "--config", c.conf, "--adapter", "caddyfile"},
+				[]string{"GOMAXPROCS=" + strconv.Itoa(c.workers), "HOME=" + c.dir,
+					"XDG_DATA_HOME=" + filepath.Join(c.dir, "data"), "XDG_CONFIG_HOME=" + filepath.Join(c.dir, "config")}
 		}, reload: reloadCaddy},
 	{Name: "proxy-base", About: "this proxy, base-URL mode (origin-form GET /path)",
 		conf: proxyConf, confName: "config.yaml", argv: proxyArgv, ready: "/readyz"},
@@ -65,18 +74,20 @@ var allPeers = []peer{
 		conf: proxyConf, confName: "config.yaml", argv: proxyArgv, ready: "/readyz"},
 }
 
-func proxyArgv(b *bench, bin, _, conf string) ([]string, []string) {
-	env := []string{"GOMAXPROCS=" + strconv.Itoa(b.cpus.Workers)}
-	if b.opts.cpuProfiles != "" {
+func proxyArgv(c command) ([]string, []string) {
+	env := []string{"GOMAXPROCS=" + strconv.Itoa(c.workers)}
+	if c.pprof {
 		env = append(env, "PAYRAILS_PROXY_DEBUG_PPROF=1") // /debug/pprof on the admin port, for --cpuprofile
 	}
-	return []string{bin, "serve", "--config", conf}, env
+	return []string{c.bin, "serve", "--config", c.conf}, env
 }
 
 // instance is a running peer.
 type instance struct {
 	peer
 	proc     *proc
+	tool     string     // the program it runs (peerLauncher.toolPath)
+	cpus     cpuPlan    // the plan it was started under: its workers, the load side's CPUs
 	addr     string     // plain-HTTP listener
 	admin    string     // this proxy's admin listener, Caddy's admin API
 	dir      string     // the peer's own folder
@@ -85,19 +96,67 @@ type instance struct {
 	pairs    [][]string // this proxy: the files of each pair in its folder, oldest first (rotated)
 }
 
-// startPeer starts p in a fresh folder with api as its upstream, pinned to
+// peerLauncher starts peers, each in a fresh folder under dir with client
+// certificate files of its own, pinned to the peers' CPUs.
+type peerLauncher struct {
+	dir      string      // the run's folder
+	pki      *pkiFiles   // the run's PKI, copied per peer (pkiFiles.forPeer)
+	cpus     cpuPlan     // the peers' CPUs and workers
+	proxyBin string      // this proxy's binary, for rows without one of their own
+	pprof    bool        // --cpuprofile: this proxy serves /debug/pprof
+	peers    []peer      // the selected peers, in table order (startAll)
+	progress progressLog // where a peer that failed to start is reported
+}
+
+// startAll starts every selected peer with api as upstream. It returns
+// one instance per peer (nil when it failed to start) and one row per peer
+// (with the error when it failed). The processes join procs.
+func (l *peerLauncher) startAll(ctx context.Context, procs *procSet, scenario, api string) ([]*instance, []row) {
+	ins := make([]*instance, len(l.peers))
+	rows := make([]row, len(l.peers))
+	for i, p := range l.peers {
+		rows[i] = row{Scenario: scenario, Peer: p.Name, Ref: p.Ref}
+		in, err := l.start(ctx, procs, p, api)
+		if err != nil {
+			rows[i].Err = "start: " + err.Error()
+			l.progress("%s %s: %v", scenario, p.Name, err)
+			continue
+		}
+		ins[i] = in
+	}
+	return ins, rows
+}
+
+// start starts p in a fresh folder with api as its upstream, pinned to
 // the peers' CPUs, waits until it is ready and checks that one request
 // through it is answered by the API. The process joins procs.
-func (b *bench) startPeer(ctx context.Context, procs *procSet, p peer, api string) (*instance, error) {
-	dir, err := os.MkdirTemp(b.dir, p.Name+"-")
+func (l *peerLauncher) start(ctx context.Context, procs *procSet, p peer, api string) (*instance, error) {
+	in, err := l.prepare(p, api)
+	if err != nil {
+		return nil, err
+	}
+	args, env := p.argv(command{bin: in.tool, dir: in.dir, conf: in.confPath, workers: l.cpus.Workers, pprof: l.pprof})
+	if in.proc, err = procs.start(p.Name, l.cpus.Peer, filepath.Join(in.dir, "out.log"), env, args...); err != nil {
+		return nil, err
+	}
+	if err := in.waitReady(ctx); err != nil {
+		return nil, err
+	}
+	return in, in.smoke(ctx)
+}
+
+// prepare makes p's folder, client certificate files, addresses and
+// configuration file, with api as its upstream.
+func (l *peerLauncher) prepare(p peer, api string) (*instance, error) {
+	dir, err := os.MkdirTemp(l.dir, p.Name+"-")
 	if err != nil {
 		return nil, err
 	}
 	if err := os.Mkdir(filepath.Join(dir, "tmp"), 0o755); err != nil {
 		return nil, err
 	}
-	in := &instance{peer: p, dir: dir, confPath: filepath.Join(dir, p.confName)}
-	if in.pki, err = b.pki.forPeer(dir); err != nil {
+	in := &instance{peer: p, tool: l.toolPath(p), cpus: l.cpus, dir: dir, confPath: filepath.Join(dir, p.confName)}
+	if in.pki, err = l.pki.forPeer(dir); err != nil {
 		return nil, err
 	}
 	in.pairs = [][]string{{in.pki.ClientCert, in.pki.ClientKey}}
@@ -113,30 +172,20 @@ func (b *bench) startPeer(ctx context.Context, procs *procSet, p peer, api strin
 	}
 	var conf bytes.Buffer
 	data := map[string]any{"Dir": dir, "Addr": in.addr, "Admin": in.admin, "API": api, "Host": apiHost,
-		"PKI": in.pki, "Workers": b.cpus.Workers, "Bind": bind, "Port": port}
+		"PKI": in.pki, "Workers": l.cpus.Workers, "Bind": bind, "Port": port}
 	if err := p.conf.Execute(&conf, data); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(in.confPath, conf.Bytes(), 0o600); err != nil {
-		return nil, err
-	}
-	args, env := p.argv(b, b.toolPath(p), dir, in.confPath)
-	if in.proc, err = procs.start(p.Name, b.cpus.Peer, filepath.Join(dir, "out.log"), env, args...); err != nil {
-		return nil, err
-	}
-	if err := in.waitReady(ctx); err != nil {
-		return nil, err
-	}
-	return in, in.smoke(ctx)
+	return in, os.WriteFile(in.confPath, conf.Bytes(), 0o600)
 }
 
 // toolPath is the program that runs peer p.
-func (b *bench) toolPath(p peer) string {
+func (l *peerLauncher) toolPath(p peer) string {
 	switch {
 	case p.Tool == "" && p.bin != "":
 		return p.bin
 	case p.Tool == "":
-		return b.proxyBin
+		return l.proxyBin
 	}
 	return p.Tool
 }

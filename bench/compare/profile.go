@@ -12,24 +12,29 @@ import (
 	"time"
 )
 
-// profileSeq numbers the profiles of a run.
-var profileSeq atomic.Int64
+// profiler takes CPU profiles of this proxy with --cpuprofile. A profiler
+// with an empty dir takes none. It is safe for concurrent use.
+type profiler struct {
+	dir      string       // --cpuprofile: the folder; "" takes no profile
+	progress progressLog  // where a failed profile is reported
+	seq      atomic.Int64 // numbers the profiles of the run
+}
 
-// profile takes, with --cpuprofile, a CPU profile of this proxy (in) while
-// a measured run of about d goes on: its admin port's /debug/pprof/profile
+// profile takes a CPU profile of this proxy (in) while a measured run of
+// about d goes on: its admin port's /debug/pprof/profile
 // (PAYRAILS_PROXY_DEBUG_PPROF=1, set by proxyArgv), saved in the folder as
 // NNN-peer.pprof. The returned function waits for the profile to be
 // written. Other peers, and runs without the flag, take none.
-func (b *bench) profile(ctx context.Context, in *instance, d time.Duration) func() {
-	if b.opts.cpuProfiles == "" || in.Tool != "" {
+func (p *profiler) profile(ctx context.Context, in *instance, d time.Duration) func() {
+	if p.dir == "" || in.Tool != "" {
 		return func() {}
 	}
 	secs := max(int(d/time.Second)-1, 1) // inside the run: the warm-up and the tail are not the load's
-	path := filepath.Join(b.opts.cpuProfiles, fmt.Sprintf("%03d-%s.pprof", profileSeq.Add(1), in.Name))
+	path := filepath.Join(p.dir, fmt.Sprintf("%03d-%s.pprof", p.seq.Add(1), in.Name))
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		if err := fetchProfile(ctx, in.admin, secs, path); err != nil {
-			b.progress("cpuprofile of %s: %v", in.Name, err)
+			p.progress("cpuprofile of %s: %v", in.Name, err)
 		}
 	})
 	return wg.Wait

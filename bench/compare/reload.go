@@ -41,14 +41,14 @@ func poll(ctx context.Context, limit time.Duration, what string, check func() (d
 // reloadNginx: SIGHUP to the master (what nginx -s reload sends) makes it
 // read the configuration and certificate files, start new workers and
 // stop the old ones gracefully.
-func reloadNginx(ctx context.Context, b *bench, in *instance) error {
-	return in.replaceWorkers(ctx, syscall.SIGHUP, b.cpus.Workers)
+func reloadNginx(ctx context.Context, in *instance) error {
+	return in.replaceWorkers(ctx, syscall.SIGHUP, in.cpus.Workers)
 }
 
 // reloadHAProxy: SIGUSR2 to the master of master-worker mode (what
 // systemctl reload haproxy sends) makes it re-execute itself, start a new
 // worker with the new files and soft-stop the old one.
-func reloadHAProxy(ctx context.Context, _ *bench, in *instance) error {
+func reloadHAProxy(ctx context.Context, in *instance) error {
 	return in.replaceWorkers(ctx, syscall.SIGUSR2, 1)
 }
 
@@ -125,7 +125,7 @@ func wchanIsPoll(wchan string) bool {
 // certificate files again, close its listening socket and bind it anew; it
 // logs "Service [api] (FD=n) bound to ADDR" (at info, the global log
 // level of stunnelConf) when the socket listens again, the last step.
-func reloadStunnel(ctx context.Context, _ *bench, in *instance) error {
+func reloadStunnel(ctx context.Context, in *instance) error {
 	mark := "bound to " + in.addr
 	countIn := func() (bound, failed int, err error) {
 		b, err := os.ReadFile(in.proc.logPath)
@@ -154,8 +154,8 @@ func reloadStunnel(ctx context.Context, _ *bench, in *instance) error {
 // reloadCaddy runs caddy reload, which posts the configuration to the
 // admin API's /load and returns once Caddy runs it (--force: the
 // configuration text is the same, only the certificate files changed).
-func reloadCaddy(ctx context.Context, b *bench, in *instance) error {
-	_, err := runOnce(ctx, reloadWait, b.cpus.Load, b.toolPath(in.peer), "reload", "--config", in.confPath,
+func reloadCaddy(ctx context.Context, in *instance) error {
+	_, err := runOnce(ctx, reloadWait, in.cpus.Load, in.tool, "reload", "--config", in.confPath,
 		"--adapter", "caddyfile", "--address", in.admin, "--force")
 	return err
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto"
 	"encoding/json"
@@ -57,24 +56,24 @@ func (r *rotator) next() (*pki.Leaf, error) {
 // first after the rotation, is timed, on a new client connection as in
 // wan, and the stand-in's request log must show that it was sent with the
 // new certificate. The peers take turns, one rotation each.
-func runRotated(ctx context.Context, b *bench, s scenario) ([]row, error) {
-	b.progress("%s: generating a second RSA-4096 client key", s.Name)
-	rot, err := newRotator(b.pki)
+func runRotated(ctx context.Context, r *rig, s scenario) ([]row, error) {
+	r.progress("%s: generating a second RSA-4096 client key", s.Name)
+	rot, err := newRotator(r.pki)
 	if err != nil {
 		return nil, err
 	}
 	procs := &procSet{}
 	defer procs.stopAll()
-	peers, rows, api, stop, err := b.startLatencyPeers(ctx, procs, s)
+	peers, rows, api, stop, err := startLatencyPeers(ctx, r, procs, s)
 	if stop != nil {
 		defer stop()
 	}
 	if err != nil {
 		return nil, err
 	}
-	for run := 0; run < b.opts.runs; run++ {
+	for run := 0; run < r.opts.runs; run++ {
 		deadline := time.Now().Add(runBound)
-		for k := 0; k < b.opts.rotations; k++ {
+		for k := 0; k < r.opts.rotations; k++ {
 			leaf, err := rot.next()
 			if err != nil {
 				return nil, err
@@ -88,7 +87,7 @@ func runRotated(ctx context.Context, b *bench, s scenario) ([]row, error) {
 					failLate(peers, rows)
 					break
 				}
-				err := peers[i].rotateOnce(ctx, b, api, leaf, rot.n)
+				err := peers[i].rotateOnce(ctx, api, leaf, rot.n)
 				if err := ctx.Err(); err != nil {
 					return nil, err
 				}
@@ -97,7 +96,7 @@ func runRotated(ctx context.Context, b *bench, s scenario) ([]row, error) {
 				}
 			}
 		}
-		b.endRun(s, run, peers, rows)
+		endRun(r, s, run, peers, rows)
 	}
 	for i := range rows {
 		rows[i].Median = medianOf(rows[i].Runs)
@@ -109,9 +108,9 @@ func runRotated(ctx context.Context, b *bench, s scenario) ([]row, error) {
 // rotateOnce rotates p's certificate to leaf (the n-th rotation), times
 // the first request after it and checks that the request was sent with
 // leaf.
-func (p *latencyPeer) rotateOnce(ctx context.Context, b *bench, api standIn, leaf *pki.Leaf, n int) error {
+func (p *latencyPeer) rotateOnce(ctx context.Context, api standIn, leaf *pki.Leaf, n int) error {
 	start := time.Now()
-	if err := p.in.rotate(ctx, b, leaf, n); err != nil {
+	if err := p.in.rotate(ctx, leaf, n); err != nil {
 		return fmt.Errorf("rotation %d: %w", n, err)
 	}
 	reloaded := time.Now()
@@ -138,7 +137,7 @@ func (p *latencyPeer) rotateOnce(ctx context.Context, b *bench, api standIn, lea
 
 // rotate gives the running peer leaf as its client certificate and returns
 // once the peer uses it.
-func (in *instance) rotate(ctx context.Context, b *bench, leaf *pki.Leaf, n int) error {
+func (in *instance) rotate(ctx context.Context, leaf *pki.Leaf, n int) error {
 	if in.reload == nil { // this proxy: it watches its folder
 		if err := in.dropPair(leaf, n); err != nil {
 			return err
@@ -148,7 +147,7 @@ func (in *instance) rotate(ctx context.Context, b *bench, leaf *pki.Leaf, n int)
 	if err := in.pki.writeClient(leaf); err != nil {
 		return err
 	}
-	return in.reload(ctx, b, in)
+	return in.reload(ctx, in)
 }
 
 // dropPair puts leaf into this proxy's certificate folder as one file
@@ -232,52 +231,4 @@ func parseInUse(r io.Reader) ([]string, error) {
 func sameSerial(a, b string) bool {
 	norm := func(s string) string { return strings.TrimLeft(strings.ToUpper(strings.TrimSpace(s)), "0") }
 	return a != "" && norm(a) == norm(b)
-}
-
-// logSize is how far the stand-in's request log goes now.
-func (s standIn) logSize() (int64, error) {
-	st, err := os.Stat(s.accessLog)
-	if errors.Is(err, fs.ErrNotExist) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	return st.Size(), nil
-}
-
-// servedSerial waits for the stand-in's log line of a GET /small written
-// after offset (nginx writes it once the answer is sent, which can be a
-// moment after the client has it) and returns the client certificate
-// serial it names.
-func (s standIn) servedSerial(ctx context.Context, offset int64) (string, error) {
-	var serial string
-	err := poll(ctx, 5*time.Second, "the stand-in's log line of the request", func() (bool, string, error) {
-		b, err := os.ReadFile(s.accessLog)
-		if err != nil {
-			return false, err.Error(), nil
-		}
-		if int64(len(b)) < offset {
-			return false, "", fmt.Errorf("%s shrank", s.accessLog)
-		}
-		var ok bool
-		serial, ok = lastSmallGET(string(b[offset:]))
-		return ok, fmt.Sprintf("%d new bytes in %s", len(b)-int(offset), s.accessLog), nil
-	})
-	return serial, err
-}
-
-// lastSmallGET returns the serial of the last complete "SERIAL GET /small
-// STATUS" line of log (the stand-in's log_format serial); a line still
-// being written is ignored.
-func lastSmallGET(log string) (serial string, found bool) {
-	log = log[:strings.LastIndexByte(log, '\n')+1]
-	sc := bufio.NewScanner(strings.NewReader(log))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) == 4 && f[1] == "GET" && f[2] == "/small" {
-			serial, found = f[0], true
-		}
-	}
-	return serial, found
 }

@@ -172,7 +172,7 @@ func TestStandInAnswers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	b := &bench{dir: dir, pki: testPKI(t, dir), cpus: cpuPlan{Workers: 1}}
+	l := standInLauncher{dir: dir, pki: testPKI(t, dir), cpus: cpuPlan{Workers: 1}}
 	www := filepath.Join(dir, "api", "www")
 	if err := os.MkdirAll(www, 0o755); err != nil {
 		t.Fatal(err)
@@ -183,12 +183,12 @@ func TestStandInAnswers(t *testing.T) {
 	procs := &procSet{}
 	defer procs.stopAll()
 	ctx := context.Background()
-	api, err := b.startStandIn(ctx, procs, "api-test", shortKeepAlive, true, false)
+	api, err := l.start(ctx, procs, "api-test", shortKeepAlive, true, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	client := func(cert *tls.Certificate) *http.Client {
-		cfg := &tls.Config{ServerName: apiHost, RootCAs: b.pki.Roots, MinVersion: tls.VersionTLS12}
+		cfg := &tls.Config{ServerName: apiHost, RootCAs: l.pki.Roots, MinVersion: tls.VersionTLS12}
 		if cert != nil {
 			cfg.Certificates = []tls.Certificate{*cert}
 		}
@@ -208,7 +208,7 @@ func TestStandInAnswers(t *testing.T) {
 	if resp, _ := do(client(nil), http.MethodGet, "/small"); resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("GET /small without a client certificate: %s, want nginx's 400", resp.Status)
 	}
-	withCert := client(&b.pki.Client)
+	withCert := client(&l.pki.Client)
 	resp, body := do(withCert, http.MethodHead, "/")
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/json" || body != "" {
 		t.Errorf("HEAD /: %s, %q, body %q; want 200 application/json, no body", resp.Status, resp.Header.Get("Content-Type"), body)
@@ -228,7 +228,7 @@ func TestStandInAnswers(t *testing.T) {
 		t.Fatalf("GET /small: %s %q", resp.Status, body)
 	}
 	got, err := api.servedSerial(ctx, offset)
-	if want := certs.Serial(b.pki.client.Cert); err != nil || !sameSerial(got, want) {
+	if want := certs.Serial(l.pki.client.Cert); err != nil || !sameSerial(got, want) {
 		t.Errorf("served serial %q, %v; want %s", got, err, want)
 	}
 }

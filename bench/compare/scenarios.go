@@ -8,15 +8,15 @@ import (
 )
 
 // scenario is one workload, run through every selected peer. A scenario
-// with its own kind of client (such as the planned "mitm": this proxy
-// reached through HTTPS_PROXY/CONNECT with a local CA) adds an entry with
-// its own run function and, if it needs one, its own peer.
+// with its own kind of client (such as "mitm": this proxy reached through
+// HTTPS_PROXY/CONNECT with a local CA) adds an entry with its own run
+// function and, if it needs one, its own peer.
 type scenario struct {
 	Name    string
 	About   string
 	Metrics []metric // the table's columns for this scenario, in order
 	job     wrkJob   // the load, for wrk scenarios (Duration comes from --duration)
-	run     func(ctx context.Context, b *bench, s scenario) ([]row, error)
+	run     func(ctx context.Context, r *rig, s scenario) ([]row, error)
 	// h2 runs the scenario against the stand-in offering HTTP/2, the shape
 	// of API edges that negotiate it: this proxy and Caddy then speak
 	// HTTP/2 to it; nginx, HAProxy and stunnel keep HTTP/1.1.
@@ -92,29 +92,31 @@ type figures struct {
 // runWrkScenario starts every selected peer afresh (so peak memory belongs
 // to this scenario), samples their memory, warms each up, then runs s.job --runs times through each,
 // rotating the order every run so that no peer always goes first.
-func runWrkScenario(ctx context.Context, b *bench, s scenario) ([]row, error) {
+func runWrkScenario(ctx context.Context, r *rig, s scenario) ([]row, error) {
 	procs := &procSet{}
 	defer procs.stopAll()
-	api := b.api
+	api := r.api
 	if s.h2 {
-		api = b.apiH2
+		api = r.apiH2
 	}
-	ins, rows := b.startPeers(ctx, procs, s.Name, api)
+	ins, rows := r.peers.startAll(ctx, procs, s.Name, api)
 	mem := sampleMemory(ins)
 	if err := ctx.Err(); err != nil {
 		mem.record(rows)
 		return nil, err
 	}
-	b.warmUp(ctx, ins, rows, s.job)
+	warm := s.job
+	warm.Duration = r.opts.warmup
+	warmUp(ctx, r.wrk, ins, rows, warm)
 	job := s.job
-	job.Duration = b.opts.duration
-	for run := 0; run < b.opts.runs; run++ {
+	job.Duration = r.opts.duration
+	for run := 0; run < r.opts.runs; run++ {
 		for k := range ins {
 			i := (run + k) % len(ins)
 			if ins[i] == nil {
 				continue
 			}
-			f, err := b.measure(ctx, ins[i], job)
+			f, err := measure(ctx, r.wrk, r.profiler, ins[i], job)
 			if err := ctx.Err(); err != nil {
 				mem.record(rows)
 				return nil, err
@@ -124,13 +126,20 @@ func runWrkScenario(ctx context.Context, b *bench, s scenario) ([]row, error) {
 				continue
 			}
 			rows[i].Runs = append(rows[i].Runs, f)
-			b.progress("%s run %d/%d %-10s %s", s.Name, run+1, b.opts.runs, ins[i].Name, f.summary())
+			r.progress("%s run %d/%d %-10s %s", s.Name, run+1, r.opts.runs, ins[i].Name, f.summary())
 		}
 	}
 	for i := range rows {
 		rows[i].Median = medianOf(rows[i].Runs)
 	}
 	mem.record(rows)
+	recordPeakRSS(ins, rows)
+	return rows, nil
+}
+
+// recordPeakRSS writes the peak RSS (VmHWM) of each peer still running
+// into its row's median.
+func recordPeakRSS(ins []*instance, rows []row) {
 	for i, in := range ins {
 		if in != nil {
 			rss, err := groupPeakRSS(in.proc.pgid())
@@ -140,53 +149,32 @@ func runWrkScenario(ctx context.Context, b *bench, s scenario) ([]row, error) {
 			rows[i].Median.RSSMiB = float64(rss) / (1 << 20)
 		}
 	}
-	return rows, nil
 }
 
-// warmUp runs job for --warmup through every peer still in ins, so that
+// warmUp runs job (of --warmup) through every peer still in ins, so that
 // pools are full and code is paged in before anything is measured. A peer
 // that fails is dropped from ins with the error on its row.
-func (b *bench) warmUp(ctx context.Context, ins []*instance, rows []row, job wrkJob) {
-	job.Duration = b.opts.warmup
+func warmUp(ctx context.Context, w wrkRunner, ins []*instance, rows []row, job wrkJob) {
 	for i, in := range ins {
 		if in == nil || ctx.Err() != nil {
 			continue
 		}
-		if _, err := b.runWrk(ctx, in, job); err != nil {
+		if _, err := w.run(ctx, in, job); err != nil {
 			rows[i].Err, ins[i] = "warm-up: "+err.Error(), nil
 		}
 	}
 }
 
-// startPeers starts every selected peer with api as upstream. It returns
-// one instance per peer (nil when it failed to start) and one row per peer
-// (with the error when it failed).
-func (b *bench) startPeers(ctx context.Context, procs *procSet, scenario, api string) ([]*instance, []row) {
-	ins := make([]*instance, len(b.peers))
-	rows := make([]row, len(b.peers))
-	for i, p := range b.peers {
-		rows[i] = row{Scenario: scenario, Peer: p.Name, Ref: p.Ref}
-		in, err := b.startPeer(ctx, procs, p, api)
-		if err != nil {
-			rows[i].Err = "start: " + err.Error()
-			b.progress("%s %s: %v", scenario, p.Name, err)
-			continue
-		}
-		ins[i] = in
-	}
-	return ins, rows
-}
-
-// measure runs one wrk job against in and reads the CPU its process group
-// used meanwhile.
-func (b *bench) measure(ctx context.Context, in *instance, j wrkJob) (figures, error) {
+// measure runs one wrk job against in, profiled by prof, and reads the CPU
+// its process group used meanwhile.
+func measure(ctx context.Context, w wrkRunner, prof *profiler, in *instance, j wrkJob) (figures, error) {
 	before, err := groupCPU(in.proc.pgid())
 	if err != nil {
 		return figures{}, err
 	}
 	start := time.Now()
-	stopProfile := b.profile(ctx, in, j.Duration)
-	res, err := b.runWrk(ctx, in, j)
+	stopProfile := prof.profile(ctx, in, j.Duration)
+	res, err := w.run(ctx, in, j)
 	stopProfile()
 	if err != nil {
 		return figures{}, err

@@ -36,16 +36,16 @@ type latencyPeer struct {
 // their rows, the stand-in and stop: it ends the memory sampling (writing
 // the peaks into the rows' medians, so call it after they are computed)
 // and the relay; it may be called more than once.
-func (b *bench) startLatencyPeers(ctx context.Context, procs *procSet, s scenario) ([]*latencyPeer, []row, standIn, func(), error) {
-	api, err := b.startStandIn(ctx, procs, "api-"+s.Name, shortKeepAlive, true, b.opts.upstreamH2)
+func startLatencyPeers(ctx context.Context, r *rig, procs *procSet, s scenario) ([]*latencyPeer, []row, standIn, func(), error) {
+	api, err := r.standIns.start(ctx, procs, "api-"+s.Name, shortKeepAlive, true, r.opts.upstreamH2)
 	if err != nil {
 		return nil, nil, standIn{}, nil, err
 	}
-	relay, err := delayrelay.Start(api.addr, b.opts.wanRTT/2)
+	relay, err := delayrelay.Start(api.addr, r.opts.wanRTT/2)
 	if err != nil {
 		return nil, nil, standIn{}, nil, fmt.Errorf("starting the delay relay: %w", err)
 	}
-	ins, rows := b.startPeers(ctx, procs, s.Name, relay.Addr())
+	ins, rows := r.peers.startAll(ctx, procs, s.Name, relay.Addr())
 	mem := sampleMemory(ins)
 	peers := make([]*latencyPeer, len(ins))
 	for i, in := range ins {
@@ -69,9 +69,9 @@ func (b *bench) startLatencyPeers(ctx context.Context, procs *procSet, s scenari
 	return peers, rows, api, stop, ctx.Err()
 }
 
-// endRun appends one run's figures to each peer's row and clears the
-// latencies for the next run.
-func (b *bench) endRun(s scenario, run int, peers []*latencyPeer, rows []row) {
+// endRun appends the figures of run (of --runs) to each peer's row,
+// reports them and clears the latencies for the next run.
+func endRun(r *rig, s scenario, run int, peers []*latencyPeer, rows []row) {
 	for i, p := range peers {
 		if p == nil || len(p.lat) == 0 {
 			continue
@@ -83,7 +83,7 @@ func (b *bench) endRun(s scenario, run int, peers []*latencyPeer, rows []row) {
 			line += fmt.Sprintf("  reload p50 %6.1f ms", f.ReloadMs)
 		}
 		rows[i].Runs = append(rows[i].Runs, f)
-		b.progress("%s run %d/%d %-10s %s", s.Name, run+1, b.opts.runs, rows[i].Peer, line)
+		r.progress("%s run %d/%d %-10s %s", s.Name, run+1, r.opts.runs, rows[i].Peer, line)
 		p.lat, p.extra = p.lat[:0], p.extra[:0]
 	}
 }
@@ -105,10 +105,10 @@ func failLate(peers []*latencyPeer, rows []row) {
 // connection before each request. A peer that keeps no connection warm
 // pays TCP + TLS again, every time. The peers take turns, so one run of
 // --sparse-requests requests per peer takes about that many gaps.
-func runSparse(ctx context.Context, b *bench, s scenario) ([]row, error) {
+func runSparse(ctx context.Context, r *rig, s scenario) ([]row, error) {
 	procs := &procSet{}
 	defer procs.stopAll()
-	peers, rows, _, stop, err := b.startLatencyPeers(ctx, procs, s)
+	peers, rows, _, stop, err := startLatencyPeers(ctx, r, procs, s)
 	if stop != nil {
 		defer stop()
 	}
@@ -119,9 +119,9 @@ func runSparse(ctx context.Context, b *bench, s scenario) ([]row, error) {
 	for i := range last {
 		last[i] = time.Now()
 	}
-	for run := 0; run < b.opts.runs; run++ {
+	for run := 0; run < r.opts.runs; run++ {
 		deadline := time.Now().Add(runBound)
-		for k := 0; k < b.opts.sparseRequests; k++ {
+		for k := 0; k < r.opts.sparseRequests; k++ {
 			for j := range peers {
 				i := (k + j) % len(peers)
 				p := peers[i]
@@ -148,7 +148,7 @@ func runSparse(ctx context.Context, b *bench, s scenario) ([]row, error) {
 				p.lat = append(p.lat, last[i].Sub(start))
 			}
 		}
-		b.endRun(s, run, peers, rows)
+		endRun(r, s, run, peers, rows)
 	}
 	for i := range rows {
 		rows[i].Median = medianOf(rows[i].Runs)

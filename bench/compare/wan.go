@@ -33,17 +33,17 @@ type wanTarget struct {
 // per request. Every connection to the API crosses the delay relay, so a
 // handshake costs round trips; a peer that pools upstream connections
 // saves them.
-func runWAN(ctx context.Context, b *bench, s scenario) ([]row, error) {
-	relay, err := delayrelay.Start(b.api, b.opts.wanRTT/2)
+func runWAN(ctx context.Context, r *rig, s scenario) ([]row, error) {
+	relay, err := delayrelay.Start(r.api, r.opts.wanRTT/2)
 	if err != nil {
 		return nil, fmt.Errorf("starting the delay relay: %w", err)
 	}
 	defer relay.Close()
 	procs := &procSet{}
 	defer procs.stopAll()
-	ins, peerRows := b.startPeers(ctx, procs, s.Name, relay.Addr())
+	ins, peerRows := r.peers.startAll(ctx, procs, s.Name, relay.Addr())
 	rows := append([]row{{Scenario: s.Name, Peer: directName}}, peerRows...)
-	targets := []wanTarget{{client: b.directClient(relay.Addr()), url: "https://" + apiHost + "/small"}}
+	targets := []wanTarget{{client: directClient(r.pki, relay.Addr()), url: "https://" + apiHost + "/small"}}
 	for _, in := range ins {
 		if in == nil {
 			targets = append(targets, wanTarget{})
@@ -51,12 +51,12 @@ func runWAN(ctx context.Context, b *bench, s scenario) ([]row, error) {
 		}
 		targets = append(targets, wanTarget{client: in.client(false), url: in.url("/small")})
 	}
-	for run := 0; run < b.opts.runs; run++ {
+	for run := 0; run < r.opts.runs; run++ {
 		for i, t := range targets {
 			if t.client == nil {
 				continue
 			}
-			lat, err := timeRequests(ctx, t.client, t.url, b.opts.wanRequests)
+			lat, err := timeRequests(ctx, t.client, t.url, r.opts.wanRequests)
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
@@ -66,7 +66,7 @@ func runWAN(ctx context.Context, b *bench, s scenario) ([]row, error) {
 			}
 			f := figures{P50ms: ms(percentile(lat, 50)), P99ms: ms(percentile(lat, 99)), Requests: int64(len(lat))}
 			rows[i].Runs = append(rows[i].Runs, f)
-			b.progress("%s run %d/%d %-11s p50 %6.1f ms  p99 %6.1f ms", s.Name, run+1, b.opts.runs, rows[i].Peer, f.P50ms, f.P99ms)
+			r.progress("%s run %d/%d %-11s p50 %6.1f ms  p99 %6.1f ms", s.Name, run+1, r.opts.runs, rows[i].Peer, f.P50ms, f.P99ms)
 		}
 	}
 	for i := range rows {
@@ -77,8 +77,9 @@ func runWAN(ctx context.Context, b *bench, s scenario) ([]row, error) {
 
 // directClient is the legacy client calling the API itself: a full mTLS
 // handshake with the RSA-4096 key on a new connection for every request,
-// no session resumption (a new curl process per call has no cache).
-func (b *bench) directClient(relay string) *http.Client {
+// no session resumption (a new curl process per call has no cache). It
+// presents p's client certificate and dials relay for every connection.
+func directClient(p *pkiFiles, relay string) *http.Client {
 	var d net.Dialer
 	tr := &http.Transport{
 		DisableKeepAlives:  true,
@@ -89,8 +90,8 @@ func (b *bench) directClient(relay string) *http.Client {
 		TLSClientConfig: &tls.Config{
 			MinVersion:   tls.VersionTLS12,
 			ServerName:   apiHost,
-			RootCAs:      b.pki.Roots,
-			Certificates: []tls.Certificate{b.pki.Client},
+			RootCAs:      p.Roots,
+			Certificates: []tls.Certificate{p.Client},
 		},
 	}
 	return &http.Client{Transport: tr, Timeout: 30 * time.Second}

@@ -21,10 +21,19 @@ type wrkJob struct {
 	Duration time.Duration
 }
 
-// runWrk runs wrk on the load side's CPUs against in and parses its report.
-// Forward-mode peers get absolute-form requests through a Lua script.
-func (b *bench) runWrk(ctx context.Context, in *instance, j wrkJob) (wrkResult, error) {
-	threads := min(j.Conns, b.cpus.loadWorkers())
+// wrkRunner runs wrk on the load side's CPUs. Its zero value runs wrk
+// unpinned with one thread and writes its Lua scripts to the working
+// directory; prepare sets every field.
+type wrkRunner struct {
+	dir        string // where the forward-mode Lua scripts are written
+	cpus       []int  // the load side's CPUs; empty: not pinned
+	maxThreads int    // wrk threads at most (one per connection below that)
+}
+
+// run runs job j against in and parses wrk's report. Forward-mode peers
+// get absolute-form requests through a Lua script.
+func (w wrkRunner) run(ctx context.Context, in *instance, j wrkJob) (wrkResult, error) {
+	threads := max(1, min(j.Conns, w.maxThreads))
 	secs := max(1, int(j.Duration.Round(time.Second)/time.Second)) // wrk takes whole seconds
 	args := []string{"wrk", "-t", strconv.Itoa(threads), "-c", strconv.Itoa(j.Conns),
 		"-d", strconv.Itoa(secs) + "s", "--latency", "--timeout", "10s"}
@@ -33,14 +42,14 @@ func (b *bench) runWrk(ctx context.Context, in *instance, j wrkJob) (wrkResult, 
 	}
 	target := "http://" + in.addr + j.Path
 	if in.Forward {
-		script, err := b.forwardScript(j.Path)
+		script, err := w.forwardScript(j.Path)
 		if err != nil {
 			return wrkResult{}, err
 		}
 		args = append(args, "-s", script)
 		target = "http://" + in.addr + "/"
 	}
-	out, err := runOnce(ctx, time.Duration(secs)*time.Second+30*time.Second, b.cpus.Load, append(args, target)...)
+	out, err := runOnce(ctx, time.Duration(secs)*time.Second+30*time.Second, w.cpus, append(args, target)...)
 	if err != nil {
 		return wrkResult{}, err
 	}
@@ -50,8 +59,8 @@ func (b *bench) runWrk(ctx context.Context, in *instance, j wrkJob) (wrkResult, 
 // forwardScript returns a wrk Lua script that sends absolute-form requests
 // for path on apiHost, as an HTTP_PROXY client does: "GET
 // http://api.bench.test/small HTTP/1.1" with "Host: api.bench.test".
-func (b *bench) forwardScript(path string) (string, error) {
-	name := filepath.Join(b.dir, "forward"+strings.ReplaceAll(path, "/", "-")+".lua")
+func (w wrkRunner) forwardScript(path string) (string, error) {
+	name := filepath.Join(w.dir, "forward"+strings.ReplaceAll(path, "/", "-")+".lua")
 	script := fmt.Sprintf("-- absolute-form request line, as HTTP_PROXY clients send\n"+
 		"wrk.path = %q\nwrk.headers[\"Host\"] = %q\n", "http://"+apiHost+path, apiHost)
 	if err := os.WriteFile(name, []byte(script), 0o644); err != nil {
@@ -64,7 +73,7 @@ func (b *bench) forwardScript(path string) (string, error) {
 // an absolute-form request line: this proxy would serve an origin-form one
 // just as well (base-URL mode), so the status code cannot tell. It points
 // wrk for one second at a listener that records the first request line.
-func (b *bench) checkForwardScript(ctx context.Context) error {
+func (w wrkRunner) checkForwardScript(ctx context.Context) error {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -76,7 +85,7 @@ func (b *bench) checkForwardScript(ctx context.Context) error {
 		defer wg.Done()
 		serveCapture(ln, lines, &wg)
 	}()
-	script, err := b.forwardScript("/small")
+	script, err := w.forwardScript("/small")
 	if err == nil {
 		_, err = runOnce(ctx, 30*time.Second, nil, "wrk", "-t", "1", "-c", "1", "-d", "1s", "-s", script,
 			"http://"+ln.Addr().String()+"/")
