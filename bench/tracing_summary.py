@@ -2,7 +2,7 @@
 
 Usage: python3 bench/tracing_summary.py OUT.json DURATION SPANS
 OUT.json is bench/compare.sh --json with --proxy-bins arms base (optional), off and on;
-DURATION the length of each measured run (5s); SPANS the spans the collector accepted.
+DURATION the length of each measured run (5s); SPANS the spans the receiver accepted.
 """
 import json
 import statistics
@@ -37,7 +37,7 @@ def main():
             line += f"   off/base {ratio('off', 'base'):.3f}"
         print(line + "   (medians of the per-run ratios)")
         traced += sum(rate[(sc, "on")]) * duration
-    print(f"  spans the collector accepted per measured traced request: {spans / traced:.2f} "
+    print(f"  spans the receiver accepted per measured traced request: {spans / traced:.2f} "
           f"({spans} spans, {traced:.0f} measured requests)")
 
 
