@@ -2,6 +2,7 @@ package main
 
 import (
 	"net"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -122,12 +123,23 @@ func TestDeployDockerfile(t *testing.T) {
 	ins := deployDockerInstructions(deployRead(t, "Dockerfile"))
 	var runs, froms []string
 	have := map[string]string{}
+	globalArgs := map[string]string{} // ARG name=default before the first FROM
 	for _, i := range ins {
 		switch i.cmd {
 		case "RUN":
 			runs = append(runs, i.args)
 		case "FROM":
-			froms = append(froms, i.args)
+			// The base images are build arguments; their defaults are the public images.
+			froms = append(froms, os.Expand(i.args, func(k string) string {
+				if v, ok := globalArgs[k]; ok {
+					return v
+				}
+				return "${" + k + "}"
+			}))
+		case "ARG":
+			if k, v, ok := strings.Cut(i.args, "="); ok && len(froms) == 0 {
+				globalArgs[k] = v
+			}
 		}
 		have[i.cmd] = i.args // the last one counts
 	}
@@ -141,6 +153,17 @@ func TestDeployDockerfile(t *testing.T) {
 	}
 	if len(froms) < 2 || !strings.HasPrefix(froms[len(froms)-1], "gcr.io/distroless/static") {
 		t.Errorf("stages %q: want a build stage and a final gcr.io/distroless/static stage", froms)
+	}
+	// The build stage's Go is the release toolchain go.mod pins, which
+	// scripts/build.sh, .ci/run and the README export as GOTOOLCHAIN.
+	toolchain := deployToolchain(t)
+	if len(froms) > 0 && !strings.Contains(froms[0], "golang:"+strings.TrimPrefix(toolchain, "go")+"-") {
+		t.Errorf("build stage %q: want the golang image of go.mod's toolchain %s", froms[0], toolchain)
+	}
+	for _, f := range []string{"scripts/build.sh", ".ci/run", "README.md"} {
+		if !strings.Contains(string(deployRead(t, f)), "GOTOOLCHAIN="+toolchain) {
+			t.Errorf("%s does not export GOTOOLCHAIN=%s, go.mod's toolchain", f, toolchain)
+		}
 	}
 	for cmd, want := range map[string]string{
 		"USER":        "nonroot",
@@ -167,6 +190,18 @@ func TestDeployDockerfile(t *testing.T) {
 			t.Errorf("scripts/build.sh does not contain %q", want)
 		}
 	}
+}
+
+// deployToolchain is go.mod's toolchain line: "go1.27.3".
+func deployToolchain(t *testing.T) string {
+	t.Helper()
+	for line := range strings.Lines(string(deployRead(t, "go.mod"))) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "toolchain "); ok {
+			return v
+		}
+	}
+	t.Fatal("go.mod has no toolchain line; pin the release toolchain (toolchain goX.Y.Z)")
+	return ""
 }
 
 func TestDeploySystemd(t *testing.T) {
