@@ -2,7 +2,6 @@ package main
 
 import (
 	"net"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -10,48 +9,14 @@ import (
 	"time"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/config"
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/dockerfile"
 	"go.yaml.in/yaml/v3"
 )
 
 // deployDockerfileEnv returns the variables the image sets with ENV.
 func deployDockerfileEnv(t *testing.T) map[string]string {
 	t.Helper()
-	env := map[string]string{}
-	for _, ins := range deployDockerInstructions(deployRead(t, "Dockerfile")) {
-		if ins.cmd != "ENV" {
-			continue
-		}
-		for _, kv := range strings.Fields(ins.args) {
-			if k, v, ok := strings.Cut(kv, "="); ok {
-				env[k] = strings.Trim(v, `"`)
-			}
-		}
-	}
-	return env
-}
-
-type deployDockerInstruction struct{ cmd, args string }
-
-// deployDockerInstructions splits a Dockerfile into instructions, joining
-// continuation lines and dropping comments.
-func deployDockerInstructions(data []byte) []deployDockerInstruction {
-	var out []deployDockerInstruction
-	var cur strings.Builder
-	for line := range strings.Lines(string(data)) {
-		line = strings.TrimSpace(line)
-		if strings.HasPrefix(line, "#") || line == "" && cur.Len() == 0 {
-			continue
-		}
-		more := strings.HasSuffix(line, `\`)
-		cur.WriteString(strings.TrimSuffix(line, `\`) + " ")
-		if more {
-			continue
-		}
-		cmd, args, _ := strings.Cut(strings.TrimSpace(cur.String()), " ")
-		out = append(out, deployDockerInstruction{strings.ToUpper(cmd), strings.TrimSpace(args)})
-		cur.Reset()
-	}
-	return out
+	return dockerfile.Parse(deployRead(t, "Dockerfile")).Env()
 }
 
 // deployPort is the port of a HOST:PORT.
@@ -120,29 +85,15 @@ func TestDeployCompose(t *testing.T) {
 }
 
 func TestDeployDockerfile(t *testing.T) {
-	ins := deployDockerInstructions(deployRead(t, "Dockerfile"))
-	var runs, froms []string
-	have := map[string]string{}
-	globalArgs := map[string]string{} // ARG name=default before the first FROM
-	for _, i := range ins {
-		switch i.cmd {
-		case "RUN":
-			runs = append(runs, i.args)
-		case "FROM":
-			// The base images are build arguments; their defaults are the public images.
-			froms = append(froms, os.Expand(i.args, func(k string) string {
-				if v, ok := globalArgs[k]; ok {
-					return v
-				}
-				return "${" + k + "}"
-			}))
-		case "ARG":
-			if k, v, ok := strings.Cut(i.args, "="); ok && len(froms) == 0 {
-				globalArgs[k] = v
-			}
+	f := dockerfile.Parse(deployRead(t, "Dockerfile"))
+	var runs []string
+	for _, i := range f {
+		if i.Cmd == "RUN" {
+			runs = append(runs, i.Args)
 		}
-		have[i.cmd] = i.args // the last one counts
 	}
+	// The base images are build arguments; their defaults are the public images.
+	froms := f.Stages()
 	if !slices.ContainsFunc(runs, func(r string) bool { return strings.Contains(r, "scripts/build.sh") }) {
 		t.Errorf("no RUN step calls scripts/build.sh: %q", runs)
 	}
@@ -172,8 +123,8 @@ func TestDeployDockerfile(t *testing.T) {
 		"CMD":         `["serve"]`,
 		"VOLUME":      "/certs",
 	} {
-		if !strings.Contains(have[cmd], want) {
-			t.Errorf("%s %q does not contain %s", cmd, have[cmd], want)
+		if !strings.Contains(f.Last(cmd), want) {
+			t.Errorf("%s %q does not contain %s", cmd, f.Last(cmd), want)
 		}
 	}
 	env := deployDockerfileEnv(t)
