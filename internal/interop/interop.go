@@ -36,6 +36,8 @@ var install = map[string]string{
 	"squid":                          "apt-get install -y squid",
 	"/usr/lib/squid/basic_ncsa_auth": "apt-get install -y squid",
 	"helm":                           "go install helm.sh/helm/v3/cmd/helm@$(cat .ci/helm-version)",
+	"podman":                         "apt-get install -y podman runc (in a sandbox like CI's, also bash .ci/podman-setup.sh)",
+	"etcd":                           "apt-get install -y etcd-server",
 }
 
 // Tool returns the path of the program name: found on PATH, or where `go
