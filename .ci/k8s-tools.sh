@@ -13,7 +13,8 @@
 # only checks that it is there.
 #
 # Environment: PAYRAILS_PROXY_CI_CACHE (default /var/cache/payrails-mtls-proxy-ci), and
-# GOTOOLCHAIN (default go1.27.3, go.mod's toolchain). Progress goes to stderr.
+# GOTOOLCHAIN (default go1.27.3, go.mod's toolchain), K8S_TOOLS_NICE (the builds' nice level,
+# default 10; .ci/run builds in the background at 19). Progress goes to stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOTOOLCHAIN="${GOTOOLCHAIN:-go1.27.3}"
@@ -46,11 +47,11 @@ if ! have_all; then
   done
   echo "k8s-tools: building kube-apiserver, kube-controller-manager, kube-scheduler and kubectl $k8s_version (about 10 minutes cold on 2 cores)" >&2
   # -mod=readonly: .ci/k8s/go.sum is the pinned list; a missing sum is an error, never fetched anew.
-  (cd .ci/k8s && CGO_ENABLED=0 nice -n 10 go build -mod=readonly -trimpath -ldflags "$ldflags" -o "$tmp/" \
+  (cd .ci/k8s && CGO_ENABLED=0 nice -n "${K8S_TOOLS_NICE:-10}" go build -mod=readonly -trimpath -ldflags "$ldflags" -o "$tmp/" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl) >&2
   echo "k8s-tools: building kwok $kwok_version" >&2
-  (cd "$tmp" && CGO_ENABLED=0 GOBIN="$tmp" GOFLAGS=-trimpath nice -n 10 go install -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$kwok_version") >&2
+  (cd "$tmp" && CGO_ENABLED=0 GOBIN="$tmp" GOFLAGS=-trimpath nice -n "${K8S_TOOLS_NICE:-10}" go install -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$kwok_version") >&2
   mkdir -p "$(dirname "$bin")"
   rm -rf "$bin" && mv "$tmp" "$bin"
   trap - EXIT
