@@ -1,8 +1,11 @@
 # payrails-mtls-proxy: one static binary on distroless, running as non-root.
 #
 #   docker build --build-arg VERSION=$(git describe --tags --always --dirty) -t payrails-mtls-proxy .
-#   docker run --rm --read-only --stop-timeout 40 -v "$PWD/certs:/certs:ro" \
-#     -e PAYRAILS_PROXY_UPSTREAM=https://api.acme.payrails.io payrails-mtls-proxy
+#   docker run --rm --read-only --cap-drop=ALL --security-opt no-new-privileges --stop-timeout 40 \
+#     -v "$PWD/certs:/certs:ro" -e PAYRAILS_PROXY_UPSTREAM=https://api.acme.payrails.io payrails-mtls-proxy
+#
+# Without a registry (podman, offline): scripts/image.sh builds this file into
+# localhost/payrails-mtls-proxy:dev.
 #
 # With a configuration file, mount it at /etc/payrails-mtls-proxy/config.yaml and run
 # `serve --config /etc/payrails-mtls-proxy/config.yaml` (or set PAYRAILS_PROXY_CONFIG).
