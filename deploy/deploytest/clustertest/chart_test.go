@@ -228,9 +228,9 @@ func (c *cluster) drain(t *testing.T, release, deployment string) {
 	c.kubectl("uncordon", "--selector", "type=kwok")
 }
 
-// watchReady samples the Deployment's Ready replicas until stopped; min
-// returns the lowest count seen.
-func (c *cluster) watchReady(deployment string) (min func() int, stop func()) {
+// watchReady samples the Deployment's Ready replicas until stopped;
+// lowestSeen returns the lowest count seen.
+func (c *cluster) watchReady(deployment string) (lowestSeen func() int, stop func()) {
 	var (
 		mu     sync.Mutex
 		lowest = 1 << 30
@@ -241,7 +241,7 @@ func (c *cluster) watchReady(deployment string) (min func() int, stop func()) {
 		for {
 			if n, err := c.readyReplicas(deployment); err == nil {
 				mu.Lock()
-				lowest = minInt(lowest, n)
+				lowest = min(lowest, n)
 				mu.Unlock()
 			}
 			select {
@@ -254,8 +254,6 @@ func (c *cluster) watchReady(deployment string) (min func() int, stop func()) {
 	return func() int { mu.Lock(); defer mu.Unlock(); return lowest },
 		func() { close(done); wg.Wait() }
 }
-
-func minInt(a, b int) int { return min(a, b) }
 
 // dryRunAll: every file in deploy/kubernetes/ and every object the chart
 // renders (each ci/ values file, the example parent chart) is accepted by

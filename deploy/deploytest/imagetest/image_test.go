@@ -1,7 +1,6 @@
 package imagetest
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -378,7 +377,7 @@ func (w *world) serialThroughProxy(t *testing.T) string {
 		t.Fatalf("GET through the proxy: %v", err)
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(bufio.NewReader(resp.Body))
+	body, _ := io.ReadAll(resp.Body)
 	var e standin.Echo
 	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &e) != nil {
 		t.Fatalf("GET through the proxy: %s: %s", resp.Status, body)
