@@ -1,7 +1,10 @@
 module github.com/mtlsproxy/payrails-mtls-proxy
 
-go 1.26.0
+go 1.27.0
 
+// Go 1.27 at least: net/http's Transport negotiates HTTP/2 on a connection from
+// DialTLSContext that is not a *tls.Conn but has its ConnectionState method only from 1.27
+// on (the upstream client's alertConn; with 1.26 an HTTP/2 upstream got HTTP/1.1 bytes).
 // The release toolchain: Go 1.27.3 (no known reachable vulnerability; .ci/run checks with
 // govulncheck). Machines here default to GOTOOLCHAIN=local, so .ci/run, scripts/ and the
 // README export GOTOOLCHAIN=go1.27.3, which the go command fetches from the module proxy.

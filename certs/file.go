@@ -7,9 +7,9 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"os"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/safefile"
 
 	"software.sslmate.com/src/go-pkcs12"
 )
@@ -79,9 +79,14 @@ func readFile(path string, r role, pass *passphrase) *parsedFile {
 		p.Mode = st.Mode()
 	}
 	switch {
-	case errors.Is(err, errTooLarge):
+	case errors.Is(err, safefile.ErrTooLarge):
 		p.Kind = KindUnrecognised
 		p.add(Warning, CodeTooLarge, "larger than %d bytes, not a certificate file; ignored", maxFileSize)
+		return p
+	case errors.Is(err, safefile.ErrNotRegular):
+		p.Kind = KindUnreadable
+		p.add(Error, CodeUnreadable, "%v; it is never opened (a FIFO would stall reloading); replace it with the "+
+			"PEM or PKCS#12 file", err)
 		return p
 	case err != nil:
 		p.Kind = KindUnreadable
@@ -104,27 +109,9 @@ func readFile(path string, r role, pass *passphrase) *parsedFile {
 	return p
 }
 
-var errTooLarge = errors.New("file too large")
-
-func readBounded(path string) ([]byte, fs.FileInfo, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, nil, err
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
-	if err != nil {
-		return nil, st, err
-	}
-	if len(data) > maxFileSize {
-		return nil, st, errTooLarge
-	}
-	return data, st, nil
-}
+// readBounded reads a file of the source: a regular file only, never
+// waited on (safefile), at most maxFileSize bytes.
+func readBounded(path string) ([]byte, fs.FileInfo, error) { return safefile.Read(path, maxFileSize) }
 
 // checkKeyPermissions warns about a key file others can read. A key
 // readable by its group only, when that group is this process's own, is
@@ -132,10 +119,13 @@ func readBounded(path string) ([]byte, fs.FileInfo, error) {
 // defaultMode 0400 into 0440): that gets a note, not a warning, so the
 // warning keeps its meaning.
 func (p *parsedFile) checkKeyPermissions(st fs.FileInfo) {
+	if st == nil {
+		return
+	}
 	perm := p.Mode.Perm()
-	switch {
-	case perm&0o077 == 0:
-	case perm&0o007 == 0 && st != nil && groupIsOurs(st):
+	switch safefile.ExposureOf(st) {
+	case safefile.OwnerOnly:
+	case safefile.OwnGroup:
 		p.add(Info, CodeKeyPermissions, "holds a private key readable by its group (mode %04o), which is this "+
 			"process's own group, as Kubernetes' fsGroup arranges; fine while no other process shares that group", perm)
 	default:

@@ -51,9 +51,11 @@ const (
 	CodeCertUnmatched     Code = "certificate_unmatched"
 	CodeExpired           Code = "expired"
 	CodeNotYetValid       Code = "not_yet_valid"
-	CodeExpiresSoon       Code = "expires_soon"    // the chosen certificate expires within ExpiryWarning
-	CodeKeyPermissions    Code = "key_permissions" // key readable by group or others
-	CodeSwapped           Code = "swapped"         // --cert holds the key or --key holds the certificate
+	CodeExpiresSoon       Code = "expires_soon"       // the chosen certificate expires within ExpiryWarning
+	CodeKeyPermissions    Code = "key_permissions"    // key readable by group or others
+	CodeSecretPermissions Code = "secret_permissions" // passphrase file readable by group or others
+	CodeNotRegular        Code = "not_regular"        // a FIFO, socket or device in the folder: never opened
+	CodeSwapped           Code = "swapped"            // --cert holds the key or --key holds the certificate
 )
 
 // Finding is one thing worth telling the operator about one file (or the

@@ -36,10 +36,8 @@ func Load(src Source, now time.Time) *Snapshot {
 	pass := &passphrase{src: src.Passphrase}
 	var files []*parsedFile
 	if src.Dir != "" {
-		paths, finding := listDir(src.Dir)
-		if finding != nil {
-			snap.Findings = append(snap.Findings, *finding)
-		}
+		paths, findings := listDir(src.Dir)
+		snap.Findings = append(snap.Findings, findings...)
 		for _, p := range paths {
 			files = append(files, readFile(p, roleAny, pass))
 		}
@@ -53,6 +51,10 @@ func Load(src Source, now time.Time) *Snapshot {
 		snap.Files = append(snap.Files, f.File)
 		snap.Findings = append(snap.Findings, f.findings...)
 	}
+	if pass.warning != "" {
+		snap.Findings = append(snap.Findings, Finding{Severity: Warning, Code: CodeSecretPermissions,
+			Path: pass.src.File, Message: pass.warning})
+	}
 	pairs, findings := match(files, now)
 	snap.Pairs = pairs
 	snap.Findings = append(snap.Findings, findings...)
@@ -64,30 +66,38 @@ func Load(src Source, now time.Time) *Snapshot {
 // files and symlinks to regular files. Hidden names are skipped: they are
 // editor swap files and the Kubernetes atomic writer's "..data" machinery,
 // whose files are reached through the visible symlinks.
-func listDir(dir string) ([]string, *Finding) {
+func listDir(dir string) ([]string, []Finding) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return nil, &Finding{Severity: Error, Code: CodeUnreadable, Path: dir,
-			Message: fmt.Sprintf("folder cannot be read: %v; check that it exists and is mounted", err)}
+		return nil, []Finding{{Severity: Error, Code: CodeUnreadable, Path: dir,
+			Message: fmt.Sprintf("folder cannot be read: %v; check that it exists and is mounted", err)}}
 	}
 	var paths []string
+	var special []Finding
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), ".") {
 			continue
 		}
 		p := filepath.Join(dir, e.Name())
 		st, err := os.Stat(p) // follows symlinks
-		if err != nil || !st.Mode().IsRegular() {
+		switch {
+		case err != nil || st.IsDir():
+			continue
+		case !st.Mode().IsRegular():
+			// Never opened: a FIFO would stall reloading. readFile checks the
+			// file it opens too, for one swapped in after this check.
+			special = append(special, Finding{Severity: Warning, Code: CodeNotRegular, Path: p,
+				Message: "is not a regular file (a FIFO, socket or device); ignored, never opened: remove it"})
 			continue
 		}
 		paths = append(paths, p)
 	}
 	if len(paths) == 0 {
-		return nil, &Finding{Severity: Error, Code: CodeEmptyDir, Path: dir,
+		return nil, append(special, Finding{Severity: Error, Code: CodeEmptyDir, Path: dir,
 			Message: "folder holds no files; put the certificate downloaded from the Payrails dashboard " +
-				"(domain.pem) and its private key (domain.key) here"}
+				"(domain.pem) and its private key (domain.key) here"})
 	}
-	return paths, nil
+	return paths, special
 }
 
 type certRef struct {

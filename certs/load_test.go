@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/safefile"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs/pki"
 	"software.sslmate.com/src/go-pkcs12"
 )
@@ -301,7 +303,7 @@ func TestKeyPermissionsWarning(t *testing.T) {
 
 func groupIsOursPath(p string) bool {
 	st, err := os.Stat(p)
-	return err == nil && groupIsOurs(st)
+	return err == nil && st.Mode().Perm()&0o070 != 0 && safefile.ExposureOf(st) == safefile.OwnGroup
 }
 
 // TestPKCS12RoundTrip checks a bundle with a chain keeps the chain.

@@ -3,7 +3,8 @@ package certs
 import (
 	"bytes"
 	"fmt"
-	"os"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/safefile"
 )
 
 // Passphrase says where a key's passphrase comes from: a file (read on every
@@ -17,11 +18,15 @@ type Passphrase struct {
 
 // passphrase reads a Passphrase at most once per load.
 type passphrase struct {
-	src    Passphrase
-	read   bool
-	secret []byte
-	err    error
+	src     Passphrase
+	read    bool
+	secret  []byte
+	err     error
+	warning string // the file is readable by others (safefile.Warning); "" otherwise
 }
+
+// maxPassphraseFile bounds a passphrase file: one line is used.
+const maxPassphraseFile = 64 << 10
 
 func (p *passphrase) get() ([]byte, error) {
 	if p == nil {
@@ -38,10 +43,11 @@ func (p *passphrase) load() ([]byte, error) {
 	if p.src.File == "" {
 		return p.src.Value, nil
 	}
-	data, err := os.ReadFile(p.src.File)
+	data, st, err := safefile.Read(p.src.File, maxPassphraseFile)
 	if err != nil {
 		return nil, fmt.Errorf("reading passphrase file %q: %w", p.src.File, err)
 	}
+	p.warning = safefile.Warning("the passphrase file", p.src.File, st)
 	// Editors and `echo` add a newline that is not part of the passphrase;
 	// OpenSSL's -passin file: reads only the first line, so do the same.
 	if i := bytes.IndexAny(data, "\r\n"); i >= 0 {

@@ -4,7 +4,8 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
-	"os"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/safefile"
 )
 
 // Roots returns the pool that verifies an upstream server: the system roots,
@@ -19,7 +20,7 @@ func Roots(caFile string) (*x509.CertPool, error) {
 	if caFile == "" {
 		return pool, nil
 	}
-	data, err := os.ReadFile(caFile)
+	data, _, err := safefile.Read(caFile, maxFileSize)
 	if err != nil {
 		return nil, fmt.Errorf("reading ca_file %q: %w", caFile, err)
 	}

@@ -25,8 +25,9 @@ func (b *builder) build(r *raw) *Config {
 		Format: b.oneOf(b.orDefault(r.logFormat, "log.format", defaultLogFormat), "json", "console"),
 	}
 	cfg.Access = Access{
-		AllowCIDRs:    b.allowCIDRs(r.allowCIDRs),
-		ProxyAuthFile: b.file(r.proxyAuthFile),
+		AllowCIDRs:     b.allowCIDRs(r.allowCIDRs),
+		ProxyAuthFile:  b.file(r.proxyAuthFile),
+		MaxConnections: b.integer(r.maxConnections, DefaultMaxConnections, 1, 1<<16),
 	}
 	cfg.Upstreams = b.upstreams(r)
 	cfg.Reload = Reload{

@@ -126,7 +126,16 @@ type Access struct {
 	// ProxyAuthFile is an optional absolute path to a file of "user:password"
 	// lines for Proxy-Authorization; "" means no proxy authentication.
 	ProxyAuthFile string
+	// MaxConnections caps the client connections the proxy port serves at
+	// once, tunnels included; at the cap the connection idle the longest is
+	// closed to make room. 1 to 65536; default DefaultMaxConnections.
+	MaxConnections int
 }
+
+// DefaultMaxConnections is access.max_connections' default: a sidecar
+// serves one service, whose connection pool rarely holds more than a few
+// dozen; 512 idle connections cost about 10 MiB.
+const DefaultMaxConnections = 512
 
 // Upstream is one Payrails API environment and the client certificate used
 // to reach it.

@@ -45,6 +45,7 @@ type raw struct {
 	logLevel, logFormat setting
 	allowCIDRs          settingList
 	proxyAuthFile       setting
+	maxConnections      setting
 
 	upstreams []*rawUpstream
 	// upstreamsBroken is set when the upstreams key was present but not a

@@ -19,6 +19,7 @@ func topKeys(r *raw) keys {
 		"access": section(keys{
 			"allow_cidrs":     list(&r.allowCIDRs, "[127.0.0.1/32, 10.0.0.0/8]"),
 			"proxy_auth_file": scalar(&r.proxyAuthFile),
+			"max_connections": scalar(&r.maxConnections),
 		}),
 		"upstreams": upstreams(r),
 		"reload": section(keys{

@@ -10,12 +10,14 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net/http"
-	"os"
 	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/safefile"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -109,9 +111,13 @@ func ParseCredentials(data []byte, name string) (*Credentials, error) {
 	return c, nil
 }
 
-// LoadCredentials reads a proxy_auth_file.
+// maxCredentialsFile bounds a proxy_auth_file: thousands of users.
+const maxCredentialsFile = 1 << 20
+
+// LoadCredentials reads a proxy_auth_file: a regular file only, never
+// waited on (internal/safefile).
 func LoadCredentials(path string) (*Credentials, error) {
-	data, err := os.ReadFile(path)
+	data, _, err := safefile.Read(path, maxCredentialsFile)
 	if err != nil {
 		return nil, fmt.Errorf("reading proxy_auth_file: %w", err)
 	}
@@ -192,19 +198,19 @@ func (a *AuthFile) Reload() error {
 
 // checkProxyAuth enforces Proxy-Authorization: Basic when an auth file is
 // configured, in forward and base-URL modes alike.
-func (p *Proxy) checkProxyAuth(r *http.Request) *Error {
+func (p *Proxy) checkProxyAuth(r *http.Request) *failure.Error {
 	if p.auth == nil {
 		return nil
 	}
 	creds := p.auth.cur.Load()
 	h := r.Header.Get("Proxy-Authorization")
 	if h == "" {
-		return newError(KindProxyAuthRequired, nil, "this proxy requires credentials: use "+
+		return failure.New(failure.KindProxyAuthRequired, nil, "this proxy requires credentials: use "+
 			"HTTP_PROXY=http://USER:PASSWORD@%s (curl: -x http://USER:PASSWORD@HOST:PORT), or send Proxy-Authorization: Basic", r.Host)
 	}
 	user, pass, ok := parseBasic(h)
 	if !ok || creds == nil || !creds.check(r.Context(), p.auth.gate, user, pass) {
-		return newError(KindProxyAuthRequired, nil, "the proxy credentials were not accepted; check the user and "+
+		return failure.New(failure.KindProxyAuthRequired, nil, "the proxy credentials were not accepted; check the user and "+
 			"password against access.proxy_auth_file")
 	}
 	return nil

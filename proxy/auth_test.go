@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
+
 	"go.uber.org/zap"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
@@ -66,7 +68,7 @@ func TestProxyAuth(t *testing.T) {
 				}
 				return
 			}
-			wantProxyError(t, resp, body, tt.status, proxy.KindProxyAuthRequired)
+			wantProxyError(t, resp, body, tt.status, failure.KindProxyAuthRequired)
 			if !strings.HasPrefix(resp.Header.Get("Proxy-Authenticate"), "Basic") {
 				t.Errorf("Proxy-Authenticate %q", resp.Header.Get("Proxy-Authenticate"))
 			}

@@ -5,7 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"reflect"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream/h1"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/answer"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream/egress"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
 )
 
 // Classification turns a round trip's failure into the error the client
@@ -15,68 +21,10 @@ import (
 // errNoCertificate: the upstream's certificate source has no valid pair.
 var errNoCertificate = errors.New("no valid client certificate loaded")
 
-// CertificateAlert is a TLS alert that a server sends about the client's
-// certificate (RFC 8446 §6.2, RFC 5246 §7.2.2), with what it means for a
-// Payrails merchant.
-type CertificateAlert struct {
-	Code   uint8
-	Name   string // as crypto/tls prints it
-	Advice string // what to do, for the operator
-}
-
-// adviceUnknown is what most refusals mean for Payrails.
-const adviceUnknown = "The server does not recognise this certificate. For Payrails this means: a certificate of " +
-	"the other environment (staging and live have their own; the Common Name says which), a certificate not " +
-	"issued by Payrails (not the domain.pem downloaded after uploading the CSR), or one that was never uploaded " +
-	"or is no longer active. Download the certificate for this environment from the dashboard's mTLS " +
-	"Certificates page."
-
-// certificateAlerts is the one table of the alerts about the client's
-// certificate. handshake_failure (40) is not one of them: it also means no
-// common cipher or version.
-var certificateAlerts = map[uint8]CertificateAlert{
-	42: {42, "bad certificate", adviceUnknown},
-	43: {43, "unsupported certificate", "The server cannot use this kind of certificate or key: Payrails asks for " +
-		"an RSA-4096 key (payrails-mtls-proxy csr makes one)."},
-	44: {44, "revoked certificate", "The certificate was revoked: download an active certificate from the " +
-		"dashboard's mTLS Certificates page, or make a new CSR (payrails-mtls-proxy csr) and upload it."},
-	45: {45, "expired certificate", "The server considers the certificate expired: check this machine's clock " +
-		"and the certificate's dates, and download a current certificate from the Payrails dashboard."},
-	46: {46, "unknown certificate", adviceUnknown},
-	48: {48, "unknown certificate authority", adviceUnknown},
-	49: {49, "access denied", "The server knows the certificate but refuses access: it may be inactive or " +
-		"revoked in the Payrails dashboard, or belong to another merchant account."},
-	116: {116, "certificate required", "The server received no certificate; the certificate and key should have " +
-		"been sent: check the key type is one the server accepts."},
-}
-
-// LookupCertificateAlert returns the table's entry for a TLS alert code,
-// and whether the alert is about the client's certificate at all.
-func LookupCertificateAlert(code uint8) (CertificateAlert, bool) {
-	a, ok := certificateAlerts[code]
-	return a, ok
-}
-
-// serverAlert reports a TLS alert received from the server. crypto/tls
-// returns it as a *net.OpError with Op "remote error" whose Err is the
-// unexported alert type, a uint8; reflection reads the code without
-// depending on the message text.
-func serverAlert(err error) (code uint8, text string, ok bool) {
-	var op *net.OpError
-	if !errors.As(err, &op) || op.Op != "remote error" || op.Err == nil {
-		return 0, "", false
-	}
-	v := reflect.ValueOf(op.Err)
-	if v.Kind() != reflect.Uint8 {
-		return 0, "", false
-	}
-	return uint8(v.Uint()), op.Err.Error(), true
-}
-
 // classify turns a round-trip failure into the error the client receives.
 // The request context tells a client that went away from an upstream that
 // failed. g, the generation the request was sent with, may be nil.
-func (u *Upstream) classify(ctx context.Context, err error, g *generation) *Error {
+func (u *Upstream) classify(ctx context.Context, err error, g *generation) *failure.Error {
 	serial := "(none)"
 	if g != nil {
 		serial = g.serial
@@ -92,20 +40,20 @@ func (u *Upstream) classify(ctx context.Context, err error, g *generation) *Erro
 	case errors.As(err, &te):
 		return u.classifyToken(te)
 	case ctx.Err() != nil && errors.Is(err, context.Canceled):
-		return newError(KindClientClosed, err, "the client closed the connection before the response from %s arrived", u.host)
+		return failure.New(failure.KindClientClosed, err, "the client closed the connection before the response from %s arrived", u.host)
 	case errors.Is(err, errNoCertificate):
 		return u.noCertificate()
 	}
-	if code, text, ok := serverAlert(err); ok {
-		if a, isCert := certificateAlerts[code]; isCert {
+	if code, text, ok := answer.ServerAlert(err); ok {
+		if a, isCert := answer.LookupCertificateAlert(code); isCert {
 			return u.rejected(err, serial, text, a.Advice)
 		}
 	}
 	var rp *refusalPageError
 	if errors.As(err, &rp) {
-		return newError(KindCertificateRefused, err, "the edge in front of %s refused the client certificate (serial %s): "+
+		return failure.New(failure.KindCertificateRefused, err, "the edge in front of %s refused the client certificate (serial %s): "+
 			"it answered %s with the page %q, so the request never reached the API. %s The certificate comes from %s.",
-			u.host, serial, rp.status, rp.title, adviceUnknown, u.certSource)
+			u.host, serial, rp.status, rp.title, answer.AdviceUnknown, u.certSource)
 	}
 	switch {
 	case errors.As(err, &hs):
@@ -113,63 +61,63 @@ func (u *Upstream) classify(ctx context.Context, err error, g *generation) *Erro
 	case errors.As(err, &de):
 		return u.classifyDial(de)
 	case errors.As(err, &ne) && ne.Timeout():
-		return newError(KindUpstreamTimeout, err, "%s sent no response headers within %s (timeouts.response_header); "+
+		return failure.New(failure.KindUpstreamTimeout, err, "%s sent no response headers within %s (timeouts.response_header); "+
 			"the request may still have been processed: retry only if it is idempotent", u.host, u.timeouts.ResponseHeader)
 	}
-	var nr *noResponseError
-	if g != nil && errors.As(err, &nr) && nr.fresh {
+	var nr *h1.NoResponseError
+	if g != nil && errors.As(err, &nr) && nr.Fresh {
 		// As judgeFailure: a fresh connection that died unanswered may be a
 		// refusal whose alert was lost (the verdict is the one it waited for).
 		if r := u.refusal(ctx, g); r != nil {
 			return u.rejected(fmt.Errorf("%w (the server refused the certificate: %w)", err, r.err), serial, r.reason, r.advice)
 		}
 	}
-	return newError(KindUpstreamError, err, "the exchange with %s failed: %v; the request may have reached the API: "+
+	return failure.New(failure.KindUpstreamError, err, "the exchange with %s failed: %v; the request may have reached the API: "+
 		"send it again only with the same idempotency key (X-Idempotency-Key)", u.host, err)
 }
 
-func (u *Upstream) rejected(err error, serial, alert, advice string) *Error {
-	return newError(KindCertificateRefused, err, "the server %s refused the client certificate (serial %s) with "+
+func (u *Upstream) rejected(err error, serial, alert, advice string) *failure.Error {
+	return failure.New(failure.KindCertificateRefused, err, "the server %s refused the client certificate (serial %s) with "+
 		"TLS alert %q. %s The certificate comes from %s.", u.host, serial, alert, advice, u.certSource)
 }
 
-func (u *Upstream) classifyHandshake(hs *handshakeError) *Error {
+func (u *Upstream) classifyHandshake(hs *handshakeError) *failure.Error {
 	var ne net.Error
 	switch {
 	case isVerifyError(hs):
-		return newError(KindUpstreamTLS, hs, "the server certificate of %s is not trusted (%v): the proxy never "+
+		return failure.New(failure.KindUpstreamTLS, hs, "the server certificate of %s is not trusted (%v): the proxy never "+
 			"skips verification; if the upstream uses a private CA, give its certificate in ca_file (--ca-file)",
 			u.host, hs.err)
 	case errors.As(hs, &ne) && ne.Timeout():
-		return newError(KindUpstreamTimeout, hs, "the TLS handshake with %s (%s) did not finish within %s "+
+		return failure.New(failure.KindUpstreamTimeout, hs, "the TLS handshake with %s (%s) did not finish within %s "+
 			"(timeouts.tls_handshake)", u.host, hs.addr, u.timeouts.TLSHandshake)
 	default:
-		return newError(KindUpstreamTLS, hs, "the TLS handshake with %s (%s) failed: %v", u.host, hs.addr, hs.err)
+		return failure.New(failure.KindUpstreamTLS, hs, "the TLS handshake with %s (%s) failed: %v", u.host, hs.addr, hs.err)
 	}
 }
 
-func (u *Upstream) classifyDial(de *dialError) *Error {
+func (u *Upstream) classifyDial(de *dialError) *failure.Error {
 	var (
 		dns *net.DNSError
 		ne  net.Error
-		ee  *EgressError
+		ee  *egress.Error
 	)
 	switch {
 	case errors.As(de, &ee):
-		return newError(KindUpstreamUnreachable, de, "cannot reach %s (%s): %v; %s", u.host, de.addr, ee, ee.Advice())
+		return failure.New(failure.KindUpstreamUnreachable, de, "cannot reach %s (%s): %v; %s", u.host, de.addr, ee, ee.Advice())
 	case errors.As(de, &dns):
-		return newError(KindUpstreamUnreachable, de, "cannot resolve %s: %v; check DNS from this host, or set "+
+		return failure.New(failure.KindUpstreamUnreachable, de, "cannot resolve %s: %v; check DNS from this host, or set "+
 			"address (--address) to dial a fixed HOST:PORT", u.host, dns)
 	case errors.As(de, &ne) && ne.Timeout():
-		return newError(KindUpstreamUnreachable, de, "no answer from %s (%s) within %s (timeouts.dial): check "+
+		return failure.New(failure.KindUpstreamUnreachable, de, "no answer from %s (%s) within %s (timeouts.dial): check "+
 			"firewalls and egress rules", u.host, de.addr, u.timeouts.Dial)
 	default:
-		return newError(KindUpstreamUnreachable, de, "cannot connect to %s (%s): %v", u.host, de.addr, de.err)
+		return failure.New(failure.KindUpstreamUnreachable, de, "cannot connect to %s (%s): %v", u.host, de.addr, de.err)
 	}
 }
 
-func (u *Upstream) noCertificate() *Error {
-	return newError(KindNoCertificate, errNoCertificate, "no valid client certificate is loaded for upstream %q "+
+func (u *Upstream) noCertificate() *failure.Error {
+	return failure.New(failure.KindNoCertificate, errNoCertificate, "no valid client certificate is loaded for upstream %q "+
 		"(from %s); the proxy log and `payrails-mtls-proxy check` say why; drop a valid domain.pem and domain.key "+
 		"there and it is picked up without a restart", u.name, u.certSource)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -14,9 +15,8 @@ import (
 // that failures can be told apart: TCP (dialError) or TLS
 // (handshakeError). Every connection to an upstream is made here.
 func (u *Upstream) dialTLS(ctx context.Context, cfg *tls.Config) (*tls.Conn, error) {
-	d := net.Dialer{Timeout: u.timeouts.Dial, KeepAlive: 30 * time.Second}
 	began := time.Now()
-	raw, err := u.dialTCP(ctx, &d)
+	raw, err := u.dialer.DialContext(ctx, "tcp", u.dialAddr)
 	if err != nil {
 		return nil, &dialError{addr: u.dialAddr, err: err}
 	}
@@ -38,6 +38,12 @@ func (u *Upstream) dialTLS(ctx context.Context, cfg *tls.Config) (*tls.Conn, err
 	}
 	u.m.handshake(u.name, conn.ConnectionState().DidResume, time.Since(start))
 	return conn, nil
+}
+
+// contextDialer opens the byte stream the TLS handshake with the upstream
+// runs on: *net.Dialer, or an egress.Dialer tunnelling through via.
+type contextDialer interface {
+	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // dialError is a failure to open the TCP connection to an upstream.
@@ -69,6 +75,20 @@ func (c *closeNotifier) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(c.onClose)
 	return err
+}
+
+// SyscallConn passes the socket on, for the fast path's liveness check;
+// a connection without one (an egress tunnel holding bytes) gives none.
+func (c *closeNotifier) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errors.ErrUnsupported
+}
+
+func isTimeout(err error) bool {
+	var ne interface{ Timeout() bool }
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // timeoutError marks a deadline of our own as a net.Error timeout.

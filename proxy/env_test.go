@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs/pki"
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/poll"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
@@ -201,13 +203,13 @@ type errorBody struct {
 }
 
 // wantProxyError checks a response made by the proxy itself.
-func wantProxyError(t testing.TB, resp *http.Response, body []byte, status int, kind proxy.Kind) string {
+func wantProxyError(t testing.TB, resp *http.Response, body []byte, status int, kind failure.Kind) string {
 	t.Helper()
 	if resp.StatusCode != status {
 		t.Errorf("status %d, want %d; body %s", resp.StatusCode, status, body)
 	}
-	if got := resp.Header.Get(proxy.HeaderError); got != string(kind) {
-		t.Errorf("%s = %q, want %q", proxy.HeaderError, got, kind)
+	if got := resp.Header.Get(failure.HeaderError); got != string(kind) {
+		t.Errorf("%s = %q, want %q", failure.HeaderError, got, kind)
 	}
 	var eb errorBody
 	if err := json.Unmarshal(body, &eb); err != nil || len(eb.Errors) != 1 {

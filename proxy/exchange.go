@@ -5,10 +5,15 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"net/http"
+	"net/http/httptrace"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/answer"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -33,40 +38,41 @@ const (
 	fieldCause    = "cause"
 	fieldToken    = "token" // "injected" or "replayed", never the token itself
 	fieldAttempts = "attempts"
-	fieldAPICode  = "api_error_code" // the code of Payrails' error answer
-	fieldAPIID    = "api_error_id"   // its id, what Payrails support asks for
-	fieldRetry    = "not_retried"    // why a failure was not sent again
-	fieldConn     = "upstream_conn"  // "reused" or "new": did the send pay a TLS handshake
+	fieldAPICode  = "api_error_code"  // the code of Payrails' error answer
+	fieldAPIID    = "api_error_id"    // its id, what Payrails support asks for
+	fieldRetry    = "not_retried"     // why a failure was not sent again
+	fieldConn     = "upstream_conn"   // "reused" or "new": did the send pay a TLS handshake
+	fieldDropped  = "dropped_headers" // header fields dropped for an underscore in their name (their names are not logged)
 )
 
 // exchange is the state of one request, shared by ServeHTTP and the goproxy
 // hooks through the request context. Only the request's own goroutine
 // touches it.
 type exchange struct {
-	id          string
-	start       time.Time
-	mode        Mode
-	up          *Upstream
-	gen         *generation                     // the certificate generation the request was sent with
-	err         *Error                          // a failure of the proxy's own making
-	upstreamErr error                           // the upstream body broke off mid-response
-	bodyErr     atomic.Pointer[clientBodyError] // the client's request body failed; set by the transport's writer
-	token       string                          // "injected" or "replayed" when the proxy added the access token
-	attempts    int                             // sends to the upstream
-	notRetried  string                          // why a failure was not sent again
-	addedKey    string                          // the idempotency key the proxy gave the request
-	kept        *keptBody                       // the request body, kept for another send
-	apiError    *sniffer                        // the start of an error answer, for its code and id
-	connReused  bool                            // the last send went out on a connection opened before it (no handshake paid)
-	connKnown   bool                            // connReused is set
+	id             string
+	start          time.Time
+	mode           Mode
+	up             *Upstream
+	gen            *generation                     // the certificate generation the request was sent with
+	err            *failure.Error                  // a failure of the proxy's own making
+	upstreamErr    error                           // the upstream body broke off mid-response
+	bodyErr        atomic.Pointer[clientBodyError] // the client's request body failed; set by the transport's writer
+	token          string                          // "injected" or "replayed" when the proxy added the access token
+	attempts       int                             // sends to the upstream
+	notRetried     string                          // why a failure was not sent again
+	addedKey       string                          // the idempotency key the proxy gave the request
+	kept           *keptBody                       // the request body, kept for another send
+	apiError       *sniffer                        // the start of an error answer, for its code and id
+	connReused     bool                            // the last send went out on a connection opened before it (no handshake paid)
+	connKnown      bool                            // connReused is set
+	droppedHeaders int                             // header fields dropped for an underscore in their name
 }
 
-// noteConn records on the request's exchange, if any, whether its send
-// went out on a connection opened before (a warm one included) or a new one.
-func noteConn(ctx context.Context, reused bool) {
-	if ex := exchangeFrom(ctx); ex != nil {
-		ex.connReused, ex.connKnown = reused, true
-	}
+// gotConn records whether the request's (last) send went out on a
+// connection opened before (a warm one included) or a new one; both
+// clients of the upstream report it through httptrace.
+func (ex *exchange) gotConn(ci httptrace.GotConnInfo) {
+	ex.connReused, ex.connKnown = ci.Reused, true
 }
 
 type exchangeKey struct{}
@@ -81,7 +87,7 @@ func (p *Proxy) newExchange() *exchange {
 	return &exchange{id: p.ids.next(), start: time.Now()}
 }
 
-func (ex *exchange) fail(e *Error) { ex.err = e }
+func (ex *exchange) fail(e *failure.Error) { ex.err = e }
 
 // finishExchange ends a request served by ServeHTTP. It runs deferred, so
 // a response aborted by panic(http.ErrAbortHandler) is logged too (and the
@@ -157,12 +163,15 @@ func (ex *exchange) logFields(fields []zap.Field, r *http.Request, status int, b
 		fields = append(fields, zap.String(fieldConn, conn))
 	}
 	if ex.apiError != nil {
-		if pe, ok := parsePayrailsError(ex.apiError.bytes()); ok {
+		if pe, ok := answer.ParsePayrailsError(ex.apiError.bytes()); ok {
 			fields = append(fields, zap.String(fieldAPICode, pe.Code), zap.String(fieldAPIID, pe.ID))
 		}
 	}
 	if ex.notRetried != "" {
 		fields = append(fields, zap.String(fieldRetry, ex.notRetried))
+	}
+	if ex.droppedHeaders > 0 {
+		fields = append(fields, zap.Int(fieldDropped, ex.droppedHeaders))
 	}
 	switch {
 	case ex.err != nil:
@@ -177,11 +186,11 @@ func (ex *exchange) logFields(fields []zap.Field, r *http.Request, status int, b
 // about a kilobyte per request.
 var fieldPool = sync.Pool{New: func() any { s := make([]zap.Field, 0, 20); return &s }}
 
-// sniffer keeps the first sniffSize bytes of an error answer as they
+// sniffer keeps the first answer.SniffSize bytes of an error answer as they
 // stream to the client, so that the log line can name Payrails' error code
 // and id without buffering the body.
 type sniffer struct {
-	buf [sniffSize]byte
+	buf [answer.SniffSize]byte
 	n   int
 }
 

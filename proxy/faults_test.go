@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/standin"
 )
@@ -47,7 +49,7 @@ func TestUpstreamRestart(t *testing.T) {
 				if n := keys.Count(key); n > 1 {
 					t.Fatalf("round %d: POST %s reached the upstream %d times", round, key, n)
 				}
-				if resp.StatusCode != 200 && resp.Header.Get(proxy.HeaderError) == "" {
+				if resp.StatusCode != 200 && resp.Header.Get(failure.HeaderError) == "" {
 					t.Errorf("round %d: POST failed without a proxy error: %d %s", round, resp.StatusCode, body)
 				}
 			}
@@ -62,7 +64,7 @@ func TestDNSFailure(t *testing.T) {
 	uc := upstreamConfig("live", "api.payrails-mtls-proxy-test.invalid", "", ps, sourceOf(ps.client))
 	e := startProxy(t, proxy.Config{Upstreams: []proxy.UpstreamConfig{uc}})
 	resp, body := get(t, plainClient(t), e.url+"/v1/x")
-	detail := wantProxyError(t, resp, body, http.StatusBadGateway, proxy.KindUpstreamUnreachable)
+	detail := wantProxyError(t, resp, body, http.StatusBadGateway, failure.KindUpstreamUnreachable)
 	if !strings.Contains(detail, "cannot resolve api.payrails-mtls-proxy-test.invalid") {
 		t.Errorf("detail %q does not name the DNS failure", detail)
 	}
@@ -101,7 +103,7 @@ func TestSlowClient(t *testing.T) {
 		t.Fatalf("the stalled client got no answer: %v", err)
 	}
 	body, _ := io.ReadAll(resp.Body)
-	wantProxyError(t, resp, body, http.StatusRequestTimeout, proxy.KindClientTimeout)
+	wantProxyError(t, resp, body, http.StatusRequestTimeout, failure.KindClientTimeout)
 	if served == 0 {
 		t.Error("no other request was served while one client stalled")
 	}

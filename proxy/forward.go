@@ -9,6 +9,10 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/answer"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
+
 	"github.com/elazarl/goproxy"
 	"go.uber.org/zap"
 )
@@ -28,7 +32,7 @@ func (p *Proxy) newGoproxy() *goproxy.ProxyHttpServer {
 	// whole URLs, query strings included, and queries may carry secrets.
 	gp.Verbose = false
 	gp.NonproxyHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		newError(KindBadRequest, nil, "internal error: request reached goproxy in origin-form").write(w, "")
+		failure.New(failure.KindBadRequest, nil, "internal error: request reached goproxy in origin-form").Write(w, "")
 	})
 	gp.OnRequest().DoFunc(p.prepare)
 	gp.OnResponse().DoFunc(p.finish)
@@ -42,8 +46,8 @@ func (p *Proxy) newGoproxy() *goproxy.ProxyHttpServer {
 func (p *Proxy) prepare(in *http.Request, ctx *goproxy.ProxyCtx) (*http.Request, *http.Response) {
 	ex := exchangeFrom(in.Context())
 	if ex == nil { // handle puts it in every request it gives goproxy
-		perr := newError(KindBadRequest, nil, "internal error: a request reached goproxy without its exchange")
-		return in, perr.response(in, "")
+		perr := failure.New(failure.KindBadRequest, nil, "internal error: a request reached goproxy without its exchange")
+		return in, perr.Response(in, "")
 	}
 	ctx.RoundTripper = goproxy.RoundTripperFunc(func(req *http.Request, _ *goproxy.ProxyCtx) (*http.Response, error) {
 		resp, g, err := ex.up.send(ex, req)
@@ -55,10 +59,10 @@ func (p *Proxy) prepare(in *http.Request, ctx *goproxy.ProxyCtx) (*http.Request,
 			}
 			perr.Detail = notRetriedDetail(perr.Detail, ex.notRetried)
 			ex.fail(perr)
-			resp = perr.response(req, ex.id)
+			resp = perr.Response(req, ex.id)
 		} else if resp.StatusCode != http.StatusSwitchingProtocols {
 			body := resp.Body
-			if resp.StatusCode >= 400 && isJSON(resp.Header.Get("Content-Type")) {
+			if resp.StatusCode >= 400 && answer.IsJSON(resp.Header.Get("Content-Type")) {
 				ex.apiError = &sniffer{}
 				body = teeCloser{Reader: io.TeeReader(body, ex.apiError), Closer: body}
 			}
@@ -119,7 +123,7 @@ func outbound(in *http.Request, up *Upstream, ctx context.Context) *http.Request
 		out.Header["User-Agent"] = noUserAgent
 	}
 	if in.ContentLength == 0 {
-		out.Body = nil // no body: lets the transport retry the request on a stale connection when safe
+		out.Body = nil // no body: the fast path takes it, and nothing sends it again but the proxy (nonReplayable)
 	}
 	return out
 }
@@ -133,7 +137,7 @@ func (p *Proxy) finish(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Respons
 		if err == nil {
 			err = errors.New("no response")
 		}
-		return newError(KindUpstreamError, err, "internal error: no response (%v)", err).response(ctx.Req, "")
+		return failure.New(failure.KindUpstreamError, err, "internal error: no response (%v)", err).Response(ctx.Req, "")
 	}
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		removeHopHeaders(resp.Header)

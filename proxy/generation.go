@@ -12,6 +12,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream/h1"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/answer"
 )
 
 // Pool sizes. Go's default of 2 idle connections per host would make a
@@ -41,7 +45,7 @@ type generation struct {
 	serial   string
 	notAfter time.Time   // of the leaf
 	tls      *tls.Config // presents cert; shared by h1 and tr
-	h1       *h1Client
+	h1       *h1.Client
 	tr       *http.Transport
 	h2       atomic.Bool              // the upstream chose HTTP/2: every request goes to tr
 	handover atomic.Pointer[tls.Conn] // for tr's next dial
@@ -55,13 +59,13 @@ type generation struct {
 func (u *Upstream) newGeneration(cert *tls.Certificate) *generation {
 	g := &generation{up: u, cert: cert, fp: fingerprint(cert), serial: serialOf(cert), notAfter: notAfter(cert),
 		tls: clientTLS(u.host, u.roots, cert, tls.NewLRUClientSessionCache(sessionCacheSize), nil, "h2", "http/1.1")}
-	pool := newH1Pool(u.timeouts.IdleConn, maxIdleConnsPerHost)
+	pool := h1.NewPool(u.timeouts.IdleConn, maxIdleConnsPerHost)
 	u.warm.mu.Lock()
-	pool.setMaxAge(false, u.retireAgeLocked(false))
-	pool.setMaxAge(true, u.retireAgeLocked(true))
+	pool.SetMaxAge(false, u.retireAgeLocked(false))
+	pool.SetMaxAge(true, u.retireAgeLocked(true))
 	u.warm.mu.Unlock()
-	pool.onDead = u.observeClose
-	g.h1 = &h1Client{dial: g.dialFastPath, pool: pool, headerTimeout: u.timeouts.ResponseHeader, done: g.release}
+	pool.OnDead = u.observeClose
+	g.h1 = &h1.Client{Dial: g.dialFastPath, Pool: pool, HeaderTimeout: u.timeouts.ResponseHeader, Done: g.release}
 	g.tr = &http.Transport{
 		Proxy:                  nil, // never through the proxy's own HTTP_PROXY environment
 		DialTLSContext:         g.dialTransport,
@@ -70,7 +74,7 @@ func (u *Upstream) newGeneration(cert *tls.Certificate) *generation {
 		MaxIdleConnsPerHost:    maxIdleConnsPerHost,
 		IdleConnTimeout:        u.timeouts.IdleConn,
 		ResponseHeaderTimeout:  u.timeouts.ResponseHeader,
-		MaxResponseHeaderBytes: maxResponseHeaderBytes,
+		MaxResponseHeaderBytes: h1.MaxResponseHeaderBytes,
 		ExpectContinueTimeout:  time.Second,
 		// Accept-Encoding and compressed bodies pass through untouched.
 		DisableCompression: true,
@@ -89,22 +93,23 @@ func (u *Upstream) newGeneration(cert *tls.Certificate) *generation {
 // the generation; so does a failed RoundTrip.
 func (g *generation) RoundTrip(req *http.Request) (*http.Response, error) {
 	g.inflight.Add(1)
-	if !g.h2.Load() && g.h1.takes(req) {
-		resp, err := g.h1.roundTrip(req)
-		if err != errNegotiatedH2 {
+	if !g.h2.Load() && h1.Takes(req) {
+		resp, err := g.h1.RoundTrip(req)
+		if err != h1.ErrNegotiatedH2 {
 			if err != nil {
 				g.release()
 			}
 			return resp, err
 		}
 	}
+	req = nonReplayable(req, g.h2.Load())
 	var began, reused atomic.Bool // a byte of the answer came (set on the Transport's reading goroutine); the connection was not new
+	var conn atomic.Pointer[alertConn]
 	trace := &httptrace.ClientTrace{GotFirstResponseByte: func() { began.Store(true) }}
-	ex := exchangeFrom(req.Context())
 	trace.GotConn = func(ci httptrace.GotConnInfo) {
 		reused.Store(ci.Reused)
-		if ex != nil {
-			ex.connReused, ex.connKnown = ci.Reused, true
+		if ac, ok := ci.Conn.(*alertConn); ok {
+			conn.Store(ac)
 		}
 	}
 	req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
@@ -112,13 +117,22 @@ func (g *generation) RoundTrip(req *http.Request) (*http.Response, error) {
 	switch {
 	case err != nil:
 		g.release()
+		if ac := conn.Load(); ac != nil {
+			err = ac.explain(err)
+		}
 		if !began.Load() && deadConnection(err) {
 			// As the fast path says it: no answer began, so the request
 			// may be sent again (retry.go). A connection that broke in the
 			// middle of the headers is not one of these (issue 17).
-			err = &noResponseError{err: err, fresh: !reused.Load()}
+			err = &h1.NoResponseError{Err: err, Fresh: !reused.Load()}
 		}
 		return nil, err
+	case resp.StatusCode == http.StatusSwitchingProtocols && !isWebsocketUpgrade(req.Header):
+		// Never a raw pipe over the merchant's connection for a request that
+		// did not ask for one (issue 22): closing the body closes it.
+		resp.Body.Close()
+		g.release()
+		return nil, h1.ErrUnaskedUpgrade
 	case resp.StatusCode == http.StatusSwitchingProtocols:
 		g.release() // the connection now belongs to the caller, not the pool
 		return resp, nil
@@ -127,18 +141,61 @@ func (g *generation) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
+// nonReplayable returns req as net/http's Transport must see it: a request
+// it never sends again on its own. Over HTTP/1.1 the Transport resends a
+// request whose reused connection died after the request was written
+// (the server may have processed it) when it looks replayable
+// (net/http's Request.isReplayable): no body or a GetBody, and a method of
+// GET, HEAD, OPTIONS or TRACE or the mere presence of an Idempotency-Key or
+// X-Idempotency-Key header, even empty. That would bypass retry.attempts,
+// the retry budget, the attempts header and the log line, and send an
+// un-keyed request twice (issue 22). The proxy never sets GetBody
+// (keepBody); a request without a body that the Transport would take for
+// replayable gets an empty body of unknown length instead, which the
+// Transport probes and sends as no body at all (net/http's
+// probeRequestBody, for the methods that usually lack one) and never
+// replays. Over HTTP/2 (h2) the Transport resends only a request the
+// server declared unprocessed (REFUSED_STREAM, above a GOAWAY's last
+// stream, RFC 9113 §8.7), and an empty body would cost a DATA frame per
+// request: req is left as it is.
+func nonReplayable(req *http.Request, h2 bool) *http.Request {
+	if h2 || (req.Body != nil && req.Body != http.NoBody) {
+		return req
+	}
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+	default:
+		if req.Header["Idempotency-Key"] == nil && req.Header["X-Idempotency-Key"] == nil {
+			return req
+		}
+		// A body-carrying method without a body: an empty body of unknown
+		// length would be sent chunked, so the fast path takes it instead
+		// (h1Client.takes); only an upgrade comes here.
+	}
+	out := *req
+	out.Body, out.ContentLength = emptyBody{}, 0
+	return &out
+}
+
+// emptyBody is a request body with nothing in it that net/http cannot
+// recognise as http.NoBody (see nonReplayable).
+type emptyBody struct{}
+
+func (emptyBody) Read([]byte) (int, error) { return 0, io.EOF }
+func (emptyBody) Close() error             { return nil }
+
 // dialFastPath opens a connection for the fast path; one that negotiated
-// HTTP/2 is handed over to the Transport instead (errNegotiatedH2).
-func (g *generation) dialFastPath(ctx context.Context) (*h1Conn, error) {
+// HTTP/2 is handed over to the Transport instead (h1.ErrNegotiatedH2).
+func (g *generation) dialFastPath(ctx context.Context) (*h1.Conn, error) {
 	c, err := g.up.dialTLS(ctx, g.tls)
 	if err != nil {
 		return nil, err
 	}
 	if c.ConnectionState().NegotiatedProtocol == "h2" {
 		g.handOver(c)
-		return nil, errNegotiatedH2
+		return nil, h1.ErrNegotiatedH2
 	}
-	return newH1Conn(c, &g.h1.open), nil
+	return h1.NewConn(c, &g.h1.Open), nil
 }
 
 // handOver gives a connection that negotiated HTTP/2 to the Transport's
@@ -155,10 +212,10 @@ func (g *generation) handOver(c *tls.Conn) {
 }
 
 // dialTransport is the Transport's dial: the handed-over connection, or a
-// new one.
+// new one, each kept an eye on by an alertConn.
 func (g *generation) dialTransport(ctx context.Context, _, _ string) (net.Conn, error) {
 	if c := g.handover.Swap(nil); c != nil {
-		return c, nil
+		return &alertConn{Conn: c}, nil
 	}
 	c, err := g.up.dialTLS(ctx, g.tls)
 	if err != nil {
@@ -167,8 +224,56 @@ func (g *generation) dialTransport(ctx context.Context, _, _ string) (net.Conn, 
 	if c.ConnectionState().NegotiatedProtocol == "h2" {
 		g.h2.Store(true)
 	}
-	return c, nil
+	return &alertConn{Conn: c}, nil
 }
+
+// alertConn is a connection of the Transport that keeps the first TLS
+// alert the server sent on it. In TLS 1.3 a server refuses the client
+// certificate after the client's handshake has finished, with an alert on
+// the connection's first read. Over HTTP/2 that read is the Transport's
+// connection reader's, not the request's: when it fails before the
+// request was taken onto the connection, the request only learns that the
+// "client conn could not be established" (issue 22). explain puts the
+// alert back into the request's error, so that the refusal is classified
+// as such, failed over and replayed, as over HTTP/1.1. The Transport sees
+// the connection through its ConnectionState and HandshakeContext
+// methods, promoted from *tls.Conn.
+type alertConn struct {
+	*tls.Conn
+	alert atomic.Pointer[error]
+}
+
+func (c *alertConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil && c.alert.Load() == nil {
+		if _, _, ok := answer.ServerAlert(err); ok {
+			c.alert.CompareAndSwap(nil, &err)
+		}
+	}
+	return n, err
+}
+
+// explain returns err, joined with the server's alert when the server sent
+// one on this connection and err does not carry it already. The Transport
+// reports the alert's read only after making it, so the alert is there
+// when err is.
+func (c *alertConn) explain(err error) error {
+	a := c.alert.Load()
+	if a == nil {
+		return err
+	}
+	if _, _, ok := answer.ServerAlert(err); ok {
+		return err
+	}
+	return &alertedError{alert: *a, err: err}
+}
+
+// alertedError is a request's failure on a connection the server ended
+// with a TLS alert.
+type alertedError struct{ alert, err error }
+
+func (e *alertedError) Error() string   { return e.err.Error() + " (" + e.alert.Error() + ")" }
+func (e *alertedError) Unwrap() []error { return []error{e.alert, e.err} }
 
 func (g *generation) closeHandover() {
 	if c := g.handover.Swap(nil); c != nil {
@@ -188,14 +293,14 @@ func (g *generation) release() {
 // idle connections close at once, busy ones when their response is done.
 func (g *generation) retire() {
 	g.retired.Store(true)
-	g.h1.pool.closeIdle(true)
+	g.h1.Pool.CloseIdle(true)
 	g.closeHandover()
 	g.tr.CloseIdleConnections()
 }
 
 // closeIdle shuts the generation's idle connections (on proxy shutdown).
 func (g *generation) closeIdle() {
-	g.h1.pool.closeIdle(false)
+	g.h1.Pool.CloseIdle(false)
 	g.closeHandover()
 	g.tr.CloseIdleConnections()
 }

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/standin"
 )
@@ -105,7 +107,7 @@ func TestResponseHeaderLimit(t *testing.T) {
 		t.Fatalf("100 kB header: status %d, header of %d bytes: %s", resp.StatusCode, len(resp.Header.Get("X-Filler")), body)
 	}
 	resp, body = get(t, c, "http://"+hostA+"/header-bytes/2000000")
-	if detail := wantProxyError(t, resp, body, http.StatusBadGateway, proxy.KindUpstreamError); !strings.Contains(detail, "exceed 1 MiB") {
+	if detail := wantProxyError(t, resp, body, http.StatusBadGateway, failure.KindUpstreamError); !strings.Contains(detail, "exceed 1 MiB") {
 		t.Errorf("detail %q does not say the headers were too large", detail)
 	}
 }
@@ -195,9 +197,9 @@ func TestAnswerBeforeBody(t *testing.T) {
 			t.Fatal(err)
 		}
 		resp, body := do(t, c, req)
-		if resp.StatusCode != http.StatusRequestEntityTooLarge || resp.Header.Get(proxy.HeaderError) != "" {
+		if resp.StatusCode != http.StatusRequestEntityTooLarge || resp.Header.Get(failure.HeaderError) != "" {
 			t.Errorf("%d-byte body: status %d, %s %q; want the upstream's own 413: %s", size, resp.StatusCode,
-				proxy.HeaderError, resp.Header.Get(proxy.HeaderError), body)
+				failure.HeaderError, resp.Header.Get(failure.HeaderError), body)
 		}
 	}
 	echoVia(t, c) // the proxy still serves

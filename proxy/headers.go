@@ -48,6 +48,23 @@ func removeHopHeaders(h http.Header) {
 	}
 }
 
+// dropUnderscoreNames deletes the header fields whose names hold an
+// underscore and returns how many it deleted. A hop behind the proxy that
+// maps "_" to "-" (CGI, some frameworks and gateways) would read
+// Content_Length or Proxy_Authorization as Content-Length or
+// Proxy-Authorization; nginx drops such names by default
+// (underscores_in_headers off), and so does the proxy (issue 22).
+func dropUnderscoreNames(h http.Header) int {
+	n := 0
+	for k := range h {
+		if strings.IndexByte(k, '_') >= 0 {
+			delete(h, k)
+			n++
+		}
+	}
+	return n
+}
+
 // noUserAgent is the User-Agent value that makes net/http send none. It is
 // shared: header values are replaced, never modified in place.
 var noUserAgent = []string{""}

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/loopback"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 )
@@ -159,12 +161,12 @@ func TestHostileRequestsInTunnel(t *testing.T) {
 	e, ps, up := tunnelEnv(t, proxy.ClientLimits{BodyIdle: 2 * time.Second})
 	inTunnel := map[string]struct {
 		status int
-		kind   proxy.Kind
+		kind   failure.Kind
 	}{
 		// The Host header must name the tunnel's host: inside a tunnel it is the target.
-		"lying Host header: the URL decides": {403, proxy.KindHostNotAllowed},
+		"lying Host header: the URL decides": {403, failure.KindHostNotAllowed},
 		// Only https:// URLs may use a tunnel; the http:// one with user info never reaches the user-info check.
-		"user info in the URL": {403, proxy.KindHostNotAllowed},
+		"user info in the URL": {403, failure.KindHostNotAllowed},
 		// https://host is exactly what a tunnel carries.
 		"https absolute form": {200, ""},
 	}
@@ -187,8 +189,8 @@ type hostileShape struct {
 	name   string
 	raw    string
 	status int
-	kind   proxy.Kind // the proxy's own error kind, if it made the answer
-	body   string     // for forwarded requests: the body the upstream must get
+	kind   failure.Kind // the proxy's own error kind, if it made the answer
+	body   string       // for forwarded requests: the body the upstream must get
 	check  func(t *testing.T, r recorded)
 }
 
@@ -208,7 +210,7 @@ func hostileShapes() []hostileShape {
 		{"gzip transfer coding", post + "Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501, "", "", nil},
 		{"chunked twice", post + "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501, "", "", nil},
 		{"unknown transfer coding", post + "Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n", 501, "", "", nil},
-		{"HTTP/1.0 with Transfer-Encoding", "POST http://" + hostileHost + "/v1/x HTTP/1.0\r\n" + h + "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 400, proxy.KindBadRequest, "", nil},
+		{"HTTP/1.0 with Transfer-Encoding", "POST http://" + hostileHost + "/v1/x HTTP/1.0\r\n" + h + "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 400, failure.KindBadRequest, "", nil},
 		{"HTTP/1.0 POST with Content-Length is fine", "POST http://" + hostileHost + "/v1/x HTTP/1.0\r\n" + h + "Content-Length: 3\r\n\r\nabc", 200, "", "abc", nil},
 		{"obs-fold joined into one line", "GET http://" + hostileHost + "/v1/x HTTP/1.1\r\n" + h + "X-Folded: a\r\n b\r\n\r\n", 200, "", "", func(t *testing.T, r recorded) {
 			if got := r.head.Values("X-Folded"); len(got) != 1 || strings.ContainsAny(got[0], "\r\n") {
@@ -218,21 +220,24 @@ func hostileShapes() []hostileShape {
 		{"space before colon", "GET http://" + hostileHost + "/v1/x HTTP/1.1\r\n" + h + "X-A : a\r\n\r\n", 400, "", "", nil},
 		{"invalid header name", "GET http://" + hostileHost + "/v1/x HTTP/1.1\r\n" + h + "X(A): a\r\n\r\n", 400, "", "", nil},
 		{"NUL in a header value", "GET http://" + hostileHost + "/v1/x HTTP/1.1\r\n" + h + "X-A: a\x00b\r\n\r\n", 400, "", "", nil},
-		{"malformed chunk size", post + "Transfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n0\r\n\r\n", 400, proxy.KindBadRequest, "", nil},
+		{"malformed chunk size", post + "Transfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n0\r\n\r\n", 400, failure.KindBadRequest, "", nil},
 		{"header block too large", "GET http://" + hostileHost + "/v1/x HTTP/1.1\r\n" + h + "X-Big: " + strings.Repeat("a", 70000) + "\r\n\r\n", 431, "", "", nil},
 		{"missing Host", "GET /v1/x HTTP/1.1\r\n\r\n", 400, "", "", nil},
 		{"two Host headers", "GET /v1/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, "", "", nil},
 		{"percent-encoded host", "GET http://api%2eacme.test/v1/x HTTP/1.1\r\n" + h + "\r\n", 400, "", "", nil},
-		{"user info in the URL", "GET http://user:pw@" + hostileHost + "/v1/x HTTP/1.1\r\n" + h + "\r\n", 400, proxy.KindBadRequest, "", nil},
-		{"host not configured", "GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n", 403, proxy.KindHostNotAllowed, "", nil},
-		{"look-alike suffix", "GET http://" + hostileHost + ".evil.com/ HTTP/1.1\r\nHost: x\r\n\r\n", 403, proxy.KindHostNotAllowed, "", nil},
-		{"look-alike prefix", "GET http://evil" + hostileHost + "/ HTTP/1.1\r\nHost: x\r\n\r\n", 403, proxy.KindHostNotAllowed, "", nil},
-		{"trailing dot", "GET http://" + hostileHost + "./ HTTP/1.1\r\nHost: x\r\n\r\n", 403, proxy.KindHostNotAllowed, "", nil},
-		{"other port", "GET http://" + hostileHost + ":8443/ HTTP/1.1\r\nHost: x\r\n\r\n", 403, proxy.KindHostNotAllowed, "", nil},
-		{"IP literal", "GET http://127.0.0.1/ HTTP/1.1\r\nHost: x\r\n\r\n", 403, proxy.KindHostNotAllowed, "", nil},
-		{"IPv6 literal", "GET http://[::1]/ HTTP/1.1\r\nHost: x\r\n\r\n", 403, proxy.KindHostNotAllowed, "", nil},
-		{"https absolute form", "GET https://" + hostileHost + "/ HTTP/1.1\r\n" + h + "\r\n", 403, proxy.KindHostNotAllowed, "", nil},
-		{"CONNECT", "CONNECT " + hostileHost + ":443 HTTP/1.1\r\n" + h + "\r\n", 405, proxy.KindConnectNotSupported, "", nil},
+		{"user info in the URL", "GET http://user:pw@" + hostileHost + "/v1/x HTTP/1.1\r\n" + h + "\r\n", 400, failure.KindBadRequest, "", nil},
+		{"host not configured", "GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n", 403, failure.KindHostNotAllowed, "", nil},
+		{"look-alike suffix", "GET http://" + hostileHost + ".evil.com/ HTTP/1.1\r\nHost: x\r\n\r\n", 403, failure.KindHostNotAllowed, "", nil},
+		{"look-alike prefix", "GET http://evil" + hostileHost + "/ HTTP/1.1\r\nHost: x\r\n\r\n", 403, failure.KindHostNotAllowed, "", nil},
+		{"trailing dot", "GET http://" + hostileHost + "./ HTTP/1.1\r\nHost: x\r\n\r\n", 403, failure.KindHostNotAllowed, "", nil},
+		{"other port", "GET http://" + hostileHost + ":8443/ HTTP/1.1\r\nHost: x\r\n\r\n", 403, failure.KindHostNotAllowed, "", nil},
+		{"IP literal", "GET http://127.0.0.1/ HTTP/1.1\r\nHost: x\r\n\r\n", 403, failure.KindHostNotAllowed, "", nil},
+		{"IPv6 literal", "GET http://[::1]/ HTTP/1.1\r\nHost: x\r\n\r\n", 403, failure.KindHostNotAllowed, "", nil},
+		{"https absolute form", "GET https://" + hostileHost + "/ HTTP/1.1\r\n" + h + "\r\n", 403, failure.KindHostNotAllowed, "", nil},
+		{"CONNECT", "CONNECT " + hostileHost + ":443 HTTP/1.1\r\n" + h + "\r\n", 405, failure.KindConnectNotSupported, "", nil},
+		// TRACE echoes the request, credentials included (RFC 9110 §9.3.8): the managed token would reach the client.
+		{"TRACE", "TRACE http://" + hostileHost + "/v1/x HTTP/1.1\r\n" + h + "\r\n", 405, failure.KindMethodNotAllowed, "", nil},
+		{"TRACE, lower case", "trace http://" + hostileHost + "/v1/x HTTP/1.1\r\n" + h + "\r\n", 405, failure.KindMethodNotAllowed, "", nil},
 		{"HTTP/0.9", "GET /\r\n\r\n", 400, "", "", nil},
 		{"HTTP/2 preface on the plain port", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400, "", "", nil},
 		{"lying Host header: the URL decides", "GET http://" + hostileHost + "/v1/x HTTP/1.1\r\nHost: evil.example\r\n\r\n", 200, "", "", func(t *testing.T, r recorded) {
@@ -240,6 +245,19 @@ func hostileShapes() []hostileShape {
 				t.Errorf("upstream got Host %q", got)
 			}
 		}},
+		// nginx drops them by default: behind a hop that maps _ to - they would become other headers.
+		{"header names with underscores dropped", "GET http://" + hostileHost + "/v1/x HTTP/1.1\r\n" + h +
+			"Content_Length: 5\r\nTransfer_Encoding: chunked\r\nProxy_Authorization: Basic eDp5\r\nX_Api_Key: k\r\nX-Kept: 1\r\n\r\n", 200, "", "",
+			func(t *testing.T, r recorded) {
+				for k := range r.head {
+					if strings.Contains(k, "_") {
+						t.Errorf("upstream got %s: %v", k, r.head[k])
+					}
+				}
+				if r.head.Get("X-Kept") != "1" {
+					t.Errorf("upstream lost X-Kept: %v", r.head)
+				}
+			}},
 		{"hop-by-hop and proxy headers dropped", "GET http://" + hostileHost + "/v1/x HTTP/1.1\r\n" + h +
 			"Connection: keep-alive, X-Secret\r\nX-Secret: 1\r\nProxy-Authorization: Basic eDp5\r\nProxy-Connection: keep-alive\r\nKeep-Alive: 5\r\nTE: gzip\r\nUpgrade: h2c\r\n\r\n", 200, "", "",
 			func(t *testing.T, r recorded) {
@@ -258,8 +276,8 @@ func (tt hostileShape) verify(t *testing.T, resp *http.Response, done []recorded
 	if resp.StatusCode != tt.status {
 		t.Errorf("status %d, want %d", resp.StatusCode, tt.status)
 	}
-	if got := proxy.Kind(resp.Header.Get(proxy.HeaderError)); tt.kind != "" && got != tt.kind {
-		t.Errorf("%s %q, want %q", proxy.HeaderError, got, tt.kind)
+	if got := failure.Kind(resp.Header.Get(failure.HeaderError)); tt.kind != "" && got != tt.kind {
+		t.Errorf("%s %q, want %q", failure.HeaderError, got, tt.kind)
 	}
 	if tt.status != 200 {
 		if len(done) != 0 {

@@ -5,7 +5,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"time"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
 )
 
 // Request framing (RFC 9112 §6). Go's server already refuses most
@@ -24,18 +27,48 @@ import (
 // request. RFC 9112 §6.1 calls such framing faulty, and HTTP/1.0 requires
 // Content-Length on a request with a body (RFC 1945 §7.2.2): refuse any
 // HTTP/1.0 request of a body-carrying method without one.
-func checkFraming(r *http.Request) *Error {
+func checkFraming(r *http.Request) *failure.Error {
 	if r.ProtoAtLeast(1, 1) {
 		return nil
 	}
 	switch r.Method {
 	case http.MethodPost, http.MethodPut, http.MethodPatch:
 		if len(r.Header["Content-Length"]) == 0 {
-			return newError(KindBadRequest, nil, "an HTTP/1.0 %s needs a Content-Length (Transfer-Encoding is not "+
+			return failure.New(failure.KindBadRequest, nil, "an HTTP/1.0 %s needs a Content-Length (Transfer-Encoding is not "+
 				"HTTP/1.0, RFC 9112 §6.1); send HTTP/1.1, or a Content-Length", r.Method)
 		}
 	}
 	return nil
+}
+
+// checkMethod refuses TRACE, in any case: the server echoes the request it
+// received, and the proxy may have added the managed access token to it;
+// RFC 9110 §9.3.8 forbids sending credentials in TRACE. The Payrails API
+// has no use for it; nginx answers it 405 as well.
+func checkMethod(r *http.Request) *failure.Error {
+	if strings.EqualFold(r.Method, http.MethodTrace) {
+		return failure.New(failure.KindMethodNotAllowed, nil, "%s is not forwarded: the server would echo the request, the "+
+			"access token the proxy adds included (RFC 9110 §9.3.8)", r.Method)
+	}
+	return nil
+}
+
+// framingEndsConnection reports a request after whose answer the client's
+// connection must end, because the bytes that follow it cannot be trusted
+// to be the next request:
+//   - HTTP/1.0: Go drops an HTTP/1.0 Transfer-Encoding (golang/go#12785),
+//     so its chunks would be read as the next request (RFC 9112 §6.1).
+//   - Transfer-Encoding: a request with both Content-Length and
+//     Transfer-Encoding obliges the server to close the connection after
+//     its answer (RFC 9112 §6.1): a hop in front that framed it by
+//     Content-Length sent what follows the chunks as its body, a request
+//     smuggled past it (issue 22). Go's server reads the chunks and deletes
+//     Content-Length before the handler sees the request, so the proxy
+//     cannot tell the two apart and closes after every chunked request.
+//     That costs a chunked upload's client one new connection, on loopback
+//     a few tens of microseconds; nginx answers such a request 400.
+func framingEndsConnection(r *http.Request) bool {
+	return !r.ProtoAtLeast(1, 1) || len(r.TransferEncoding) > 0
 }
 
 // clientBodyError is a failure to read the client's request body: its
@@ -49,13 +82,13 @@ type clientBodyError struct {
 func (e *clientBodyError) Error() string { return "reading the request body: " + e.err.Error() }
 func (e *clientBodyError) Unwrap() error { return e.err }
 
-func (e *clientBodyError) proxyError() *Error {
+func (e *clientBodyError) proxyError() *failure.Error {
 	var ne net.Error
 	if errors.As(e.err, &ne) && ne.Timeout() {
-		return newError(KindClientTimeout, e, "the request body stalled: no bytes for %s; the upstream request "+
+		return failure.New(failure.KindClientTimeout, e, "the request body stalled: no bytes for %s; the upstream request "+
 			"was abandoned, send the body without pauses", e.timeout)
 	}
-	return newError(KindBadRequest, e, "the request body could not be read (%v); the upstream request was "+
+	return failure.New(failure.KindBadRequest, e, "the request body could not be read (%v); the upstream request was "+
 		"abandoned before it was complete", e.err)
 }
 

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -18,6 +20,8 @@ type Metrics struct {
 	handshakes     *prometheus.CounterVec
 	handshakeTime  *prometheus.HistogramVec
 	clientConns    prometheus.Gauge
+	shedConns      prometheus.Counter
+	dropped        prometheus.Counter
 	upstreamConns  *prometheus.GaugeVec
 	tokenFetches   *prometheus.CounterVec
 	tokenExpiry    *prometheus.GaugeVec
@@ -47,7 +51,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"upstream", "kind"}),
 		denied: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "payrails_proxy_denied_requests_total",
-			Help: "Requests refused by the proxy, by reason (host_not_allowed, connect, source_not_allowed, ...).",
+			Help: "Requests refused by the proxy, by reason (host_not_allowed, connect, source_not_allowed, ...); source_not_allowed counts connections refused at accept.",
 		}, []string{"reason"}),
 		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "payrails_proxy_upstream_tls_handshakes_total",
@@ -62,6 +66,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "payrails_proxy_client_connections_open",
 			Help: "Client connections open on the proxy listener.",
 		}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "payrails_proxy_dropped_headers_total",
+			Help: "Request header fields not forwarded because their name holds an underscore (as nginx's underscores_in_headers off).",
+		}),
+		shedConns: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "payrails_proxy_client_connections_shed_total",
+			Help: "Idle client connections closed to make room for a new one at access.max_connections.",
+		}),
 		upstreamConns: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "payrails_proxy_upstream_connections_open",
 			Help: "TLS connections open to each upstream.",
@@ -70,7 +82,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.tokenMetrics()
 	m.upstreamMetrics()
 	reg.MustRegister(m.requests, m.duration, m.upstreamErrors, m.denied, m.handshakes, m.handshakeTime,
-		m.clientConns, m.upstreamConns, m.tokenFetches, m.tokenExpiry, m.tokenInjected,
+		m.clientConns, m.shedConns, m.dropped, m.upstreamConns, m.tokenFetches, m.tokenExpiry, m.tokenInjected,
 		m.verifications, m.failovers, m.retries, m.budgetRefusals, m.warm)
 	return m
 }
@@ -133,6 +145,28 @@ func (m *Metrics) upstream(name string) {
 	m.warm.WithLabelValues(name)
 }
 
+// deniedSource counts a connection refused at accept (admission.go).
+func (m *Metrics) deniedSource() {
+	if m != nil {
+		m.denied.WithLabelValues(deniedReason[failure.KindSourceNotAllowed]).Inc()
+	}
+}
+
+// droppedHeaders counts request header fields dropped for an underscore.
+func (m *Metrics) droppedHeaders(n int) {
+	if m != nil {
+		m.dropped.Add(float64(n))
+	}
+}
+
+// shed counts a client connection closed, idle, to make room at the
+// connection cap (internal/connlimit).
+func (m *Metrics) shed() {
+	if m != nil {
+		m.shedConns.Inc()
+	}
+}
+
 func (m *Metrics) verification(upstream string, r VerifyResult) {
 	if m != nil {
 		m.verifications.WithLabelValues(upstream, string(r)).Inc()
@@ -164,13 +198,14 @@ func (m *Metrics) warmConnections(upstream string, n int) {
 }
 
 // deniedReason maps a refusal to the denied_requests_total label.
-var deniedReason = map[Kind]string{
-	KindHostNotAllowed:      "host_not_allowed",
-	KindConnectNotSupported: "connect",
-	KindSourceNotAllowed:    "source_not_allowed",
-	KindProxyAuthRequired:   "proxy_auth_required",
-	KindBadRequest:          "bad_request",
-	KindNoDefaultUpstream:   "no_default_upstream",
+var deniedReason = map[failure.Kind]string{
+	failure.KindHostNotAllowed:      "host_not_allowed",
+	failure.KindConnectNotSupported: "connect",
+	failure.KindSourceNotAllowed:    "source_not_allowed",
+	failure.KindProxyAuthRequired:   "proxy_auth_required",
+	failure.KindBadRequest:          "bad_request",
+	failure.KindNoDefaultUpstream:   "no_default_upstream",
+	failure.KindMethodNotAllowed:    "method_not_allowed",
 }
 
 // observe records one finished request.
@@ -197,7 +232,7 @@ func (m *Metrics) observe(ex *exchange, method string, status int, elapsed time.
 		m.denied.WithLabelValues(reason).Inc()
 		return
 	}
-	if ex.err.Kind != KindClientClosed {
+	if ex.err.Kind != failure.KindClientClosed {
 		m.upstreamErrors.WithLabelValues(upstream, string(ex.err.Kind)).Inc()
 	}
 }

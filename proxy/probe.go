@@ -16,6 +16,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/answer"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream/egress"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/config"
 )
 
@@ -41,7 +44,7 @@ type ProbeConfig struct {
 	Certificate *tls.Certificate // the client certificate; nil presents none
 	Timeouts    Timeouts         // zero fields take config.DefaultTimeouts' values
 	Path        string           // the request path; "" means "/"
-	Via         *Egress          // an egress proxy to go through; nil dials directly
+	Via         *egress.Proxy    // an egress proxy to go through; nil dials directly
 }
 
 // ProbeResult is a probe's finding, with enough detail to explain it.
@@ -126,9 +129,9 @@ func (u *Upstream) probe(ctx context.Context, cert *tls.Certificate, method, pat
 
 func probeFailure(res ProbeResult, err error) ProbeResult {
 	res.Err = err
-	if code, text, ok := serverAlert(err); ok {
+	if code, text, ok := answer.ServerAlert(err); ok {
 		res.Alert, res.AlertCode = text, code
-		if _, isCert := certificateAlerts[code]; isCert {
+		if _, isCert := answer.LookupCertificateAlert(code); isCert {
 			res.Outcome = OutcomeCertificateRefused
 			return res
 		}
@@ -243,7 +246,7 @@ func (u *Upstream) runCheck(g *generation, done chan struct{}) {
 	cancel()
 	v := &refusalVerdict{at: time.Now()}
 	if res.Outcome == OutcomeCertificateRefused {
-		a := certificateAlerts[res.AlertCode]
+		a, _ := answer.LookupCertificateAlert(res.AlertCode)
 		v.err, v.reason, v.advice = res.Err, a.Name, a.Advice
 	}
 	c := &g.check

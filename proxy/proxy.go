@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/netip"
 	"sort"
 	"strings"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
 
 	"github.com/elazarl/goproxy"
 	"github.com/mtlsproxy/payrails-mtls-proxy/config"
@@ -62,6 +65,7 @@ type Proxy struct {
 	log          *zap.Logger
 	m            *Metrics
 	ids          *requestIDs
+	refused      refusals // connections refused at accept (admission.go)
 }
 
 // New builds a Proxy. It fails only on a configuration the config package
@@ -123,17 +127,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.handle(w, 
 // inbound request is never modified; one log line is written when it ends.
 func (p *Proxy) handle(w http.ResponseWriter, r *http.Request, tunnel *Upstream) {
 	ex := p.newExchange()
-	// HTTP/1.0 connections end after one answer: Go drops an HTTP/1.0
-	// Transfer-Encoding (golang/go#12785), so its chunks would otherwise be
-	// read as the next request (RFC 9112 §6.1).
-	rw := &responseWriter{ResponseWriter: w, ex: ex, closeAfter: !r.ProtoAtLeast(1, 1)}
+	rw := &responseWriter{ResponseWriter: w, ex: ex, closeAfter: framingEndsConnection(r)}
 	defer p.finishExchange(ex, rw, r)
 
 	up, mode, err := p.admit(r, tunnel)
 	ex.mode, ex.up = mode, up
 	if err != nil {
 		ex.fail(err)
-		err.write(rw, ex.id)
+		err.Write(rw, ex.id)
 		return
 	}
 	if mode == ModeConnect {
@@ -146,8 +147,11 @@ func (p *Proxy) handle(w http.ResponseWriter, r *http.Request, tunnel *Upstream)
 // admit decides whether and where a request goes: the client's address,
 // its proxy credentials (given once, on the CONNECT, for a tunnel), the
 // route, then the framing.
-func (p *Proxy) admit(r *http.Request, tunnel *Upstream) (*Upstream, Mode, *Error) {
+func (p *Proxy) admit(r *http.Request, tunnel *Upstream) (*Upstream, Mode, *failure.Error) {
 	if err := p.checkSource(r); err != nil {
+		return nil, "", err
+	}
+	if err := checkMethod(r); err != nil {
 		return nil, "", err
 	}
 	if tunnel != nil {
@@ -171,26 +175,27 @@ func (p *Proxy) admit(r *http.Request, tunnel *Upstream) (*Upstream, Mode, *Erro
 // the exchange in its context. The inbound request is never modified. A
 // request body is read with an idle timeout (see clientBody).
 func (p *Proxy) outboundFor(w http.ResponseWriter, r *http.Request, up *Upstream, ex *exchange) *http.Request {
-	out := outbound(r, up, context.WithValue(r.Context(), exchangeKey{}, ex))
+	ctx := httptrace.WithClientTrace(context.WithValue(r.Context(), exchangeKey{}, ex), &httptrace.ClientTrace{GotConn: ex.gotConn})
+	out := outbound(r, up, ctx)
+	if ex.droppedHeaders = dropUnderscoreNames(out.Header); ex.droppedHeaders > 0 {
+		p.m.droppedHeaders(ex.droppedHeaders)
+	}
 	if out.Body != nil && out.Body != http.NoBody {
 		out.Body = &clientBody{ReadCloser: r.Body, rc: http.NewResponseController(w), idle: p.limits.BodyIdle, ex: ex}
 	}
 	return out
 }
 
-func (p *Proxy) checkSource(r *http.Request) *Error {
+func (p *Proxy) checkSource(r *http.Request) *failure.Error {
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
-		return newError(KindSourceNotAllowed, err, "cannot tell the client address %q", r.RemoteAddr)
+		return failure.New(failure.KindSourceNotAllowed, err, "cannot tell the client address %q", r.RemoteAddr)
 	}
-	ip := ap.Addr().Unmap()
-	for _, pfx := range p.allow {
-		if pfx.Contains(ip) {
-			return nil
-		}
+	if p.allowedIP(ap.Addr()) {
+		return nil
 	}
-	return newError(KindSourceNotAllowed, nil, "client %s is not in access.allow_cidrs; the proxy carries the "+
-		"merchant's Payrails identity and serves only listed addresses", ip)
+	return failure.New(failure.KindSourceNotAllowed, nil, "client %s is not in access.allow_cidrs; the proxy carries the "+
+		"merchant's Payrails identity and serves only listed addresses", ap.Addr().Unmap())
 }
 
 // Close closes idle upstream connections and stops the upstreams'

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/standin"
 )
@@ -90,7 +92,7 @@ func TestHostNotAllowed(t *testing.T) {
 	} {
 		before := up.Requests()
 		resp, body := get(t, c, u)
-		detail := wantProxyError(t, resp, body, http.StatusForbidden, proxy.KindHostNotAllowed)
+		detail := wantProxyError(t, resp, body, http.StatusForbidden, failure.KindHostNotAllowed)
 		if !strings.Contains(detail, hostA) {
 			t.Errorf("%s: detail %q does not name the allowed host", u, detail)
 		}
@@ -113,7 +115,7 @@ func TestConnectRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	body, _ := io.ReadAll(resp.Body)
-	detail := wantProxyError(t, resp, body, http.StatusMethodNotAllowed, proxy.KindConnectNotSupported)
+	detail := wantProxyError(t, resp, body, http.StatusMethodNotAllowed, failure.KindConnectNotSupported)
 	for _, w := range []string{"HTTP_PROXY", "http://" + hostA, "base URL"} {
 		if !strings.Contains(detail, w) {
 			t.Errorf("detail %q lacks %q", detail, w)
@@ -135,16 +137,16 @@ func TestUpstreamFailures(t *testing.T) {
 		roots  *pkiSet
 		path   string
 		status int
-		kind   proxy.Kind
+		kind   failure.Kind
 		detail string
 	}{
-		{"upstream down", closedAddr, sourceOf(ps.client), ps, "/", 502, proxy.KindUpstreamUnreachable, "cannot connect"},
-		{"upstream hangs", good.Addr, sourceOf(ps.client), ps, "/delay/30s", 504, proxy.KindUpstreamTimeout, "timeouts.response_header"},
-		{"certificate refused, TLS 1.3", good.Addr, sourceOf(strangers.client), ps, "/", 502, proxy.KindCertificateRefused, "refused the client certificate"},
-		{"certificate refused, TLS 1.3, HTTP/1.1", h1.Addr, sourceOf(strangers.client), ps, "/", 502, proxy.KindCertificateRefused, "refused the client certificate"},
-		{"certificate refused, TLS 1.2", tls12.Addr, sourceOf(strangers.client), ps, "/", 502, proxy.KindCertificateRefused, "refused the client certificate"},
-		{"server not trusted", good.Addr, sourceOf(ps.client), strangers, "/", 502, proxy.KindUpstreamTLS, "not trusted"},
-		{"no valid certificate", good.Addr, sourceOf(nil), ps, "/", 503, proxy.KindNoCertificate, "no valid client certificate"},
+		{"upstream down", closedAddr, sourceOf(ps.client), ps, "/", 502, failure.KindUpstreamUnreachable, "cannot connect"},
+		{"upstream hangs", good.Addr, sourceOf(ps.client), ps, "/delay/30s", 504, failure.KindUpstreamTimeout, "timeouts.response_header"},
+		{"certificate refused, TLS 1.3", good.Addr, sourceOf(strangers.client), ps, "/", 502, failure.KindCertificateRefused, "refused the client certificate"},
+		{"certificate refused, TLS 1.3, HTTP/1.1", h1.Addr, sourceOf(strangers.client), ps, "/", 502, failure.KindCertificateRefused, "refused the client certificate"},
+		{"certificate refused, TLS 1.2", tls12.Addr, sourceOf(strangers.client), ps, "/", 502, failure.KindCertificateRefused, "refused the client certificate"},
+		{"server not trusted", good.Addr, sourceOf(ps.client), strangers, "/", 502, failure.KindUpstreamTLS, "not trusted"},
+		{"no valid certificate", good.Addr, sourceOf(nil), ps, "/", 503, failure.KindNoCertificate, "no valid client certificate"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

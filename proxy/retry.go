@@ -198,7 +198,9 @@ func keepBody(out *http.Request, max int64) (*keptBody, error) {
 	k := &keptBody{buf: buf}
 	k.refs.Store(1) // the exchange's
 	out.Body = k.reader()
-	out.GetBody = func() (io.ReadCloser, error) { return k.reader(), nil }
+	// No GetBody, ever: net/http's Transport would resend the request on
+	// its own (see nonReplayable). The attempts loop gives each send its
+	// own reader of the kept body.
 	return k, nil
 }
 

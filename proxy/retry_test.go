@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/config"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 	"github.com/prometheus/client_golang/prometheus"
@@ -165,7 +167,12 @@ func retryEnv(t testing.TB, rt config.Retry, ans answer) (*env, *retryUpstream, 
 func retryEnvAt(t testing.TB, rt config.Retry, ps *pkiSet, addr string) (*env, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
+	// No connection cap in reach: TestRetryBudget's open load may hold
+	// more connections than the default when the machine is slow, and a
+	// client connection closed idle at the cap makes Go's client send its
+	// GET again, which this file's tests would count as the proxy's.
 	e := startProxy(t, proxy.Config{Retry: rt, Metrics: proxy.NewMetrics(reg), Timeouts: proxy.Timeouts{ResponseHeader: 10 * time.Second},
+		Client:    proxy.ClientLimits{MaxConns: 1 << 16},
 		Upstreams: []proxy.UpstreamConfig{upstreamConfig("live", hostA, addr, ps, sourceOf(ps.client))}})
 	return e, reg
 }
@@ -230,7 +237,7 @@ func sendVia(t testing.TB, c *http.Client, r request) reply {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return reply{status: resp.StatusCode, header: resp.Header, body: string(b), err: err,
-		kind: resp.Header.Get(proxy.HeaderError), attempts: resp.Header.Get(proxy.HeaderAttempts)}
+		kind: resp.Header.Get(failure.HeaderError), attempts: resp.Header.Get(proxy.HeaderAttempts)}
 }
 
 // requestLine waits for the request log line of path and returns its fields.
@@ -472,14 +479,14 @@ func checkBegan(t *testing.T, e *env, r request, headers bool) {
 	}
 	body, bodyErr := io.ReadAll(resp.Body)
 	if !headers {
-		if resp.StatusCode != http.StatusBadGateway || resp.Header.Get(proxy.HeaderError) != string(proxy.KindUpstreamError) || bodyErr != nil {
+		if resp.StatusCode != http.StatusBadGateway || resp.Header.Get(failure.HeaderError) != string(failure.KindUpstreamError) || bodyErr != nil {
 			t.Errorf("got %d %s (body error %v): %s; want the proxy's 502 %s", resp.StatusCode,
-				resp.Header.Get(proxy.HeaderError), bodyErr, body, proxy.KindUpstreamError)
+				resp.Header.Get(failure.HeaderError), bodyErr, body, failure.KindUpstreamError)
 		}
 		return
 	}
-	if resp.Header.Get(proxy.HeaderError) != "" || resp.Header.Get(proxy.HeaderAttempts) != "" {
-		t.Errorf("the upstream's headers came with %s %q and %s %q", proxy.HeaderError, resp.Header.Get(proxy.HeaderError),
+	if resp.Header.Get(failure.HeaderError) != "" || resp.Header.Get(proxy.HeaderAttempts) != "" {
+		t.Errorf("the upstream's headers came with %s %q and %s %q", failure.HeaderError, resp.Header.Get(failure.HeaderError),
 			proxy.HeaderAttempts, resp.Header.Get(proxy.HeaderAttempts))
 	}
 	if bodyErr == nil {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 )
 
@@ -170,7 +172,7 @@ func TestRetryLimits(t *testing.T) {
 			if n := len(up.arrivals(r.path)); n != tt.wantSends {
 				t.Errorf("the upstream got the request %d times, want %d", n, tt.wantSends)
 			}
-			wantProxyError(t, &http.Response{StatusCode: got.status, Header: got.header}, []byte(got.body), http.StatusBadGateway, proxy.KindUpstreamError)
+			wantProxyError(t, &http.Response{StatusCode: got.status, Header: got.header}, []byte(got.body), http.StatusBadGateway, failure.KindUpstreamError)
 			if !strings.Contains(got.body, tt.wantWhy) {
 				t.Errorf("detail %s lacks %q", got.body, tt.wantWhy)
 			}

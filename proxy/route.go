@@ -3,6 +3,8 @@ package proxy
 import (
 	"net/http"
 	"strings"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
 )
 
 // Mode is how a request reached the proxy.
@@ -21,7 +23,7 @@ func canonicalHost(h string) string { return strings.ToLower(h) }
 // Host matching is exact and case-insensitive: no suffix, wildcard or
 // trailing-dot leniency, so that a look-alike host is never served with
 // the merchant's certificate.
-func (p *Proxy) route(r *http.Request) (*Upstream, Mode, *Error) {
+func (p *Proxy) route(r *http.Request) (*Upstream, Mode, *failure.Error) {
 	if r.Method == http.MethodConnect {
 		up, err := p.routeConnect(r)
 		return up, ModeConnect, err
@@ -34,31 +36,31 @@ func (p *Proxy) route(r *http.Request) (*Upstream, Mode, *Error) {
 	return up, ModeGateway, err
 }
 
-func (p *Proxy) routeForward(r *http.Request) (*Upstream, *Error) {
+func (p *Proxy) routeForward(r *http.Request) (*Upstream, *failure.Error) {
 	u := r.URL
 	switch {
 	case u.Scheme != "http":
-		return nil, newError(KindHostNotAllowed, nil, "the proxy takes http:// URLs and adds TLS itself; send "+
+		return nil, failure.New(failure.KindHostNotAllowed, nil, "the proxy takes http:// URLs and adds TLS itself; send "+
 			"http://%s%s instead of %s://...", p.exampleHost(), u.EscapedPath(), u.Scheme)
 	case u.User != nil:
-		return nil, newError(KindBadRequest, nil, "user information in the request URL is not allowed; "+
+		return nil, failure.New(failure.KindBadRequest, nil, "user information in the request URL is not allowed; "+
 			"for proxy credentials use Proxy-Authorization")
 	case u.Port() != "" && u.Port() != "80":
-		return nil, newError(KindHostNotAllowed, nil, "port %s is not allowed: send http://%s/... (port 80); "+
+		return nil, failure.New(failure.KindHostNotAllowed, nil, "port %s is not allowed: send http://%s/... (port 80); "+
 			"the proxy dials the configured upstream port itself", u.Port(), u.Hostname())
 	}
 	if up, ok := p.byHost[canonicalHost(u.Hostname())]; ok {
 		return up, nil
 	}
-	return nil, newError(KindHostNotAllowed, nil, "host %q is not a configured upstream; allowed: %s",
+	return nil, failure.New(failure.KindHostNotAllowed, nil, "host %q is not a configured upstream; allowed: %s",
 		u.Hostname(), p.allowedHosts)
 }
 
 // routeGateway sends an origin-form request to the upstream its Host header
 // names, or else to the default upstream.
-func (p *Proxy) routeGateway(r *http.Request) (*Upstream, *Error) {
+func (p *Proxy) routeGateway(r *http.Request) (*Upstream, *failure.Error) {
 	if !strings.HasPrefix(r.URL.Path, "/") {
-		return nil, newError(KindBadRequest, nil, "request target %q is neither an absolute URL nor a path", r.RequestURI)
+		return nil, failure.New(failure.KindBadRequest, nil, "request target %q is neither an absolute URL nor a path", r.RequestURI)
 	}
 	host := r.Host
 	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.Contains(host[i:], "]") {
@@ -68,7 +70,7 @@ func (p *Proxy) routeGateway(r *http.Request) (*Upstream, *Error) {
 		return up, nil
 	}
 	if p.def == nil {
-		return nil, newError(KindNoDefaultUpstream, nil, "no upstream has default: true, so a plain path "+
+		return nil, failure.New(failure.KindNoDefaultUpstream, nil, "no upstream has default: true, so a plain path "+
 			"cannot be routed; send an absolute URL through HTTP_PROXY (one of %s) or mark one upstream default",
 			p.allowedHosts)
 	}

@@ -3,11 +3,12 @@ package proxy
 import (
 	"bufio"
 	"crypto/tls"
-	"github.com/mtlsproxy/payrails-mtls-proxy/config"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/config"
 )
 
 type nilSource struct{}

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs/pki"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/standin"
@@ -93,14 +95,16 @@ func (r *refusals) refuse(c *x509.Certificate) bool {
 // stand-in that trusts ps.ca and refuses what rev lists.
 func verifyEnv(t *testing.T, src *candidates, warm int) (*env, *pkiSet, *standin.Server, *refusals) {
 	t.Helper()
-	return verifyEnvWith(t, src, warm, true)
+	return verifyEnvWith(t, src, warm, true, false)
 }
 
-func verifyEnvWith(t *testing.T, src *candidates, warm int, verify bool) (*env, *pkiSet, *standin.Server, *refusals) {
+// verifyEnvWith is verifyEnv with verification on or off, in front of a
+// stand-in that speaks HTTP/2 (Go's server) when h2, else HTTP/1.1 only.
+func verifyEnvWith(t *testing.T, src *candidates, warm int, verify, h2 bool) (*env, *pkiSet, *standin.Server, *refusals) {
 	t.Helper()
 	ps := newPKI(t)
 	rev := &refusals{}
-	up := startStandin(t, ps, func(o *standin.Options) { o.DisableHTTP2 = true; o.Refuse = rev.refuse })
+	up := startStandin(t, ps, func(o *standin.Options) { o.DisableHTTP2 = !h2; o.Refuse = rev.refuse })
 	uc := upstreamConfig("live", hostA, up.Addr, ps, src)
 	uc.Verify, uc.WarmConnections = verify, warm
 	e := startProxy(t, proxy.Config{Upstreams: []proxy.UpstreamConfig{uc}})
@@ -124,9 +128,15 @@ func statusOf(e *env, l *pki.Leaf) proxy.CertificateStatus {
 // it accepts replaces it, and the first request after the swap goes out
 // on the verification's connection.
 func TestVerifyBeforeUse(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("h2=%v", h2), func(t *testing.T) { testVerifyBeforeUse(t, h2) })
+	}
+}
+
+func testVerifyBeforeUse(t *testing.T, h2 bool) {
 	ps0 := newPKI(t) // only for a CA the stand-in does not trust
 	src := &candidates{changed: make(chan struct{})}
-	e, ps, _, _ := verifyEnv(t, src, 0)
+	e, ps, _, _ := verifyEnvWith(t, src, 0, true, h2)
 	first := newClientCert(t, ps.ca, "first")
 	src.set(first)
 	c := e.forwardClient(t)
@@ -169,14 +179,16 @@ func TestVerifyBeforeUse(t *testing.T) {
 // (it never reached the API), and the upstream is never without a
 // certificate it accepts.
 func TestFailoverReplaysRefused(t *testing.T) {
-	for _, verify := range []bool{true, false} {
-		t.Run(fmt.Sprintf("verify=%v", verify), func(t *testing.T) { testFailover(t, verify) })
+	for _, h2 := range []bool{false, true} {
+		for _, verify := range []bool{true, false} {
+			t.Run(fmt.Sprintf("h2=%v/verify=%v", h2, verify), func(t *testing.T) { testFailover(t, verify, h2) })
+		}
 	}
 }
 
-func testFailover(t *testing.T, verify bool) {
+func testFailover(t *testing.T, verify, h2 bool) {
 	src := &candidates{changed: make(chan struct{})}
-	e, ps, up, rev := verifyEnvWith(t, src, 0, verify)
+	e, ps, up, rev := verifyEnvWith(t, src, 0, verify, h2)
 	older := newClientCert(t, ps.ca, "older")
 	inUse := newClientCert(t, ps.ca, "in-use")
 	src.set(inUse, older)
@@ -213,7 +225,7 @@ func testFailover(t *testing.T, verify bool) {
 	rev.revoke(older) // now nothing is accepted
 	e.proxy.Upstreams()[0].CloseIdleConnections()
 	resp, body = get(t, c, "http://"+hostA+"/v1/x")
-	wantProxyError(t, resp, body, http.StatusBadGateway, proxy.KindCertificateRefused)
+	wantProxyError(t, resp, body, http.StatusBadGateway, failure.KindCertificateRefused)
 	if err := e.proxy.Upstreams()[0].Ready(); err == nil || !strings.Contains(err.Error(), "refuses") {
 		t.Errorf("Ready() = %v, want the refusal", err)
 	}
@@ -241,13 +253,13 @@ func TestEdgeRefusalPage(t *testing.T) {
 	})
 	c := e.forwardClient(t)
 	resp, body := get(t, c, "http://"+hostA+"/v1/x")
-	detail := wantProxyError(t, resp, body, http.StatusBadGateway, proxy.KindCertificateRefused)
+	detail := wantProxyError(t, resp, body, http.StatusBadGateway, failure.KindCertificateRefused)
 	if !strings.Contains(detail, "No required SSL certificate was sent") || !strings.Contains(detail, "serial") {
 		t.Errorf("detail %q does not name the page's title and the serial", detail)
 	}
 	resp, body = get(t, c, "http://"+hostA+"/json")
-	if resp.StatusCode != http.StatusBadRequest || string(body) != "{}" || resp.Header.Get(proxy.HeaderError) != "" {
-		t.Errorf("the API's JSON 400 was reinterpreted: %d %s %q", resp.StatusCode, resp.Header.Get(proxy.HeaderError), body)
+	if resp.StatusCode != http.StatusBadRequest || string(body) != "{}" || resp.Header.Get(failure.HeaderError) != "" {
+		t.Errorf("the API's JSON 400 was reinterpreted: %d %s %q", resp.StatusCode, resp.Header.Get(failure.HeaderError), body)
 	}
 }
 

@@ -8,6 +8,11 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream/h1"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/answer"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream/egress"
 )
 
 // sendState is one proxied request on its way to the upstream, across its
@@ -147,11 +152,11 @@ func (u *Upstream) judge(ctx context.Context, resp *http.Response, err error, g 
 	if err != nil {
 		return u.judgeFailure(ctx, err, g)
 	}
-	if title, ok := edgeRefusal(resp); ok {
+	if title, ok := answer.EdgeRefusal(resp); ok {
 		return refused, title
 	}
-	if isKeyed && retryableAnswer(resp) {
-		if isHTML(resp.Header.Get("Content-Type")) {
+	if isKeyed && answer.Retryable(resp) {
+		if answer.IsHTML(resp.Header.Get("Content-Type")) {
 			return retryable, retryEdge
 		}
 		return retryable, retryPayrails
@@ -164,27 +169,27 @@ func (u *Upstream) judgeFailure(ctx context.Context, err error, g *generation) (
 	var (
 		de  *dialError
 		hs  *handshakeError
-		nr  *noResponseError
+		nr  *h1.NoResponseError
 		be  *clientBodyError
-		bre *bodyReadError
+		bre *h1.BodyReadError
 	)
-	if code, text, ok := serverAlert(err); ok {
-		if _, isCert := certificateAlerts[code]; isCert {
+	if code, text, ok := answer.ServerAlert(err); ok {
+		if _, isCert := answer.LookupCertificateAlert(code); isCert {
 			return refused, text
 		}
 	}
 	switch {
 	case ctx.Err() != nil, errors.As(err, &be), errors.As(err, &bre):
 		return answered, ""
-	case egressFinal(err):
-		return answered, "" // the egress proxy refused by policy: a second CONNECT gets the same (egress.go)
+	case egress.Final(err):
+		return answered, "" // the egress proxy refused by policy: a second CONNECT gets the same (proxy/upstream/egress)
 	case errors.As(err, &de):
 		return retryable, retryConnect
 	case errors.As(err, &hs) && !isVerifyError(hs):
 		return retryable, retryTLS
 	case errors.As(err, &hs):
 		return answered, "" // the server's certificate is not trusted: a second try changes nothing
-	case errors.As(err, &nr) && nr.fresh:
+	case errors.As(err, &nr) && nr.Fresh:
 		// A connection dialled for this request died unanswered: a
 		// refusal whose alert was lost looks the same.
 		if r := u.refusal(ctx, g); r != nil {
@@ -202,28 +207,6 @@ func (u *Upstream) judgeFailure(ctx context.Context, err error, g *generation) (
 	// connection it accepted before a revocation still carries requests.
 	// Only a refusal met by the request itself is replayed (above).
 	return answered, ""
-}
-
-// retryableAnswer reports an answer a keyed request may be sent again for:
-// Payrails' 503 service.unavailable and 504 request.timeout (its error
-// catalogue says to retry them with the same key), and an edge's 502, 503
-// or 504 page (the request did not reach the API, or the API will
-// deduplicate it).
-func retryableAnswer(resp *http.Response) bool {
-	switch resp.StatusCode {
-	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-	default:
-		return false
-	}
-	ct := resp.Header.Get("Content-Type")
-	if isHTML(ct) {
-		return true
-	}
-	if !isJSON(ct) || resp.StatusCode == http.StatusBadGateway {
-		return false
-	}
-	pe, ok := parsePayrailsError(peekBody(resp, sniffSize))
-	return ok && (pe.Code == "service.unavailable" || pe.Code == "request.timeout")
 }
 
 // refusalPageError is an edge's refusal of the client certificate.

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/config"
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/connlimit"
 	"go.uber.org/zap"
 )
 
@@ -19,13 +21,18 @@ type ClientLimits struct {
 	IdleTimeout    time.Duration // a keep-alive connection may wait this long for its next request
 	BodyIdle       time.Duration // a request body may pause this long before the request gets 408
 	MaxHeaderBytes int           // request line and headers; beyond it 431
+	// MaxConns caps the proxy port's connections, tunnels included
+	// (access.max_connections): at the cap the connection idle the longest
+	// is closed to make room; when all are busy new ones wait in the listen
+	// backlog (internal/connlimit).
+	MaxConns int
 }
 
 // DefaultClientLimits are the proxy port's limits. A service on the same
 // host sends its headers in one write; 64 KiB is four times what Payrails'
 // own edge accepts.
 var DefaultClientLimits = ClientLimits{HeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second,
-	BodyIdle: 30 * time.Second, MaxHeaderBytes: 64 << 10}
+	BodyIdle: 30 * time.Second, MaxHeaderBytes: 64 << 10, MaxConns: config.DefaultMaxConnections}
 
 func withClientDefaults(l ClientLimits) ClientLimits {
 	d := DefaultClientLimits
@@ -40,6 +47,9 @@ func withClientDefaults(l ClientLimits) ClientLimits {
 	}
 	if l.MaxHeaderBytes > 0 {
 		d.MaxHeaderBytes = l.MaxHeaderBytes
+	}
+	if l.MaxConns > 0 {
+		d.MaxConns = l.MaxConns
 	}
 	return d
 }
@@ -62,7 +72,9 @@ func Listen(ctx context.Context, addr string) (net.Listener, error) {
 // shutdownTimeout, closes what is left, and returns. It returns nil after a
 // shutdown requested through ctx, or the error that stopped serving.
 func (p *Proxy) Serve(ctx context.Context, ln net.Listener, shutdownTimeout time.Duration) error {
-	srv := p.newServer(p, nil)
+	capped := connlimit.New(sourceFilter{Listener: ln, p: p}, p.limits.MaxConns, p.m.shed)
+	srv := p.newServer(p, capped.ConnState)
+	ln = capped
 	tctx, stopTokens := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	for _, up := range p.upstreams {

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/token"
 )
 
@@ -98,12 +100,16 @@ func (u *Upstream) sendWithToken(ex *exchange, r *sendState) (*http.Response, *g
 // run fetches tokens until ctx is done (Proxy.Serve runs it).
 func (t *tokens) run(ctx context.Context) { t.manager.Run(ctx) }
 
-func (u *Upstream) classifyToken(te *tokenError) *Error {
+func (u *Upstream) classifyToken(te *tokenError) *failure.Error {
+	// The client gets the endpoint's status and error codes, never its
+	// text (it may echo the secret); the cause, logged, has it redacted.
 	var ae *token.APIError
-	detail := te.err.Error()
+	detail := "the token endpoint's answer is in the proxy log"
 	if errors.As(te, &ae) {
-		detail = ae.Error()
+		detail = ae.Summary()
+	} else if !errors.Is(te, token.ErrBadAnswer) {
+		detail = te.err.Error() // the proxy's own words: no connection, no secret file, ...
 	}
-	return newError(KindToken, te, "no access token for upstream %q: %s; the proxy keeps retrying with back-off; "+
+	return failure.New(failure.KindToken, te, "no access token for upstream %q: %s; the proxy keeps retrying with back-off; "+
 		"check token.client_id and the client secret in %s", u.name, detail, u.tokens.secretSource)
 }

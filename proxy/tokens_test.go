@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/standin"
 )
@@ -121,7 +123,8 @@ func TestTokenSingleFlight(t *testing.T) {
 }
 
 // TestTokenEndpointFailures: a failing token endpoint gives a clear 502
-// naming Payrails' answer, is retried with back-off (not per request), and
+// naming Payrails' answer (its status and error code and id, never its
+// text: TestTokenSecretNeverEchoed), is retried with back-off (not per request), and
 // a token still valid keeps being used meanwhile.
 func TestTokenEndpointFailures(t *testing.T) {
 	for _, tt := range []struct {
@@ -129,8 +132,8 @@ func TestTokenEndpointFailures(t *testing.T) {
 		fault  standin.TokenFault
 		detail string
 	}{
-		{"server error", standin.TokenFault{Status: 500, Body: `{"errors":[{"code":"internal","detail":"Token service unavailable."}]}`}, "Token service unavailable."},
-		{"wrong secret", standin.TokenFault{Status: 401, Body: `{"errors":[{"code":"unauthorized","detail":"Invalid client id or x-api-key."}]}`}, "Invalid client id or x-api-key."},
+		{"server error", standin.TokenFault{Status: 500, Body: `{"errors":[{"code":"internal","detail":"Token service unavailable."}]}`}, "Payrails error internal"},
+		{"wrong secret", standin.TokenFault{Status: 401, Body: `{"errors":[{"id":"err_9","code":"unauthorized","detail":"Invalid client id or x-api-key."}]}`}, "Payrails error unauthorized (id err_9)"},
 		{"HTML edge page", standin.TokenFault{Status: 400, ContentType: "text/html", Body: "<html><body>400 Bad Request</body></html>"}, "HTML page from the edge"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -139,7 +142,7 @@ func TestTokenEndpointFailures(t *testing.T) {
 			c := te.forwardClient(t)
 			for i := range 20 {
 				resp, body := te.get(t, c, "/v1/x")
-				detail := wantProxyError(t, resp, body, http.StatusBadGateway, proxy.KindToken)
+				detail := wantProxyError(t, resp, body, http.StatusBadGateway, failure.KindToken)
 				if i == 0 && (!strings.Contains(detail, tt.detail) || !strings.Contains(detail, te.secretFile)) {
 					t.Errorf("detail %q lacks Payrails' answer %q or where the secret comes from", detail, tt.detail)
 				}
@@ -241,8 +244,8 @@ func TestToken401Replay(t *testing.T) {
 		revoke()
 		denied := te.api.Denied()
 		resp, _ := post("")
-		if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get(proxy.HeaderError) != "" {
-			t.Errorf("status %d (%s), want Payrails' own 401", resp.StatusCode, resp.Header.Get(proxy.HeaderError))
+		if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get(failure.HeaderError) != "" {
+			t.Errorf("status %d (%s), want Payrails' own 401", resp.StatusCode, resp.Header.Get(failure.HeaderError))
 		}
 		if te.api.Denied() != denied+1 {
 			t.Errorf("sent %d times, want once", te.api.Denied()-denied)
@@ -325,7 +328,7 @@ func TestTokenBadLifetime(t *testing.T) {
 			} else {
 				body, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
-				detail := wantProxyError(t, resp, body, http.StatusBadGateway, proxy.KindToken)
+				detail := wantProxyError(t, resp, body, http.StatusBadGateway, failure.KindToken)
 				if !strings.Contains(detail, "expires_in") {
 					t.Errorf("detail %q does not say what was wrong with the answer", detail)
 				}
@@ -363,7 +366,7 @@ func TestToken401Storm(t *testing.T) {
 	gets := func(n int) {
 		t.Helper()
 		for range n {
-			if resp, body := te.get(t, c, "/status/401"); resp.StatusCode != http.StatusUnauthorized || resp.Header.Get(proxy.HeaderError) != "" {
+			if resp, body := te.get(t, c, "/status/401"); resp.StatusCode != http.StatusUnauthorized || resp.Header.Get(failure.HeaderError) != "" {
 				t.Fatalf("status %d %s, want the API's own 401", resp.StatusCode, body)
 			}
 		}
@@ -389,5 +392,44 @@ func TestToken401Storm(t *testing.T) {
 		if got := te.api.TokenCalls(); got != step.want {
 			t.Errorf("%s: %d token calls, want %d", step.why, got, step.want)
 		}
+	}
+}
+
+// TestTokenSecretNeverEchoed (issue 22, item 5): a token endpoint whose
+// answer quotes the client secret (an error detail echoing x-api-key, a
+// plain-text page, a 2xx answer that is not a token) never makes the
+// secret reach a client or a log line: the client gets the status and
+// Payrails' error code and id, never the answer's text; the log gets the
+// text with the secret redacted.
+func TestTokenSecretNeverEchoed(t *testing.T) {
+	escaped := strings.ReplaceAll(tokenSecret, "-", `\u002d`) // the same value, JSON-escaped
+	for _, tt := range []struct {
+		name  string
+		fault standin.TokenFault
+		code  string
+	}{
+		{"detail quotes it", standin.TokenFault{Status: 401,
+			Body: `{"errors":[{"id":"err_1","code":"unauthorized","detail":"invalid x-api-key ` + tokenSecret + `"}]}`}, "unauthorized"},
+		{"reason quotes it, JSON-escaped", standin.TokenFault{Status: 403,
+			Body: `{"errors":[{"id":"err_2","code":"forbidden","detail":"no","reason":"key ` + escaped + ` revoked"}]}`}, "forbidden"},
+		{"plain text quotes it", standin.TokenFault{Status: 400, ContentType: "text/plain", Body: "bad key: " + tokenSecret}, ""},
+		{"not a token, quotes it", standin.TokenFault{Status: 200, Body: `{"echo":"` + tokenSecret + `"}`}, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			te := newTokenEnv(t, time.Hour) // its cleanup checks every log line for the secret
+			te.api.SetTokenFault(tt.fault)
+			resp, body := te.get(t, te.forwardClient(t), "/v1/x")
+			detail := wantProxyError(t, resp, body, http.StatusBadGateway, failure.KindToken)
+			if strings.Contains(string(body), tokenLogWord) || strings.Contains(fmt.Sprint(resp.Header), tokenLogWord) {
+				t.Errorf("the client got the secret: %s", body)
+			}
+			if tt.code != "" && !strings.Contains(detail, tt.code) {
+				t.Errorf("detail %q lacks Payrails' error code %q", detail, tt.code)
+			}
+			if strings.Contains(detail, "invalid x-api-key") || strings.Contains(detail, "bad key") || strings.Contains(detail, "revoked") {
+				t.Errorf("the client got the token endpoint's text: %q", detail)
+			}
+			waitFor(t, "the request's log line", func() bool { return len(te.logs.FilterMessage("request").All()) > 0 })
+		})
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
 )
 
 // connect: mitm. A CONNECT cannot carry the merchant's certificate, so with
@@ -35,9 +37,9 @@ type LeafSource interface {
 
 // routeConnect allows a CONNECT only to a configured upstream host on port
 // 443, by name: never a blind tunnel, never an IP literal or another port.
-func (p *Proxy) routeConnect(r *http.Request) (*Upstream, *Error) {
+func (p *Proxy) routeConnect(r *http.Request) (*Upstream, *failure.Error) {
 	if p.mitm == nil {
-		return nil, newError(KindConnectNotSupported, nil, "CONNECT (HTTPS_PROXY) cannot carry the client "+
+		return nil, failure.New(failure.KindConnectNotSupported, nil, "CONNECT (HTTPS_PROXY) cannot carry the client "+
 			"certificate through a tunnel; call http://%s/... through HTTP_PROXY (http_proxy for curl) and the proxy "+
 			"adds TLS and the certificate, use the proxy as the base URL (http://%s/...), or enable connect: mitm "+
 			"with a local CA the service trusts (payrails-mtls-proxy ca init)", p.exampleHost(), r.Host)
@@ -45,42 +47,42 @@ func (p *Proxy) routeConnect(r *http.Request) (*Upstream, *Error) {
 	host, port, err := net.SplitHostPort(r.Host)
 	switch {
 	case err != nil:
-		return nil, newError(KindBadRequest, err, "CONNECT target %q is not HOST:PORT", r.Host)
+		return nil, failure.New(failure.KindBadRequest, err, "CONNECT target %q is not HOST:PORT", r.Host)
 	case port != "443":
-		return nil, newError(KindHostNotAllowed, nil, "CONNECT to port %s is not allowed: only %s:443 is intercepted "+
+		return nil, failure.New(failure.KindHostNotAllowed, nil, "CONNECT to port %s is not allowed: only %s:443 is intercepted "+
 			"(and only configured hosts)", port, host)
 	}
 	if up, ok := p.byHost[canonicalHost(host)]; ok {
 		return up, nil
 	}
-	return nil, newError(KindHostNotAllowed, nil, "CONNECT to %q is not allowed: the proxy opens no blind "+
+	return nil, failure.New(failure.KindHostNotAllowed, nil, "CONNECT to %q is not allowed: the proxy opens no blind "+
 		"tunnels and intercepts only the configured upstreams: %s", host, p.allowedHosts)
 }
 
 // routeTunnelled admits a request read inside a tunnel to up: it must name
 // up's host (a tunnel to one host never carries requests for another) and
 // must not be a CONNECT of its own.
-func routeTunnelled(r *http.Request, up *Upstream) *Error {
+func routeTunnelled(r *http.Request, up *Upstream) *failure.Error {
 	if r.Method == http.MethodConnect {
-		return newError(KindConnectNotSupported, nil, "a CONNECT inside an intercepted tunnel is not supported: "+
+		return failure.New(failure.KindConnectNotSupported, nil, "a CONNECT inside an intercepted tunnel is not supported: "+
 			"send the requests for https://%s/ in this tunnel directly", up.host)
 	}
 	host, port := r.Host, ""
 	if r.URL.IsAbs() {
 		u := r.URL
 		if u.Scheme != "https" || u.User != nil {
-			return newError(KindHostNotAllowed, nil, "this tunnel was opened for https://%s; a request for %s://%s "+
+			return failure.New(failure.KindHostNotAllowed, nil, "this tunnel was opened for https://%s; a request for %s://%s "+
 				"cannot use it", up.host, u.Scheme, u.Host)
 		}
 		host = u.Host
 	} else if len(r.URL.Path) == 0 || r.URL.Path[0] != '/' {
-		return newError(KindBadRequest, nil, "request target %q is neither an absolute URL nor a path", r.RequestURI)
+		return failure.New(failure.KindBadRequest, nil, "request target %q is neither an absolute URL nor a path", r.RequestURI)
 	}
 	if h, p, err := net.SplitHostPort(host); err == nil {
 		host, port = h, p
 	}
 	if canonicalHost(host) != up.host || (port != "" && port != "443") {
-		return newError(KindHostNotAllowed, nil, "this tunnel was opened for %s; a request for %q cannot use it",
+		return failure.New(failure.KindHostNotAllowed, nil, "this tunnel was opened for %s; a request for %q cannot use it",
 			up.host, r.Host)
 	}
 	return nil
@@ -105,7 +107,7 @@ func tunnelTLS(leaves LeafSource, host string) *tls.Config {
 func (p *Proxy) serveTunnel(w http.ResponseWriter, r *http.Request, up *Upstream, ex *exchange) {
 	raw, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		ex.fail(newError(KindBadRequest, err, "internal error: the connection cannot be taken over for the tunnel"))
+		ex.fail(failure.New(failure.KindBadRequest, err, "internal error: the connection cannot be taken over for the tunnel"))
 		return
 	}
 	var conn net.Conn = raw
@@ -114,7 +116,7 @@ func (p *Proxy) serveTunnel(w http.ResponseWriter, r *http.Request, up *Upstream
 	}
 	if _, err := fmt.Fprintf(raw, "HTTP/%d.%d 200 Connection established\r\n\r\n", r.ProtoMajor, r.ProtoMinor); err != nil {
 		raw.Close()
-		ex.fail(newError(KindClientClosed, err, "the client closed the connection before the tunnel was open"))
+		ex.fail(failure.New(failure.KindClientClosed, err, "the client closed the connection before the tunnel was open"))
 		return
 	}
 	tc := tls.Server(conn, p.tunnelTLS[up])
@@ -131,12 +133,12 @@ func (p *Proxy) serveTunnel(w http.ResponseWriter, r *http.Request, up *Upstream
 	}
 }
 
-func tunnelHandshakeError(err error, host string, limit time.Duration) *Error {
+func tunnelHandshakeError(err error, host string, limit time.Duration) *failure.Error {
 	if errors.Is(err, context.DeadlineExceeded) {
-		return newError(KindClientTimeout, err, "the client sent no TLS handshake inside the tunnel to %s within %s "+
+		return failure.New(failure.KindClientTimeout, err, "the client sent no TLS handshake inside the tunnel to %s within %s "+
 			"(timeouts.tls_handshake)", host, limit)
 	}
-	return newError(KindBadRequest, err, "the TLS handshake inside the tunnel to %s failed (%v); if the service "+
+	return failure.New(failure.KindBadRequest, err, "the TLS handshake inside the tunnel to %s failed (%v); if the service "+
 		"does not trust the local CA, install ca.pem as `payrails-mtls-proxy ca init` explains", host, err)
 }
 

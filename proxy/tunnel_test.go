@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs/pki"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 )
@@ -199,8 +201,8 @@ func TestTunnelIdleLimits(t *testing.T) {
 		io.WriteString(tc, "POST /v1/payments HTTP/1.1\r\n"+h+"Content-Length: 100\r\n\r\n0123456789")
 		tc.SetReadDeadline(time.Now().Add(8 * time.Second))
 		resp := readResponse(t, tc)
-		if resp.StatusCode != http.StatusRequestTimeout || resp.Header.Get(proxy.HeaderError) != string(proxy.KindClientTimeout) {
-			t.Errorf("status %d %s, want 408 %s", resp.StatusCode, resp.Header.Get(proxy.HeaderError), proxy.KindClientTimeout)
+		if resp.StatusCode != http.StatusRequestTimeout || resp.Header.Get(failure.HeaderError) != string(failure.KindClientTimeout) {
+			t.Errorf("status %d %s, want 408 %s", resp.StatusCode, resp.Header.Get(failure.HeaderError), failure.KindClientTimeout)
 		}
 		if n := len(up.completed()) - before; n != 0 {
 			t.Errorf("the upstream received %d complete requests", n)
@@ -251,8 +253,8 @@ func TestTunnelFraming(t *testing.T) {
 		before := len(up.reqs)
 		io.WriteString(tc, "CONNECT "+hostileHost+":443 HTTP/1.1\r\n"+h+"\r\n")
 		resp := readResponse(t, tc)
-		if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get(proxy.HeaderError) != string(proxy.KindConnectNotSupported) {
-			t.Errorf("status %d %s, want 405 %s", resp.StatusCode, resp.Header.Get(proxy.HeaderError), proxy.KindConnectNotSupported)
+		if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get(failure.HeaderError) != string(failure.KindConnectNotSupported) {
+			t.Errorf("status %d %s, want 405 %s", resp.StatusCode, resp.Header.Get(failure.HeaderError), failure.KindConnectNotSupported)
 		}
 		up.mu.Lock()
 		defer up.mu.Unlock()

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/config"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream/egress"
 	"go.uber.org/zap"
 )
 
@@ -75,8 +76,8 @@ type UpstreamConfig struct {
 	WarmConnections int
 	// Via, when not nil, is an egress proxy that every connection to the
 	// upstream goes through, a CONNECT tunnel to the dial address with TLS
-	// end to end (egress.go). nil dials directly.
-	Via *Egress
+	// end to end (proxy/upstream/egress). nil dials directly.
+	Via *egress.Proxy
 }
 
 // Timeouts is the configuration's timeouts block: one type for both. The
@@ -132,7 +133,8 @@ type Upstream struct {
 	verify     bool
 	verifyPath string
 	warmTarget int
-	via        *Egress // nil: dial directly (egress.go)
+	via        *egress.Proxy // nil: dial directly
+	dialer     contextDialer // a net.Dialer, or an egress.Dialer through via
 
 	gen    atomic.Pointer[generation]      // the certificate presented now; nil when none
 	seen   atomic.Pointer[tls.Certificate] // the source's choice when gen was last evaluated
@@ -155,7 +157,7 @@ func newUpstream(c UpstreamConfig, t Timeouts, rt config.Retry, m *Metrics, log 
 	if c.Certificates == nil {
 		return nil, fmt.Errorf("upstream %q: no certificate source", c.Name)
 	}
-	if err := c.Via.check(); err != nil {
+	if err := c.Via.Check(); err != nil {
 		return nil, fmt.Errorf("upstream %q: %w", c.Name, err)
 	}
 	dial := c.Address
@@ -179,6 +181,11 @@ func newUpstream(c UpstreamConfig, t Timeouts, rt config.Retry, m *Metrics, log 
 		u.log = zap.NewNop()
 	}
 	u.via = c.Via
+	nd := &net.Dialer{Timeout: t.Dial, KeepAlive: 30 * time.Second}
+	u.dialer = nd
+	if c.Via != nil {
+		u.dialer = egress.Dialer{Proxy: c.Via, Forward: nd}
+	}
 	u.ctx, u.cancel = context.WithCancel(context.Background())
 	if c.Token != nil {
 		u.tokens = u.newTokens(c.Token, m)
@@ -304,7 +311,7 @@ func isIdempotent(method string) bool {
 
 // RoundTrip implements http.RoundTripper for tools (NewUpstream) and the
 // token manager: one send with the certificate in use, no retries.
-// Failures are *Error values that say what happened and what to do, as the
+// Failures are *failure.Error values that say what happened and what to do, as the
 // proxy's JSON errors do.
 func (u *Upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 	g, err := u.current()

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/config"
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/loopback"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
@@ -140,8 +142,8 @@ func TestClientStopsMidBody(t *testing.T) {
 	resp := readResponse(t, c)
 	took := time.Since(start)
 	t.Logf("a body that stopped after 10 of 1000 bytes: %d after %s (body idle timeout 500ms)", resp.StatusCode, took.Round(time.Millisecond))
-	if resp.StatusCode != http.StatusRequestTimeout || resp.Header.Get(proxy.HeaderError) != string(proxy.KindClientTimeout) {
-		t.Errorf("status %d %s, want 408 %s", resp.StatusCode, resp.Header.Get(proxy.HeaderError), proxy.KindClientTimeout)
+	if resp.StatusCode != http.StatusRequestTimeout || resp.Header.Get(failure.HeaderError) != string(failure.KindClientTimeout) {
+		t.Errorf("status %d %s, want 408 %s", resp.StatusCode, resp.Header.Get(failure.HeaderError), failure.KindClientTimeout)
 	}
 	waitFor(t, "the proxy to close the upstream connection with the half request", func() bool { return up.closed.Load() == 1 })
 	if resp, got := get(t, e.forwardClient(t), "http://"+hostA+"/after"); resp.StatusCode != 200 || string(got) != "ok" {
@@ -187,8 +189,8 @@ func TestExpectContinueUnreachable(t *testing.T) {
 		t.Fatalf("no answer within 5s: %v", err)
 	}
 	t.Logf("Expect: 100-continue to an unreachable upstream: %d after %s", resp.StatusCode, time.Since(start).Round(time.Millisecond))
-	if resp.StatusCode != http.StatusBadGateway || resp.Header.Get(proxy.HeaderError) != string(proxy.KindUpstreamUnreachable) {
-		t.Errorf("status %d %s, want 502 %s", resp.StatusCode, resp.Header.Get(proxy.HeaderError), proxy.KindUpstreamUnreachable)
+	if resp.StatusCode != http.StatusBadGateway || resp.Header.Get(failure.HeaderError) != string(failure.KindUpstreamUnreachable) {
+		t.Errorf("status %d %s, want 502 %s", resp.StatusCode, resp.Header.Get(failure.HeaderError), failure.KindUpstreamUnreachable)
 	}
 }
 
@@ -224,8 +226,8 @@ func TestExpectContinue(t *testing.T) {
 			if err != nil {
 				t.Fatalf("no answer within 5s: %v", err)
 			}
-			if resp.StatusCode != tt.status || resp.Header.Get(proxy.HeaderError) != "" {
-				t.Errorf("status %d %s, want the upstream's %d", resp.StatusCode, resp.Header.Get(proxy.HeaderError), tt.status)
+			if resp.StatusCode != tt.status || resp.Header.Get(failure.HeaderError) != "" {
+				t.Errorf("status %d %s, want the upstream's %d", resp.StatusCode, resp.Header.Get(failure.HeaderError), tt.status)
 			}
 		})
 	}

@@ -14,6 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream/egress"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/loopback"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 )
@@ -108,9 +112,9 @@ func TestViaEgressProxy(t *testing.T) {
 	open := startTunneller(t, func(string) bool { return true })
 	closed := startTunneller(t, func(string) bool { return false })
 	a := upstreamConfig("live", hostA, up.Addr, ps, sourceOf(ps.client))
-	a.Via = &proxy.Egress{URL: open.url()}
+	a.Via = &egress.Proxy{URL: open.url()}
 	b := upstreamConfig("staging", hostB, up.Addr, ps, sourceOf(ps.client))
-	b.Via = &proxy.Egress{URL: closed.url()}
+	b.Via = &egress.Proxy{URL: closed.url()}
 	e := startProxy(t, proxy.Config{Upstreams: []proxy.UpstreamConfig{a, b}})
 	c := e.forwardClient(t)
 
@@ -138,7 +142,7 @@ func TestViaEgressProxy(t *testing.T) {
 
 	before := up.Requests()
 	resp, body = get(t, c, "http://"+hostB+"/v1/x")
-	detail := wantProxyError(t, resp, body, http.StatusBadGateway, proxy.KindUpstreamUnreachable)
+	detail := wantProxyError(t, resp, body, http.StatusBadGateway, failure.KindUpstreamUnreachable)
 	for _, w := range []string{closed.url().String(), "403 Forbidden", "CONNECT " + up.Addr, "allow CONNECT to " + up.Addr} {
 		if !strings.Contains(detail, w) {
 			t.Errorf("detail %q lacks %q", detail, w)
@@ -165,11 +169,11 @@ func TestProbeViaEgressProxy(t *testing.T) {
 	cert := ps.client.TLS()
 	cfg := proxy.ProbeConfig{URL: &url.URL{Scheme: "https", Host: hostA}, Address: up.Addr, RootCAs: ps.ca.Pool(),
 		Certificate: &cert, Timeouts: proxy.Timeouts{Dial: 5 * time.Second}}
-	cfg.Via = &proxy.Egress{URL: open.url()}
+	cfg.Via = &egress.Proxy{URL: open.url()}
 	if res := proxy.Probe(context.Background(), cfg); res.Outcome != proxy.OutcomeAccepted {
 		t.Errorf("through the egress proxy: outcome %s (%v), want accepted", res.Outcome, res.Err)
 	}
-	cfg.Via = &proxy.Egress{URL: closed.url()}
+	cfg.Via = &egress.Proxy{URL: closed.url()}
 	res := proxy.Probe(context.Background(), cfg)
 	if res.Outcome != proxy.OutcomeTCPFailed || res.Err == nil || !strings.Contains(res.Err.Error(), "403 Forbidden") {
 		t.Errorf("refused: outcome %s (%v), want tcp_failed naming 403 Forbidden", res.Outcome, res.Err)

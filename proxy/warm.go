@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream/h1"
+
 	"go.uber.org/zap"
 )
 
@@ -60,7 +62,7 @@ func (u *Upstream) observeClose(idle time.Duration, used bool) {
 	w := &u.warm
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	l := &w.learnt[index(used)]
+	l := &w.learnt[h1Index(used)]
 	prev := l.lastClose
 	l.lastClose = idle
 	tolerance := max(2*peekInterval(l.timeout), idle/10)
@@ -73,7 +75,7 @@ func (u *Upstream) observeClose(idle time.Duration, used bool) {
 		if g := u.gen.Load(); g != nil {
 			// At once: the tending sets it too, but does not run without
 			// warm connections, and the retirement is for every idle one.
-			g.h1.pool.setMaxAge(used, u.retireAgeLocked(used))
+			g.h1.Pool.SetMaxAge(used, u.retireAgeLocked(used))
 		}
 		what := "a new connection's first request"
 		if used {
@@ -108,7 +110,7 @@ func peekInterval(serverIdle time.Duration) time.Duration {
 func (u *Upstream) retireAgeLocked(used bool) time.Duration {
 	w := &u.warm
 	age := u.timeouts.IdleConn
-	if t := w.learnt[index(used)].timeout; t > 0 {
+	if t := w.learnt[h1Index(used)].timeout; t > 0 {
 		margin := max(100*time.Millisecond, t/10, 2*w.dialTime)
 		age = min(age, max(t-peekInterval(t)-margin, 50*time.Millisecond))
 	}
@@ -141,11 +143,11 @@ func (u *Upstream) tendWarm(ctx context.Context) time.Duration {
 	if g == nil || g.h2.Load() {
 		return 0
 	}
-	pool := g.h1.pool
-	left, firstExpiry := pool.reap()
+	pool := g.h1.Pool
+	left, firstExpiry := pool.Reap()
 	u.warm.mu.Lock()
-	pool.setMaxAge(false, u.retireAgeLocked(false))
-	pool.setMaxAge(true, u.retireAgeLocked(true))
+	pool.SetMaxAge(false, u.retireAgeLocked(false))
+	pool.SetMaxAge(true, u.retireAgeLocked(true))
 	peek := u.warm.peekLocked()
 	lead := max(2*u.warm.dialTime, peek)
 	mayDial := !time.Now().Before(u.warm.notBefore)
@@ -155,15 +157,15 @@ func (u *Upstream) tendWarm(ctx context.Context) time.Duration {
 		return 0
 	}
 	replaceBy := time.Now().Add(lead)
-	if mayDial && left > 0 && firstExpiry.Before(replaceBy) && int(g.h1.open.Load()) <= u.warmTarget {
+	if mayDial && left > 0 && firstExpiry.Before(replaceBy) && int(g.h1.Open.Load()) <= u.warmTarget {
 		// Make before break: the replacement first, then the old one goes.
 		if u.dialWarm(ctx, g) {
-			if c := pool.takeExpiring(replaceBy); c != nil {
-				c.close()
+			if c := pool.TakeExpiring(replaceBy); c != nil {
+				c.Close()
 			}
 		}
 	}
-	for mayDial && int(g.h1.open.Load()) < u.warmTarget && ctx.Err() == nil {
+	for mayDial && int(g.h1.Open.Load()) < u.warmTarget && ctx.Err() == nil {
 		if !u.dialWarm(ctx, g) {
 			break
 		}
@@ -184,7 +186,7 @@ func (u *Upstream) dialWarm(ctx context.Context, g *generation) bool {
 	w := &u.warm
 	if err != nil {
 		w.mu.Lock()
-		if !errors.Is(err, errNegotiatedH2) {
+		if !errors.Is(err, h1.ErrNegotiatedH2) {
 			w.backoff = min(max(2*w.backoff, warmMinBackoff), warmMaxBackoff)
 			w.notBefore = time.Now().Add(w.backoff)
 			u.log.Debug("warm connection not opened; backing off", zap.String(fieldUpstream, u.name),
@@ -201,10 +203,19 @@ func (u *Upstream) dialWarm(ctx context.Context, g *generation) bool {
 	// server sends after the handshake (TLS 1.3 session tickets, about a
 	// round trip later): read it now, in the background, not when the
 	// first request takes the connection.
-	if !c.settle(settle) {
-		c.close()
+	if !c.Settle(settle) {
+		c.Close()
 		return false
 	}
-	g.h1.pool.put(c)
+	g.h1.Pool.Put(c)
 	return true
+}
+
+// h1Index is the learner of connections that have carried a request (1)
+// or not (0), as h1.Pool keeps their idle ages apart.
+func h1Index(used bool) int {
+	if used {
+		return 1
+	}
+	return 0
 }

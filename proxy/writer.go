@@ -16,7 +16,7 @@ import (
 type responseWriter struct {
 	http.ResponseWriter
 	ex         *exchange
-	closeAfter bool // close the connection after this answer whatever happens (HTTP/1.0)
+	closeAfter bool // close the connection after this answer whatever happens (framingEndsConnection)
 	status     int
 	bytes      int64
 }
@@ -29,7 +29,7 @@ type responseWriter struct {
 func (w *responseWriter) WriteHeader(code int) {
 	if w.status == 0 && code >= 200 {
 		w.status = code
-		if w.closeAfter || (w.ex.err != nil && w.ex.err.Kind.closesConnection()) {
+		if w.closeAfter || (w.ex.err != nil && w.ex.err.Kind.ClosesConnection()) {
 			w.Header().Set("Connection", "close")
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/safefile"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/admin"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -36,6 +37,7 @@ type app struct {
 }
 
 func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
+	warnExposedSecrets(cfg, log)
 	a := &app{cfg: cfg, log: log, registry: newRegistry()}
 	ups, err := a.upstreams()
 	if err != nil {
@@ -61,6 +63,7 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 		Timeouts:   cfg.Timeouts,
 		Retry:      cfg.Retry,
 		AllowCIDRs: cfg.Access.AllowCIDRs,
+		Client:     proxy.ClientLimits{MaxConns: cfg.Access.MaxConnections},
 		Logger:     log,
 		Metrics:    proxy.NewMetrics(a.registry),
 	})
@@ -87,7 +90,7 @@ func (a *app) upstreams() ([]proxy.UpstreamConfig, error) {
 		if err != nil {
 			return nil, fmt.Errorf("upstream %q: %w", u.Name, err)
 		}
-		via := egress(u.Via, u.ViaAuthFile, "via_auth_file")
+		via := viaProxy(u.Via, u.ViaAuthFile, "via_auth_file")
 		if via != nil && via.Auth != nil {
 			if _, _, err := via.Auth(); err != nil { // at start a bad file stops the program; later dials re-read it
 				return nil, fmt.Errorf("upstream %q: %s: %w", u.Name, via.AuthSource, err)
@@ -170,7 +173,7 @@ func tokenConfig(t config.Token) *proxy.TokenConfig {
 		if file == "" {
 			return []byte(secret.Value()), nil
 		}
-		data, err := os.ReadFile(file)
+		data, _, err := safefile.Read(file, maxSecretFile)
 		if err != nil {
 			return nil, fmt.Errorf("reading token.client_secret_file: %w", err)
 		}

@@ -6,6 +6,10 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream/egress"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/answer"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 )
@@ -40,7 +44,7 @@ func (p *checkPrinter) remote(ctx context.Context, t *remoteTarget, chosen *cert
 // explainProbe turns a probe's outcome into words: whether the certificate
 // was accepted, a headline, and what to do.
 func explainProbe(res proxy.ProbeResult, t *remoteTarget, serial string) (ok bool, headline, advice string) {
-	var egress *proxy.EgressError
+	var egress *egress.Error
 	switch res.Outcome {
 	case proxy.OutcomeTCPFailed:
 		if errors.As(res.Err, &egress) {
@@ -55,7 +59,7 @@ func explainProbe(res proxy.ProbeResult, t *remoteTarget, serial string) (ok boo
 		return false, fmt.Sprintf("TLS FAILED: the handshake with %s failed: %v.", res.Addr, res.Err),
 			"The server named no problem with the client certificate; check that the URL and port speak TLS."
 	case proxy.OutcomeCertificateRefused:
-		a, _ := proxy.LookupCertificateAlert(res.AlertCode)
+		a, _ := answer.LookupCertificateAlert(res.AlertCode)
 		return false, fmt.Sprintf("REFUSED: the server rejected the client certificate (serial %s) with TLS alert %q.",
 			serial, res.Alert), a.Advice
 	case proxy.OutcomeCertNotRequested:

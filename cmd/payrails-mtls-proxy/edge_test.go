@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs"
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs/pki"
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/poll"
@@ -59,8 +61,14 @@ type edge struct {
 }
 
 // newEdge starts nginx (reloadable, logging every request) with the
-// further server directives given.
+// further server directives given, speaking HTTP/1.1.
 func newEdge(t testing.TB, server string) *edge {
+	t.Helper()
+	return newEdgeProto(t, server, false)
+}
+
+// newEdgeProto is newEdge offering HTTP/2 too when h2.
+func newEdgeProto(t testing.TB, server string, h2 bool) *edge {
 	t.Helper()
 	ca, err := pki.NewCA("edge CA")
 	if err != nil {
@@ -77,7 +85,7 @@ func newEdge(t testing.TB, server string) *edge {
 	}
 	mustWrite(t, e.caFile, ca.CertPEM, 0o644)
 	e.opts = nginxOptions{clientCA: filepath.Join(e.dir, "client-cas.pem"), locations: edgeLocation, server: server,
-		accessLog: true, reloadable: true}
+		accessLog: true, reloadable: true, http2: h2}
 	if e.opts.serverCert, e.opts.serverKey, err = srv.WriteFiles(e.dir, "server.pem", "server.key"); err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +220,7 @@ func edgeGet(c *http.Client, path string) edgeSample {
 	case err != nil:
 		s.err = err
 	case resp.StatusCode != http.StatusOK:
-		s.err = fmt.Errorf("status %d (%s %q): %s", resp.StatusCode, proxy.HeaderError, resp.Header.Get(proxy.HeaderError), body)
+		s.err = fmt.Errorf("status %d (%s %q): %s", resp.StatusCode, failure.HeaderError, resp.Header.Get(failure.HeaderError), body)
 	default:
 		if err := json.Unmarshal(body, &s.answer); err != nil {
 			s.err = fmt.Errorf("nginx's answer %q: %v", body, err)

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/mtlsproxy/payrails-mtls-proxy/internal/poll"
-	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 	"io"
 	"net"
 	"net/http"
@@ -15,6 +13,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/poll"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs/pki"
 	"github.com/mtlsproxy/payrails-mtls-proxy/config"

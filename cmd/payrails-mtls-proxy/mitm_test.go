@@ -22,9 +22,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/interop"
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/poll"
-	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/standin"
 	"go.uber.org/zap"
 )
@@ -131,7 +132,7 @@ func TestMITMRefusals(t *testing.T) {
 		before := m.api.Connections()
 		resp, conn := rawConnect(t, m.r.addr, target)
 		body, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != http.StatusForbidden || resp.Header.Get(proxy.HeaderError) != string(proxy.KindHostNotAllowed) {
+		if resp.StatusCode != http.StatusForbidden || resp.Header.Get(failure.HeaderError) != string(failure.KindHostNotAllowed) {
 			t.Errorf("CONNECT %s: %d %s", target, resp.StatusCode, body)
 		}
 		// No tunnel: what follows on the connection is read as HTTP, not relayed.
@@ -287,8 +288,8 @@ func TestMITMErrorsInsideTunnel(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusBadGateway || resp.Header.Get(proxy.HeaderError) != string(proxy.KindUpstreamUnreachable) {
-		t.Errorf("inside the tunnel: %d %s %s", resp.StatusCode, resp.Header.Get(proxy.HeaderError), body)
+	if resp.StatusCode != http.StatusBadGateway || resp.Header.Get(failure.HeaderError) != string(failure.KindUpstreamUnreachable) {
+		t.Errorf("inside the tunnel: %d %s %s", resp.StatusCode, resp.Header.Get(failure.HeaderError), body)
 	}
 }
 

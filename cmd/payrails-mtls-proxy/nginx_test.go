@@ -62,6 +62,9 @@ type nginxOptions struct {
 	// accessLog makes nginx log every request as a JSON line (nginxLogLine)
 	// to logs/access.log; see accessLog.
 	accessLog bool
+	// http2 offers HTTP/2 in ALPN on the TLS server block (listen ...
+	// http2, nginx 1.22's form), as API edges commonly do.
+	http2 bool
 	// reloadable runs nginx with its master process, which reload needs:
 	// on SIGHUP the master re-reads nginx.conf, starts workers with it and
 	// shuts the old ones down gracefully, as `nginx -s reload` does. With
@@ -246,6 +249,7 @@ type nginxLogLine struct {
 	Method             string `json:"method"`
 	URI                string `json:"uri"`
 	UserAgent          string `json:"user_agent"`
+	Protocol           string `json:"protocol"` // $server_protocol: HTTP/1.1, HTTP/2.0
 }
 
 // at is when nginx logged the line.
@@ -295,7 +299,8 @@ func nginxConf(dir, addr, statusAddr string, o nginxOptions) string {
 	if o.accessLog {
 		accessLog = `log_format edge escape=json '{"msec":"$msec","connection":"$connection",` +
 			`"connection_requests":"$connection_requests","serial":"$ssl_client_serial","verify":"$ssl_client_verify",` +
-			`"status":"$status","method":"$request_method","uri":"$request_uri","user_agent":"$http_user_agent"}';
+			`"status":"$status","method":"$request_method","uri":"$request_uri","user_agent":"$http_user_agent",` +
+			`"protocol":"$server_protocol"}';
   access_log ` + filepath.Join(dir, "logs", "access.log") + ` edge;`
 	}
 	status := ""
@@ -305,6 +310,10 @@ func nginxConf(dir, addr, statusAddr string, o nginxOptions) string {
     listen %s;
     location = /worker { default_type text/plain; return 200 "$pid"; }
   }`, statusAddr)
+	}
+	listen := addr + " ssl"
+	if o.http2 {
+		listen += " http2"
 	}
 	return fmt.Sprintf(`daemon off;
 %[8]s
@@ -332,5 +341,5 @@ http {
 %[7]s
   }%[11]s
 }
-`, dir, addr, apiHost, o.serverCert, o.serverKey, o.clientCA, o.locations, process, accessLog, o.server, status, o.http)
+`, dir, listen, apiHost, o.serverCert, o.serverKey, o.clientCA, o.locations, process, accessLog, o.server, status, o.http)
 }

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
 )
 
 // outcome of one request as its client saw it.
@@ -71,7 +71,7 @@ func pay(c *http.Client, key string) outcome {
 	}
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	o.status, o.kind = resp.StatusCode, resp.Header.Get(proxy.HeaderError)
+	o.status, o.kind = resp.StatusCode, resp.Header.Get(failure.HeaderError)
 	return o
 }
 

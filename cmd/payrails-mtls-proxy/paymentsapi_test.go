@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 )
 
@@ -180,7 +182,7 @@ func sendPayment(c *http.Client, kind, id string) sentRequest {
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	s.status, s.err, s.proxyErr = resp.StatusCode, err, resp.Header.Get(proxy.HeaderError)
+	s.status, s.err, s.proxyErr = resp.StatusCode, err, resp.Header.Get(failure.HeaderError)
 	if n, err := strconv.Atoi(resp.Header.Get(proxy.HeaderAttempts)); err == nil {
 		s.attempts = n
 	}

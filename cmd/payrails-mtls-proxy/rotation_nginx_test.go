@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs/pki"
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/poll"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
@@ -35,8 +37,16 @@ const verificationUA = "payrails-mtls-proxy (certificate verification)"
 //	   first one is still in the folder: no request fails, the refused
 //	   ones are replayed on the other certificate (2 attempts), which is in
 //	   use within a second; one failover.
+//
+// Over HTTP/1.1 and, as API edges commonly offer, HTTP/2 (issue 22).
 func TestNginxRotationUnderLoad(t *testing.T) {
-	e := newEdge(t, "")
+	for _, h2 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("h2=%v", h2), func(t *testing.T) { testNginxRotationUnderLoad(t, h2) })
+	}
+}
+
+func testNginxRotationUnderLoad(t *testing.T, h2 bool) {
+	e := newEdgeProto(t, "", h2)
 	stranger, err := pki.NewCA("a CA nginx does not trust")
 	if err != nil {
 		t.Fatal(err)
@@ -107,6 +117,7 @@ func TestNginxRotationUnderLoad(t *testing.T) {
 		t.Fatalf("%d of %d requests failed", failed, len(samples))
 	}
 	checkRefusedUnused(t, e, samples, untrusted, first, dropA, dropB)
+	checkProtocol(t, e, h2)
 	swapB := checkSwap(t, samples, second, dropB, revoke)
 	if limit := edgeDebounce + time.Second; swapB > limit {
 		t.Errorf("the trusted certificate was first used %s after its drop, want within the debounce (%s) plus one "+
@@ -125,6 +136,25 @@ func TestNginxRotationUnderLoad(t *testing.T) {
 	t.Logf("c. revoked by an nginx reload (SIGHUP to worker gone: %s): %d requests refused and replayed with the other "+
 		"certificate; the other certificate answered %s after the reload began, and every request begun later used it",
 		ms(reloaded.Sub(revoke)), replays, ms(swapC))
+}
+
+// checkProtocol checks that nginx read every request in HTTP/2 when h2,
+// else in HTTP/1.1.
+func checkProtocol(t *testing.T, e *edge, h2 bool) {
+	t.Helper()
+	want := "HTTP/1.1"
+	if h2 {
+		want = "HTTP/2.0"
+	}
+	for _, l := range e.ng.accessLog(t) {
+		if l.URI == "/worker" {
+			continue // the plain-HTTP status server's
+		}
+		if l.Protocol != want {
+			t.Errorf("nginx read %s %s in %s, want %s", l.Method, l.URI, l.Protocol, want)
+			return
+		}
+	}
 }
 
 // checkRefusedUnused checks phase a from both sides: every request answered
@@ -344,7 +374,13 @@ func TestNginxDelayedAcceptance(t *testing.T) {
 // makes the upstream ready again and requests pass, on connections made
 // since (nginx keeps its verdict with each connection and TLS session).
 func TestNginxRefusedSingleCertificate(t *testing.T) {
-	e := newEdge(t, "")
+	for _, h2 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("h2=%v", h2), func(t *testing.T) { testNginxRefusedSingleCertificate(t, h2) })
+	}
+}
+
+func testNginxRefusedSingleCertificate(t *testing.T, h2 bool) {
+	e := newEdgeProto(t, "", h2)
 	stranger, err := pki.NewCA("a CA nginx does not trust yet")
 	if err != nil {
 		t.Fatal(err)
@@ -378,10 +414,10 @@ func TestNginxRefusedSingleCertificate(t *testing.T) {
 		Errors []struct{ Code, Detail string } `json:"errors"`
 	}
 	decodeErr := jsonDecode(resp, &body)
-	if resp.StatusCode != http.StatusBadGateway || resp.Header.Get(proxy.HeaderError) != "client_certificate_refused" ||
+	if resp.StatusCode != http.StatusBadGateway || resp.Header.Get(failure.HeaderError) != "client_certificate_refused" ||
 		decodeErr != nil || len(body.Errors) != 1 || body.Errors[0].Code != "proxy.client_certificate_refused" {
 		t.Fatalf("got %d %s=%q, body %+v (%v); want 502 client_certificate_refused in Payrails' error shape",
-			resp.StatusCode, proxy.HeaderError, resp.Header.Get(proxy.HeaderError), body, decodeErr)
+			resp.StatusCode, failure.HeaderError, resp.Header.Get(failure.HeaderError), body, decodeErr)
 	}
 	if d := body.Errors[0].Detail; !strings.Contains(d, serialOf(only)) || !strings.Contains(d, title) {
 		t.Errorf("detail %q, want the serial %s and nginx's page title %q", d, serialOf(only), title)
@@ -391,7 +427,7 @@ func TestNginxRefusedSingleCertificate(t *testing.T) {
 	if v == nil || v.Result != "refused" || v.Next.IsZero() {
 		t.Fatalf("/certs verification %+v, want refused with a next time", v)
 	}
-	t.Logf("502 %s: %s", resp.Header.Get(proxy.HeaderError), body.Errors[0].Detail)
+	t.Logf("502 %s: %s", resp.Header.Get(failure.HeaderError), body.Errors[0].Detail)
 
 	e.trust(t, e.ca, stranger)
 	trusted := time.Now()

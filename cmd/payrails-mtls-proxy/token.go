@@ -12,7 +12,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream/egress"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs"
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/safefile"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/token"
 )
@@ -54,7 +57,7 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return exitUsage
 	}
 	src, err := cf.source()
-	var via *proxy.Egress
+	var via *egress.Proxy
 	if err == nil {
 		via, err = vf.egress()
 	}
@@ -102,7 +105,7 @@ func tokenRequest(clientID, secretFile, upstream, output string) (tokenReq, erro
 	r.base = &url.URL{Scheme: "https", Host: u.Host}
 	switch {
 	case secretFile != "":
-		data, err := os.ReadFile(secretFile)
+		data, _, err := safefile.Read(secretFile, maxSecretFile)
 		if err != nil {
 			return r, fmt.Errorf("reading --client-secret-file: %w", err)
 		}
@@ -118,7 +121,7 @@ func tokenRequest(clientID, secretFile, upstream, output string) (tokenReq, erro
 
 // fetchToken loads the certificate exactly as the proxy would and fetches
 // the token through the proxy's own upstream transport.
-func fetchToken(ctx context.Context, r tokenReq, src certs.Source, address, caFile string, via *proxy.Egress) (*token.Token, []byte, error) {
+func fetchToken(ctx context.Context, r tokenReq, src certs.Source, address, caFile string, via *egress.Proxy) (*token.Token, []byte, error) {
 	snap := certs.Load(src, time.Now())
 	if err := snap.Err(); err != nil {
 		return nil, nil, err

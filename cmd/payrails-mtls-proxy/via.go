@@ -5,11 +5,11 @@ import (
 	"flag"
 	"fmt"
 	"net/url"
-	"os"
 	"strings"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/config"
-	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/safefile"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream/egress"
 )
 
 // viaFlags are --via http://HOST:PORT and --via-auth-file F of the
@@ -31,7 +31,7 @@ func (v *viaFlags) set() bool { return v.via != "" || v.authFile != "" }
 // egress validates the flags as the configuration validates via and
 // via_auth_file, and reads the credentials once, so that a bad file is a
 // usage error before anything is dialled. nil without --via.
-func (v *viaFlags) egress() (*proxy.Egress, error) {
+func (v *viaFlags) egress() (*egress.Proxy, error) {
 	if v.via == "" {
 		if v.authFile != "" {
 			return nil, errors.New("--via-auth-file only applies with --via http://HOST:PORT")
@@ -46,7 +46,7 @@ func (v *viaFlags) egress() (*proxy.Egress, error) {
 	if file != "" {
 		file = abs(file)
 	}
-	e := egress(u, file, "--via-auth-file")
+	e := viaProxy(u, file, "--via-auth-file")
 	if e.Auth != nil {
 		if _, _, err := e.Auth(); err != nil {
 			return nil, fmt.Errorf("%s: %w", e.AuthSource, err)
@@ -55,15 +55,15 @@ func (v *viaFlags) egress() (*proxy.Egress, error) {
 	return e, nil
 }
 
-// egress is the proxy's Egress for an egress proxy and its credentials
+// viaProxy is the upstream client's egress proxy and its credentials
 // file ("" for none); key names the file's setting in messages. The file
 // is read at every dial, so that rotated credentials are used without a
 // restart. nil when via is nil.
-func egress(via *url.URL, authFile, key string) *proxy.Egress {
+func viaProxy(via *url.URL, authFile, key string) *egress.Proxy {
 	if via == nil {
 		return nil
 	}
-	e := &proxy.Egress{URL: via}
+	e := &egress.Proxy{URL: via}
 	if authFile != "" {
 		e.AuthSource = key + " " + authFile
 		e.Auth = func() (string, string, error) { return readViaAuth(authFile) }
@@ -75,7 +75,7 @@ func egress(via *url.URL, authFile, key string) *proxy.Egress {
 // password may hold colons: RFC 7617 user names cannot). Its errors never
 // show the file's content.
 func readViaAuth(file string) (user, password string, err error) {
-	data, err := os.ReadFile(file)
+	data, _, err := safefile.Read(file, maxSecretFile)
 	if err != nil {
 		return "", "", err
 	}

@@ -10,8 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/poll"
-	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 )
 
 // viaUser and viaPassword are the one user of squid's auth port; the
@@ -222,10 +223,10 @@ func wantUnreachable(t *testing.T, r *running, url string) string {
 	if err := json.Unmarshal(body, &eb); err != nil || len(eb.Errors) != 1 {
 		t.Fatalf("status %d, body %q: not the proxy's error: %v", resp.StatusCode, body, err)
 	}
-	if resp.StatusCode != http.StatusBadGateway || resp.Header.Get(proxy.HeaderError) != string(proxy.KindUpstreamUnreachable) ||
-		eb.Errors[0].Code != "proxy."+string(proxy.KindUpstreamUnreachable) {
-		t.Errorf("status %d, %s %q, code %q; want 502 upstream_unreachable", resp.StatusCode, proxy.HeaderError,
-			resp.Header.Get(proxy.HeaderError), eb.Errors[0].Code)
+	if resp.StatusCode != http.StatusBadGateway || resp.Header.Get(failure.HeaderError) != string(failure.KindUpstreamUnreachable) ||
+		eb.Errors[0].Code != "proxy."+string(failure.KindUpstreamUnreachable) {
+		t.Errorf("status %d, %s %q, code %q; want 502 upstream_unreachable", resp.StatusCode, failure.HeaderError,
+			resp.Header.Get(failure.HeaderError), eb.Errors[0].Code)
 	}
 	return eb.Errors[0].Detail
 }

@@ -6,9 +6,9 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/connlimit"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 	"go.uber.org/zap"
-	"golang.org/x/net/netutil"
 )
 
 // The admin listener's default limits. The image binds it to 0.0.0.0,
@@ -35,10 +35,11 @@ const (
 	// bytes.
 	DefaultMaxHeaderBytes = 8 << 10
 	// DefaultMaxConns: at most this many connections are served at once,
-	// idle keep-alive ones included. Further connections wait, not
-	// accepted, in the listen backlog until one closes (an idle one within
-	// DefaultIdleTimeout); none is refused, so a probe arriving while the
-	// cap is reached is answered late rather than failed at once.
+	// idle keep-alive ones included. At the cap, the connection idle the
+	// longest is closed to make room for a new one, so that a kubelet
+	// probe is never queued behind idle clients (issue 22); when every
+	// connection is busy, new ones wait, not accepted, in the listen
+	// backlog until one is done.
 	DefaultMaxConns = 32
 	// DefaultShutdownTimeout: on shutdown, requests in progress get this
 	// long to finish.
@@ -85,7 +86,9 @@ func (l Limits) WithDefaults() Limits {
 // error that stopped serving.
 func Serve(ctx context.Context, ln net.Listener, h http.Handler, limits Limits, log *zap.Logger) error {
 	l := limits.WithDefaults()
+	capped := connlimit.New(ln, l.MaxConns, nil)
 	srv := &http.Server{
+		ConnState:         capped.ConnState,
 		Handler:           h,
 		ReadHeaderTimeout: l.ReadHeaderTimeout,
 		ReadTimeout:       l.ReadTimeout,
@@ -94,8 +97,5 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler, limits Limits, 
 		MaxHeaderBytes:    l.MaxHeaderBytes,
 		ErrorLog:          zap.NewStdLog(log),
 	}
-	// LimitListener stops accepting at the cap and accepts again when a
-	// served connection closes: the same semaphore a hand-written wrapper
-	// would need, with its close and wake-up races already settled.
-	return proxy.RunServer(ctx, srv, netutil.LimitListener(ln, l.MaxConns), l.ShutdownTimeout, log)
+	return proxy.RunServer(ctx, srv, capped, l.ShutdownTimeout, log)
 }

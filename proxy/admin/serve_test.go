@@ -117,30 +117,68 @@ func TestServeClosesIdleConnections(t *testing.T) {
 	}
 }
 
-// TestServeCapsConnections: connections beyond MaxConns are not served
-// while the others are open: they wait (not accepted, in the listen
-// backlog) and are served once one closes.
-func TestServeCapsConnections(t *testing.T) {
-	addr := serveAdmin(t, admin.Limits{MaxConns: 2}, nil)
-	first, second := dial(t, addr), dial(t, addr)
-	for _, c := range []*conn{first, second} {
-		if resp, err := c.get(5*time.Second, 0); err != nil || resp.StatusCode != http.StatusOK {
-			t.Fatalf("%v %v", resp, err)
+// TestServeCapsConnectionsIdleFirst (issue 22, item 3): with the cap
+// reached by idle keep-alive connections (each sent one GET /healthz and
+// stays open, as a scraper's pool does), a new connection (a kubelet
+// probe) is answered at once: the connection idle the longest is closed to
+// make room, the others stay.
+func TestServeCapsConnectionsIdleFirst(t *testing.T) {
+	const max = admin.DefaultMaxConns
+	addr := serveAdmin(t, admin.Limits{}, nil)
+	idle := make([]*conn, max)
+	for i := range idle {
+		idle[i] = dial(t, addr)
+		if resp, err := idle[i].get(5*time.Second, 0); err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("idle connection %d: %v %v", i, resp, err)
+		}
+	}
+	probe := dial(t, addr)
+	start := time.Now()
+	resp, err := probe.get(2*time.Second, 0)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("with %d idle connections open (the cap), a probe got %v %v within 2 s; want 200 at once", max, resp, err)
+	}
+	t.Logf("a probe at the cap of %d idle connections was answered in %s", max, time.Since(start).Round(time.Microsecond))
+	idle[0].closedWithin(t, 2*time.Second)
+	if resp, err := idle[max-1].get(2*time.Second, 0); err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("the connection idle the shortest was closed too: %v %v", resp, err)
+	}
+}
+
+// TestServeCapsBusyConnections: connections beyond MaxConns while every
+// served one is busy are not served: they wait (not accepted, in the
+// listen backlog) and are served once one is done.
+func TestServeCapsBusyConnections(t *testing.T) {
+	release := make(chan struct{})
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			<-release
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	addr := serveAdmin(t, admin.Limits{MaxConns: 2}, h)
+	busy := []*conn{dial(t, addr), dial(t, addr)}
+	for _, c := range busy {
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: admin\r\n\r\n"); err != nil {
+			t.Fatal(err)
 		}
 	}
 	third := dial(t, addr) // the kernel completes the handshake; the server does not accept it
 	if resp, err := third.get(300*time.Millisecond, 0); err == nil {
-		t.Fatalf("a third connection was answered %d while two were open (cap 2)", resp.StatusCode)
+		t.Fatalf("a third connection was answered %d while two were busy (cap 2)", resp.StatusCode)
 	}
-	first.Close()
+	once.Do(func() { close(release) })
 	start := time.Now()
 	_ = third.SetDeadline(time.Now().Add(5 * time.Second))
 	resp, err := http.ReadResponse(third.br, nil) // its request was sent above
 	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("after one connection closed, the waiting one got %v %v", resp, err)
+		t.Fatalf("after the busy connections finished, the waiting one got %v %v", resp, err)
 	}
 	resp.Body.Close()
-	t.Logf("the connection beyond the cap waited, and was answered %s after a slot freed", time.Since(start).Round(time.Millisecond))
+	t.Logf("the connection beyond the cap waited, and was answered %s after the busy ones finished", time.Since(start).Round(time.Millisecond))
 }
 
 // TestServeHeaderLimits: headers beyond MaxHeaderBytes get 431, and a

@@ -35,12 +35,36 @@ type APIErrorItem struct {
 }
 
 // APIError is a token request that Payrails (or an edge in front of it)
-// answered with an error status.
+// answered with an error status. Every text in it comes from the answer
+// with the client secret redacted (Fetch); Summary is what may be shown to
+// a client, Error is for the operator's log and terminal.
 type APIError struct {
 	Status   int
 	Errors   []APIErrorItem // empty when the body was not Payrails' JSON
 	EdgePage bool           // an HTML page: the request never reached the API
-	Body     string         // the start of a body that was not Payrails' JSON
+	Body     string         // the start of a text or HTML body that was not Payrails' JSON; "" for other bodies
+}
+
+// Summary says what the token endpoint answered without any of its text:
+// the status and Payrails' error codes and ids (what Payrails support asks
+// for). An endpoint may echo the request's x-api-key in its text (issue
+// 22): the proxy never passes that text on to a client.
+func (e *APIError) Summary() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "token request refused with %d %s", e.Status, http.StatusText(e.Status))
+	for _, it := range e.Errors {
+		fmt.Fprintf(&b, "; Payrails error %s", it.Code)
+		if it.ID != "" {
+			fmt.Fprintf(&b, " (id %s)", it.ID)
+		}
+	}
+	if e.EdgePage {
+		b.WriteString("; the answer is an HTML page from the edge, not the API: the client certificate was probably not accepted")
+	}
+	if e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden {
+		b.WriteString("; check the Client ID and the client secret (x-api-key) of this environment in the Payrails dashboard")
+	}
+	return b.String()
 }
 
 func (e *APIError) Error() string {
@@ -50,6 +74,9 @@ func (e *APIError) Error() string {
 		fmt.Fprintf(&b, "; %s: %s", it.Code, it.Detail)
 		if it.Reason != "" && it.Reason != it.Detail {
 			fmt.Fprintf(&b, " (%s)", it.Reason)
+		}
+		if it.ID != "" {
+			fmt.Fprintf(&b, " [id %s]", it.ID)
 		}
 	}
 	switch {
@@ -104,7 +131,9 @@ func Fetch(ctx context.Context, rt http.RoundTripper, base *url.URL, clientID st
 		return nil, nil, fmt.Errorf("reading the token answer: %w", err)
 	}
 	if resp.StatusCode/100 != 2 {
-		return nil, body, apiError(resp, body)
+		// An endpoint may echo x-api-key in its answer: every text taken
+		// from it has the secret redacted (issue 22).
+		return nil, body, apiError(resp, redact(body, secret), secret)
 	}
 	var a struct {
 		AccessToken string          `json:"access_token"`
@@ -112,12 +141,10 @@ func Fetch(ctx context.Context, rt http.RoundTripper, base *url.URL, clientID st
 		ExpiresIn   json.RawMessage `json:"expires_in"`
 	}
 	if err := json.Unmarshal(body, &a); err != nil || a.AccessToken == "" {
-		if bytes.Contains(body, []byte("access_token")) {
-			// Whatever broke the JSON, it may carry a token: never quote it.
-			return nil, body, fmt.Errorf("%w: %d with a body that is not a token answer (%d bytes, not shown: it may hold a token)",
-				ErrBadAnswer, resp.StatusCode, len(body))
-		}
-		return nil, body, fmt.Errorf("%w: %d with body %q", ErrBadAnswer, resp.StatusCode, snippet(body))
+		// Whatever it is, it may carry a token or echo the secret (in
+		// JSON, possibly escaped): never quote it.
+		return nil, body, fmt.Errorf("%w: %d with a %s body that is not a token answer (%d bytes, not shown: it may hold "+
+			"a token or the secret)", ErrBadAnswer, resp.StatusCode, contentType(resp), len(body))
 	}
 	// The body holds the token from here on: messages quote only expires_in.
 	lifetime, err := parseLifetime(a.ExpiresIn)
@@ -144,20 +171,48 @@ func parseLifetime(raw json.RawMessage) (int64, error) {
 	return secs, nil
 }
 
-func apiError(resp *http.Response, body []byte) *APIError {
+// apiError reads an error answer whose raw bytes already had the secret
+// redacted; the decoded texts are redacted again, since JSON may have
+// escaped the secret's characters.
+func apiError(resp *http.Response, body, secret []byte) *APIError {
 	e := &APIError{Status: resp.StatusCode}
 	var shape struct {
 		Errors []APIErrorItem `json:"errors"`
 	}
 	if json.Unmarshal(body, &shape) == nil && len(shape.Errors) > 0 {
-		e.Errors = shape.Errors
+		for _, it := range shape.Errors {
+			for _, f := range []*string{&it.ID, &it.Code, &it.Detail, &it.Reason, &it.DocURL} {
+				*f = string(redact([]byte(*f), secret))
+			}
+			e.Errors = append(e.Errors, it)
+		}
 		return e
 	}
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	trimmed := bytes.TrimSpace(body)
 	e.EdgePage = mt == "text/html" || bytes.HasPrefix(bytes.ToLower(trimmed), []byte("<"))
-	e.Body = snippet(body)
+	if e.EdgePage || mt == "text/plain" {
+		e.Body = snippet(body) // text without escapes: the raw redaction holds
+	}
 	return e
+}
+
+// redacted stands for the client secret wherever an answer quoted it.
+const redacted = "[client secret redacted]"
+
+// redact replaces every occurrence of secret in b.
+func redact(b, secret []byte) []byte {
+	if len(secret) == 0 || !bytes.Contains(b, secret) {
+		return b
+	}
+	return bytes.ReplaceAll(b, secret, []byte(redacted))
+}
+
+func contentType(resp *http.Response) string {
+	if mt, _, err := mime.ParseMediaType(resp.Header.Get("Content-Type")); err == nil {
+		return mt
+	}
+	return "untyped"
 }
 
 func snippet(b []byte) string {

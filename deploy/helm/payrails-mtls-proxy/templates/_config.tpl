@@ -15,6 +15,7 @@ access:
   allow_cidrs: {{ toJson . }}
   {{- end }}
   proxy_auth_file: {{ if $v.access.proxyAuthSecret }}{{ include "payrails-mtls-proxy.secretDir" "proxy-auth" }}/auth{{ else }}""{{ end }}
+  max_connections: {{ $v.access.maxConnections | default 512 }}
 upstreams:
 {{- range $u := $v.upstreams }}
 {{- $t := $u.token | default dict }}

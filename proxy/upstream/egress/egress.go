@@ -1,4 +1,4 @@
-package proxy
+package egress
 
 import (
 	"bufio"
@@ -24,8 +24,8 @@ import (
 // certificate): the egress proxy sees the target's HOST:PORT and
 // ciphertext, never a request.
 
-// Egress is an egress proxy that the connections to an upstream go through.
-type Egress struct {
+// Proxy is an egress proxy that the connections to an upstream go through.
+type Proxy struct {
 	// URL is the egress proxy, http://HOST:PORT (config.ParseVia's form);
 	// required.
 	URL *url.URL
@@ -47,8 +47,8 @@ const (
 	egressUserAgent = "payrails-mtls-proxy"
 )
 
-// check validates e for newUpstream; a nil Egress (no via) is valid.
-func (e *Egress) check() error {
+// Check validates e; a nil Proxy (no via) is valid.
+func (e *Proxy) Check() error {
 	if e == nil {
 		return nil
 	}
@@ -72,21 +72,36 @@ func redacted(u *url.URL) string {
 	return u.Redacted()
 }
 
-// dialTCP opens the byte stream the TLS handshake with the upstream runs
-// on: a TCP connection to the dial address, or with via a tunnel to it
-// through the egress proxy. dialTLS wraps its failures in a dialError.
-func (u *Upstream) dialTCP(ctx context.Context, d *net.Dialer) (net.Conn, error) {
-	if u.via == nil {
-		return d.DialContext(ctx, "tcp", u.dialAddr)
-	}
-	return u.via.dial(ctx, d, u.dialAddr)
+// Dialer opens connections through an egress proxy: a context dialer, like
+// *net.Dialer, so that the upstream client's TLS dial runs over either
+// (as ghostunnel's certloader dials over any dialer). The zero value is not
+// usable: Proxy is required.
+type Dialer struct {
+	Proxy *Proxy
+	// Forward connects to the egress proxy; its Timeout (timeouts.dial)
+	// bounds the whole exchange, CONNECT and answer included. nil means a
+	// net.Dialer without a timeout (ctx alone bounds it).
+	Forward *net.Dialer
 }
 
-// dial opens a tunnel to target: it connects to the egress proxy, sends
-// CONNECT and reads the answer, all within d.Timeout (timeouts.dial) and
-// ctx. Anything but a 2xx answer is refused. Failures are *EgressError.
-func (e *Egress) dial(ctx context.Context, d *net.Dialer, target string) (net.Conn, error) {
-	fail := &EgressError{proxy: e.URL.String(), target: target, authSource: e.AuthSource, timeout: d.Timeout}
+// DialContext opens a tunnel to target (HOST:PORT; network must be
+// "tcp"): it connects to the egress proxy, sends CONNECT and reads the
+// answer, all within Forward.Timeout and ctx. Anything but a 2xx answer is
+// refused. Failures are *Error.
+func (d Dialer) DialContext(ctx context.Context, network, target string) (net.Conn, error) {
+	fwd := d.Forward
+	if fwd == nil {
+		fwd = &net.Dialer{}
+	}
+	if network != "tcp" {
+		return nil, fmt.Errorf("egress: network %q: only tcp goes through an egress proxy", network)
+	}
+	return d.Proxy.dial(ctx, fwd, target)
+}
+
+// dial is DialContext with the forward dialer d.
+func (e *Proxy) dial(ctx context.Context, d *net.Dialer, target string) (net.Conn, error) {
+	fail := &Error{proxy: e.URL.String(), target: target, authSource: e.AuthSource, timeout: d.Timeout}
 	authz := ""
 	if e.Auth != nil {
 		user, password, err := e.Auth()
@@ -134,7 +149,7 @@ func (e *Egress) dial(ctx context.Context, d *net.Dialer, target string) (net.Co
 // 2xx answer it returns the tunnel: conn, or, when the egress proxy sent
 // bytes after its answer (the start of the server's stream), a connection
 // that returns those first. A refusal fills in fail and returns it.
-func connect(conn net.Conn, target, authz string, fail *EgressError) (net.Conn, error) {
+func connect(conn net.Conn, target, authz string, fail *Error) (net.Conn, error) {
 	var req strings.Builder
 	req.WriteString("CONNECT " + target + " HTTP/1.1\r\nHost: " + target + "\r\n")
 	if authz != "" {
@@ -217,13 +232,13 @@ const (
 	stepRefused     = "refused"     // a non-2xx answer
 )
 
-// EgressError is a tunnel the egress proxy (via) did not open: its answer
+// Error is a tunnel the egress proxy (via) did not open: its answer
 // to CONNECT was not 2xx, or there was no (HTTP) answer, or no connection
 // to it, or its credentials could not be read. The proxy answers it with
 // 502 upstream_unreachable; Error says what happened, Advice what to do.
 // The message names the egress proxy, the target and the status line of
 // its answer, never its body or the credentials.
-type EgressError struct {
+type Error struct {
 	proxy, target string
 	step          string
 	code          int    // the answer's status code, for stepRefused
@@ -235,13 +250,13 @@ type EgressError struct {
 	err           error
 }
 
-// egressFinal reports a refusal of the egress proxy that a retry would
+// Final reports a refusal of the egress proxy that a retry would
 // only repeat: its 4xx answers (403 by policy; 407, where sending wrong
 // credentials again may lock the account), an answer that is not HTTP,
 // unreadable credentials. No answer, no connection and its 5xx (it could
 // not reach the upstream) may pass, and are retried like any dial.
-func egressFinal(err error) bool {
-	var e *EgressError
+func Final(err error) bool {
+	var e *Error
 	if !errors.As(err, &e) {
 		return false
 	}
@@ -256,9 +271,9 @@ func egressFinal(err error) bool {
 
 // StatusCode is the egress proxy's answer to CONNECT, or 0 when it gave
 // none.
-func (e *EgressError) StatusCode() int { return e.code }
+func (e *Error) StatusCode() int { return e.code }
 
-func (e *EgressError) Error() string {
+func (e *Error) Error() string {
 	via := "the egress proxy " + e.proxy + " (via)"
 	switch e.step {
 	case stepCredentials:
@@ -276,10 +291,10 @@ func (e *EgressError) Error() string {
 	return fmt.Sprintf("%s gave no answer to CONNECT %s: %v", via, e.target, e.err)
 }
 
-func (e *EgressError) Unwrap() error { return e.err }
+func (e *Error) Unwrap() error { return e.err }
 
 // Advice says what to do about the failure, for the operator.
-func (e *EgressError) Advice() string {
+func (e *Error) Advice() string {
 	const httpPort = "check that via points at the egress proxy's HTTP port (squid's is usually 3128), not at a TLS or SOCKS port"
 	switch e.step {
 	case stepCredentials:
@@ -297,7 +312,7 @@ func (e *EgressError) Advice() string {
 	return "it closed the connection without answering: " + httpPort + ", and see the egress proxy's logs"
 }
 
-func (e *EgressError) refusalAdvice() string {
+func (e *Error) refusalAdvice() string {
 	switch e.code {
 	case http.StatusProxyAuthRequired:
 		basic := len(e.challenges) == 0
@@ -323,3 +338,13 @@ func (e *EgressError) refusalAdvice() string {
 	}
 	return fmt.Sprintf("see the egress proxy's logs for why it refused CONNECT to %s", e.target)
 }
+
+// isTimeout reports an error of a deadline or timeout.
+func isTimeout(err error) bool {
+	var ne interface{ Timeout() bool }
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// aLongTimeAgo is a deadline in the past: setting it makes blocked reads
+// and writes on a connection return at once.
+var aLongTimeAgo = time.Unix(1, 0)

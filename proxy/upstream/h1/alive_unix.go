@@ -1,6 +1,6 @@
 //go:build unix
 
-package proxy
+package h1
 
 import (
 	"syscall"
@@ -18,7 +18,7 @@ import (
 // MSG_PEEK. Records waiting in the socket are read by crypto/tls (settle):
 // TLS 1.3 servers send session tickets after the handshake, which a
 // connection that never carried a request (a warm one) has not read yet.
-func (c *h1Conn) alive() bool {
+func (c *Conn) Alive() bool {
 	if c.raw == nil {
 		return !c.plaintextPending()
 	}
@@ -32,7 +32,7 @@ func (c *h1Conn) alive() bool {
 	case c.peekErr == syscall.EAGAIN: // nothing in the socket
 		return !c.plaintextPending()
 	case c.peekN > 0: // records waiting: tickets are fine, anything else is not
-		return c.settle(time.Millisecond)
+		return c.Settle(time.Millisecond)
 	default: // FIN or RST
 		return false
 	}
@@ -40,7 +40,7 @@ func (c *h1Conn) alive() bool {
 
 // peekOnce is alive's callback for RawConn.Read: one non-blocking peek,
 // its result left in peekN and peekErr.
-func (c *h1Conn) peekOnce(fd uintptr) bool {
+func (c *Conn) peekOnce(fd uintptr) bool {
 	c.peekN, _, c.peekErr = syscall.Recvfrom(int(fd), c.peek[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 	return true // never wait for readiness
 }

@@ -1,4 +1,4 @@
-package proxy
+package h1
 
 import (
 	"sync"
@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// h1Pool keeps one generation's idle HTTP/1.1 connections, most recently
+// Pool keeps one generation's idle HTTP/1.1 connections, most recently
 // used last, so that a busy proxy reuses its warmest connections and the
 // ones at the bottom age out. A connection idle for longer than its
 // maximum idle age is closed by a sweep, and never handed out; one the
@@ -16,28 +16,28 @@ import (
 // connection has carried a request: servers time out a connection waiting
 // for its first request (nginx: client_header_timeout) and one waiting for
 // its next (keepalive_timeout) differently. The zero value is not usable;
-// see newH1Pool. Safe for concurrent use.
-type h1Pool struct {
+// see NewPool. Safe for concurrent use.
+type Pool struct {
 	maxAge [2]atomic.Int64 // nanoseconds, by used (index 1) or not; see setMaxAge
 	max    int
 
-	// onDead, if not nil, is told the idle age of each connection found
+	// OnDead, if not nil, is told the idle age of each connection found
 	// closed by the server while it sat idle, and whether it had carried a
 	// request (warm.go learns the server's idle timeouts from it). Called
 	// without the pool's lock.
-	onDead func(idle time.Duration, used bool)
+	OnDead func(idle time.Duration, used bool)
 
 	mu     sync.Mutex
-	idle   []*h1Conn
+	idle   []*Conn
 	closed bool        // retired: connections coming back are closed
 	timer  *time.Timer // runs sweep; nil until the first put
 	armed  bool
 }
 
-func newH1Pool(idleTimeout time.Duration, max int) *h1Pool {
-	p := &h1Pool{max: max}
-	p.setMaxAge(false, idleTimeout)
-	p.setMaxAge(true, idleTimeout)
+func NewPool(idleTimeout time.Duration, max int) *Pool {
+	p := &Pool{max: max}
+	p.SetMaxAge(false, idleTimeout)
+	p.SetMaxAge(true, idleTimeout)
 	return p
 }
 
@@ -52,15 +52,22 @@ func index(used bool) int {
 // that have carried a request (used) or not: the configured
 // timeouts.idle_conn, or less, to retire connections before the server's
 // own idle timeout closes them under a request (warm.go).
-func (p *h1Pool) setMaxAge(used bool, d time.Duration) { p.maxAge[index(used)].Store(int64(d)) }
+func (p *Pool) SetMaxAge(used bool, d time.Duration) { p.maxAge[index(used)].Store(int64(d)) }
 
-func (p *h1Pool) age(used bool) time.Duration { return time.Duration(p.maxAge[index(used)].Load()) }
+func (p *Pool) age(used bool) time.Duration { return time.Duration(p.maxAge[index(used)].Load()) }
 
 // expiry is when c reaches its maximum idle age.
-func (p *h1Pool) expiry(c *h1Conn) time.Time { return c.idleAt.Add(p.age(c.used)) }
+func (p *Pool) expiry(c *Conn) time.Time { return c.idleAt.Add(p.age(c.used)) }
 
-// get returns a live idle connection, or nil when there is none.
-func (p *h1Pool) get() *h1Conn {
+// Len is how many idle connections the pool holds now.
+func (p *Pool) Len() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.idle)
+}
+
+// Get returns a live idle connection, or nil when there is none.
+func (p *Pool) Get() *Conn {
 	for {
 		p.mu.Lock()
 		n := len(p.idle)
@@ -73,29 +80,29 @@ func (p *h1Pool) get() *h1Conn {
 		p.idle = p.idle[:n-1]
 		p.mu.Unlock()
 		if time.Now().Before(p.expiry(c)) {
-			if c.alive() {
+			if c.Alive() {
 				return c
 			}
 			p.dead(time.Since(c.idleAt), c.used)
 		}
-		c.close()
+		c.Close()
 	}
 }
 
-func (p *h1Pool) dead(idle time.Duration, used bool) {
-	if p.onDead != nil {
-		p.onDead(idle, used)
+func (p *Pool) dead(idle time.Duration, used bool) {
+	if p.OnDead != nil {
+		p.OnDead(idle, used)
 	}
 }
 
 // put gives a connection back after a complete exchange (or a new warm
 // one). It is closed instead when the pool is retired or full.
-func (p *h1Pool) put(c *h1Conn) {
+func (p *Pool) Put(c *Conn) {
 	c.idleAt = time.Now()
 	p.mu.Lock()
 	if p.closed || len(p.idle) >= p.max {
 		p.mu.Unlock()
-		c.close()
+		c.Close()
 		return
 	}
 	p.idle = append(p.idle, c)
@@ -112,9 +119,9 @@ func (p *h1Pool) put(c *h1Conn) {
 
 // sweep closes the connections past their maximum idle age and schedules
 // itself for the next one to expire.
-func (p *h1Pool) sweep() {
+func (p *Pool) sweep() {
 	now := time.Now()
-	var expired []*h1Conn
+	var expired []*Conn
 	var next time.Time
 	p.mu.Lock()
 	kept := p.idle[:0]
@@ -137,7 +144,7 @@ func (p *h1Pool) sweep() {
 	}
 	p.mu.Unlock()
 	for _, c := range expired {
-		c.close()
+		c.Close()
 	}
 }
 
@@ -146,18 +153,18 @@ func (p *h1Pool) sweep() {
 // the first of them reaches its maximum idle age (zero when none). Each
 // check is one non-blocking system call, made under the lock so that no
 // request can take a connection being checked.
-func (p *h1Pool) reap() (left int, firstExpiry time.Time) {
+func (p *Pool) Reap() (left int, firstExpiry time.Time) {
 	type death struct {
 		idle time.Duration
 		used bool
 	}
 	now := time.Now()
 	var deaths []death
-	var dead []*h1Conn
+	var dead []*Conn
 	p.mu.Lock()
 	kept := p.idle[:0]
 	for _, c := range p.idle {
-		if !c.alive() {
+		if !c.Alive() {
 			dead = append(dead, c)
 			deaths = append(deaths, death{now.Sub(c.idleAt), c.used})
 			continue
@@ -172,7 +179,7 @@ func (p *h1Pool) reap() (left int, firstExpiry time.Time) {
 	left = len(kept)
 	p.mu.Unlock()
 	for i, c := range dead {
-		c.close()
+		c.Close()
 		p.dead(deaths[i].idle, deaths[i].used)
 	}
 	return left, firstExpiry
@@ -181,7 +188,7 @@ func (p *h1Pool) reap() (left int, firstExpiry time.Time) {
 // takeExpiring removes and returns the idle connection that reaches its
 // maximum idle age first, if that is before by, or nil (warm.go replaces
 // it before the server would close it).
-func (p *h1Pool) takeExpiring(by time.Time) *h1Conn {
+func (p *Pool) TakeExpiring(by time.Time) *Conn {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	at := -1
@@ -202,7 +209,7 @@ func (p *h1Pool) takeExpiring(by time.Time) *h1Conn {
 
 // closeIdle closes the idle connections. With retire, connections that
 // come back later are closed too.
-func (p *h1Pool) closeIdle(retire bool) {
+func (p *Pool) CloseIdle(retire bool) {
 	p.mu.Lock()
 	idle := p.idle
 	p.idle = nil
@@ -215,6 +222,6 @@ func (p *h1Pool) closeIdle(retire bool) {
 	}
 	p.mu.Unlock()
 	for _, c := range idle {
-		c.close()
+		c.Close()
 	}
 }

@@ -1,4 +1,4 @@
-package proxy
+package h1
 
 import (
 	"context"
@@ -6,98 +6,108 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"sync/atomic"
 	"time"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/answer"
 )
 
-// The HTTP/1.1 fast path.
-//
-// net/http's Transport drives every HTTP/1.1 connection with two goroutines
-// of its own, a writer and a reader, and hands each request and response
-// between them and the caller over channels. For a sidecar forwarding small
-// API calls those hand-offs (each one a goroutine wake-up, often on another
-// core) cost more than the proxy's own work: profiles of bench/compare's c1
-// and c64 scenarios put most of the proxy's CPU in the scheduler and futex
-// calls around them. A request without a body, or with a small one of
-// known length (a payment's JSON), needs no concurrent writer: the fast
-// path writes it and then reads the answer in the caller's goroutine, on a
-// connection of its own pool. generation.RoundTrip decides which requests
-// take it (h1Client.takes); the Transport has the rest.
-
-// maxFastBody is the largest request body the fast path sends: small enough
+// MaxBody is the largest request body the fast path sends: small enough
 // to sit in the socket's send buffer, so that writing it never waits on a
 // server that answers before reading it.
-const maxFastBody = 64 << 10
+const MaxBody = 64 << 10
 
-// maxResponseHeaderBytes bounds an upstream's response headers, on the fast
+// MaxResponseHeaderBytes bounds an upstream's response headers, on the fast
 // path and in the Transport alike: a misbehaving server must not make the
 // sidecar buffer without end.
-const maxResponseHeaderBytes = 1 << 20
+const MaxResponseHeaderBytes = 1 << 20
 
 var errResponseHeaderTooLarge = errors.New("the response headers exceed 1 MiB")
 
-// errNegotiatedH2: the fast path dialled and the server chose HTTP/2; the
-// generation has handed the connection over to its Transport.
-var errNegotiatedH2 = errors.New("the upstream speaks HTTP/2")
+// ErrUnaskedUpgrade: the upstream answered 101 Switching Protocols to a
+// request that did not ask to switch. The Payrails API has no upgrades;
+// only a websocket upgrade a client asked for is passed on.
+var ErrUnaskedUpgrade = errors.New("the upstream switched protocols (101) on a request that did not ask to")
 
-// h1Client is one generation's HTTP/1.1 fast path: a pool of connections,
+// ErrNegotiatedH2: the fast path dialled and the server chose HTTP/2; the
+// generation has handed the connection over to its Transport.
+var ErrNegotiatedH2 = errors.New("the upstream speaks HTTP/2")
+
+// Client is one generation's HTTP/1.1 fast path: a pool of connections,
 // each carrying one request at a time, written and read in the caller's
 // goroutine. The zero value is not usable; generation builds it.
-type h1Client struct {
-	// dial opens a connection; it returns errNegotiatedH2 when the server
-	// chose HTTP/2 (the connection then belongs to the Transport).
-	dial func(ctx context.Context) (*h1Conn, error)
-	pool *h1Pool
-	// headerTimeout bounds the wait for response headers, counted from the
+type Client struct {
+	// Dial opens a connection; it returns ErrNegotiatedH2 when the server
+	// chose HTTP/2 (the connection then belongs to someone else).
+	Dial func(ctx context.Context) (*Conn, error)
+	Pool *Pool
+	// HeaderTimeout bounds the wait for response headers, counted from the
 	// request fully written, as the Transport's ResponseHeaderTimeout.
-	headerTimeout time.Duration
-	// done is called once per response, when its body is done (read to its
-	// end, closed or broken); never when roundTrip returns an error.
-	done func()
-	// open counts the client's open connections, idle or busy (warm.go).
-	open atomic.Int32
+	HeaderTimeout time.Duration
+	// Done is called once per response, when its body is done (read to its
+	// end, closed or broken); never when RoundTrip returns an error.
+	Done func()
+	// Open counts the client's open connections, idle or busy; NewConn
+	// takes it.
+	Open atomic.Int32
 }
 
-// noResponseError: the exchange failed before any byte of an answer came:
+// NoResponseError: the exchange failed before any byte of an answer came:
 // the server closed or reset the connection, or never took the request.
 // Only such failures may be retried (retry.go). fresh marks a connection
 // dialled for this request: one that dies unanswered may be a refusal of
 // the certificate whose alert was lost (judgeFailure asks).
-type noResponseError struct {
-	err   error
-	fresh bool
+type NoResponseError struct {
+	Err   error
+	Fresh bool
 }
 
-func (e *noResponseError) Error() string { return e.err.Error() }
-func (e *noResponseError) Unwrap() error { return e.err }
+func (e *NoResponseError) Error() string { return e.Err.Error() }
+func (e *NoResponseError) Unwrap() error { return e.Err }
 
-// takes reports whether the fast path takes req: no body, or a small one
+// Takes reports whether the fast path takes req: no body, or a small one
 // of declared length, and nothing that needs a concurrent writer or the
 // connection itself (Expect: 100-continue, request trailers, an upgrade).
-func (h *h1Client) takes(req *http.Request) bool {
-	if req.Header["Upgrade"] != nil || req.Header["Expect"] != nil || req.Trailer != nil {
+func Takes(req *http.Request) bool {
+	bodiless := req.Body == nil || req.Body == http.NoBody
+	switch {
+	case req.Header["Upgrade"] != nil:
+		return false
+	case bodiless:
+		// Expect: 100-continue without a body has nothing to wait for, and
+		// the Transport must not get a bodiless request it may replay
+		// (nonReplayable).
+		return true
+	case req.Header["Expect"] != nil || req.Trailer != nil:
 		return false
 	}
-	return req.Body == nil || req.Body == http.NoBody || (req.ContentLength > 0 && req.ContentLength <= maxFastBody)
+	return req.ContentLength > 0 && req.ContentLength <= MaxBody
 }
 
-// roundTrip sends req on a pooled connection, or a new one. The response
+// RoundTrip sends req on a pooled connection, or a new one. The response
 // body gives the connection back to the pool (or closes it) when it has
-// been read to its end or closed.
-func (h *h1Client) roundTrip(req *http.Request) (*http.Response, error) {
+// been read to its end or closed. Like net/http's Transport, it reports
+// the connection it took (GotConn) and the first byte of the answer
+// (GotFirstResponseByte) to the request's httptrace.ClientTrace, the seam
+// through which callers observe it.
+func (h *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
-	c := h.pool.get()
+	trace := httptrace.ContextClientTrace(ctx)
+	c := h.Pool.Get()
 	fresh := c == nil
-	noteConn(ctx, !fresh)
 	if fresh {
 		var err error
-		if c, err = h.dial(ctx); err != nil {
+		if c, err = h.Dial(ctx); err != nil {
 			return nil, err
 		}
 	}
+	if trace != nil && trace.GotConn != nil {
+		trace.GotConn(httptrace.GotConnInfo{Conn: c.conn, Reused: !fresh, WasIdle: !fresh})
+	}
 	resp, err := h.exchange(ctx, c, req, fresh)
 	if err != nil {
-		c.close()
+		c.Close()
 		if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
 			return nil, fmt.Errorf("%w (%v)", ctx.Err(), err)
 		}
@@ -105,6 +115,10 @@ func (h *h1Client) roundTrip(req *http.Request) (*http.Response, error) {
 	}
 	return resp, nil
 }
+
+// aLongTimeAgo is a deadline in the past: setting it makes blocked reads
+// and writes on a connection return at once.
+var aLongTimeAgo = time.Unix(1, 0)
 
 func isTimeout(err error) bool {
 	var ne interface{ Timeout() bool }
@@ -114,7 +128,7 @@ func isTimeout(err error) bool {
 // exchange writes req on c and reads the response headers. While the
 // exchange lasts (the response body included), the request context ending
 // (the client went away) breaks the connection's reads and writes off.
-func (h *h1Client) exchange(ctx context.Context, c *h1Conn, req *http.Request, fresh bool) (*http.Response, error) {
+func (h *Client) exchange(ctx context.Context, c *Conn, req *http.Request, fresh bool) (*http.Response, error) {
 	stop := func() bool { return true }
 	if ctx.Done() != nil {
 		stop = context.AfterFunc(ctx, func() { c.conn.SetDeadline(aLongTimeAgo) })
@@ -128,7 +142,7 @@ func (h *h1Client) exchange(ctx context.Context, c *h1Conn, req *http.Request, f
 		stop()
 		return nil, err
 	}
-	b := &h1Body{body: resp.Body, c: c, h: h, stop: stop, keep: keep && !resp.Close && resp.ProtoAtLeast(1, 1)}
+	b := &body{body: resp.Body, c: c, h: h, stop: stop, keep: keep && !resp.Close && resp.ProtoAtLeast(1, 1)}
 	if resp.Body == http.NoBody {
 		b.done(true)
 	} else {
@@ -141,13 +155,13 @@ func (h *h1Client) exchange(ctx context.Context, c *h1Conn, req *http.Request, f
 // the connection cannot carry another request whatever the answer: the
 // server answered (and closed) before the body was written whole, and that
 // answer, not the broken write, is what the client should get (a 413, say).
-func (h *h1Client) write(ctx context.Context, c *h1Conn, req *http.Request, fresh bool) (keep bool, err error) {
+func (h *Client) write(ctx context.Context, c *Conn, req *http.Request, fresh bool) (keep bool, err error) {
 	c.used = true
 	err = writeRequest(c.bw, req) // reads the client's body, if any, with its idle timeout (clientBody)
 	if err == nil {
 		err = c.bw.Flush()
 	}
-	var bre *bodyReadError
+	var bre *BodyReadError
 	if errors.As(err, &bre) {
 		// The client's body failed (it stalled or broke off): the upstream
 		// holds half a request, so the connection is closed, and the
@@ -155,7 +169,7 @@ func (h *h1Client) write(ctx context.Context, c *h1Conn, req *http.Request, fres
 		// of the half request.
 		return false, bre.err
 	}
-	c.conn.SetReadDeadline(time.Now().Add(h.headerTimeout))
+	c.conn.SetReadDeadline(time.Now().Add(h.HeaderTimeout))
 	if err == nil && ctx.Err() != nil {
 		// Cancelled after the write: the AfterFunc's deadline in the past
 		// may have been overwritten just now, and nobody waits for the answer.
@@ -171,28 +185,36 @@ func (h *h1Client) write(ctx context.Context, c *h1Conn, req *http.Request, fres
 	if perr == nil {
 		return false, nil
 	}
-	if _, _, alert := serverAlert(perr); alert {
+	if _, _, alert := answer.ServerAlert(perr); alert {
 		return false, perr
 	}
-	return false, &noResponseError{err: err, fresh: fresh}
+	return false, &NoResponseError{Err: err, Fresh: fresh}
 }
 
 // readResponse reads the final response's headers within the header budget,
 // skipping 1xx informational answers (100 Continue, 103 Early Hints: no
 // body, they precede the real one, RFC 9110 §15.2).
-func (h *h1Client) readResponse(ctx context.Context, c *h1Conn, req *http.Request, fresh bool) (*http.Response, error) {
+func (h *Client) readResponse(ctx context.Context, c *Conn, req *http.Request, fresh bool) (*http.Response, error) {
+	trace := httptrace.ContextClientTrace(ctx)
+	waitFirst := trace != nil && trace.GotFirstResponseByte != nil
 	for {
-		c.headerBudget = maxResponseHeaderBytes
+		c.headerBudget = MaxResponseHeaderBytes
+		if waitFirst {
+			waitFirst = false
+			if _, err := c.br.Peek(1); err == nil { // a failure is ReadResponse's to report
+				trace.GotFirstResponseByte()
+			}
+		}
 		resp, err := http.ReadResponse(c.br, req)
-		untouched := c.headerBudget == maxResponseHeaderBytes && c.br.Buffered() == 0
+		untouched := c.headerBudget == MaxResponseHeaderBytes && c.br.Buffered() == 0
 		c.headerBudget = -1
 		switch {
 		case err != nil && untouched && ctx.Err() == nil && !isTimeout(err):
-			return nil, &noResponseError{err: err, fresh: fresh} // not one byte of an answer
+			return nil, &NoResponseError{Err: err, Fresh: fresh} // not one byte of an answer
 		case err != nil:
 			return nil, err
 		case resp.StatusCode == http.StatusSwitchingProtocols:
-			return nil, errors.New("the server switched protocols on a request that did not ask to")
+			return nil, ErrUnaskedUpgrade // the fast path never takes an upgrade
 		case resp.StatusCode < 200:
 			continue
 		}
@@ -216,7 +238,7 @@ func writeRequest(w io.Writer, req *http.Request) error {
 	cp.Body = rec
 	err := cp.Write(w)
 	if rec.err != nil && err != nil {
-		return &bodyReadError{err: rec.err}
+		return &BodyReadError{err: rec.err}
 	}
 	return err
 }
@@ -235,19 +257,19 @@ func (b *recordingBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// bodyReadError: the request body, not the connection, failed.
-type bodyReadError struct{ err error }
+// BodyReadError: the request body, not the connection, failed.
+type BodyReadError struct{ err error }
 
-func (e *bodyReadError) Error() string { return "reading the request body: " + e.err.Error() }
-func (e *bodyReadError) Unwrap() error { return e.err }
+func (e *BodyReadError) Error() string { return "reading the request body: " + e.err.Error() }
+func (e *BodyReadError) Unwrap() error { return e.err }
 
-// h1Body is a fast-path response body. Read to its end, it gives the
+// body is a fast-path response body. Read to its end, it gives the
 // connection back to the pool; closed early or broken, it closes the
 // connection. Either way it calls the client's done, once.
-type h1Body struct {
+type body struct {
 	body  io.ReadCloser // http.ReadResponse's body, reading c
-	c     *h1Conn
-	h     *h1Client
+	c     *Conn
+	h     *Client
 	stop  func() bool // stops the context's AfterFunc; false if it already ran
 	keep  bool        // the response lets the connection carry another request
 	ended atomic.Bool
@@ -256,7 +278,7 @@ type h1Body struct {
 
 var errBodyClosed = errors.New("read on a closed response body")
 
-func (b *h1Body) Read(p []byte) (int, error) {
+func (b *body) Read(p []byte) (int, error) {
 	if b.ended.Load() {
 		// The connection may already carry another request: never read it.
 		if b.eof.Load() {
@@ -273,12 +295,12 @@ func (b *h1Body) Read(p []byte) (int, error) {
 
 // Close closes the connection unless the body was read to its end: the
 // rest of a response nobody wants is not worth reading.
-func (b *h1Body) Close() error {
+func (b *body) Close() error {
 	b.done(false)
 	return nil
 }
 
-func (b *h1Body) done(complete bool) {
+func (b *body) done(complete bool) {
 	if complete {
 		b.eof.Store(true)
 	}
@@ -286,9 +308,9 @@ func (b *h1Body) done(complete bool) {
 		return
 	}
 	if b.stop() && complete && b.keep && b.c.br.Buffered() == 0 {
-		b.h.pool.put(b.c)
+		b.h.Pool.Put(b.c)
 	} else {
-		b.c.close()
+		b.c.Close()
 	}
-	b.h.done()
+	b.h.Done()
 }

@@ -1,4 +1,4 @@
-package proxy
+package h1
 
 import (
 	"bufio"
@@ -8,9 +8,9 @@ import (
 	"time"
 )
 
-// h1Conn is one HTTP/1.1 connection of the fast path. It is used by one
+// Conn is one HTTP/1.1 connection of the fast path. It is used by one
 // request at a time: the pool hands it out and takes it back.
-type h1Conn struct {
+type Conn struct {
 	conn   *tls.Conn
 	raw    syscall.RawConn // the TCP socket under conn, for the liveness check; nil if unavailable
 	br     *bufio.Reader   // reads from the conn through headerLimit
@@ -24,17 +24,17 @@ type h1Conn struct {
 	// headers are being parsed; negative means no limit (reading a body).
 	headerBudget int64
 
-	// The liveness check's state (h1alive_unix.go).
+	// The liveness check's state (alive_unix.go).
 	peek    [1]byte
 	peekFn  func(fd uintptr) bool
 	peekN   int
 	peekErr error
 }
 
-// newH1Conn wraps conn; open, if not nil, counts the client's open
+// NewConn wraps conn; open, if not nil, counts the client's open
 // connections: it is incremented here and decremented once, on close.
-func newH1Conn(conn *tls.Conn, open *atomic.Int32) *h1Conn {
-	c := &h1Conn{conn: conn, raw: rawConnOf(conn), headerBudget: -1, open: open}
+func NewConn(conn *tls.Conn, open *atomic.Int32) *Conn {
+	c := &Conn{conn: conn, raw: rawConnOf(conn), headerBudget: -1, open: open}
 	if open != nil {
 		open.Add(1)
 	}
@@ -44,7 +44,7 @@ func newH1Conn(conn *tls.Conn, open *atomic.Int32) *h1Conn {
 }
 
 // headerLimit reads the connection, counting bytes against headerBudget.
-type headerLimit struct{ c *h1Conn }
+type headerLimit struct{ c *Conn }
 
 func (l headerLimit) Read(p []byte) (int, error) {
 	c := l.c
@@ -62,7 +62,7 @@ func (l headerLimit) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (c *h1Conn) close() {
+func (c *Conn) Close() {
 	c.conn.Close()
 	if c.open != nil && c.closed.CompareAndSwap(false, true) {
 		c.open.Add(-1)
@@ -75,7 +75,7 @@ func (c *h1Conn) close() {
 // next request. A read with a deadline in the past returns what crypto/tls
 // has buffered without touching the socket (its timeout error is not
 // sticky: the connection stays usable).
-func (c *h1Conn) plaintextPending() bool {
+func (c *Conn) plaintextPending() bool {
 	if c.br.Buffered() > 0 {
 		return true
 	}
@@ -91,7 +91,7 @@ func (c *h1Conn) plaintextPending() bool {
 // as though the server had sent something unasked. It reports whether the
 // connection is still usable: nothing but such messages came, no data, no
 // close.
-func (c *h1Conn) settle(wait time.Duration) bool {
+func (c *Conn) Settle(wait time.Duration) bool {
 	if c.br.Buffered() > 0 {
 		return false
 	}
@@ -101,13 +101,12 @@ func (c *h1Conn) settle(wait time.Duration) bool {
 	return n == 0 && isTimeout(err)
 }
 
-// rawConnOf finds the TCP socket under a TLS connection made by dialTLS.
+// rawConnOf finds the TCP socket under a TLS connection, through any
+// wrapper that passes syscall.Conn on (an egress tunnel whose first bytes
+// were read with the proxy's answer does not: the liveness check then
+// asks crypto/tls instead).
 func rawConnOf(conn *tls.Conn) syscall.RawConn {
-	nc := conn.NetConn()
-	if cn, ok := nc.(*closeNotifier); ok {
-		nc = cn.Conn
-	}
-	sc, ok := nc.(syscall.Conn)
+	sc, ok := conn.NetConn().(syscall.Conn)
 	if !ok {
 		return nil
 	}

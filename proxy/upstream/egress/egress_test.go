@@ -1,10 +1,11 @@
-package proxy
+package egress
 
 import (
 	"bufio"
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -46,8 +47,8 @@ func startFakeEgress(t *testing.T, answer func(conn net.Conn, br *bufio.Reader))
 	return f
 }
 
-func (f *fakeEgress) egress(auth func() (string, string, error)) *Egress {
-	return &Egress{URL: &url.URL{Scheme: "http", Host: f.ln.Addr().String()}, Auth: auth, AuthSource: "via_auth_file /run/via"}
+func (f *fakeEgress) egress(auth func() (string, string, error)) *Proxy {
+	return &Proxy{URL: &url.URL{Scheme: "http", Host: f.ln.Addr().String()}, Auth: auth, AuthSource: "via_auth_file /run/via"}
 }
 
 func (f *fakeEgress) requests() []*http.Request {
@@ -130,7 +131,7 @@ func TestEgressNoAnswerBytes(t *testing.T) {
 }
 
 // TestEgressRefusals: every answer but 2xx, no answer, and no egress proxy
-// at all are *EgressError values naming the egress proxy, the target and
+// at all are *Error values naming the egress proxy, the target and
 // the status line (never the body, never the password), with advice.
 func TestEgressRefusals(t *testing.T) {
 	closed, err := net.Listen("tcp", "127.0.0.1:0")
@@ -188,7 +189,7 @@ func TestEgressRefusals(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := &Egress{URL: &url.URL{Scheme: "http", Host: closedAddr}, Auth: tt.auth, AuthSource: "via_auth_file /run/via"}
+			e := &Proxy{URL: &url.URL{Scheme: "http", Host: closedAddr}, Auth: tt.auth, AuthSource: "via_auth_file /run/via"}
 			var f *fakeEgress
 			if tt.answer != nil {
 				f = startFakeEgress(t, tt.answer)
@@ -201,9 +202,9 @@ func TestEgressRefusals(t *testing.T) {
 				conn.Close()
 				t.Fatal("dial succeeded, want a refusal")
 			}
-			var ee *EgressError
+			var ee *Error
 			if !errors.As(err, &ee) {
-				t.Fatalf("error %T %v, want an *EgressError", err, err)
+				t.Fatalf("error %T %v, want an *Error", err, err)
 			}
 			if ee.StatusCode() != tt.code {
 				t.Errorf("StatusCode %d, want %d", ee.StatusCode(), tt.code)
@@ -255,54 +256,25 @@ func TestEgressCancel(t *testing.T) {
 	}
 }
 
-// TestEgressConfig: newUpstream refuses an egress proxy that is not
-// http://HOST:PORT (config.ParseVia is the user-facing check), and one
-// whose URL carries credentials, without repeating the password: the
-// messages of a dial (EgressError) print the URL.
-func TestEgressConfig(t *testing.T) {
-	for _, v := range []string{"http://merchant:hunter2@squid:3128", "http://merchant@squid:3128"} {
-		u, _ := url.Parse(v)
-		up, err := NewUpstream(UpstreamConfig{Name: "live", URL: &url.URL{Scheme: "https", Host: "api.acme.test"},
-			Certificates: FixedCertificate{}, Via: &Egress{URL: u}}, Timeouts{})
-		if err == nil {
-			up.Close()
-		}
-		if err == nil || !strings.Contains(err.Error(), "via_auth_file") || strings.Contains(err.Error(), "hunter2") {
-			t.Errorf("via %s: error %v, want one pointing at via_auth_file without the password", u.Redacted(), err)
-		}
-	}
-	for _, v := range []string{"https://squid:3128", "http://squid", "http://:3128"} {
-		u, _ := url.Parse(v)
-		up, err := NewUpstream(UpstreamConfig{Name: "live", URL: &url.URL{Scheme: "https", Host: "api.acme.test"},
-			Certificates: FixedCertificate{}, Via: &Egress{URL: u}}, Timeouts{})
-		if err == nil {
-			up.Close()
-		}
-		if err == nil || !strings.Contains(err.Error(), "http://HOST:PORT") {
-			t.Errorf("via %s: error %v, want one asking for http://HOST:PORT", v, err)
-		}
-	}
-}
-
 // TestEgressFinal: which refusals of the egress proxy a retry could change.
 func TestEgressFinal(t *testing.T) {
 	for _, tt := range []struct {
 		err  error
 		want bool
 	}{
-		{&EgressError{step: stepRefused, code: 403}, true},
-		{&EgressError{step: stepRefused, code: 407}, true},
-		{&dialError{addr: egressTarget, err: &EgressError{step: stepRefused, code: 407}}, true}, // as dialTLS wraps it
-		{&EgressError{step: stepCredentials}, true},
-		{&EgressError{step: stepMalformed}, true},
-		{&EgressError{step: stepRefused, code: 502}, false},
-		{&EgressError{step: stepRefused, code: 503}, false},
-		{&EgressError{step: stepAnswer, err: io.EOF}, false},
-		{&EgressError{step: stepConnect, err: errors.New("connection refused")}, false},
-		{&dialError{addr: egressTarget, err: errors.New("connection refused")}, false},
+		{&Error{step: stepRefused, code: 403}, true},
+		{&Error{step: stepRefused, code: 407}, true},
+		{fmt.Errorf("connecting to %s: %w", egressTarget, &Error{step: stepRefused, code: 407}), true}, // as the TLS dial wraps it
+		{&Error{step: stepCredentials}, true},
+		{&Error{step: stepMalformed}, true},
+		{&Error{step: stepRefused, code: 502}, false},
+		{&Error{step: stepRefused, code: 503}, false},
+		{&Error{step: stepAnswer, err: io.EOF}, false},
+		{&Error{step: stepConnect, err: errors.New("connection refused")}, false},
+		{fmt.Errorf("connecting to %s: %w", egressTarget, errors.New("connection refused")), false},
 	} {
-		if got := egressFinal(tt.err); got != tt.want {
-			t.Errorf("egressFinal(%v) = %v, want %v", tt.err, got, tt.want)
+		if got := Final(tt.err); got != tt.want {
+			t.Errorf("Final(%v) = %v, want %v", tt.err, got, tt.want)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package proxy
+package answer
 
 import (
 	"encoding/json"
@@ -27,20 +27,20 @@ func FuzzPayrailsError(f *testing.F) {
 		f.Add([]byte(s), uint16(len(s)))
 	}
 	f.Fuzz(func(t *testing.T, body []byte, cut uint16) {
-		got, ok := parsePayrailsError(body)
+		got, ok := ParsePayrailsError(body)
 		var whole struct {
 			Errors []json.RawMessage `json:"errors"`
 		}
 		if json.Unmarshal(body, &whole) == nil && len(whole.Errors) > 0 {
-			var want payrailsError
+			var want PayrailsError
 			if json.Unmarshal(whole.Errors[0], &want) == nil && (ok != true || got != want) {
-				t.Fatalf("parsePayrailsError(%q) = %+v, %v; encoding/json reads %+v", body, got, ok, want)
+				t.Fatalf("ParsePayrailsError(%q) = %+v, %v; encoding/json reads %+v", body, got, ok, want)
 			}
 		}
 		if int(cut) > len(body) {
 			return
 		}
-		part, pok := parsePayrailsError(body[:cut])
+		part, pok := ParsePayrailsError(body[:cut])
 		if pok && ok && ((part.Code != "" && part.Code != got.Code) || (part.ID != "" && part.ID != got.ID)) {
 			t.Fatalf("a cut of %q at %d reads %+v, the whole body %+v", body, cut, part, got)
 		}
@@ -48,7 +48,7 @@ func FuzzPayrailsError(f *testing.F) {
 }
 
 // FuzzEdgeRefusal: whatever page an edge sends, judging it never panics,
-// never reads more than sniffSize bytes, and always gives the body back
+// never reads more than SniffSize bytes, and always gives the body back
 // whole; a JSON answer is never a refusal.
 func FuzzEdgeRefusal(f *testing.F) {
 	f.Add(400, "text/html", "<html><head><title>400 No required SSL certificate was sent</title></head></html>")
@@ -58,8 +58,8 @@ func FuzzEdgeRefusal(f *testing.F) {
 	f.Fuzz(func(t *testing.T, status int, contentType, body string) {
 		resp := &http.Response{StatusCode: status, Header: http.Header{"Content-Type": {contentType}},
 			Body: io.NopCloser(strings.NewReader(body))}
-		_, refused := edgeRefusal(resp)
-		if refused && isJSON(contentType) {
+		_, refused := EdgeRefusal(resp)
+		if refused && IsJSON(contentType) {
 			t.Fatalf("a JSON answer (%q) was taken for a refusal page", contentType)
 		}
 		rest := new(strings.Builder)

@@ -1,4 +1,4 @@
-package proxy
+package egress
 
 import (
 	"bufio"
@@ -24,7 +24,7 @@ func (c *scriptConn) Write(p []byte) (int, error) { return len(p), nil }
 // FuzzEgressAnswer: whatever the egress proxy answers to CONNECT, connect
 // never panics; it opens a tunnel only on a 2xx head, and then every byte
 // after the head comes out of the tunnel, in order, none lost or added; a
-// refusal is an *EgressError with the answer's status code.
+// refusal is an *Error with the answer's status code.
 func FuzzEgressAnswer(f *testing.F) {
 	for _, s := range []string{
 		"HTTP/1.1 200 Connection established\r\n\r\n",
@@ -42,10 +42,10 @@ func FuzzEgressAnswer(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, answer []byte) {
-		fail := &EgressError{proxy: "http://127.0.0.1:3128", target: egressTarget}
+		fail := &Error{proxy: "http://127.0.0.1:3128", target: egressTarget}
 		tunnel, err := connect(&scriptConn{in: bytes.NewReader(answer)}, egressTarget, "", fail)
 		if err != nil {
-			var ee *EgressError
+			var ee *Error
 			if errors.As(err, &ee) && ee.step == stepRefused && (ee.code/100 == 2 || ee.code < 100 || ee.code > 999) {
 				t.Fatalf("refused with status %d (%q)", ee.code, ee.status)
 			}

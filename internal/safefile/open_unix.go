@@ -1,6 +1,6 @@
 //go:build unix
 
-package certs
+package safefile
 
 import (
 	"io/fs"
@@ -8,9 +8,15 @@ import (
 	"syscall"
 )
 
+// openNonBlocking opens path for reading with O_NONBLOCK: for a FIFO
+// without a writer open(2) returns at once instead of waiting for one.
+// Reads of a regular file ignore the flag.
+func openNonBlocking(path string) (*os.File, error) {
+	return os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+}
+
 // groupIsOurs reports whether the file's group is one this process belongs
-// to: what Kubernetes arranges with fsGroup so that a non-root container can
-// read a Secret mounted with mode 0440.
+// to.
 func groupIsOurs(st fs.FileInfo) bool {
 	sys, ok := st.Sys().(*syscall.Stat_t)
 	if !ok {

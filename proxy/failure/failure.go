@@ -1,4 +1,10 @@
-package proxy
+// Package failure is the one table of the proxy's own failures: each kind,
+// the status it is answered with, whether it ends the client's connection,
+// the X-Payrails-Proxy-Error header and the JSON body in Payrails' error
+// shape. The inbound proxy writes these answers; the upstream client
+// (proxy/upstream) returns its failures as these errors, so that both
+// sides speak of a failure in one vocabulary.
+package failure
 
 import (
 	"bytes"
@@ -32,6 +38,7 @@ const (
 	KindClientClosed        Kind = "client_closed"
 	KindClientTimeout       Kind = "client_timeout"
 	KindToken               Kind = "token"
+	KindMethodNotAllowed    Kind = "method_not_allowed"
 )
 
 // StatusClientClosedRequest is nginx's and Caddy's code for a client that
@@ -64,6 +71,7 @@ var kinds = map[Kind]kindInfo{
 	KindClientClosed:        {status: StatusClientClosedRequest, closes: true},
 	KindClientTimeout:       {status: http.StatusRequestTimeout, closes: true},
 	KindToken:               {status: http.StatusBadGateway},
+	KindMethodNotAllowed:    {status: http.StatusMethodNotAllowed},
 }
 
 // Status returns the HTTP status for the kind; 502 for an unknown kind.
@@ -74,7 +82,10 @@ func (k Kind) Status() int {
 	return http.StatusBadGateway
 }
 
-func (k Kind) closesConnection() bool { return kinds[k].closes }
+// ClosesConnection reports whether an answer of kind k ends the client's
+// connection: the request's framing or body was refused or abandoned, and
+// its unread bytes must never be taken for a next request.
+func (k Kind) ClosesConnection() bool { return kinds[k].closes }
 
 // HeaderError carries the kind on every response the proxy makes itself.
 const HeaderError = "X-Payrails-Proxy-Error"
@@ -96,7 +107,9 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-func newError(k Kind, err error, format string, args ...any) *Error {
+// New returns an Error of kind k caused by err (nil: none), its detail
+// formatted for the person who reads the answer.
+func New(k Kind, err error, format string, args ...any) *Error {
 	return &Error{Kind: k, Detail: fmt.Sprintf(format, args...), Err: err}
 }
 
@@ -125,17 +138,20 @@ func (e *Error) header(bodyLen int) http.Header {
 		"X-Content-Type-Options": {"nosniff"},
 		HeaderError:              {string(e.Kind)},
 	}
-	if e.Kind == KindProxyAuthRequired {
+	switch e.Kind {
+	case KindProxyAuthRequired:
 		h.Set("Proxy-Authenticate", `Basic realm="payrails-mtls-proxy"`)
+	case KindMethodNotAllowed:
+		h.Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS") // RFC 9110 §15.5.6
 	}
 	return h
 }
 
-// write sends e as the response: the very response that response builds
+// Write sends e as the response: the very response that Response builds
 // for goproxy, so that a refusal at admission and an upstream failure
 // reach the client alike.
-func (e *Error) write(w http.ResponseWriter, requestID string) {
-	resp := e.response(nil, requestID)
+func (e *Error) Write(w http.ResponseWriter, requestID string) {
+	resp := e.Response(nil, requestID)
 	for k, v := range resp.Header {
 		w.Header()[k] = v
 	}
@@ -143,8 +159,8 @@ func (e *Error) write(w http.ResponseWriter, requestID string) {
 	_, _ = io.Copy(w, resp.Body)
 }
 
-// response returns e as an *http.Response, for goproxy's response hooks.
-func (e *Error) response(req *http.Request, requestID string) *http.Response {
+// Response returns e as an *http.Response, for goproxy's response hooks.
+func (e *Error) Response(req *http.Request, requestID string) *http.Response {
 	body := e.body(requestID)
 	status := e.Kind.Status()
 	return &http.Response{

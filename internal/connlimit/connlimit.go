@@ -1,0 +1,162 @@
+// Package connlimit caps the connections an http.Server holds open, and
+// at the cap closes the connection that has been idle the longest to make
+// room for a new one. golang.org/x/net/netutil.LimitListener only waits for
+// a connection to close: with the cap reached by idle keep-alive
+// connections (a scraper's pool, clients that went quiet), a new client,
+// a kubelet probe above all, waits until the idle timeout closes one,
+// and a liveness probe that times out restarts a sidecar with payments in
+// flight (issue 22). Busy connections are never closed: when every
+// connection is busy, new ones wait in the listen backlog, as with
+// LimitListener.
+package connlimit
+
+import (
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Listener is a net.Listener that serves at most Max connections at once.
+// Its ConnState method must be the server's http.Server.ConnState hook (or
+// be called from it): that is how it learns which connections are idle.
+// Safe for concurrent use; close it (or the server) to stop Accept.
+type Listener struct {
+	net.Listener
+	max    int
+	onShed func() // called once per idle connection closed to make room; may be nil
+
+	mu     sync.Mutex
+	open   int                 // connections accepted and not yet closed
+	idle   map[*conn]time.Time // idle keep-alive connections, by when they went idle
+	wake   chan struct{}       // signalled when a slot frees or a connection goes idle
+	done   chan struct{}       // closed by Close
+	closed bool
+}
+
+// New caps ln at max connections (max >= 1). onShed, if not nil, is called
+// each time an idle connection is closed to make room, for a metric.
+func New(ln net.Listener, max int, onShed func()) *Listener {
+	return &Listener{Listener: ln, max: max, onShed: onShed, idle: map[*conn]time.Time{},
+		wake: make(chan struct{}, 1), done: make(chan struct{})}
+}
+
+// Accept waits for a connection, then for room for it: at the cap it
+// closes the connection idle the longest, and when none is idle it waits
+// until one is, or until one closes.
+func (l *Listener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	if err := l.acquire(); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return &conn{Conn: c, l: l}, nil
+}
+
+// acquire takes a slot, making room if it must.
+func (l *Listener) acquire() error {
+	l.mu.Lock()
+	for l.open >= l.max {
+		if victim := l.oldestIdleLocked(); victim != nil {
+			delete(l.idle, victim)
+			l.mu.Unlock()
+			victim.Close() // frees its slot (release)
+			if l.onShed != nil {
+				l.onShed()
+			}
+			l.mu.Lock()
+			continue
+		}
+		l.mu.Unlock()
+		select {
+		case <-l.wake:
+		case <-l.done:
+			return net.ErrClosed
+		}
+		l.mu.Lock()
+	}
+	l.open++
+	l.mu.Unlock()
+	return nil
+}
+
+func (l *Listener) oldestIdleLocked() *conn {
+	var oldest *conn
+	var at time.Time
+	for c, since := range l.idle {
+		if oldest == nil || since.Before(at) {
+			oldest, at = c, since
+		}
+	}
+	return oldest
+}
+
+// release frees the slot of a closed connection.
+func (l *Listener) release(c *conn) {
+	l.mu.Lock()
+	l.open--
+	delete(l.idle, c)
+	l.mu.Unlock()
+	l.signal()
+}
+
+func (l *Listener) signal() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// ConnState records whether a connection is idle; it must be called with
+// every state change of the server's connections. Only an idle keep-alive
+// connection (http.StateIdle) may be closed to make room: a new one may be
+// a probe whose request is on its way, and an active one carries a
+// request. The state and the choice of a connection to close are
+// serialised, so a connection whose next request the server has begun to
+// handle is never chosen.
+func (l *Listener) ConnState(nc net.Conn, st http.ConnState) {
+	c, ok := nc.(*conn)
+	if !ok {
+		return
+	}
+	l.mu.Lock()
+	if st == http.StateIdle && !c.closed.Load() {
+		l.idle[c] = time.Now()
+	} else {
+		delete(l.idle, c)
+	}
+	l.mu.Unlock()
+	if st == http.StateIdle {
+		l.signal()
+	}
+}
+
+// Close closes the listener and wakes an Accept waiting for room.
+func (l *Listener) Close() error {
+	l.mu.Lock()
+	if !l.closed {
+		l.closed = true
+		close(l.done)
+	}
+	l.mu.Unlock()
+	return l.Listener.Close()
+}
+
+// conn is an accepted connection; closing it frees its slot, once.
+type conn struct {
+	net.Conn
+	l      *Listener
+	closed atomic.Bool // set before the slot is freed (see ConnState)
+}
+
+func (c *conn) Close() error {
+	err := c.Conn.Close()
+	if c.closed.CompareAndSwap(false, true) {
+		c.l.release(c)
+	}
+	return err
+}
