@@ -72,7 +72,7 @@ metadata:
 			"--values", filepath.Join(root, chartDir, "ci", "gateway-values.yaml"), "--set", "log.level=debug",
 			"--wait", "--timeout", "3m")
 		c.kubectl("rollout", "status", "deployment/"+deploy[0], "-n", namespace, "--timeout=2m")
-		t.Logf("upgrade rolled out in %v", time.Since(start).Round(time.Millisecond))
+		c.logSlow(t, "the upgrade", start)
 		second := c.activeReplicaSet(deploy[0])
 		if second == first {
 			t.Fatalf("after helm upgrade --set log.level=debug the active ReplicaSet is still %s; a changed configuration must roll the pods", first)
@@ -80,7 +80,7 @@ metadata:
 		start = time.Now()
 		c.helm("rollback", gateway, "1", "--namespace", namespace, "--wait", "--timeout", "3m")
 		c.kubectl("rollout", "status", "deployment/"+deploy[0], "-n", namespace, "--timeout=2m")
-		t.Logf("rollback rolled out in %v", time.Since(start).Round(time.Millisecond))
+		c.logSlow(t, "the rollback", start)
 		if back := c.activeReplicaSet(deploy[0]); back != first {
 			t.Errorf("after helm rollback the active ReplicaSet is %s, want the first one, %s", back, first)
 		}
@@ -88,11 +88,31 @@ metadata:
 	t.Run("drain keeps a replica Ready", func(t *testing.T) { c.drain(t, gateway, deploy[0]) })
 	t.Run("examples and deploy/kubernetes accepted", func(t *testing.T) { c.dryRunAll(t, root) })
 	t.Run("deploy/kubernetes/deployment.yaml admitted", func(t *testing.T) {
+		start := time.Now()
 		for _, f := range []string{"configmap.yaml", "deployment.yaml", "networkpolicy.yaml"} {
 			c.kubectl("apply", "-n", namespace, "-f", filepath.Join(root, "deploy/kubernetes", f))
 		}
 		c.kubectl("rollout", "status", "deployment/legacy-billing", "-n", namespace, "--timeout=2m")
+		c.logSlow(t, "deployment.yaml's rollout", start)
 	})
+}
+
+// logSlow logs how long a step took, and the namespace's latest events
+// when that was more than 20 seconds (kwok makes pods Ready at once).
+func (c *cluster) logSlow(t *testing.T, what string, start time.Time) {
+	t.Helper()
+	took := time.Since(start).Round(time.Millisecond)
+	t.Logf("%s took %v", what, took)
+	if took > 20*time.Second {
+		out, _ := c.kubectlErr("get", "events", "-n", namespace, "--sort-by=.lastTimestamp")
+		t.Logf("the latest events:\n%s", tail(out, 25))
+	}
+}
+
+// tail returns the last n lines of s.
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // createSecrets creates the Secrets the values files name, with a client

@@ -54,7 +54,7 @@ func (c *cluster) checkRunning() {
 	for _, p := range c.procs {
 		select {
 		case <-p.done:
-			c.t.Fatalf("%s exited (%v); the end of its log:\n%s", p.name, p.err, tail(p.log, 30))
+			c.t.Fatalf("%s exited (%v); the end of its log:\n%s", p.name, p.err, tailFile(p.log, 30))
 		default:
 		}
 	}
@@ -196,16 +196,15 @@ func (c *cluster) start(name, bin string, args ...string) {
 		}
 		logFile.Close()
 		if c.t.Failed() {
-			c.t.Logf("the end of %s's log:\n%s", name, tail(logPath, 30))
+			c.t.Logf("the end of %s's log:\n%s", name, tailFile(logPath, 30))
 		}
 	})
 }
 
-// tail returns the last n lines of a file.
-func tail(path string, n int) string {
+// tailFile returns the last n lines of a file.
+func tailFile(path string, n int) string {
 	data, _ := os.ReadFile(path)
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+	return tail(string(data), n)
 }
 
 // write writes a file into the cluster's folder and returns its path.
