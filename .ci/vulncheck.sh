@@ -3,6 +3,7 @@
 # the code can reach:
 #
 #   bash .ci/vulncheck.sh [--tags TAGS]... [--binary FILE]
+#   bash .ci/vulncheck.sh --prepare     # only build the tools and the database (cached)
 #
 # Scans the sidecar's module (./..., default build tags), then the binary's package once per
 # build flavour: the default one always, and one more per --tags (comma-separated build tags,
@@ -26,10 +27,12 @@ vulndb_version=v0.0.0-20261105234957-e22db6528018       # golang.org/x/vulndb (r
 
 flavours=("")   # build tags per flavour; "" is the default build
 binary=""
+prepare=false
 while [ $# -gt 0 ]; do
   case "$1" in
     --tags) flavours+=("${2:?--tags needs a value such as pkcs11}"); shift 2 ;;
     --binary) binary="${2:?--binary needs a file}"; shift 2 ;;
+    --prepare) prepare=true; shift ;;
     *) echo "vulncheck.sh: unknown argument $1; use --tags TAGS or --binary FILE" >&2; exit 2 ;;
   esac
 done
@@ -51,6 +54,9 @@ if [ ! -f "$db/index/db.json" ]; then
     echo "vulncheck: golang.org/x/vulndb@$vulndb_version has no data/osv (at '$src'); check the version" >&2; exit 1
   fi
   rm -rf "$db.tmp" && "$bin/indexdb" -vulns "$src/data/osv" -out "$db.tmp" && mv "$db.tmp" "$db"
+fi
+if [ "$prepare" = true ]; then
+  exit 0
 fi
 echo "vulncheck: govulncheck $vuln_version, database golang.org/x/vulndb@$vulndb_version ($(ls "$db/ID" | grep -c "\.json$") reports), $(go env GOVERSION)"
 

@@ -3,7 +3,7 @@
 # local podman storage as localhost/payrails-mtls-proxy:dev (Docker format, so that podman
 # keeps the HEALTHCHECK; OCI images have none).
 #
-#   scripts/image.sh [--version V] [--tag NAME] [--bases local|public]
+#   scripts/image.sh [--version V] [--tag NAME] [--bases local|public] [--bases-only]
 #
 # The Dockerfile's base images are build arguments whose defaults are the public images
 # (GO_IMAGE golang:1.27.3-bookworm, BASE_IMAGE gcr.io/distroless/static-debian12:nonroot).
@@ -26,8 +26,12 @@
 # keeps the build offline and independent of the machine's network set-up (a build container
 # does not trust a TLS-intercepting egress proxy's CA, as CI's sandbox has), and it is quick.
 #
+# --bases-only makes the local base images and stops (CI does that early, in the background).
+#
 # Needs podman (Debian: apt-get install podman runc debootstrap). Caches the Debian root file
-# system and Go's build cache in IMAGE_CACHE_DIR (default ~/.cache/payrails-mtls-proxy/image).
+# system and the module cache in IMAGE_CACHE_DIR (default ~/.cache/payrails-mtls-proxy/image);
+# the build uses this machine's Go build cache (go env GOCACHE), so what scripts/build.sh
+# compiled here is not compiled again (-trimpath builds share it across paths).
 # PODMAN_BUILD_OPTS adds options to podman build (e.g. --ulimit nofile=1024:1024 where the
 # machine needs it; CI's .ci/podman-setup.sh puts those in containers.conf instead).
 set -euo pipefail
@@ -38,6 +42,7 @@ export PATH="$PATH:/usr/local/go/bin"
 version=""
 tag=""
 bases=local
+bases_only=false
 # The image flavour: what the build is given and what it is called. One today ("default":
 # static binary on the distroless-like base); a glibc flavour adds its case below.
 flavour=default
@@ -46,6 +51,7 @@ while [ $# -gt 0 ]; do
     --version) version="${2:?--version needs a value}"; shift 2 ;;
     --tag) tag="${2:?--tag needs a value}"; shift 2 ;;
     --bases) bases="${2:?--bases needs local or public}"; shift 2 ;;
+    --bases-only) bases_only=true; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "image.sh: unknown argument $1 (see scripts/image.sh --help)" >&2; exit 2 ;;
   esac
@@ -157,17 +163,20 @@ if [ "$bases" = local ]; then
   make_local_bases
   build_args+=(--build-arg "GO_IMAGE=$local_golang" --build-arg "BASE_IMAGE=$local_base")
 fi
-mkdir -p "$cache/go-build" "$cache/gomod"
+if [ "$bases_only" = true ]; then
+  exit 0
+fi
+gocache=$(go env GOCACHE)
+mkdir -p "$gocache" "$cache/gomod"
 echo "image.sh: go mod download (into $cache/gomod, mounted into the build)" >&2
 GOMODCACHE="$cache/gomod" GOFLAGS=-modcacherw go mod download
 start=$SECONDS
 echo "image.sh: podman build $tag (version $version, $bases base images)" >&2
-# /go/pkg/mod: the module cache (GOPATH=/go in the golang images); /root/.cache/go-build: Go's
-# build cache, kept between builds. TARGETOS and TARGETARCH: podman sets them only with
-# --platform.
+# /go/pkg/mod: the module cache (GOPATH=/go in the golang images); /root/.cache/go-build: this
+# machine's Go build cache. TARGETOS and TARGETARCH: podman sets them only with --platform.
 # shellcheck disable=SC2086 # PODMAN_BUILD_OPTS is a list of options
 podman build --format docker --network none ${PODMAN_BUILD_OPTS:-} \
-  -v "$cache/gomod:/go/pkg/mod" -v "$cache/go-build:/root/.cache/go-build" \
+  -v "$cache/gomod:/go/pkg/mod" -v "$gocache:/root/.cache/go-build" \
   --build-arg "TARGETOS=$(go env GOOS)" --build-arg "TARGETARCH=$(go env GOARCH)" \
   --build-arg "VERSION=$version" "${build_args[@]}" -t "$tag" -f Dockerfile . >&2
 echo "image.sh: built $tag in $((SECONDS - start)) s: $(podman image inspect --format '{{.Size}}' "$tag" | awk '{printf "%.1f MB", $1/1e6}')" >&2

@@ -187,14 +187,16 @@ func (c *cluster) readyReplicas(deployment string) (int, error) {
 	return strconv.Atoi(strings.TrimSpace(out))
 }
 
-// podNodes maps the release's running pods to their nodes.
+// podNodes maps the release's running pods that are not being deleted to
+// their nodes.
 func (c *cluster) podNodes(release string) map[string]string {
 	c.t.Helper()
 	out := c.kubectl("get", "pods", "-n", namespace, "-l", "app.kubernetes.io/instance="+release,
-		"--field-selector=status.phase=Running", "-o", `jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName}{"\n"}{end}`)
+		"--field-selector=status.phase=Running",
+		"-o", `jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName} {.metadata.deletionTimestamp}{"\n"}{end}`)
 	m := map[string]string{}
 	for line := range strings.Lines(out) {
-		if f := strings.Fields(line); len(f) == 2 {
+		if f := strings.Fields(line); len(f) == 2 { // not being deleted
 			m[f[0]] = f[1]
 		}
 	}

@@ -121,7 +121,11 @@ func startCluster(t *testing.T) *cluster {
 		// No kube-proxy or network: the API server must not manage the kubernetes
 		// Service's endpoints itself (issue 25).
 		"--endpoint-reconciler-type", "none",
-		"--enable-priority-and-fairness=false", "--profiling=false")
+		"--enable-priority-and-fairness=false", "--profiling=false",
+		// Debian's etcd (3.4.23) predates the watch progress requests that streaming lists
+		// need; without this the API server refuses such watches, and kwok, which asks for
+		// them, stalls between relists.
+		"--feature-gates=WatchList=false")
 	c.kubeconfig = c.write("kubeconfig", fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters: [{name: test, cluster: {server: "https://%s", insecure-skip-tls-verify: true}}]
@@ -180,6 +184,8 @@ func (c *cluster) start(name, bin string, args ...string) {
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
+	// Clients list and watch, without streaming lists (see WatchList=false above).
+	cmd.Env = append(os.Environ(), "KUBE_FEATURE_WatchListClient=false")
 	if err := cmd.Start(); err != nil {
 		c.t.Fatalf("starting %s: %v", name, err)
 	}
@@ -244,7 +250,7 @@ func (c *cluster) run(bin string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+c.kubeconfig, "HELM_CACHE_HOME="+filepath.Join(c.dir, "helm-cache"),
+	cmd.Env = append(os.Environ(), "KUBE_FEATURE_WatchListClient=false", "KUBECONFIG="+c.kubeconfig, "HELM_CACHE_HOME="+filepath.Join(c.dir, "helm-cache"),
 		"HELM_CONFIG_HOME="+filepath.Join(c.dir, "helm-config"), "HELM_DATA_HOME="+filepath.Join(c.dir, "helm-data"))
 	out, err := cmd.CombinedOutput()
 	if err != nil {
