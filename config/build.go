@@ -7,10 +7,16 @@ import (
 )
 
 // builder turns a raw into a Config, filling defaults and collecting every
-// validation problem.
+// validation problem. Reading single values is its embedded values'.
 type builder struct {
+	values
+	env lookupFunc
+}
+
+// values reads and validates single settings (values.go, paths.go),
+// recording each problem where the setting came from.
+type values struct {
 	errs       *collector
-	env        lookupFunc
 	checkFiles bool
 	baseDir    string
 }
@@ -71,12 +77,12 @@ func (b *builder) retry(r *raw) Retry {
 }
 
 // add records a problem at o.
-func (b *builder) add(o origin, format string, args ...any) {
+func (b *values) add(o origin, format string, args ...any) {
 	b.errs.add(o.problem(fmt.Sprintf(format, args...)))
 }
 
 // addCause records a problem at o that wraps cause.
-func (b *builder) addCause(o origin, cause error, format string, args ...any) {
+func (b *values) addCause(o origin, cause error, format string, args ...any) {
 	e := o.problem(fmt.Sprintf(format, args...))
 	e.err = cause
 	b.errs.add(e)

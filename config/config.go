@@ -65,6 +65,19 @@ func DefaultTimeouts() Timeouts {
 		IdleConn: defaultIdleConn, Shutdown: defaultShutdown}
 }
 
+// WithDefaults returns t with each zero field set to its default: the one
+// zero-means-default rule of the packages that take a Timeouts.
+func (t Timeouts) WithDefaults() Timeouts {
+	d := DefaultTimeouts()
+	for _, f := range []struct{ v, def *time.Duration }{{&t.Dial, &d.Dial}, {&t.TLSHandshake, &d.TLSHandshake},
+		{&t.ResponseHeader, &d.ResponseHeader}, {&t.IdleConn, &d.IdleConn}, {&t.Shutdown, &d.Shutdown}} {
+		if *f.v > 0 {
+			*f.def = *f.v
+		}
+	}
+	return d
+}
+
 // DefaultRetry is the retry block's defaults, what Load fills in for keys
 // that are not set; for the proxy's zero-means-default rule.
 func DefaultRetry() Retry {

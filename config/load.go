@@ -47,7 +47,7 @@ func Parse(data []byte, name string, lookupEnv func(string) (string, bool), flag
 	decodeYAML(data, r, errs)
 	env := lookupFunc(lookupEnv)
 	applyOverrides(r, env, &flags, errs)
-	b := &builder{errs: errs, env: env, checkFiles: checkFiles, baseDir: r.baseDir}
+	b := &builder{values: values{errs: errs, checkFiles: checkFiles, baseDir: r.baseDir}, env: env}
 	cfg := b.build(r)
 	if err := errs.err(); err != nil {
 		return nil, err

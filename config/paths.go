@@ -11,7 +11,7 @@ import (
 // resolve makes s's path absolute and clean: relative paths from the file
 // resolve against the file's directory, those from flags or environment
 // against the working directory. It returns "" for an unset setting.
-func (b *builder) resolve(s setting) string {
+func (b *values) resolve(s setting) string {
 	if !s.set {
 		return ""
 	}
@@ -32,7 +32,7 @@ func (b *builder) resolve(s setting) string {
 
 // file resolves s and, when checking files, requires a regular file there
 // (symlinks followed, as Kubernetes Secret volumes are symlinks).
-func (b *builder) file(s setting) string {
+func (b *values) file(s setting) string {
 	p := b.resolve(s)
 	if p == "" || !b.checkFiles {
 		return p
@@ -50,7 +50,7 @@ func (b *builder) file(s setting) string {
 }
 
 // dir resolves s and, when checking files, requires a directory there.
-func (b *builder) dir(s setting) string {
+func (b *values) dir(s setting) string {
 	p := b.resolve(s)
 	if p == "" || !b.checkFiles {
 		return p
@@ -66,7 +66,7 @@ func (b *builder) dir(s setting) string {
 }
 
 // statProblem reports why p could not be used.
-func (b *builder) statProblem(s setting, p, what string, err error) {
+func (b *values) statProblem(s setting, p, what string, err error) {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		hint := ""

@@ -15,7 +15,7 @@ const durationExample = "use Go duration syntax such as 250ms, 30s or 1m30s"
 
 // duration parses s (or returns def when unset). Durations must be > 0, or
 // >= 0 when zeroOK.
-func (b *builder) duration(s setting, def time.Duration, zeroOK bool) time.Duration {
+func (b *values) duration(s setting, def time.Duration, zeroOK bool) time.Duration {
 	if !s.set {
 		return def
 	}
@@ -34,7 +34,7 @@ func (b *builder) duration(s setting, def time.Duration, zeroOK bool) time.Durat
 }
 
 // boolean parses a true/false setting; unset is def.
-func (b *builder) boolean(s setting, def bool) bool {
+func (b *values) boolean(s setting, def bool) bool {
 	if !s.set {
 		return def
 	}
@@ -49,7 +49,7 @@ func (b *builder) boolean(s setting, def bool) bool {
 }
 
 // integer parses a whole number in lo..hi (or returns def when unset).
-func (b *builder) integer(s setting, def, lo, hi int) int {
+func (b *values) integer(s setting, def, lo, hi int) int {
 	if !s.set {
 		return def
 	}
@@ -72,7 +72,7 @@ var sizeUnits = []struct {
 
 // size parses a byte count such as 1MiB, 512KiB or 65536 (or returns def
 // when unset); it must be in 0..max.
-func (b *builder) size(s setting, def, max int64) int64 {
+func (b *values) size(s setting, def, max int64) int64 {
 	if !s.set {
 		return def
 	}
@@ -95,7 +95,7 @@ func (b *builder) size(s setting, def, max int64) int64 {
 
 // headerNames parses a list of HTTP header names into canonical form (or
 // returns def when unset). An empty list is allowed.
-func (b *builder) headerNames(l settingList, def []string) []string {
+func (b *values) headerNames(l settingList, def []string) []string {
 	if !l.set {
 		return def
 	}
@@ -127,7 +127,7 @@ func validHeaderName(name string) bool {
 }
 
 // allowCIDRs parses access.allow_cidrs, defaulting to loopback only.
-func (b *builder) allowCIDRs(l settingList) []netip.Prefix {
+func (b *values) allowCIDRs(l settingList) []netip.Prefix {
 	if !l.set {
 		return DefaultAllowCIDRs()
 	}

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -25,9 +27,9 @@ func TestSourceRefusedAtAccept(t *testing.T) {
 	ps := newPKI(t)
 	up := startStandin(t, ps, nil)
 	reg := prometheus.NewRegistry()
-	e := startProxy(t, proxy.Config{AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
-		Metrics:   proxy.NewMetrics(reg),
-		Upstreams: []proxy.UpstreamConfig{upstreamConfig("live", hostA, up.Addr, ps, sourceOf(ps.client))}})
+	e := startProxy(t, testConfig{AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
+		Registry:  reg,
+		Upstreams: []upstream.Config{upstreamConfig("live", hostA, up.Addr, ps, sourceOf(ps.client))}})
 	addr := strings.TrimPrefix(e.url, "http://")
 	const n = 300
 	goroutines := runtime.NumGoroutine()
@@ -77,8 +79,8 @@ func TestProxyConnectionCap(t *testing.T) {
 	ps := newPKI(t)
 	up := startStandin(t, ps, nil)
 	const max = 4
-	e := startProxy(t, proxy.Config{Client: proxy.ClientLimits{MaxConns: max},
-		Upstreams: []proxy.UpstreamConfig{upstreamConfig("live", hostA, up.Addr, ps, sourceOf(ps.client))}})
+	e := startProxy(t, testConfig{Client: proxy.ClientLimits{MaxConns: max},
+		Upstreams: []upstream.Config{upstreamConfig("live", hostA, up.Addr, ps, sourceOf(ps.client))}})
 	addr := strings.TrimPrefix(e.url, "http://")
 	get := func(c net.Conn, br *bufio.Reader) error {
 		c.SetDeadline(time.Now().Add(2 * time.Second))

@@ -15,9 +15,8 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
-
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/safefile"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -198,18 +197,19 @@ func (a *AuthFile) Reload() error {
 
 // checkProxyAuth enforces Proxy-Authorization: Basic when an auth file is
 // configured, in forward and base-URL modes alike.
-func (p *Proxy) checkProxyAuth(r *http.Request) *failure.Error {
-	if p.auth == nil {
+func (a *admission) checkProxyAuth(r *http.Request) *failure.Error {
+	if a.auth == nil {
 		return nil
 	}
-	creds := p.auth.cur.Load()
+	creds := a.auth.cur.Load()
 	h := r.Header.Get("Proxy-Authorization")
 	if h == "" {
 		return failure.New(failure.KindProxyAuthRequired, nil, "this proxy requires credentials: use "+
-			"HTTP_PROXY=http://USER:PASSWORD@%s (curl: -x http://USER:PASSWORD@HOST:PORT), or send Proxy-Authorization: Basic", r.Host)
+			"HTTP_PROXY=http://USER:PASSWORD@%[1]s (curl: -x http://USER:PASSWORD@%[1]s), or send Proxy-Authorization: Basic",
+			proxyAddress(r))
 	}
 	user, pass, ok := parseBasic(h)
-	if !ok || creds == nil || !creds.check(r.Context(), p.auth.gate, user, pass) {
+	if !ok || creds == nil || !creds.check(r.Context(), a.auth.gate, user, pass) {
 		return failure.New(failure.KindProxyAuthRequired, nil, "the proxy credentials were not accepted; check the user and "+
 			"password against access.proxy_auth_file")
 	}

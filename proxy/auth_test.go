@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
 
 	"go.uber.org/zap"
@@ -34,7 +36,7 @@ func TestProxyAuth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := startProxy(t, proxy.Config{ProxyAuth: auth, Upstreams: []proxy.UpstreamConfig{
+	e := startProxy(t, testConfig{ProxyAuth: auth, Upstreams: []upstream.Config{
 		upstreamConfig("live", hostA, up.Addr, ps, sourceOf(ps.client))}})
 	clientAs := func(userinfo *url.Userinfo) *http.Client {
 		pu, _ := url.Parse(e.url)
@@ -147,7 +149,7 @@ func authEnv(t *testing.T, compare func(hash, password []byte) error) (*env, *pr
 		t.Fatal(err)
 	}
 	proxy.SetBcryptCompare(auth, compare)
-	e := startProxy(t, proxy.Config{ProxyAuth: auth, Upstreams: []proxy.UpstreamConfig{
+	e := startProxy(t, testConfig{ProxyAuth: auth, Upstreams: []upstream.Config{
 		upstreamConfig("live", hostA, up.Addr, ps, sourceOf(ps.client))}})
 	return e, auth
 }

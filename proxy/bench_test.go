@@ -7,7 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/standin"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -25,8 +26,8 @@ func benchEnv(b *testing.B, h2 bool) (*env, *standin.Server) {
 	// As in production: one JSON line per request at info level, written
 	// (here to io.Discard), and Prometheus metrics.
 	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(io.Discard), zapcore.InfoLevel))
-	e := startProxy(b, proxy.Config{Logger: log, Metrics: proxy.NewMetrics(prometheus.NewRegistry()),
-		Upstreams: []proxy.UpstreamConfig{upstreamConfig("live", hostA, up.Addr, ps, sourceOf(ps.client))}})
+	e := startProxy(b, testConfig{Logger: log, Registry: prometheus.NewRegistry(),
+		Upstreams: []upstream.Config{upstreamConfig("live", hostA, up.Addr, ps, sourceOf(ps.client))}})
 	return e, up
 }
 

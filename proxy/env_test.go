@@ -8,10 +8,15 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
-	"sync/atomic"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/config"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
 
@@ -32,27 +37,48 @@ const (
 	hostB = "api.other.test"
 )
 
-// staticSource is a CertificateSource a test can switch.
+// staticSource is a CertificateSource of one certificate a test can
+// switch (set), signalling each change as a store does.
 type staticSource struct {
-	p atomic.Pointer[tls.Certificate]
+	mu      sync.Mutex
+	c       *tls.Certificate
+	changed chan struct{}
 }
 
-func (s *staticSource) Certificate() *tls.Certificate { return s.p.Load() }
+func (s *staticSource) Certificate() *tls.Certificate {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.c
+}
 
 func (s *staticSource) Candidates() []*tls.Certificate {
-	if c := s.p.Load(); c != nil {
+	if c := s.Certificate(); c != nil {
 		return []*tls.Certificate{c}
 	}
 	return nil
 }
 
-func (s *staticSource) Changed() <-chan struct{} { return nil }
+func (s *staticSource) Changed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changed
+}
+
+// set makes c the certificate, and signals the change.
+func (s *staticSource) set(c *tls.Certificate) {
+	s.mu.Lock()
+	s.c = c
+	old := s.changed
+	s.changed = make(chan struct{})
+	s.mu.Unlock()
+	close(old)
+}
 
 func sourceOf(l *pki.Leaf) *staticSource {
-	s := &staticSource{}
+	s := &staticSource{changed: make(chan struct{})}
 	if l != nil {
 		c := l.TLS()
-		s.p.Store(&c)
+		s.c = &c
 	}
 	return s
 }
@@ -108,18 +134,63 @@ type env struct {
 	logs  *observer.ObservedLogs
 }
 
-func upstreamConfig(name, host, addr string, ps *pkiSet, src proxy.CertificateSource) proxy.UpstreamConfig {
-	return proxy.UpstreamConfig{Name: name, URL: &url.URL{Scheme: "https", Host: host}, Address: addr,
+func upstreamConfig(name, host, addr string, ps *pkiSet, src upstream.CertificateSource) upstream.Config {
+	return upstream.Config{Name: name, URL: &url.URL{Scheme: "https", Host: host}, Address: addr,
 		RootCAs: ps.ca.Pool(), Certificates: src, CertSource: "/certs/" + name}
 }
 
-func startProxy(t testing.TB, cfg proxy.Config) *env {
+// testConfig is what startProxy wires: the proxy's settings and its
+// upstreams' (Retry, Timeouts and the metrics apply to every upstream
+// that sets none of its own).
+type testConfig struct {
+	Upstreams  []upstream.Config
+	Default    string
+	Timeouts   proxy.Timeouts
+	Retry      config.Retry
+	AllowCIDRs []netip.Prefix
+	Client     proxy.ClientLimits
+	ProxyAuth  *proxy.AuthFile
+	MITM       proxy.LeafSource
+	Logger     *zap.Logger
+	Registry   *prometheus.Registry // nil: no metrics
+}
+
+// startProxy builds the upstream clients and the proxy, runs them on a
+// loopback port until the test ends, and stops them as cmd does: the
+// proxy first, then the clients.
+func startProxy(t testing.TB, cfg testConfig) *env {
 	t.Helper()
 	core, logs := observer.New(zapcore.DebugLevel)
 	if cfg.Logger == nil {
 		cfg.Logger = zap.New(core)
 	}
-	p, err := proxy.New(cfg)
+	var pm *proxy.Metrics
+	var um *upstream.Metrics
+	if cfg.Registry != nil {
+		pm, um = proxy.NewMetrics(cfg.Registry), upstream.NewMetrics(cfg.Registry)
+	}
+	var clients []*upstream.Client
+	for _, uc := range cfg.Upstreams {
+		if uc.Timeouts == (proxy.Timeouts{}) {
+			uc.Timeouts = cfg.Timeouts
+		}
+		if uc.Retry.Attempts == 0 {
+			uc.Retry = cfg.Retry
+		}
+		if uc.Logger == nil {
+			uc.Logger = cfg.Logger
+		}
+		if uc.Metrics == nil {
+			uc.Metrics = um
+		}
+		c, err := upstream.New(uc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients = append(clients, c)
+	}
+	p, err := proxy.New(proxy.Config{Upstreams: clients, Default: cfg.Default, Timeouts: cfg.Timeouts, AllowCIDRs: cfg.AllowCIDRs,
+		Client: cfg.Client, ProxyAuth: cfg.ProxyAuth, MITM: cfg.MITM, Logger: cfg.Logger, Metrics: pm})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,14 +199,20 @@ func startProxy(t testing.TB, cfg proxy.Config) *env {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	runCtx, stopClients := context.WithCancel(context.Background())
 	done := make(chan error, 1)
+	var wg sync.WaitGroup
+	for _, c := range clients {
+		wg.Go(func() { _ = c.Run(runCtx) })
+	}
 	go func() { done <- p.Serve(ctx, ln, 5*time.Second) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("Serve: %v", err)
 		}
-		p.Close()
+		stopClients()
+		wg.Wait()
 	})
 	return &env{proxy: p, url: "http://" + ln.Addr().String(), logs: logs}
 }
@@ -144,7 +221,7 @@ func startProxy(t testing.TB, cfg proxy.Config) *env {
 func simpleEnv(t testing.TB) (*env, *pkiSet, *standin.Server) {
 	ps := newPKI(t)
 	up := startStandin(t, ps, nil)
-	e := startProxy(t, proxy.Config{Upstreams: []proxy.UpstreamConfig{
+	e := startProxy(t, testConfig{Upstreams: []upstream.Config{
 		upstreamConfig("live", hostA, up.Addr, ps, sourceOf(ps.client))}})
 	return e, ps, up
 }

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/answer"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
@@ -52,16 +54,11 @@ type exchange struct {
 	id             string
 	start          time.Time
 	mode           Mode
-	up             *Upstream
-	gen            *generation                     // the certificate generation the request was sent with
+	up             *upstream.Client
+	sent           upstream.Result                 // what the upstream client did with the request
 	err            *failure.Error                  // a failure of the proxy's own making
 	upstreamErr    error                           // the upstream body broke off mid-response
-	bodyErr        atomic.Pointer[clientBodyError] // the client's request body failed; set by the transport's writer
-	token          string                          // "injected" or "replayed" when the proxy added the access token
-	attempts       int                             // sends to the upstream
-	notRetried     string                          // why a failure was not sent again
-	addedKey       string                          // the idempotency key the proxy gave the request
-	kept           *keptBody                       // the request body, kept for another send
+	bodyErr        atomic.Pointer[clientBodyError] // the client's request body failed (clientBody)
 	apiError       *sniffer                        // the start of an error answer, for its code and id
 	connReused     bool                            // the last send went out on a connection opened before it (no handshake paid)
 	connKnown      bool                            // connReused is set
@@ -83,20 +80,26 @@ func exchangeFrom(ctx context.Context) *exchange {
 	return ex
 }
 
-func (p *Proxy) newExchange() *exchange {
-	return &exchange{id: p.ids.next(), start: time.Now()}
+// journal writes the one log line of each request and records its
+// metrics, and names requests. Safe for concurrent use.
+type journal struct {
+	log *zap.Logger
+	m   *Metrics
+	ids *requestIDs
+}
+
+// start begins a request's exchange.
+func (j journal) start() *exchange {
+	return &exchange{id: j.ids.next(), start: time.Now()}
 }
 
 func (ex *exchange) fail(e *failure.Error) { ex.err = e }
 
-// finishExchange ends a request served by ServeHTTP. It runs deferred, so
+// finish ends a request served by ServeHTTP. It runs deferred, so
 // a response aborted by panic(http.ErrAbortHandler) is logged too (and the
 // panic passed on to net/http).
-func (p *Proxy) finishExchange(ex *exchange, rw *responseWriter, r *http.Request) {
+func (j journal) finish(ex *exchange, rw *responseWriter, r *http.Request) {
 	rec := recover()
-	if ex.kept != nil {
-		ex.kept.release()
-	}
 	status := rw.status
 	if rec != nil {
 		status = 0 // the client got a broken response
@@ -104,17 +107,17 @@ func (p *Proxy) finishExchange(ex *exchange, rw *responseWriter, r *http.Request
 	if r.Method == http.MethodConnect && status == http.StatusSwitchingProtocols {
 		status = http.StatusOK // the tunnel was opened
 	}
-	p.logExchange(ex, r, status, rw.bytes, rec != nil)
+	j.write(ex, r, status, rw.bytes, rec != nil)
 	if rec != nil {
 		panic(rec)
 	}
 }
 
-// logExchange writes the one log line of a request and records its
-// metrics. broken means the client got a response cut short.
-func (p *Proxy) logExchange(ex *exchange, r *http.Request, status int, bytes int64, broken bool) {
+// write writes the one log line of a request and records its metrics.
+// broken means the client got a response cut short.
+func (j journal) write(ex *exchange, r *http.Request, status int, bytes int64, broken bool) {
 	elapsed := time.Since(ex.start)
-	p.m.observe(ex, r.Method, status, elapsed)
+	j.m.observe(ex, r.Method, status, elapsed)
 	lvl := zapcore.InfoLevel
 	switch {
 	case broken || ex.upstreamErr != nil:
@@ -124,7 +127,7 @@ func (p *Proxy) logExchange(ex *exchange, r *http.Request, status int, bytes int
 	case ex.err != nil:
 		lvl = zapcore.WarnLevel
 	}
-	if ce := p.log.Check(lvl, "request"); ce != nil {
+	if ce := j.log.Check(lvl, "request"); ce != nil {
 		fp := fieldPool.Get().(*[]zap.Field)
 		fields := ex.logFields((*fp)[:0], r, status, bytes, elapsed)
 		ce.Write(fields...)
@@ -139,21 +142,21 @@ func (ex *exchange) logFields(fields []zap.Field, r *http.Request, status int, b
 	host := r.Host
 	fields = append(fields, zap.String(fieldID, ex.id), zap.String(fieldMethod, r.Method), zap.String(fieldMode, string(ex.mode)))
 	if ex.up != nil {
-		fields = append(fields, zap.String(fieldUpstream, ex.up.name))
-		host = ex.up.host
+		fields = append(fields, zap.String(fieldUpstream, ex.up.Name()))
+		host = ex.up.Host()
 	} else if r.URL.IsAbs() {
 		host = r.URL.Host
 	}
 	fields = append(fields, zap.String(fieldHost, host), zap.String(fieldPath, r.URL.Path), zap.Int(fieldStatus, status),
 		zap.Int64(fieldBytes, bytes), zap.Duration(fieldDuration, elapsed), zap.String(fieldClient, r.RemoteAddr))
-	if ex.gen != nil {
-		fields = append(fields, zap.String(fieldSerial, ex.gen.serial))
+	if ex.sent.Serial != "" {
+		fields = append(fields, zap.String(fieldSerial, ex.sent.Serial))
 	}
-	if ex.token != "" {
-		fields = append(fields, zap.String(fieldToken, ex.token))
+	if ex.sent.Token != "" {
+		fields = append(fields, zap.String(fieldToken, ex.sent.Token))
 	}
-	if ex.attempts > 1 {
-		fields = append(fields, zap.Int(fieldAttempts, ex.attempts))
+	if ex.sent.Attempts > 1 {
+		fields = append(fields, zap.Int(fieldAttempts, ex.sent.Attempts))
 	}
 	if ex.connKnown {
 		conn := "new"
@@ -167,8 +170,8 @@ func (ex *exchange) logFields(fields []zap.Field, r *http.Request, status int, b
 			fields = append(fields, zap.String(fieldAPICode, pe.Code), zap.String(fieldAPIID, pe.ID))
 		}
 	}
-	if ex.notRetried != "" {
-		fields = append(fields, zap.String(fieldRetry, ex.notRetried))
+	if ex.sent.NotRetried != "" {
+		fields = append(fields, zap.String(fieldRetry, ex.sent.NotRetried))
 	}
 	if ex.droppedHeaders > 0 {
 		fields = append(fields, zap.Int(fieldDropped, ex.droppedHeaders))

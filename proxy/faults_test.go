@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
@@ -29,7 +31,7 @@ func TestUpstreamRestart(t *testing.T) {
 			keys := &standin.KeyCounter{}
 			opts := func(o *standin.Options) { o.DisableHTTP2 = !h2; o.Keys = keys }
 			up := startStandin(t, ps, opts)
-			e := startProxy(t, proxy.Config{Upstreams: []proxy.UpstreamConfig{upstreamConfig("live", hostA, up.Addr, ps, sourceOf(ps.client))}})
+			e := startProxy(t, testConfig{Upstreams: []upstream.Config{upstreamConfig("live", hostA, up.Addr, ps, sourceOf(ps.client))}})
 			c := e.forwardClient(t)
 			for round := range 3 {
 				if resp, body := get(t, c, "http://"+hostA+"/v1/warm"); resp.StatusCode != 200 {
@@ -62,7 +64,7 @@ func TestUpstreamRestart(t *testing.T) {
 func TestDNSFailure(t *testing.T) {
 	ps := newPKI(t)
 	uc := upstreamConfig("live", "api.payrails-mtls-proxy-test.invalid", "", ps, sourceOf(ps.client))
-	e := startProxy(t, proxy.Config{Upstreams: []proxy.UpstreamConfig{uc}})
+	e := startProxy(t, testConfig{Upstreams: []upstream.Config{uc}})
 	resp, body := get(t, plainClient(t), e.url+"/v1/x")
 	detail := wantProxyError(t, resp, body, http.StatusBadGateway, failure.KindUpstreamUnreachable)
 	if !strings.Contains(detail, "cannot resolve api.payrails-mtls-proxy-test.invalid") {
@@ -75,8 +77,8 @@ func TestDNSFailure(t *testing.T) {
 func TestSlowClient(t *testing.T) {
 	ps := newPKI(t)
 	up := startStandin(t, ps, nil)
-	e := startProxy(t, proxy.Config{Client: proxy.ClientLimits{BodyIdle: 300 * time.Millisecond},
-		Upstreams: []proxy.UpstreamConfig{upstreamConfig("live", hostA, up.Addr, ps, sourceOf(ps.client))}})
+	e := startProxy(t, testConfig{Client: proxy.ClientLimits{BodyIdle: 300 * time.Millisecond},
+		Upstreams: []upstream.Config{upstreamConfig("live", hostA, up.Addr, ps, sourceOf(ps.client))}})
 	conn, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/answer"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
@@ -50,23 +52,28 @@ func (p *Proxy) prepare(in *http.Request, ctx *goproxy.ProxyCtx) (*http.Request,
 		return in, perr.Response(in, "")
 	}
 	ctx.RoundTripper = goproxy.RoundTripperFunc(func(req *http.Request, _ *goproxy.ProxyCtx) (*http.Response, error) {
-		resp, g, err := ex.up.send(ex, req)
-		ex.gen = g
-		if err != nil {
-			perr := ex.up.classify(req.Context(), err, g)
+		resp, sent, ferr := ex.up.Send(req)
+		ex.sent = sent
+		if ferr != nil {
 			if be := ex.bodyErr.Load(); be != nil { // the client's fault, whatever the transport made of it
-				perr = be.proxyError()
+				ferr = be.proxyError()
+				ferr.Detail = notRetriedDetail(ferr.Detail, sent.NotRetried)
 			}
-			perr.Detail = notRetriedDetail(perr.Detail, ex.notRetried)
-			ex.fail(perr)
-			resp = perr.Response(req, ex.id)
-		} else if resp.StatusCode != http.StatusSwitchingProtocols {
-			body := resp.Body
-			if resp.StatusCode >= 400 && answer.IsJSON(resp.Header.Get("Content-Type")) {
-				ex.apiError = &sniffer{}
-				body = teeCloser{Reader: io.TeeReader(body, ex.apiError), Closer: body}
+			ex.fail(ferr)
+			resp = ferr.Response(req, ex.id)
+		} else {
+			// The proxy's own headers are the proxy's to set: an upstream's
+			// (another proxy in front of the API) would mislead the
+			// scripts that match on them.
+			failure.StripOwnHeaders(resp.Header)
+			if resp.StatusCode != http.StatusSwitchingProtocols {
+				body := resp.Body
+				if resp.StatusCode >= 400 && answer.IsJSON(resp.Header.Get("Content-Type")) {
+					ex.apiError = &sniffer{}
+					body = teeCloser{Reader: io.TeeReader(body, ex.apiError), Closer: body}
+				}
+				resp.Body = &abortingBody{ReadCloser: body, ex: ex, size: resp.ContentLength}
 			}
-			resp.Body = &abortingBody{ReadCloser: body, ex: ex, size: resp.ContentLength}
 		}
 		markAnswer(resp.Header, ex)
 		return resp, nil
@@ -77,12 +84,21 @@ func (p *Proxy) prepare(in *http.Request, ctx *goproxy.ProxyCtx) (*http.Request,
 // markAnswer tells the client, on the answer, what the proxy did to its
 // request: how many times it was sent, and the idempotency key it was given.
 func markAnswer(h http.Header, ex *exchange) {
-	if ex.attempts > 1 {
-		h.Set(HeaderAttempts, strconv.Itoa(ex.attempts))
+	if ex.sent.Attempts > 1 {
+		h.Set(upstream.HeaderAttempts, strconv.Itoa(ex.sent.Attempts))
 	}
-	if ex.addedKey != "" {
-		h.Set(headerAddedKey, ex.addedKey)
+	if ex.sent.AddedKey != "" {
+		h.Set(upstream.HeaderAddedKey, ex.sent.AddedKey)
 	}
+}
+
+// notRetriedDetail adds why a request was not sent again to an error's
+// detail (the JSON the client gets).
+func notRetriedDetail(detail, why string) string {
+	if why == "" || strings.Contains(detail, why) {
+		return detail
+	}
+	return detail + "; " + why
 }
 
 type teeCloser struct {
@@ -97,17 +113,17 @@ type teeCloser struct {
 // when the client's body reaches its end, which is when the transport
 // reads out.Trailer to send them on (a clone taken before the body is
 // read would hold no values).
-func outbound(in *http.Request, up *Upstream, ctx context.Context) *http.Request {
+func outbound(in *http.Request, up *upstream.Client, ctx context.Context) *http.Request {
 	out := in.WithContext(ctx) // a shallow copy: every field changed below is replaced, never modified
 	out.Header = cloneHeader(in.Header, 1)
 	out.URL = &url.URL{
 		Scheme:   "https",
-		Host:     up.authority,
+		Host:     up.Authority(),
 		Path:     in.URL.Path,
 		RawPath:  in.URL.RawPath,
 		RawQuery: in.URL.RawQuery,
 	}
-	out.Host = up.authority
+	out.Host = up.Authority()
 	out.RequestURI = ""
 	// The client's Connection: close applies to its own connection; the
 	// upstream connection stays pooled. Except after Expect: 100-continue
@@ -128,7 +144,7 @@ func outbound(in *http.Request, up *Upstream, ctx context.Context) *http.Request
 	return out
 }
 
-// finish removes hop-by-hop headers from upstream responses. sendTo has
+// finish removes hop-by-hop headers from upstream responses. prepare has
 // already turned failures into responses; a nil response here would be a
 // goproxy path we do not expect, and still gets a JSON error.
 func (p *Proxy) finish(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Response {

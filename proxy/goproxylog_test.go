@@ -11,8 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/loopback"
-	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 	"go.uber.org/zap/zapcore"
 )
 
@@ -53,7 +54,7 @@ func TestGoproxyLogsNoRequestData(t *testing.T) {
 		apiKey = "sk-live-7f3c9a1e5b"
 	)
 	ps := newPKI(t)
-	e := startProxy(t, proxy.Config{MITM: &leafSource{ca: ps.ca}, Upstreams: []proxy.UpstreamConfig{
+	e := startProxy(t, testConfig{MITM: &leafSource{ca: ps.ca}, Upstreams: []upstream.Config{
 		upstreamConfig("live", hostA, wsUpstream(t, ps), ps, sourceOf(ps.client))}})
 
 	for _, request := range []string{
@@ -132,7 +133,7 @@ func TestLogsCarryNoQueryOrKey(t *testing.T) {
 	}
 	deadAddr := dead.Addr().String()
 	dead.Close() // nothing listens there any more
-	e := startProxy(t, proxy.Config{Upstreams: []proxy.UpstreamConfig{
+	e := startProxy(t, testConfig{Upstreams: []upstream.Config{
 		upstreamConfig("live", hostA, up.Addr, ps, sourceOf(ps.client)),
 		upstreamConfig("down", hostB, deadAddr, ps, sourceOf(ps.client)),
 	}})

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
@@ -27,7 +29,7 @@ func h1Env(t *testing.T, mod func(*standin.Options), timeouts proxy.Timeouts) (*
 			mod(o)
 		}
 	})
-	e := startProxy(t, proxy.Config{Upstreams: []proxy.UpstreamConfig{upstreamConfig("live", hostA, up.Addr, ps, sourceOf(ps.client))},
+	e := startProxy(t, testConfig{Upstreams: []upstream.Config{upstreamConfig("live", hostA, up.Addr, ps, sourceOf(ps.client))},
 		Timeouts: timeouts})
 	return e, up
 }

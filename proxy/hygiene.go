@@ -132,4 +132,11 @@ func (b *clientBody) Read(p []byte) (int, error) {
 func (b *clientBody) Close() error { return nil }
 
 // errBodyIdle is the idle timeout of a request body.
-var errBodyIdle = &timeoutError{"no bytes of the request body within the idle timeout"}
+var errBodyIdle = &bodyIdleError{}
+
+// bodyIdleError marks the body idle timeout as a net.Error timeout.
+type bodyIdleError struct{}
+
+func (*bodyIdleError) Error() string   { return "no bytes of the request body within the idle timeout" }
+func (*bodyIdleError) Timeout() bool   { return true }
+func (*bodyIdleError) Temporary() bool { return true }

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
 )
 
 // Issue 22, item 1: nothing under the proxy sends an un-keyed request
@@ -151,7 +151,7 @@ func neverTwiceEnv(t *testing.T, h2 bool, headers ...string) (*env, *closingUpst
 	if len(headers) > 0 {
 		rt.IdempotencyHeaders = headers
 	}
-	e := startProxy(t, proxy.Config{Retry: rt, Upstreams: []proxy.UpstreamConfig{
+	e := startProxy(t, testConfig{Retry: rt, Upstreams: []upstream.Config{
 		upstreamConfig("live", hostA, up.addr, ps, sourceOf(ps.client))}})
 	return e, up
 }
@@ -203,7 +203,7 @@ func TestUnkeyedNeverSentTwice(t *testing.T) {
 					}
 					status, h := s.send(t, e, "/cut")
 					if n := up.count("/cut"); n != 1 {
-						t.Errorf("%s: the upstream read it %d times, want 1 (X-Payrails-Proxy-Attempts %q)", s, n, h.Get(proxy.HeaderAttempts))
+						t.Errorf("%s: the upstream read it %d times, want 1 (X-Payrails-Proxy-Attempts %q)", s, n, h.Get(upstream.HeaderAttempts))
 					}
 					if status != http.StatusBadGateway {
 						t.Errorf("%s: status %d, want 502", s, status)

@@ -8,7 +8,8 @@ import (
 	"net/url"
 	"testing"
 
-	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/standin"
 )
 
@@ -33,20 +34,20 @@ func TestProbe(t *testing.T) {
 		addr     string
 		roots    *pkiSet
 		cert     *tls.Certificate
-		want     proxy.Outcome
+		want     upstream.Outcome
 		wantEdge bool
 	}{
-		{"accepted", api.Addr, ps, &mine, proxy.OutcomeAccepted, false},
-		{"refused, TLS 1.3", api.Addr, ps, &theirs, proxy.OutcomeCertificateRefused, false},
-		{"refused, TLS 1.2", api12.Addr, ps, &theirs, proxy.OutcomeCertificateRefused, false},
-		{"no certificate presented", api.Addr, ps, nil, proxy.OutcomeCertificateRefused, false},
-		{"server untrusted", api.Addr, strangers, &mine, proxy.OutcomeServerUntrusted, false},
-		{"nothing listening", closedPort(t), ps, &mine, proxy.OutcomeTCPFailed, false},
-		{"server asks for no certificate", edge.Listener.Addr().String(), ps, &mine, proxy.OutcomeCertNotRequested, true},
+		{"accepted", api.Addr, ps, &mine, upstream.OutcomeAccepted, false},
+		{"refused, TLS 1.3", api.Addr, ps, &theirs, upstream.OutcomeCertificateRefused, false},
+		{"refused, TLS 1.2", api12.Addr, ps, &theirs, upstream.OutcomeCertificateRefused, false},
+		{"no certificate presented", api.Addr, ps, nil, upstream.OutcomeCertificateRefused, false},
+		{"server untrusted", api.Addr, strangers, &mine, upstream.OutcomeServerUntrusted, false},
+		{"nothing listening", closedPort(t), ps, &mine, upstream.OutcomeTCPFailed, false},
+		{"server asks for no certificate", edge.Listener.Addr().String(), ps, &mine, upstream.OutcomeCertNotRequested, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res := proxy.Probe(context.Background(), proxy.ProbeConfig{URL: &url.URL{Scheme: "https", Host: hostA},
+			res := upstream.Probe(context.Background(), upstream.ProbeConfig{URL: &url.URL{Scheme: "https", Host: hostA},
 				Address: tt.addr, RootCAs: tt.roots.ca.Pool(), Certificate: tt.cert})
 			if res.Outcome != tt.want {
 				t.Errorf("outcome %s, want %s (err %v)", res.Outcome, tt.want, res.Err)
@@ -54,10 +55,10 @@ func TestProbe(t *testing.T) {
 			if res.EdgePage != tt.wantEdge {
 				t.Errorf("edge page %v, want %v", res.EdgePage, tt.wantEdge)
 			}
-			if tt.want == proxy.OutcomeAccepted && (res.Status != http.StatusOK || !res.ClientCertRequested || res.ServerCertificate == nil) {
+			if tt.want == upstream.OutcomeAccepted && (res.Status != http.StatusOK || !res.ClientCertRequested || res.ServerCertificate == nil) {
 				t.Errorf("accepted probe: status %d, requested %v, server certificate %v", res.Status, res.ClientCertRequested, res.ServerCertificate != nil)
 			}
-			if tt.want == proxy.OutcomeCertificateRefused && res.Alert == "" {
+			if tt.want == upstream.OutcomeCertificateRefused && res.Alert == "" {
 				t.Error("refusal without the alert's text")
 			}
 		})

@@ -12,17 +12,21 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
-
 	"github.com/elazarl/goproxy"
 	"github.com/mtlsproxy/payrails-mtls-proxy/config"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
 	"go.uber.org/zap"
 )
 
 // Config is everything New needs.
 type Config struct {
-	Upstreams []UpstreamConfig // at least one; hosts unique; at most one Default
-	Timeouts  Timeouts         // zero fields take config.DefaultTimeouts' values
+	// Upstreams are the clients of the Payrails hosts the proxy serves: at
+	// least one, hosts unique. The caller owns their lifecycle (Run).
+	Upstreams []*upstream.Client
+	// Default names the upstream origin-form (base-URL) requests go to; a
+	// lone upstream is the default whatever it says; "" means none.
+	Default  string
+	Timeouts Timeouts // zero fields take config.DefaultTimeouts' values
 	// AllowCIDRs are the client addresses allowed to use the proxy. Empty
 	// means config.DefaultAllowCIDRs (loopback): the proxy carries the
 	// merchant's identity.
@@ -36,11 +40,9 @@ type Config struct {
 	// MITM, when not nil, enables connect: mitm: CONNECT to a configured
 	// upstream host on port 443 is intercepted with leaves from this source
 	// (the local CA) and its requests go the way of forward mode. nil means
-	// CONNECT gets 405.
-	MITM LeafSource
-	// Retry says when a request is sent again; a zero Attempts means
-	// config.DefaultRetry.
-	Retry   config.Retry
+	// such a CONNECT gets 405. (CONNECT to a configured host on port 80 is
+	// a plain-HTTP tunnel either way.)
+	MITM    LeafSource
 	Logger  *zap.Logger // nil means no logging
 	Metrics *Metrics    // nil means no metrics
 }
@@ -50,26 +52,19 @@ type Config struct {
 // certificate, and writes one log line per request. Safe for concurrent
 // use; its configuration never changes after New.
 type Proxy struct {
-	upstreams    []*Upstream
-	byHost       map[string]*Upstream
-	def          *Upstream
-	allowedHosts string // for messages: "a, b"
-	allow        []netip.Prefix
-	gp           *goproxy.ProxyHttpServer
-	auth         *AuthFile
-	limits       ClientLimits
-	mitm         LeafSource
-	tunnelTLS    map[*Upstream]*tls.Config // connect: mitm: the server side of each upstream's tunnels
-	tunnels      tunnels                   // intercepted CONNECTs being served
-	timeouts     Timeouts
-	log          *zap.Logger
-	m            *Metrics
-	ids          *requestIDs
-	refused      refusals // connections refused at accept (admission.go)
+	adm       *admission // who may use the proxy, and where each request goes
+	journal   journal    // the one log line of each request, and the metrics
+	gp        *goproxy.ProxyHttpServer
+	limits    ClientLimits
+	tunnelTLS map[*upstream.Client]*tls.Config // connect: mitm: the server side of each upstream's tunnels
+	tunnels   tunnels                          // tunnels being served
+	timeouts  Timeouts
+	log       *zap.Logger
+	m         *Metrics
 }
 
 // New builds a Proxy. It fails only on a configuration the config package
-// would have refused (no upstream, duplicate host, two defaults).
+// would have refused (no upstream, duplicate host, an unknown default).
 func New(cfg Config) (*Proxy, error) {
 	if len(cfg.Upstreams) == 0 {
 		return nil, errors.New("no upstream configured")
@@ -78,59 +73,54 @@ func New(cfg Config) (*Proxy, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	p := &Proxy{byHost: map[string]*Upstream{}, allow: cfg.AllowCIDRs, log: log, m: cfg.Metrics, auth: cfg.ProxyAuth, ids: newRequestIDs(),
-		mitm: cfg.MITM, tunnelTLS: map[*Upstream]*tls.Config{}}
-	p.limits = withClientDefaults(cfg.Client)
-	if len(p.allow) == 0 {
-		p.allow = config.DefaultAllowCIDRs()
+	a := &admission{byHost: map[string]*upstream.Client{}, allow: cfg.AllowCIDRs, auth: cfg.ProxyAuth,
+		mitm: cfg.MITM != nil, log: log, m: cfg.Metrics}
+	if len(a.allow) == 0 {
+		a.allow = config.DefaultAllowCIDRs()
 	}
-	t := withDefaults(cfg.Timeouts)
-	p.timeouts = t
+	p := &Proxy{adm: a, journal: journal{log: log, m: cfg.Metrics, ids: newRequestIDs()}, log: log, m: cfg.Metrics,
+		tunnelTLS: map[*upstream.Client]*tls.Config{}, limits: withClientDefaults(cfg.Client),
+		timeouts: cfg.Timeouts.WithDefaults()}
 	var hosts []string
-	for _, c := range cfg.Upstreams {
-		up, err := newUpstream(c, t, cfg.Retry, cfg.Metrics, log)
-		if err != nil {
-			return nil, err
+	for _, up := range cfg.Upstreams {
+		if _, dup := a.byHost[up.Host()]; dup {
+			return nil, fmt.Errorf("upstream %q: host %s is already used by another upstream", up.Name(), up.Host())
 		}
-		if _, dup := p.byHost[up.host]; dup {
-			return nil, fmt.Errorf("upstream %q: host %s is already used by another upstream", c.Name, up.host)
+		if up.Name() == cfg.Default || len(cfg.Upstreams) == 1 {
+			a.def = up
 		}
-		if up.isDefault || len(cfg.Upstreams) == 1 {
-			if p.def != nil {
-				return nil, fmt.Errorf("upstreams %q and %q are both default", p.def.name, up.name)
-			}
-			p.def = up
+		a.byHost[up.Host()] = up
+		a.upstreams = append(a.upstreams, up)
+		if cfg.MITM != nil {
+			p.tunnelTLS[up] = tunnelTLS(cfg.MITM, up.Host())
 		}
-		p.byHost[up.host] = up
-		p.upstreams = append(p.upstreams, up)
-		cfg.Metrics.upstream(up.name)
-		if p.mitm != nil {
-			p.tunnelTLS[up] = tunnelTLS(p.mitm, up.host)
-		}
-		hosts = append(hosts, up.host)
+		hosts = append(hosts, up.Host())
+	}
+	if cfg.Default != "" && a.def == nil {
+		return nil, fmt.Errorf("the default upstream %q is not one of the upstreams", cfg.Default)
 	}
 	sort.Strings(hosts)
-	p.allowedHosts = strings.Join(hosts, ", ")
+	a.allowedHosts = strings.Join(hosts, ", ")
 	p.gp = p.newGoproxy()
 	return p, nil
 }
 
 // Upstreams returns the configured upstreams in configuration order.
-func (p *Proxy) Upstreams() []*Upstream { return p.upstreams }
+func (p *Proxy) Upstreams() []*upstream.Client { return p.adm.upstreams }
 
 // ServeHTTP handles one request on the proxy port.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.handle(w, r, nil) }
 
 // handle is the one path of every request, on the proxy port and inside
-// intercepted tunnels (tunnel is then the tunnel's upstream, else nil):
-// admission, then an intercepted CONNECT or goproxy with our hooks. The
-// inbound request is never modified; one log line is written when it ends.
-func (p *Proxy) handle(w http.ResponseWriter, r *http.Request, tunnel *Upstream) {
-	ex := p.newExchange()
+// tunnels (tn is then the tunnel, else nil): admission, then a CONNECT's
+// tunnel or goproxy with our hooks. The inbound request is never
+// modified; one log line is written when it ends.
+func (p *Proxy) handle(w http.ResponseWriter, r *http.Request, tn *tunnel) {
+	ex := p.journal.start()
 	rw := &responseWriter{ResponseWriter: w, ex: ex, closeAfter: framingEndsConnection(r)}
-	defer p.finishExchange(ex, rw, r)
+	defer p.journal.finish(ex, rw, r)
 
-	up, mode, err := p.admit(r, tunnel)
+	up, mode, err := p.adm.admit(r, tn)
 	ex.mode, ex.up = mode, up
 	if err != nil {
 		ex.fail(err)
@@ -138,43 +128,17 @@ func (p *Proxy) handle(w http.ResponseWriter, r *http.Request, tunnel *Upstream)
 		return
 	}
 	if mode == ModeConnect {
-		p.serveTunnel(rw, r, up, ex)
+		p.serveTunnel(rw, r, &tunnel{up: up, plain: plainConnect(r)}, ex)
 		return
 	}
 	p.gp.ServeHTTP(rw, p.outboundFor(rw, r, up, ex))
-}
-
-// admit decides whether and where a request goes: the client's address,
-// its proxy credentials (given once, on the CONNECT, for a tunnel), the
-// route, then the framing.
-func (p *Proxy) admit(r *http.Request, tunnel *Upstream) (*Upstream, Mode, *failure.Error) {
-	if err := p.checkSource(r); err != nil {
-		return nil, "", err
-	}
-	if err := checkMethod(r); err != nil {
-		return nil, "", err
-	}
-	if tunnel != nil {
-		if err := routeTunnelled(r, tunnel); err != nil {
-			return nil, ModeTunnel, err
-		}
-		return tunnel, ModeTunnel, checkFraming(r)
-	}
-	if err := p.checkProxyAuth(r); err != nil {
-		return nil, "", err
-	}
-	up, mode, err := p.route(r)
-	if err == nil {
-		err = checkFraming(r)
-	}
-	return up, mode, err
 }
 
 // outboundFor builds the request to send upstream and hands it to goproxy
 // as is (absolute-form, so goproxy takes it as a proxy request), carrying
 // the exchange in its context. The inbound request is never modified. A
 // request body is read with an idle timeout (see clientBody).
-func (p *Proxy) outboundFor(w http.ResponseWriter, r *http.Request, up *Upstream, ex *exchange) *http.Request {
+func (p *Proxy) outboundFor(w http.ResponseWriter, r *http.Request, up *upstream.Client, ex *exchange) *http.Request {
 	ctx := httptrace.WithClientTrace(context.WithValue(r.Context(), exchangeKey{}, ex), &httptrace.ClientTrace{GotConn: ex.gotConn})
 	out := outbound(r, up, ctx)
 	if ex.droppedHeaders = dropUnderscoreNames(out.Header); ex.droppedHeaders > 0 {
@@ -184,26 +148,6 @@ func (p *Proxy) outboundFor(w http.ResponseWriter, r *http.Request, up *Upstream
 		out.Body = &clientBody{ReadCloser: r.Body, rc: http.NewResponseController(w), idle: p.limits.BodyIdle, ex: ex}
 	}
 	return out
-}
-
-func (p *Proxy) checkSource(r *http.Request) *failure.Error {
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
-		return failure.New(failure.KindSourceNotAllowed, err, "cannot tell the client address %q", r.RemoteAddr)
-	}
-	if p.allowedIP(ap.Addr()) {
-		return nil
-	}
-	return failure.New(failure.KindSourceNotAllowed, nil, "client %s is not in access.allow_cidrs; the proxy carries the "+
-		"merchant's Payrails identity and serves only listed addresses", ap.Addr().Unmap())
-}
-
-// Close closes idle upstream connections and stops the upstreams'
-// background work. In-flight requests are not touched.
-func (p *Proxy) Close() {
-	for _, up := range p.upstreams {
-		up.Close()
-	}
 }
 
 // refuseDial backs goproxy's own transport and CONNECT dialer: every request

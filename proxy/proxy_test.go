@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
@@ -57,8 +59,7 @@ func TestTwoUpstreams(t *testing.T) {
 	other := newClientCert(t, ps.ca, "other merchant")
 	a := upstreamConfig("live", hostA, up.Addr, ps, sourceOf(ps.client))
 	b := upstreamConfig("staging", hostB, up.Addr, ps, sourceOf(other))
-	b.Default = true
-	e := startProxy(t, proxy.Config{Upstreams: []proxy.UpstreamConfig{a, b}})
+	e := startProxy(t, testConfig{Upstreams: []upstream.Config{a, b}, Default: "staging"})
 	fc, pc := e.forwardClient(t), plainClient(t)
 	for _, tt := range []struct {
 		c                     *http.Client
@@ -133,7 +134,7 @@ func TestUpstreamFailures(t *testing.T) {
 	tests := []struct {
 		name   string
 		addr   string
-		src    proxy.CertificateSource
+		src    upstream.CertificateSource
 		roots  *pkiSet
 		path   string
 		status int
@@ -151,7 +152,7 @@ func TestUpstreamFailures(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			uc := upstreamConfig("live", hostA, tt.addr, tt.roots, tt.src)
-			e := startProxy(t, proxy.Config{Upstreams: []proxy.UpstreamConfig{uc},
+			e := startProxy(t, testConfig{Upstreams: []upstream.Config{uc},
 				Timeouts: proxy.Timeouts{ResponseHeader: 300 * time.Millisecond}})
 			resp, body := get(t, e.forwardClient(t), "http://"+hostA+tt.path)
 			detail := wantProxyError(t, resp, body, tt.status, tt.kind)
@@ -181,7 +182,7 @@ func TestTrailers(t *testing.T) {
 		t.Run(fmt.Sprintf("http2=%v", h2), func(t *testing.T) {
 			ps := newPKI(t)
 			up := startStandin(t, ps, func(o *standin.Options) { o.DisableHTTP2 = !h2 })
-			e := startProxy(t, proxy.Config{Upstreams: []proxy.UpstreamConfig{upstreamConfig("live", hostA, up.Addr, ps, sourceOf(ps.client))}})
+			e := startProxy(t, testConfig{Upstreams: []upstream.Config{upstreamConfig("live", hostA, up.Addr, ps, sourceOf(ps.client))}})
 			c := e.forwardClient(t)
 
 			trailer := http.Header{"X-Checksum": nil}

@@ -12,8 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/loopback"
-	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 )
 
 // TestRefusalAfterProcessingIsNotReplayed: a payment without a key goes out
@@ -62,7 +63,7 @@ func TestRefusalAfterProcessingIsNotReplayed(t *testing.T) {
 	})
 	uc := upstreamConfig("live", hostA, ln.Addr().String(), ps, newCandidates(revoked, other))
 	uc.WarmConnections = 0
-	e := startProxy(t, proxy.Config{Upstreams: []proxy.UpstreamConfig{uc}})
+	e := startProxy(t, testConfig{Upstreams: []upstream.Config{uc}})
 	c := e.forwardClient(t)
 
 	if resp, body := get(t, c, "http://"+hostA+"/v1/x"); resp.StatusCode != http.StatusOK {

@@ -13,6 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/tlsscript"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/config"
@@ -38,7 +42,7 @@ type answer func(i int, a arrival, c *tls.Conn) bool
 // retryUpstream is a scripted upstream that reads every request whole and
 // answers it as its script says, recording what arrived.
 type retryUpstream struct {
-	*scriptedUpstream
+	*tlsscript.Server
 	mu  sync.Mutex
 	got []arrival
 }
@@ -52,7 +56,7 @@ func startRetryUpstream(t testing.TB, ps *pkiSet, ans answer) *retryUpstream {
 func startRetryUpstreamAt(t testing.TB, ps *pkiSet, addr string, ans answer) *retryUpstream {
 	t.Helper()
 	u := &retryUpstream{}
-	u.scriptedUpstream = startScriptedAt(t, ps, addr, func(_ int32, c *tls.Conn, br *bufio.Reader) {
+	u.Server = startScriptedAt(t, ps, addr, func(_ int32, c *tls.Conn, br *bufio.Reader) {
 		for {
 			req, err := http.ReadRequest(br)
 			if err != nil {
@@ -158,7 +162,7 @@ func retryEnv(t testing.TB, rt config.Retry, ans answer) (*env, *retryUpstream, 
 	t.Helper()
 	ps := newPKI(t)
 	up := startRetryUpstream(t, ps, ans)
-	e, reg := retryEnvAt(t, rt, ps, up.addr)
+	e, reg := retryEnvAt(t, rt, ps, up.Addr)
 	return e, up, reg
 }
 
@@ -171,9 +175,9 @@ func retryEnvAt(t testing.TB, rt config.Retry, ps *pkiSet, addr string) (*env, *
 	// more connections than the default when the machine is slow, and a
 	// client connection closed idle at the cap makes Go's client send its
 	// GET again, which this file's tests would count as the proxy's.
-	e := startProxy(t, proxy.Config{Retry: rt, Metrics: proxy.NewMetrics(reg), Timeouts: proxy.Timeouts{ResponseHeader: 10 * time.Second},
+	e := startProxy(t, testConfig{Retry: rt, Registry: reg, Timeouts: proxy.Timeouts{ResponseHeader: 10 * time.Second},
 		Client:    proxy.ClientLimits{MaxConns: 1 << 16},
-		Upstreams: []proxy.UpstreamConfig{upstreamConfig("live", hostA, addr, ps, sourceOf(ps.client))}})
+		Upstreams: []upstream.Config{upstreamConfig("live", hostA, addr, ps, sourceOf(ps.client))}})
 	return e, reg
 }
 
@@ -237,7 +241,7 @@ func sendVia(t testing.TB, c *http.Client, r request) reply {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return reply{status: resp.StatusCode, header: resp.Header, body: string(b), err: err,
-		kind: resp.Header.Get(failure.HeaderError), attempts: resp.Header.Get(proxy.HeaderAttempts)}
+		kind: resp.Header.Get(failure.HeaderError), attempts: resp.Header.Get(upstream.HeaderAttempts)}
 }
 
 // requestLine waits for the request log line of path and returns its fields.
@@ -367,7 +371,7 @@ func checkPolicy(t *testing.T, r request, first answer, wantSends int) {
 	}
 	if wantSends > 1 {
 		if got.err != nil || got.status != 200 || got.attempts != strconv.Itoa(wantSends) {
-			t.Errorf("client got %d %s=%q (err %v), want 200 after %d sends", got.status, proxy.HeaderAttempts, got.attempts, got.err, wantSends)
+			t.Errorf("client got %d %s=%q (err %v), want 200 after %d sends", got.status, upstream.HeaderAttempts, got.attempts, got.err, wantSends)
 		}
 		if line["attempts"] != int64(wantSends) {
 			t.Errorf("log line attempts = %v, want %d", line["attempts"], wantSends)
@@ -375,7 +379,7 @@ func checkPolicy(t *testing.T, r request, first answer, wantSends int) {
 		return
 	}
 	if got.attempts != "" || line["attempts"] != nil {
-		t.Errorf("sent once, but %s = %q and the log line's attempts = %v", proxy.HeaderAttempts, got.attempts, line["attempts"])
+		t.Errorf("sent once, but %s = %q and the log line's attempts = %v", upstream.HeaderAttempts, got.attempts, line["attempts"])
 	}
 	if got.err != nil {
 		t.Fatalf("client: %v", got.err)
@@ -485,9 +489,9 @@ func checkBegan(t *testing.T, e *env, r request, headers bool) {
 		}
 		return
 	}
-	if resp.Header.Get(failure.HeaderError) != "" || resp.Header.Get(proxy.HeaderAttempts) != "" {
+	if resp.Header.Get(failure.HeaderError) != "" || resp.Header.Get(upstream.HeaderAttempts) != "" {
 		t.Errorf("the upstream's headers came with %s %q and %s %q", failure.HeaderError, resp.Header.Get(failure.HeaderError),
-			proxy.HeaderAttempts, resp.Header.Get(proxy.HeaderAttempts))
+			upstream.HeaderAttempts, resp.Header.Get(upstream.HeaderAttempts))
 	}
 	if bodyErr == nil {
 		t.Errorf("status %d: the body %q read to a clean end: a truncated body presented as complete", resp.StatusCode, body)
@@ -523,7 +527,7 @@ func TestNeverSentIsSentOnce(t *testing.T) {
 	up := startRetryUpstreamAt(t, ps, addr, answerOKJSON)
 	got := <-done
 	if got.err != nil || got.status != http.StatusOK || got.attempts != "2" {
-		t.Fatalf("un-keyed POST after a refused connection: %d %s=%q (%v), want 200 after 2 attempts", got.status, proxy.HeaderAttempts, got.attempts, got.err)
+		t.Fatalf("un-keyed POST after a refused connection: %d %s=%q (%v), want 200 after 2 attempts", got.status, upstream.HeaderAttempts, got.attempts, got.err)
 	}
 	if n := len(up.arrivals("/v1/never-sent")); n != 1 {
 		t.Errorf("the upstream got the POST %d times, want exactly once", n)

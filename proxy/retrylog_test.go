@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
 
-	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
 )
 
 // What the proxy's retries look like from outside: Retry-After, the added
@@ -37,7 +37,7 @@ func TestRetryAfter(t *testing.T) {
 		got := sendVia(t, e.forwardClient(t), r)
 		arr := up.arrivals(r.path)
 		if got.status != 200 || got.attempts != "2" || len(arr) != 2 {
-			t.Fatalf("client got %d with %s %q after %d sends, want 200 after 2", got.status, proxy.HeaderAttempts, got.attempts, len(arr))
+			t.Fatalf("client got %d with %s %q after %d sends, want 200 after 2", got.status, upstream.HeaderAttempts, got.attempts, len(arr))
 		}
 		gap := arr[1].at.Sub(arr[0].at)
 		t.Logf("Retry-After: 1 with retry.max_backoff 1s: sent again after %s", gap.Round(time.Millisecond))
@@ -94,7 +94,7 @@ func TestAddIdempotencyKey(t *testing.T) {
 		got := sendVia(t, c, r)
 		arr := up.arrivals(r.path)
 		if got.status != 200 || got.attempts != "2" || len(arr) != 2 {
-			t.Fatalf("%s %s: %d, %s %q, %d sends; want 200 after 2", r.method, r.path, got.status, proxy.HeaderAttempts, got.attempts, len(arr))
+			t.Fatalf("%s %s: %d, %s %q, %d sends; want 200 after 2", r.method, r.path, got.status, upstream.HeaderAttempts, got.attempts, len(arr))
 		}
 		key := got.header.Get("X-Idempotency-Key")
 		if b, err := hex.DecodeString(key); err != nil || len(b) != 16 {
@@ -182,7 +182,7 @@ func TestRetryLimits(t *testing.T) {
 			}
 			line := requestLine(t, e, r.path)
 			if got.attempts != wantAttempts || (tt.wantSends > 1 && line["attempts"] != int64(tt.wantSends)) {
-				t.Errorf("%s = %q and log attempts = %v, want %d sends", proxy.HeaderAttempts, got.attempts, line["attempts"], tt.wantSends)
+				t.Errorf("%s = %q and log attempts = %v, want %d sends", upstream.HeaderAttempts, got.attempts, line["attempts"], tt.wantSends)
 			}
 			if why, _ := line["not_retried"].(string); !strings.Contains(why, tt.wantWhy) {
 				t.Errorf("log not_retried = %q, want %q", why, tt.wantWhy)
@@ -216,7 +216,7 @@ func TestPOSTWithoutKeySentOnce(t *testing.T) {
 				r.path = "/v1/once"
 				got := sendVia(t, e.forwardClient(t), r)
 				if n := len(up.arrivals(r.path)); n != 1 || got.attempts != "" {
-					t.Errorf("sent %d times (%s %q), want once", n, proxy.HeaderAttempts, got.attempts)
+					t.Errorf("sent %d times (%s %q), want once", n, upstream.HeaderAttempts, got.attempts)
 				}
 			})
 		}
@@ -274,7 +274,7 @@ func TestAPIErrorInLogLine(t *testing.T) {
 		got := sendVia(t, e.forwardClient(t), request{method: "POST", path: "/v1/unavailable", key: "k", body: payment})
 		n := len(up.arrivals("/v1/unavailable"))
 		if n != 4 || got.status != 503 || got.kind != "" || got.attempts != "4" {
-			t.Errorf("client got %d %q %s %q after %d sends, want Payrails' 503 after 4", got.status, got.kind, proxy.HeaderAttempts, got.attempts, n)
+			t.Errorf("client got %d %q %s %q after %d sends, want Payrails' 503 after 4", got.status, got.kind, upstream.HeaderAttempts, got.attempts, n)
 		}
 		line := requestLine(t, e, "/v1/unavailable")
 		if line["api_error_code"] != "service.unavailable" || line["api_error_id"] != "err-4" || line["attempts"] != int64(4) ||

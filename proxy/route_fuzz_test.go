@@ -3,12 +3,13 @@ package proxy
 import (
 	"bufio"
 	"crypto/tls"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
 
-	"github.com/mtlsproxy/payrails-mtls-proxy/config"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
 )
 
 type nilSource struct{}
@@ -22,9 +23,9 @@ func (nilSource) Changed() <-chan struct{}       { return nil }
 // upstream whose host it names exactly (forward mode) or through a path
 // (base-URL mode).
 func FuzzRoute(f *testing.F) {
-	p, err := New(Config{Upstreams: []UpstreamConfig{
-		{Name: "live", URL: &url.URL{Scheme: "https", Host: "api.acme.payrails.io"}, Certificates: nilSource{}, Default: true},
-		{Name: "staging", URL: &url.URL{Scheme: "https", Host: "acme-api.staging.payrails.io:8443"}, Certificates: nilSource{}},
+	p, err := New(Config{Default: "live", Upstreams: []*upstream.Client{
+		fuzzClient(f, "live", "api.acme.payrails.io"),
+		fuzzClient(f, "staging", "acme-api.staging.payrails.io:8443"),
 	}})
 	if err != nil {
 		f.Fatal(err)
@@ -50,7 +51,7 @@ func FuzzRoute(f *testing.F) {
 		if err != nil {
 			return // net/http refuses it before any routing
 		}
-		up, mode, perr := p.route(r)
+		up, mode, perr := p.adm.route(r)
 		if (up == nil) == (perr == nil) {
 			t.Fatalf("route(%q) = upstream %v, error %v: want exactly one", raw, up, perr)
 		}
@@ -61,32 +62,36 @@ func FuzzRoute(f *testing.F) {
 			return
 		}
 		switch mode {
-		case ModeForward:
+		case ModeForward, ModeForwardHTTPS:
 			u := r.URL
-			if u.Scheme != "http" || u.User != nil || (u.Port() != "" && u.Port() != "80") ||
-				!strings.EqualFold(u.Hostname(), up.host) {
-				t.Fatalf("forward request %q routed to %s", raw, up.host)
+			port := map[Mode]string{ModeForward: "80", ModeForwardHTTPS: "443"}[mode]
+			scheme := map[Mode]string{ModeForward: "http", ModeForwardHTTPS: "https"}[mode]
+			if u.Scheme != scheme || u.User != nil || (u.Port() != "" && u.Port() != port) ||
+				!strings.EqualFold(u.Hostname(), up.Host()) {
+				t.Fatalf("forward request %q routed to %s", raw, up.Host())
+			}
+		case ModeConnect:
+			h, port, err := net.SplitHostPort(r.Host)
+			if err != nil || port != "80" || !strings.EqualFold(h, up.Host()) {
+				t.Fatalf("CONNECT %q routed to %s without connect: mitm", raw, up.Host())
 			}
 		case ModeGateway:
 			if !strings.HasPrefix(r.URL.Path, "/") {
-				t.Fatalf("gateway request %q without a path routed to %s", raw, up.host)
+				t.Fatalf("gateway request %q without a path routed to %s", raw, up.Host())
 			}
 		default:
-			t.Fatalf("mode %q routed to %s", mode, up.host)
+			t.Fatalf("mode %q routed to %s", mode, up.Host())
 		}
 	})
 }
 
 // FuzzTunnelRoute: inside a tunnel opened for one upstream, whatever
 // target and Host header a request carries, it is admitted only when it
-// names that upstream's host on port 443 (or no port), over https or in
-// origin-form, and never when it is a CONNECT of its own.
+// names that upstream's host on the tunnel's port (443 intercepted, 80
+// plain) or no port, in origin-form or with the tunnel's scheme and no
+// user info, and never when it is a CONNECT of its own.
 func FuzzTunnelRoute(f *testing.F) {
-	up, err := newUpstream(UpstreamConfig{Name: "live", URL: &url.URL{Scheme: "https", Host: "api.acme.payrails.io"},
-		Certificates: nilSource{}}, withDefaults(Timeouts{}), config.Retry{Attempts: 1}, nil, nil)
-	if err != nil {
-		f.Fatal(err)
-	}
+	up := fuzzClient(f, "live", "api.acme.payrails.io")
 	for _, s := range []struct{ method, target, host string }{
 		{"GET", "/v1/x", "api.acme.payrails.io"},
 		{"GET", "/v1/x", "API.acme.payrails.io:443"},
@@ -98,15 +103,18 @@ func FuzzTunnelRoute(f *testing.F) {
 		{"CONNECT", "api.acme.payrails.io:443", "api.acme.payrails.io:443"},
 		{"OPTIONS", "*", "api.acme.payrails.io"},
 	} {
-		f.Add(s.method, s.target, s.host)
+		f.Add(s.method, s.target, s.host, false)
+		f.Add(s.method, strings.Replace(s.target, "https://", "http://", 1), strings.Replace(s.host, ":443", ":80", 1), true)
 	}
-	f.Fuzz(func(t *testing.T, method, target, host string) {
+	f.Fuzz(func(t *testing.T, method, target, host string, plain bool) {
 		raw := method + " " + target + " HTTP/1.1\r\nHost: " + host + "\r\n\r\n"
 		r, err := http.ReadRequest(bufio.NewReader(strings.NewReader(raw)))
 		if err != nil {
 			return // net/http refuses it before any routing
 		}
-		perr := routeTunnelled(r, up)
+		tn := &tunnel{up: up, plain: plain}
+		scheme, tport := tn.scheme()
+		perr := routeTunnelled(r, tn)
 		if perr != nil {
 			if perr.Kind.Status() < 400 {
 				t.Fatalf("refusal with status %d", perr.Kind.Status())
@@ -115,7 +123,7 @@ func FuzzTunnelRoute(f *testing.F) {
 		}
 		name := r.Host
 		if r.URL.IsAbs() {
-			if r.URL.Scheme != "https" || r.URL.User != nil {
+			if r.URL.Scheme != scheme || r.URL.User != nil {
 				t.Fatalf("tunnelled %q admitted with scheme %q", raw, r.URL.Scheme)
 			}
 			name = r.URL.Host
@@ -126,8 +134,18 @@ func FuzzTunnelRoute(f *testing.F) {
 		if i := strings.LastIndexByte(name, ':'); i >= 0 && !strings.Contains(name[i:], "]") {
 			h, port = name[:i], name[i+1:]
 		}
-		if r.Method == http.MethodConnect || !strings.EqualFold(h, up.host) || (port != "" && port != "443") {
-			t.Fatalf("tunnelled %q admitted for the tunnel to %s", raw, up.host)
+		if r.Method == http.MethodConnect || !strings.EqualFold(h, up.Host()) || (port != "" && port != tport) {
+			t.Fatalf("tunnelled %q admitted for the tunnel to %s", raw, up.Host())
 		}
 	})
+}
+
+// fuzzClient is an upstream client of host (HOST[:PORT]) without a
+// certificate: routing never sends.
+func fuzzClient(f *testing.F, name, host string) *upstream.Client {
+	c, err := upstream.New(upstream.Config{Name: name, URL: &url.URL{Scheme: "https", Host: host}, Certificates: nilSource{}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	return c
 }

@@ -7,8 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/poll"
-	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/standin"
 )
 
@@ -31,10 +32,10 @@ func TestReadinessFollowsTheOnlyCertificate(t *testing.T) {
 	only := newClientCert(t, ps.ca, "only")
 	uc := upstreamConfig("live", hostA, up.Addr, ps, newCandidates(only))
 	uc.Verify = true
-	e := startProxy(t, proxy.Config{Upstreams: []proxy.UpstreamConfig{uc}})
+	e := startProxy(t, testConfig{Upstreams: []upstream.Config{uc}})
 	u := e.proxy.Upstreams()[0]
 
-	waitFor(t, "the certificate in use to be verified", func() bool { return statusOf(e, only).Result == proxy.VerifyRefused })
+	waitFor(t, "the certificate in use to be verified", func() bool { return statusOf(e, only).Result == upstream.VerifyRefused })
 	err := u.Ready()
 	if err == nil || !strings.Contains(err.Error(), serialOfLeaf(only)) {
 		t.Fatalf("Ready() = %v right after the only certificate was refused, want an error naming serial %s", err, serialOfLeaf(only))
@@ -42,7 +43,7 @@ func TestReadinessFollowsTheOnlyCertificate(t *testing.T) {
 
 	refusing.Store(false)
 	poll.Until(t, "the re-verification to accept the certificate", 10*time.Second, func() bool { return u.Ready() == nil })
-	if st := statusOf(e, only); st.Result != proxy.VerifyAccepted || !st.InUse {
+	if st := statusOf(e, only); st.Result != upstream.VerifyAccepted || !st.InUse {
 		t.Errorf("status %+v once ready again, want accepted and in use", st)
 	}
 	if got := echoVia(t, e.forwardClient(t)).Client.Serial; got != serialOfLeaf(only) {

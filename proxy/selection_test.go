@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs/pki"
@@ -91,15 +93,9 @@ func (r *refusals) refuse(c *x509.Certificate) bool {
 	return r.serials[c.SerialNumber.String()]
 }
 
-// verifyEnv is a proxy with verification on, in front of an HTTP/1.1
-// stand-in that trusts ps.ca and refuses what rev lists.
-func verifyEnv(t *testing.T, src *candidates, warm int) (*env, *pkiSet, *standin.Server, *refusals) {
-	t.Helper()
-	return verifyEnvWith(t, src, warm, true, false)
-}
-
-// verifyEnvWith is verifyEnv with verification on or off, in front of a
-// stand-in that speaks HTTP/2 (Go's server) when h2, else HTTP/1.1 only.
+// verifyEnvWith is a proxy with verification on or off, in front of a
+// stand-in that trusts ps.ca, refuses what rev lists, and speaks HTTP/2
+// (Go's server) when h2, else HTTP/1.1 only.
 func verifyEnvWith(t *testing.T, src *candidates, warm int, verify, h2 bool) (*env, *pkiSet, *standin.Server, *refusals) {
 	t.Helper()
 	ps := newPKI(t)
@@ -107,20 +103,20 @@ func verifyEnvWith(t *testing.T, src *candidates, warm int, verify, h2 bool) (*e
 	up := startStandin(t, ps, func(o *standin.Options) { o.DisableHTTP2 = !h2; o.Refuse = rev.refuse })
 	uc := upstreamConfig("live", hostA, up.Addr, ps, src)
 	uc.Verify, uc.WarmConnections = verify, warm
-	e := startProxy(t, proxy.Config{Upstreams: []proxy.UpstreamConfig{uc}})
+	e := startProxy(t, testConfig{Upstreams: []upstream.Config{uc}})
 	return e, ps, up, rev
 }
 
 func serialOfLeaf(l *pki.Leaf) string { return serialHex(l.Cert.SerialNumber.Bytes()) }
 
 // statusOf returns what the proxy knows of l.
-func statusOf(e *env, l *pki.Leaf) proxy.CertificateStatus {
+func statusOf(e *env, l *pki.Leaf) upstream.CertificateStatus {
 	for _, st := range e.proxy.Upstreams()[0].CertificateStatuses() {
 		if st.Serial == serialOfLeaf(l) {
 			return st
 		}
 	}
-	return proxy.CertificateStatus{}
+	return upstream.CertificateStatus{}
 }
 
 // TestVerifyBeforeUse: a new certificate the upstream refuses never takes
@@ -143,11 +139,11 @@ func testVerifyBeforeUse(t *testing.T, h2 bool) {
 	if got := echoVia(t, c).Client.Serial; got != serialOfLeaf(first) {
 		t.Fatalf("serial %s, want %s", got, serialOfLeaf(first))
 	}
-	waitFor(t, "the certificate in use to be verified", func() bool { return statusOf(e, first).Result == proxy.VerifyAccepted })
+	waitFor(t, "the certificate in use to be verified", func() bool { return statusOf(e, first).Result == upstream.VerifyAccepted })
 
 	stranger := newClientCert(t, ps0.ca, "stranger")
 	src.set(stranger, first)
-	waitFor(t, "the stranger to be refused", func() bool { return statusOf(e, stranger).Result == proxy.VerifyRefused })
+	waitFor(t, "the stranger to be refused", func() bool { return statusOf(e, stranger).Result == upstream.VerifyRefused })
 	st := statusOf(e, stranger)
 	if st.Reason == "" || st.Next.IsZero() || st.InUse {
 		t.Errorf("refused candidate's status %+v: want a reason, a next verification, not in use", st)
@@ -195,7 +191,7 @@ func testFailover(t *testing.T, verify, h2 bool) {
 	c := e.forwardClient(t)
 	echoVia(t, c)
 	if verify {
-		waitFor(t, "verification", func() bool { return statusOf(e, inUse).Result == proxy.VerifyAccepted })
+		waitFor(t, "verification", func() bool { return statusOf(e, inUse).Result == upstream.VerifyAccepted })
 	}
 
 	rev.revoke(inUse)
@@ -209,13 +205,13 @@ func testFailover(t *testing.T, verify, h2 bool) {
 	if got := decodeEcho(t, body); got.Client.Serial != serialOfLeaf(older) || got.BodyBytes != 12 {
 		t.Errorf("replayed on serial %s with %d body bytes, want %s and 12", got.Client.Serial, got.BodyBytes, serialOfLeaf(older))
 	}
-	if got := resp.Header.Get(proxy.HeaderAttempts); got != "2" {
-		t.Errorf("%s = %q, want 2", proxy.HeaderAttempts, got)
+	if got := resp.Header.Get(upstream.HeaderAttempts); got != "2" {
+		t.Errorf("%s = %q, want 2", upstream.HeaderAttempts, got)
 	}
 	if n := up.Requests() - before; n > 2 { // the replay, and at most the failover's verification
 		t.Errorf("%d requests reached the upstream for one POST", n)
 	}
-	if st := statusOf(e, inUse); st.Result != proxy.VerifyRefused {
+	if st := statusOf(e, inUse); st.Result != upstream.VerifyRefused {
 		t.Errorf("the revoked certificate's status %+v, want refused", st)
 	}
 	if !verify {
@@ -274,7 +270,7 @@ func TestWarmConnectionsLearnIdleTimeout(t *testing.T) {
 	src := newCandidates(ps.client)
 	uc := upstreamConfig("live", hostA, up.Addr, ps, src)
 	uc.Verify, uc.WarmConnections = true, 1
-	e := startProxy(t, proxy.Config{Upstreams: []proxy.UpstreamConfig{uc}})
+	e := startProxy(t, testConfig{Upstreams: []upstream.Config{uc}})
 	c := e.forwardClient(t)
 	for i := range 5 {
 		pause := time.Now().Add(900 * time.Millisecond) // idle longer than the server's timeout

@@ -13,6 +13,10 @@ import (
 	"go.uber.org/zap"
 )
 
+// Timeouts is the configuration's timeouts block; the proxy uses its
+// TLSHandshake for intercepted tunnels (zero: the default).
+type Timeouts = config.Timeouts
+
 // ClientLimits bound what a client may make the proxy hold: on the proxy
 // port and, identically, inside an intercepted CONNECT tunnel. Zero fields
 // take DefaultClientLimits' values (withClientDefaults, the one place).
@@ -70,25 +74,15 @@ func Listen(ctx context.Context, addr string) (net.Listener, error) {
 // Serve answers requests on ln until ctx is cancelled, then shuts down
 // gracefully: it stops accepting, lets requests in flight finish for up to
 // shutdownTimeout, closes what is left, and returns. It returns nil after a
-// shutdown requested through ctx, or the error that stopped serving.
+// shutdown requested through ctx, or the error that stopped serving. The
+// upstream clients' Run must outlast it: requests in flight may still need
+// a token or a failover.
 func (p *Proxy) Serve(ctx context.Context, ln net.Listener, shutdownTimeout time.Duration) error {
-	capped := connlimit.New(sourceFilter{Listener: ln, p: p}, p.limits.MaxConns, p.m.shed)
+	capped := connlimit.New(sourceFilter{Listener: ln, a: p.adm}, p.limits.MaxConns, p.m.shed)
 	srv := p.newServer(p, capped.ConnState)
-	ln = capped
-	tctx, stopTokens := context.WithCancel(context.WithoutCancel(ctx))
-	var wg sync.WaitGroup
-	for _, up := range p.upstreams {
-		wg.Go(func() { up.run(tctx) })
-		if up.tokens != nil {
-			wg.Go(func() { up.tokens.run(tctx) })
-		}
-	}
 	// Hijacked CONNECT tunnels are not srv's to wait for: they shut down
 	// alongside it, within the same deadline.
-	err := RunServer(ctx, srv, ln, shutdownTimeout, p.log, p.tunnels.shutdown)
-	stopTokens() // after the last request in flight: it may still need a token
-	wg.Wait()
-	return err
+	return RunServer(ctx, srv, capped, shutdownTimeout, p.log, p.tunnels.shutdown)
 }
 
 // newServer is the one place where a server for clients is made: the proxy

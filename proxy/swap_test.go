@@ -5,7 +5,8 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/standin"
 )
 
@@ -19,7 +20,7 @@ func TestSwapUsesNewConnections(t *testing.T) {
 			ps := newPKI(t)
 			up := startStandin(t, ps, func(o *standin.Options) { o.DisableHTTP2 = !h2 })
 			src := sourceOf(ps.client)
-			e := startProxy(t, proxy.Config{Upstreams: []proxy.UpstreamConfig{upstreamConfig("live", hostA, up.Addr, ps, src)}})
+			e := startProxy(t, testConfig{Upstreams: []upstream.Config{upstreamConfig("live", hostA, up.Addr, ps, src)}})
 			c := e.forwardClient(t)
 			wantProto := map[bool]string{false: "HTTP/1.1", true: "HTTP/2.0"}[h2]
 
@@ -44,7 +45,7 @@ func TestSwapUsesNewConnections(t *testing.T) {
 
 			next := newClientCert(t, ps.ca, "rotated")
 			nc := next.TLS()
-			src.p.Store(&nc)
+			src.set(&nc)
 			after := echoVia(t, c)
 			if after.Client.Serial != serialHex(next.Cert.SerialNumber.Bytes()) {
 				t.Errorf("after the swap the upstream saw serial %s, want the new %X", after.Client.Serial, next.Cert.SerialNumber.Bytes())
@@ -88,7 +89,7 @@ type standinEcho = standin.Echo
 func TestSessionResumption(t *testing.T) {
 	ps := newPKI(t)
 	up := startStandin(t, ps, func(o *standin.Options) { o.DisableHTTP2 = true })
-	e := startProxy(t, proxy.Config{Upstreams: []proxy.UpstreamConfig{upstreamConfig("live", hostA, up.Addr, ps, sourceOf(ps.client))}})
+	e := startProxy(t, testConfig{Upstreams: []upstream.Config{upstreamConfig("live", hostA, up.Addr, ps, sourceOf(ps.client))}})
 	c := e.forwardClient(t)
 	first := echoVia(t, c)
 	if first.TLS.Resumed {

@@ -15,9 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
 
-	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/standin"
 )
 
@@ -60,11 +61,11 @@ func newTokenEnv(t *testing.T, ttl time.Duration) *tokenEnv {
 		o.Keys = &standin.KeyCounter{}
 	})
 	uc := upstreamConfig("live", hostA, te.api.Addr, ps, sourceOf(ps.client))
-	uc.Token = &proxy.TokenConfig{ClientID: tokenClient, SecretSource: "token.client_secret_file " + te.secretFile, Now: te.clock.Now, Secret: func() ([]byte, error) {
+	uc.Token = &upstream.TokenConfig{ClientID: tokenClient, SecretSource: "token.client_secret_file " + te.secretFile, Now: te.clock.Now, Secret: func() ([]byte, error) {
 		b, err := os.ReadFile(te.secretFile)
 		return []byte(strings.TrimSpace(string(b))), err
 	}}
-	te.env = startProxy(t, proxy.Config{Upstreams: []proxy.UpstreamConfig{uc}})
+	te.env = startProxy(t, testConfig{Upstreams: []upstream.Config{uc}})
 	t.Cleanup(func() { te.assertNoSecretsLogged(t) })
 	return te
 }

@@ -12,22 +12,40 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
 )
 
-// connect: mitm. A CONNECT cannot carry the merchant's certificate, so with
-// connect: mitm the proxy ends the tunnel's TLS itself, with a leaf for the
-// upstream host from a local CA the service trusts, and serves what is
-// inside exactly as it serves the proxy port: an http.Server made by the
-// same newServer (header cap, header, idle and body idle timeouts, framing
-// rules, HTTP/1.0 connections closed after one answer) whose handler is
-// the same admission and forwarding path, with the tunnel's upstream as
-// the only route. goproxy's own interception loop reads requests with a
-// bare http.ReadRequest and none of those limits, so CONNECT never reaches
-// goproxy; the requests inside a tunnel do, like every other request.
+// Tunnels. A CONNECT to a configured upstream host opens one of two:
+//
+//   - port 80, always: a plain-HTTP tunnel. Node's undici (EnvHttpProxyAgent,
+//     Node's own env-proxy support) tunnels even http:// URLs through
+//     HTTP_PROXY; what it sends inside is plain HTTP for that host, which
+//     takes the forward path like any HTTP_PROXY request. No CA, no
+//     connect setting.
+//   - port 443, with connect: mitm: an intercepted tunnel. A CONNECT
+//     cannot carry the merchant's certificate, so the proxy ends the
+//     tunnel's TLS itself, with a leaf for the upstream host from a local
+//     CA the service trusts.
+//
+// Either way what is inside is served exactly as the proxy port is: an
+// http.Server made by the same newServer (header cap, header, idle and
+// body idle timeouts, framing rules, HTTP/1.0 connections closed after
+// one answer) whose handler is the same admission and forwarding path,
+// with the tunnel's upstream as the only route. Proxy credentials are
+// checked once, on the CONNECT. goproxy's own interception loop reads
+// requests with a bare http.ReadRequest and none of those limits, so
+// CONNECT never reaches goproxy; the requests inside a tunnel do, like
+// every other request.
 
-// ModeTunnel marks requests read inside a CONNECT tunnel (connect: mitm).
+// ModeTunnel marks requests read inside an intercepted CONNECT tunnel
+// (connect: mitm).
 const ModeTunnel Mode = "mitm"
+
+// ModePlainTunnel marks requests read inside a plain-HTTP tunnel (CONNECT
+// HOST:80, as undici sends for an http:// URL).
+const ModePlainTunnel Mode = "http-tunnel"
 
 // LeafSource issues the certificates the proxy presents to services inside
 // CONNECT tunnels, signed by the local CA they trust (certs.Minter).
@@ -35,44 +53,55 @@ type LeafSource interface {
 	Certificate(host string) (*tls.Certificate, error)
 }
 
-// routeConnect allows a CONNECT only to a configured upstream host on port
-// 443, by name: never a blind tunnel, never an IP literal or another port.
-func (p *Proxy) routeConnect(r *http.Request) (*Upstream, *failure.Error) {
-	if p.mitm == nil {
-		return nil, failure.New(failure.KindConnectNotSupported, nil, "CONNECT (HTTPS_PROXY) cannot carry the client "+
-			"certificate through a tunnel; call http://%s/... through HTTP_PROXY (http_proxy for curl) and the proxy "+
-			"adds TLS and the certificate, use the proxy as the base URL (http://%s/...), or enable connect: mitm "+
-			"with a local CA the service trusts (payrails-mtls-proxy ca init)", p.exampleHost(), r.Host)
-	}
-	host, port, err := net.SplitHostPort(r.Host)
-	switch {
-	case err != nil:
-		return nil, failure.New(failure.KindBadRequest, err, "CONNECT target %q is not HOST:PORT", r.Host)
-	case port != "443":
-		return nil, failure.New(failure.KindHostNotAllowed, nil, "CONNECT to port %s is not allowed: only %s:443 is intercepted "+
-			"(and only configured hosts)", port, host)
-	}
-	if up, ok := p.byHost[canonicalHost(host)]; ok {
-		return up, nil
-	}
-	return nil, failure.New(failure.KindHostNotAllowed, nil, "CONNECT to %q is not allowed: the proxy opens no blind "+
-		"tunnels and intercepts only the configured upstreams: %s", host, p.allowedHosts)
+// tunnel is what an allowed CONNECT opened: the upstream its requests go
+// to, and whether they arrive in plain text (port 80) or in TLS (mitm).
+type tunnel struct {
+	up    *upstream.Client
+	plain bool
 }
 
-// routeTunnelled admits a request read inside a tunnel to up: it must name
-// up's host (a tunnel to one host never carries requests for another) and
-// must not be a CONNECT of its own.
-func routeTunnelled(r *http.Request, up *Upstream) *failure.Error {
+func (tn *tunnel) mode() Mode {
+	if tn.plain {
+		return ModePlainTunnel
+	}
+	return ModeTunnel
+}
+
+// scheme and port are what the tunnel's requests may name.
+func (tn *tunnel) scheme() (string, string) {
+	if tn.plain {
+		return "http", "80"
+	}
+	return "https", "443"
+}
+
+// plainConnect reports whether a CONNECT asks for port 80: a plain-HTTP
+// tunnel.
+func plainConnect(r *http.Request) bool {
+	_, port, err := net.SplitHostPort(r.Host)
+	return err == nil && port == "80"
+}
+
+// routeTunnelled admits a request read inside tn: it must name tn's host
+// and port (a tunnel to one host never carries requests for another), in
+// origin-form or in absolute form with tn's scheme, and must not be a
+// CONNECT of its own.
+func routeTunnelled(r *http.Request, tn *tunnel) *failure.Error {
+	up := tn.up
+	scheme, tport := tn.scheme()
 	if r.Method == http.MethodConnect {
-		return failure.New(failure.KindConnectNotSupported, nil, "a CONNECT inside an intercepted tunnel is not supported: "+
-			"send the requests for https://%s/ in this tunnel directly", up.host)
+		return failure.New(failure.KindConnectNotSupported, nil, "a CONNECT inside a tunnel is not supported: "+
+			"send the requests for %s://%s/ in this tunnel directly", scheme, up.Host())
 	}
 	host, port := r.Host, ""
 	if r.URL.IsAbs() {
 		u := r.URL
-		if u.Scheme != "https" || u.User != nil {
-			return failure.New(failure.KindHostNotAllowed, nil, "this tunnel was opened for https://%s; a request for %s://%s "+
-				"cannot use it", up.host, u.Scheme, u.Host)
+		if u.Scheme != scheme {
+			return failure.New(failure.KindHostNotAllowed, nil, "this tunnel was opened for %s://%s; a request for %s://%s "+
+				"cannot use it", scheme, up.Host(), u.Scheme, u.Host)
+		}
+		if u.User != nil {
+			return failure.New(failure.KindBadRequest, nil, "user information in the request URL is not allowed")
 		}
 		host = u.Host
 	} else if len(r.URL.Path) == 0 || r.URL.Path[0] != '/' {
@@ -81,9 +110,9 @@ func routeTunnelled(r *http.Request, up *Upstream) *failure.Error {
 	if h, p, err := net.SplitHostPort(host); err == nil {
 		host, port = h, p
 	}
-	if canonicalHost(host) != up.host || (port != "" && port != "443") {
-		return failure.New(failure.KindHostNotAllowed, nil, "this tunnel was opened for %s; a request for %q cannot use it",
-			up.host, r.Host)
+	if canonicalHost(host) != up.Host() || (port != "" && port != tport) {
+		return failure.New(failure.KindHostNotAllowed, nil, "this tunnel was opened for %s:%s; a request for %q cannot use it",
+			up.Host(), tport, host)
 	}
 	return nil
 }
@@ -100,18 +129,18 @@ func tunnelTLS(leaves LeafSource, host string) *tls.Config {
 }
 
 // serveTunnel answers an allowed CONNECT: it takes the connection over,
-// confirms the tunnel, completes the TLS handshake within
-// timeouts.tls_handshake and hands the decrypted connection to a server of
-// its own (see tunnels). A failed handshake is recorded on ex, whose log
-// line is the CONNECT's.
-func (p *Proxy) serveTunnel(w http.ResponseWriter, r *http.Request, up *Upstream, ex *exchange) {
+// confirms the tunnel and hands the connection to a server of its own
+// (see tunnels); for an intercepted tunnel after completing the TLS
+// handshake within timeouts.tls_handshake. A failed handshake is recorded
+// on ex, whose log line is the CONNECT's.
+func (p *Proxy) serveTunnel(w http.ResponseWriter, r *http.Request, tn *tunnel, ex *exchange) {
 	raw, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		ex.fail(failure.New(failure.KindBadRequest, err, "internal error: the connection cannot be taken over for the tunnel"))
 		return
 	}
 	var conn net.Conn = raw
-	if brw.Reader.Buffered() > 0 { // a ClientHello sent along with the CONNECT
+	if brw.Reader.Buffered() > 0 { // a ClientHello, or a request, sent along with the CONNECT
 		conn = &bufferedConn{Conn: raw, r: brw.Reader}
 	}
 	if _, err := fmt.Fprintf(raw, "HTTP/%d.%d 200 Connection established\r\n\r\n", r.ProtoMajor, r.ProtoMinor); err != nil {
@@ -119,17 +148,20 @@ func (p *Proxy) serveTunnel(w http.ResponseWriter, r *http.Request, up *Upstream
 		ex.fail(failure.New(failure.KindClientClosed, err, "the client closed the connection before the tunnel was open"))
 		return
 	}
-	tc := tls.Server(conn, p.tunnelTLS[up])
-	ctx, cancel := context.WithTimeout(context.Background(), p.timeouts.TLSHandshake)
-	err = tc.HandshakeContext(ctx)
-	cancel()
-	if err != nil {
-		raw.Close()
-		ex.fail(tunnelHandshakeError(err, up.host, p.timeouts.TLSHandshake))
-		return
+	if !tn.plain {
+		tc := tls.Server(conn, p.tunnelTLS[tn.up])
+		ctx, cancel := context.WithTimeout(context.Background(), p.timeouts.TLSHandshake)
+		err = tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			raw.Close()
+			ex.fail(tunnelHandshakeError(err, tn.up.Host(), p.timeouts.TLSHandshake))
+			return
+		}
+		conn = tc
 	}
-	if !p.tunnels.serve(p.newTunnelServer(up), tc) {
-		tc.Close() // shutting down
+	if !p.tunnels.serve(p.newTunnelServer(tn), conn) {
+		conn.Close() // shutting down
 	}
 }
 
@@ -143,12 +175,12 @@ func tunnelHandshakeError(err error, host string, limit time.Duration) *failure.
 }
 
 // newTunnelServer is the server of one tunnel: newServer's limits, and the
-// proxy's handler with up as the only route.
-func (p *Proxy) newTunnelServer(up *Upstream) *http.Server {
-	return p.newServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { p.handle(w, r, up) }), nil)
+// proxy's handler with the tunnel's upstream as the only route.
+func (p *Proxy) newTunnelServer(tn *tunnel) *http.Server {
+	return p.newServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { p.handle(w, r, tn) }), nil)
 }
 
-// tunnels are the open intercepted tunnels, each served by an http.Server
+// tunnels are the open tunnels, each served by an http.Server
 // of its own on a one-connection listener. Shutdown lets the requests in
 // progress finish and closes each tunnel between requests, as the proxy
 // port's server does with keep-alive connections. The zero value is ready.

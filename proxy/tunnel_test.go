@@ -14,10 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
-
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs/pki"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
 )
 
 // leafSource is the local CA of connect: mitm for tests: it issues a
@@ -52,11 +52,11 @@ func tunnelEnv(t *testing.T, limits proxy.ClientLimits) (*env, *pkiSet, *recordi
 	t.Helper()
 	ps := newPKI(t)
 	up := startRecordingUpstream(t, ps)
-	e := startProxy(t, proxy.Config{
+	e := startProxy(t, testConfig{
 		Client:    limits,
 		Timeouts:  proxy.Timeouts{TLSHandshake: time.Second},
 		MITM:      &leafSource{ca: ps.ca},
-		Upstreams: []proxy.UpstreamConfig{upstreamConfig("live", hostileHost, up.addr, ps, sourceOf(ps.client))},
+		Upstreams: []upstream.Config{upstreamConfig("live", hostileHost, up.addr, ps, sourceOf(ps.client))},
 	})
 	return e, ps, up
 }
@@ -98,6 +98,17 @@ func openTunnel(t testing.TB, e *env, ps *pkiSet, host string) *tls.Conn {
 	return tc
 }
 
+// tunnelKinds are the two tunnels a CONNECT opens: intercepted (connect:
+// mitm, CONNECT HOST:443) and plain HTTP (CONNECT HOST:80, as undici
+// sends for http:// URLs). The limits hold in both alike.
+var tunnelKinds = []struct {
+	name string
+	open func(t testing.TB, e *env, ps *pkiSet, host string) net.Conn
+}{
+	{"mitm", func(t testing.TB, e *env, ps *pkiSet, host string) net.Conn { return openTunnel(t, e, ps, host) }},
+	{"plain", openPlainTunnel},
+}
+
 // closedWithin waits up to limit for the peer to close c (a read returns
 // EOF or a reset) and returns how long that took; it fails the test when
 // c is still open by then.
@@ -135,47 +146,51 @@ var tunnelLimits = proxy.ClientLimits{HeaderTimeout: time.Second, IdleTimeout: t
 func TestTunnelHeaderLimits(t *testing.T) {
 	e, ps, _ := tunnelEnv(t, tunnelLimits)
 	const h = "Host: " + hostileHost + "\r\n"
+	for _, kind := range tunnelKinds {
+		t.Run(kind.name, func(t *testing.T) {
 
-	t.Run("header block too large", func(t *testing.T) {
-		tc := openTunnel(t, e, ps, hostileHost)
-		io.WriteString(tc, "GET /v1/x HTTP/1.1\r\n"+h+"X-Big: "+strings.Repeat("a", 70000)+"\r\n\r\n")
-		resp := readResponse(t, tc)
-		if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
-			t.Errorf("status %d, want 431", resp.StatusCode)
-		}
-	})
-	t.Run("endless header line", func(t *testing.T) {
-		tc := openTunnel(t, e, ps, hostileHost)
-		var before runtime.MemStats
-		runtime.ReadMemStats(&before)
-		chunk := []byte(strings.Repeat("a", 64<<10))
-		io.WriteString(tc, "GET /v1/x HTTP/1.1\r\n"+h+"X-Big: ")
-		tc.SetWriteDeadline(time.Now().Add(20 * time.Second))
-		const limit = 64 << 20
-		sent := 0
-		var werr error
-		for sent < limit && werr == nil {
-			var n int
-			n, werr = tc.Write(chunk)
-			sent += n
-		}
-		var after runtime.MemStats
-		runtime.ReadMemStats(&after)
-		growth := int64(after.HeapInuse) - int64(before.HeapInuse)
-		t.Logf("the proxy stopped reading after %d KiB of a header line; heap in use grew by %d KiB", sent>>10, growth>>10)
-		if werr == nil {
-			t.Fatalf("the proxy read all %d MiB of one header line", limit>>20)
-		}
-		if sent > 16<<20 {
-			t.Errorf("the proxy read %d MiB of one header line before refusing it", sent>>20)
-		}
-	})
-	t.Run("headers never finished", func(t *testing.T) {
-		tc := openTunnel(t, e, ps, hostileHost)
-		io.WriteString(tc, "GET /v1/x HTTP/1.1\r\n"+h)
-		took := closedWithin(t, tc, tc, 8*time.Second)
-		t.Logf("unfinished headers inside a tunnel: closed after %s (header timeout 1s)", took.Round(time.Millisecond))
-	})
+			t.Run("header block too large", func(t *testing.T) {
+				tc := kind.open(t, e, ps, hostileHost)
+				io.WriteString(tc, "GET /v1/x HTTP/1.1\r\n"+h+"X-Big: "+strings.Repeat("a", 70000)+"\r\n\r\n")
+				resp := readResponse(t, tc)
+				if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+					t.Errorf("status %d, want 431", resp.StatusCode)
+				}
+			})
+			t.Run("endless header line", func(t *testing.T) {
+				tc := kind.open(t, e, ps, hostileHost)
+				var before runtime.MemStats
+				runtime.ReadMemStats(&before)
+				chunk := []byte(strings.Repeat("a", 64<<10))
+				io.WriteString(tc, "GET /v1/x HTTP/1.1\r\n"+h+"X-Big: ")
+				tc.SetWriteDeadline(time.Now().Add(20 * time.Second))
+				const limit = 64 << 20
+				sent := 0
+				var werr error
+				for sent < limit && werr == nil {
+					var n int
+					n, werr = tc.Write(chunk)
+					sent += n
+				}
+				var after runtime.MemStats
+				runtime.ReadMemStats(&after)
+				growth := int64(after.HeapInuse) - int64(before.HeapInuse)
+				t.Logf("the proxy stopped reading after %d KiB of a header line; heap in use grew by %d KiB", sent>>10, growth>>10)
+				if werr == nil {
+					t.Fatalf("the proxy read all %d MiB of one header line", limit>>20)
+				}
+				if sent > 16<<20 {
+					t.Errorf("the proxy read %d MiB of one header line before refusing it", sent>>20)
+				}
+			})
+			t.Run("headers never finished", func(t *testing.T) {
+				tc := kind.open(t, e, ps, hostileHost)
+				io.WriteString(tc, "GET /v1/x HTTP/1.1\r\n"+h)
+				took := closedWithin(t, tc, tc, 8*time.Second)
+				t.Logf("unfinished headers inside a tunnel: closed after %s (header timeout 1s)", took.Round(time.Millisecond))
+			})
+		})
+	}
 }
 
 // TestTunnelIdleLimits: the idle timeout between requests and the body
@@ -183,85 +198,93 @@ func TestTunnelHeaderLimits(t *testing.T) {
 func TestTunnelIdleLimits(t *testing.T) {
 	e, ps, up := tunnelEnv(t, tunnelLimits)
 	const h = "Host: " + hostileHost + "\r\n"
-	t.Run("idle between requests", func(t *testing.T) {
-		tc := openTunnel(t, e, ps, hostileHost)
-		br := bufio.NewReader(tc)
-		io.WriteString(tc, "GET /v1/x HTTP/1.1\r\n"+h+"\r\n")
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil || resp.StatusCode != 200 {
-			t.Fatalf("first request: %v %v", resp, err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		took := closedWithin(t, tc, br, 8*time.Second)
-		t.Logf("an idle keep-alive tunnel: closed after %s (idle timeout 1s)", took.Round(time.Millisecond))
-	})
-	t.Run("body stalls", func(t *testing.T) {
-		tc := openTunnel(t, e, ps, hostileHost)
-		before := len(up.completed())
-		io.WriteString(tc, "POST /v1/payments HTTP/1.1\r\n"+h+"Content-Length: 100\r\n\r\n0123456789")
-		tc.SetReadDeadline(time.Now().Add(8 * time.Second))
-		resp := readResponse(t, tc)
-		if resp.StatusCode != http.StatusRequestTimeout || resp.Header.Get(failure.HeaderError) != string(failure.KindClientTimeout) {
-			t.Errorf("status %d %s, want 408 %s", resp.StatusCode, resp.Header.Get(failure.HeaderError), failure.KindClientTimeout)
-		}
-		if n := len(up.completed()) - before; n != 0 {
-			t.Errorf("the upstream received %d complete requests", n)
-		}
-	})
+	for _, kind := range tunnelKinds {
+		t.Run(kind.name, func(t *testing.T) {
+			t.Run("idle between requests", func(t *testing.T) {
+				tc := kind.open(t, e, ps, hostileHost)
+				br := bufio.NewReader(tc)
+				io.WriteString(tc, "GET /v1/x HTTP/1.1\r\n"+h+"\r\n")
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil || resp.StatusCode != 200 {
+					t.Fatalf("first request: %v %v", resp, err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				took := closedWithin(t, tc, br, 8*time.Second)
+				t.Logf("an idle keep-alive tunnel: closed after %s (idle timeout 1s)", took.Round(time.Millisecond))
+			})
+			t.Run("body stalls", func(t *testing.T) {
+				tc := kind.open(t, e, ps, hostileHost)
+				before := len(up.completed())
+				io.WriteString(tc, "POST /v1/payments HTTP/1.1\r\n"+h+"Content-Length: 100\r\n\r\n0123456789")
+				tc.SetReadDeadline(time.Now().Add(8 * time.Second))
+				resp := readResponse(t, tc)
+				if resp.StatusCode != http.StatusRequestTimeout || resp.Header.Get(failure.HeaderError) != string(failure.KindClientTimeout) {
+					t.Errorf("status %d %s, want 408 %s", resp.StatusCode, resp.Header.Get(failure.HeaderError), failure.KindClientTimeout)
+				}
+				if n := len(up.completed()) - before; n != 0 {
+					t.Errorf("the upstream received %d complete requests", n)
+				}
+			})
+		})
+	}
 }
 
 // TestTunnelFraming: the framing rules, and no CONNECT inside a tunnel.
 func TestTunnelFraming(t *testing.T) {
 	e, ps, up := tunnelEnv(t, tunnelLimits)
 	const h = "Host: " + hostileHost + "\r\n"
-	t.Run("HTTP/1.0 body without Content-Length", func(t *testing.T) {
-		tc := openTunnel(t, e, ps, hostileHost)
-		before := len(up.completed())
-		io.WriteString(tc, "POST /v1/payments HTTP/1.0\r\n"+h+"Connection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"+
-			"GET /v1/smuggled HTTP/1.1\r\n"+h+"\r\n")
-		br := bufio.NewReader(tc)
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil || resp.StatusCode != http.StatusBadRequest {
-			t.Fatalf("response %v %v, want 400", resp, err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		closedWithin(t, tc, br, 5*time.Second)
-		if got := up.completed()[before:]; len(got) != 0 {
-			t.Errorf("the upstream received %q", got[0].line)
-		}
-	})
-	t.Run("HTTP/1.0 chunked DELETE", func(t *testing.T) {
-		tc := openTunnel(t, e, ps, hostileHost)
-		before := len(up.completed())
-		io.WriteString(tc, "DELETE /v1/x HTTP/1.0\r\n"+h+"Connection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"+
-			"GET /v1/smuggled HTTP/1.1\r\n"+h+"\r\n")
-		br := bufio.NewReader(tc)
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		closedWithin(t, tc, br, 5*time.Second)
-		for _, r := range up.completed()[before:] {
-			if strings.Contains(r.line, "smuggled") {
-				t.Errorf("a request body became a request: the upstream received %q", r.line)
-			}
-		}
-	})
-	t.Run("CONNECT inside the tunnel", func(t *testing.T) {
-		tc := openTunnel(t, e, ps, hostileHost)
-		before := len(up.reqs)
-		io.WriteString(tc, "CONNECT "+hostileHost+":443 HTTP/1.1\r\n"+h+"\r\n")
-		resp := readResponse(t, tc)
-		if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get(failure.HeaderError) != string(failure.KindConnectNotSupported) {
-			t.Errorf("status %d %s, want 405 %s", resp.StatusCode, resp.Header.Get(failure.HeaderError), failure.KindConnectNotSupported)
-		}
-		up.mu.Lock()
-		defer up.mu.Unlock()
-		if got := up.reqs[before:]; len(got) != 0 {
-			t.Errorf("the upstream received %q", got[0].line)
-		}
-	})
+	for _, kind := range tunnelKinds {
+		t.Run(kind.name, func(t *testing.T) {
+			t.Run("HTTP/1.0 body without Content-Length", func(t *testing.T) {
+				tc := kind.open(t, e, ps, hostileHost)
+				before := len(up.completed())
+				io.WriteString(tc, "POST /v1/payments HTTP/1.0\r\n"+h+"Connection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"+
+					"GET /v1/smuggled HTTP/1.1\r\n"+h+"\r\n")
+				br := bufio.NewReader(tc)
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil || resp.StatusCode != http.StatusBadRequest {
+					t.Fatalf("response %v %v, want 400", resp, err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				closedWithin(t, tc, br, 5*time.Second)
+				if got := up.completed()[before:]; len(got) != 0 {
+					t.Errorf("the upstream received %q", got[0].line)
+				}
+			})
+			t.Run("HTTP/1.0 chunked DELETE", func(t *testing.T) {
+				tc := kind.open(t, e, ps, hostileHost)
+				before := len(up.completed())
+				io.WriteString(tc, "DELETE /v1/x HTTP/1.0\r\n"+h+"Connection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"+
+					"GET /v1/smuggled HTTP/1.1\r\n"+h+"\r\n")
+				br := bufio.NewReader(tc)
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				closedWithin(t, tc, br, 5*time.Second)
+				for _, r := range up.completed()[before:] {
+					if strings.Contains(r.line, "smuggled") {
+						t.Errorf("a request body became a request: the upstream received %q", r.line)
+					}
+				}
+			})
+			t.Run("CONNECT inside the tunnel", func(t *testing.T) {
+				tc := kind.open(t, e, ps, hostileHost)
+				before := len(up.reqs)
+				io.WriteString(tc, "CONNECT "+hostileHost+":443 HTTP/1.1\r\n"+h+"\r\n")
+				resp := readResponse(t, tc)
+				if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get(failure.HeaderError) != string(failure.KindConnectNotSupported) {
+					t.Errorf("status %d %s, want 405 %s", resp.StatusCode, resp.Header.Get(failure.HeaderError), failure.KindConnectNotSupported)
+				}
+				up.mu.Lock()
+				defer up.mu.Unlock()
+				if got := up.reqs[before:]; len(got) != 0 {
+					t.Errorf("the upstream received %q", got[0].line)
+				}
+			})
+		})
+	}
 }
 
 // TestHTTP10ConnectionsClose: on the proxy port every HTTP/1.0 exchange and
@@ -271,7 +294,7 @@ func TestTunnelFraming(t *testing.T) {
 func TestHTTP10ConnectionsClose(t *testing.T) {
 	ps := newPKI(t)
 	up := startRecordingUpstream(t, ps)
-	e := startProxy(t, proxy.Config{Upstreams: []proxy.UpstreamConfig{upstreamConfig("live", hostileHost, up.addr, ps, sourceOf(ps.client))}})
+	e := startProxy(t, testConfig{Upstreams: []upstream.Config{upstreamConfig("live", hostileHost, up.addr, ps, sourceOf(ps.client))}})
 	addr := strings.TrimPrefix(e.url, "http://")
 	const h = "Host: " + hostileHost + "\r\n"
 	smuggled := "GET http://" + hostileHost + "/v1/smuggled HTTP/1.1\r\n" + h + "\r\n"

@@ -75,3 +75,32 @@ func TestUnaskedUpgradeRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestOwnHeadersStripped (issue 23): the headers only the proxy sets
+// (X-Payrails-Proxy-*) never pass through from an upstream's answer (say,
+// another proxy in front of the API): scripts match on them.
+func TestOwnHeadersStripped(t *testing.T) {
+	e, _ := scriptedEnv(t, proxy.ClientLimits{}, func(_ int32, c *tls.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			io.Copy(io.Discard, req.Body)
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nX-Payrails-Proxy-Error: upstream_error\r\nx-payrails-proxy-attempts: 9\r\n"+
+				"X-Payrails-Request: kept\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	resp, body := get(t, e.forwardClient(t), "http://"+hostA+"/v1/x")
+	if resp.StatusCode != 200 || string(body) != "ok" {
+		t.Fatalf("got %d %q", resp.StatusCode, body)
+	}
+	for k := range resp.Header {
+		if strings.HasPrefix(strings.ToLower(k), "x-payrails-proxy-") {
+			t.Errorf("the upstream's %s: %v reached the client", k, resp.Header[k])
+		}
+	}
+	if resp.Header.Get("X-Payrails-Request") != "kept" {
+		t.Errorf("another header of the upstream was dropped: %v", resp.Header)
+	}
+}

@@ -8,54 +8,35 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/tlsscript"
+
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/config"
-	"github.com/mtlsproxy/payrails-mtls-proxy/internal/loopback"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 )
 
-// scriptedUpstream is a raw HTTP/1.1-over-mTLS server whose connections
-// are each handled by a script: what a misbehaving upstream would do. Each
-// write is one TLS record (dynamic record sizing off), so that what the
-// script writes together arrives together.
-type scriptedUpstream struct {
-	addr   string
-	conns  atomic.Int32 // accepted so far
-	closed atomic.Int32 // connections whose peer (the proxy) closed them
-}
-
-func startScripted(t testing.TB, ps *pkiSet, script func(n int32, c *tls.Conn, br *bufio.Reader)) *scriptedUpstream {
+// scripted is the one scripted upstream of the tests (internal/tlsscript)
+// with the environment's PKI: what a misbehaving upstream would do.
+func startScripted(t testing.TB, ps *pkiSet, script tlsscript.Script) *tlsscript.Server {
 	t.Helper()
-	return startScriptedAt(t, ps, "127.0.0.1:0", script)
+	return tlsscript.Start(t, ps.tlsscript(), script)
 }
 
 // startScriptedAt is startScripted listening on addr.
-func startScriptedAt(t testing.TB, ps *pkiSet, addr string, script func(n int32, c *tls.Conn, br *bufio.Reader)) *scriptedUpstream {
+func startScriptedAt(t testing.TB, ps *pkiSet, addr string, script tlsscript.Script) *tlsscript.Server {
 	t.Helper()
-	ln, err := tls.Listen("tcp", addr, &tls.Config{Certificates: []tls.Certificate{ps.server.TLS()},
-		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: ps.ca.Pool(), NextProtos: []string{"http/1.1"},
-		DynamicRecordSizingDisabled: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	u := &scriptedUpstream{addr: ln.Addr().String()}
-	loopback.Serve(t, ln, func(c net.Conn) {
-		n := u.conns.Add(1)
-		tc := c.(*tls.Conn)
-		tc.SetDeadline(time.Now().Add(20 * time.Second))
-		br := bufio.NewReader(tc)
-		script(n, tc, br)
-		// Whatever the script left, see whether the proxy closes.
-		if _, err := io.Copy(io.Discard, br); err == nil || !isTimeout(err) {
-			u.closed.Add(1)
-		}
-	})
-	return u
+	return tlsscript.StartAt(t, ps.tlsscript(), addr, script)
+}
+
+// tlsscript is ps as tlsscript's PKI.
+func (ps *pkiSet) tlsscript() *tlsscript.PKI {
+	return &tlsscript.PKI{CA: ps.ca, Server: ps.server, Client: ps.client}
 }
 
 func isTimeout(err error) bool {
@@ -64,30 +45,19 @@ func isTimeout(err error) bool {
 }
 
 // answerOK reads requests and answers each with "ok" until the connection ends.
-func answerOK(c *tls.Conn, br *bufio.Reader) {
-	for {
-		req, err := http.ReadRequest(br)
-		if err != nil {
-			return
-		}
-		if _, err := io.Copy(io.Discard, req.Body); err != nil {
-			return
-		}
-		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok")
-	}
-}
+func answerOK(c *tls.Conn, br *bufio.Reader) { tlsscript.AnswerOK(0, c, br) }
 
-func scriptedEnv(t *testing.T, limits proxy.ClientLimits, script func(n int32, c *tls.Conn, br *bufio.Reader)) (*env, *scriptedUpstream) {
+func scriptedEnv(t *testing.T, limits proxy.ClientLimits, script func(n int32, c *tls.Conn, br *bufio.Reader)) (*env, *tlsscript.Server) {
 	t.Helper()
 	return scriptedEnvRetry(t, limits, config.Retry{}, script)
 }
 
-func scriptedEnvRetry(t *testing.T, limits proxy.ClientLimits, retry config.Retry, script func(n int32, c *tls.Conn, br *bufio.Reader)) (*env, *scriptedUpstream) {
+func scriptedEnvRetry(t *testing.T, limits proxy.ClientLimits, retry config.Retry, script func(n int32, c *tls.Conn, br *bufio.Reader)) (*env, *tlsscript.Server) {
 	t.Helper()
 	ps := newPKI(t)
 	up := startScripted(t, ps, script)
-	e := startProxy(t, proxy.Config{Client: limits, Timeouts: proxy.Timeouts{ResponseHeader: 30 * time.Second}, Retry: retry,
-		Upstreams: []proxy.UpstreamConfig{upstreamConfig("live", hostA, up.addr, ps, sourceOf(ps.client))}})
+	e := startProxy(t, testConfig{Client: limits, Timeouts: proxy.Timeouts{ResponseHeader: 30 * time.Second}, Retry: retry,
+		Upstreams: []upstream.Config{upstreamConfig("live", hostA, up.Addr, ps, sourceOf(ps.client))}})
 	return e, up
 }
 
@@ -118,7 +88,7 @@ func TestUnsolicitedBytesNeverReachAClient(t *testing.T) {
 	if string(got) != "ok" {
 		t.Errorf("second request answered %d %q: the upstream's unsolicited bytes reached a client", resp.StatusCode, got)
 	}
-	if n := up.conns.Load(); n != 2 {
+	if n := up.Conns.Load(); n != 2 {
 		t.Errorf("%d upstream connections, want 2 (the first one is unusable)", n)
 	}
 }
@@ -145,11 +115,11 @@ func TestClientStopsMidBody(t *testing.T) {
 	if resp.StatusCode != http.StatusRequestTimeout || resp.Header.Get(failure.HeaderError) != string(failure.KindClientTimeout) {
 		t.Errorf("status %d %s, want 408 %s", resp.StatusCode, resp.Header.Get(failure.HeaderError), failure.KindClientTimeout)
 	}
-	waitFor(t, "the proxy to close the upstream connection with the half request", func() bool { return up.closed.Load() == 1 })
+	waitFor(t, "the proxy to close the upstream connection with the half request", func() bool { return up.Closed.Load() == 1 })
 	if resp, got := get(t, e.forwardClient(t), "http://"+hostA+"/after"); resp.StatusCode != 200 || string(got) != "ok" {
 		t.Errorf("the next request: %d %q", resp.StatusCode, got)
 	}
-	if n := up.conns.Load(); n != 2 {
+	if n := up.Conns.Load(); n != 2 {
 		t.Errorf("%d upstream connections, want 2: the half-written one must not be reused", n)
 	}
 
@@ -163,7 +133,7 @@ func TestClientStopsMidBody(t *testing.T) {
 	if resp := readResponse(t, c2); resp.StatusCode != http.StatusRequestTimeout {
 		t.Errorf("kept body: status %d, want 408", resp.StatusCode)
 	}
-	if n := keptUp.conns.Load(); n != 0 {
+	if n := keptUp.Conns.Load(); n != 0 {
 		t.Errorf("kept body: %d upstream connections for a body that never arrived whole, want 0", n)
 	}
 }
@@ -175,7 +145,7 @@ const expectHead = "POST http://" + hostA + "/v1/payments HTTP/1.1\r\nHost: " + 
 // 100 that never comes.
 func TestExpectContinueUnreachable(t *testing.T) {
 	ps := newPKI(t)
-	e := startProxy(t, proxy.Config{Upstreams: []proxy.UpstreamConfig{upstreamConfig("live", hostA, closedPort(t), ps, sourceOf(ps.client))}})
+	e := startProxy(t, testConfig{Upstreams: []upstream.Config{upstreamConfig("live", hostA, closedPort(t), ps, sourceOf(ps.client))}})
 	c, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream/egress"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
@@ -115,7 +117,7 @@ func TestViaEgressProxy(t *testing.T) {
 	a.Via = &egress.Proxy{URL: open.url()}
 	b := upstreamConfig("staging", hostB, up.Addr, ps, sourceOf(ps.client))
 	b.Via = &egress.Proxy{URL: closed.url()}
-	e := startProxy(t, proxy.Config{Upstreams: []proxy.UpstreamConfig{a, b}})
+	e := startProxy(t, testConfig{Upstreams: []upstream.Config{a, b}})
 	c := e.forwardClient(t)
 
 	const secretPath = "/v1/payments/pay_0123456789abcdef"
@@ -167,15 +169,15 @@ func TestProbeViaEgressProxy(t *testing.T) {
 	open := startTunneller(t, func(string) bool { return true })
 	closed := startTunneller(t, func(string) bool { return false })
 	cert := ps.client.TLS()
-	cfg := proxy.ProbeConfig{URL: &url.URL{Scheme: "https", Host: hostA}, Address: up.Addr, RootCAs: ps.ca.Pool(),
+	cfg := upstream.ProbeConfig{URL: &url.URL{Scheme: "https", Host: hostA}, Address: up.Addr, RootCAs: ps.ca.Pool(),
 		Certificate: &cert, Timeouts: proxy.Timeouts{Dial: 5 * time.Second}}
 	cfg.Via = &egress.Proxy{URL: open.url()}
-	if res := proxy.Probe(context.Background(), cfg); res.Outcome != proxy.OutcomeAccepted {
+	if res := upstream.Probe(context.Background(), cfg); res.Outcome != upstream.OutcomeAccepted {
 		t.Errorf("through the egress proxy: outcome %s (%v), want accepted", res.Outcome, res.Err)
 	}
 	cfg.Via = &egress.Proxy{URL: closed.url()}
-	res := proxy.Probe(context.Background(), cfg)
-	if res.Outcome != proxy.OutcomeTCPFailed || res.Err == nil || !strings.Contains(res.Err.Error(), "403 Forbidden") {
+	res := upstream.Probe(context.Background(), cfg)
+	if res.Outcome != upstream.OutcomeTCPFailed || res.Err == nil || !strings.Contains(res.Err.Error(), "403 Forbidden") {
 		t.Errorf("refused: outcome %s (%v), want tcp_failed naming 403 Forbidden", res.Outcome, res.Err)
 	}
 	if targets, _ := open.seen(); len(targets) != 1 {

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
 )
 
 // TestIdleRetirementWithoutWarmConnections: with warm_connections 0 the
@@ -37,7 +37,7 @@ func TestIdleRetirementWithoutWarmConnections(t *testing.T) {
 			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 		}
 	})
-	e := startProxy(t, proxy.Config{Upstreams: []proxy.UpstreamConfig{upstreamConfig("live", hostA, up.addr, ps, sourceOf(ps.client))}})
+	e := startProxy(t, testConfig{Upstreams: []upstream.Config{upstreamConfig("live", hostA, up.Addr, ps, sourceOf(ps.client))}})
 	c := e.forwardClient(t)
 	send := func(path string) {
 		t.Helper()
@@ -56,10 +56,10 @@ func TestIdleRetirementWithoutWarmConnections(t *testing.T) {
 		return len(e.logs.FilterMessageSnippet("learnt how long the upstream keeps an idle connection open").All()) > 0
 	})
 	send("/after")
-	opened := up.conns.Load()
+	opened := up.Conns.Load()
 	time.Sleep(2 * serverIdle / 3) // idle for 200 ms: less than the server's timeout, more than the retirement age
 	send("/later")
-	if n := up.conns.Load() - opened; n != 1 {
+	if n := up.Conns.Load() - opened; n != 1 {
 		t.Errorf("after 200 ms of idle the request opened %d connections; want 1: the idle one is retired "+
 			"before the learnt 300 ms", n)
 	}

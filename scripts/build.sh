@@ -34,5 +34,8 @@ mkdir -p "$(dirname "$out")"
 # CGO_ENABLED=0: a static binary for distroless/static and any Linux host.
 # -trimpath: no build paths in the binary (reproducible). -s -w: no symbol
 # table or DWARF (smaller; panics still print stack traces).
-CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$version" -o "$out" ./cmd/payrails-mtls-proxy
+# -pgo: cmd/payrails-mtls-proxy/default.pgo (scripts/pgo.sh makes it) unless PGO=off; Go's default
+# -pgo=auto takes that file, named here so the build says it.
+pgo="${PGO:-auto}"
+CGO_ENABLED=0 go build -trimpath -pgo="$pgo" -ldflags "-s -w -X main.version=$version" -o "$out" ./cmd/payrails-mtls-proxy
 echo "build.sh: built $out (version $version, $(go env GOOS)/$(go env GOARCH))"

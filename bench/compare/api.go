@@ -94,13 +94,14 @@ func (b *bench) startAPI(ctx context.Context, procs *procSet) (string, error) {
 	if err := os.WriteFile(filepath.Join(www, "small"), []byte(smallBody), 0o644); err != nil {
 		return "", err
 	}
-	api, err := b.startStandIn(ctx, procs, "api", 300*time.Second, false)
+	api, err := b.startStandIn(ctx, procs, "api", 300*time.Second, false, b.opts.upstreamH2)
 	return api.addr, err
 }
 
 // startStandIn starts a stand-in API in b.dir/name with the given
-// keep-alive timeout, logging each request when accessLog is set.
-func (b *bench) startStandIn(ctx context.Context, procs *procSet, name string, keepAlive time.Duration, accessLog bool) (standIn, error) {
+// keep-alive timeout, logging each request when accessLog is set, offering
+// HTTP/2 when h2.
+func (b *bench) startStandIn(ctx context.Context, procs *procSet, name string, keepAlive time.Duration, accessLog, h2 bool) (standIn, error) {
 	dir := filepath.Join(b.dir, name)
 	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o755); err != nil {
 		return standIn{}, err
@@ -115,7 +116,7 @@ func (b *bench) startStandIn(ctx context.Context, procs *procSet, name string, k
 	}
 	var conf bytes.Buffer
 	err = apiConf.Execute(&conf, map[string]any{"Dir": dir, "Addr": s.addr, "Host": apiHost, "PKI": b.pki,
-		"H2": b.opts.upstreamH2, "Workers": b.cpus.loadWorkers(), "WWW": filepath.Join(b.dir, "api", "www"),
+		"H2": h2, "Workers": b.cpus.loadWorkers(), "WWW": filepath.Join(b.dir, "api", "www"),
 		"KeepAliveSeconds": int(keepAlive / time.Second), "AccessLog": s.accessLog})
 	if err != nil {
 		return standIn{}, err

@@ -41,7 +41,12 @@ type options struct {
 	sparseRequests int // timed requests per sparse run and peer
 	rotations      int // rotations (each with one timed request) per rotated run and peer
 	upstreamH2     bool
+	proxyBins      []labelledBin // --proxy-bins: several binaries of this proxy, side by side
+	cpuProfiles    string        // --cpuprofile: a folder for this proxy's CPU profiles
 }
+
+// labelledBin is one binary of this proxy under a label of its own.
+type labelledBin struct{ Label, Path string }
 
 // bench is the state of one run, shared by the scenarios.
 type bench struct {
@@ -52,6 +57,7 @@ type bench struct {
 	cpus     cpuPlan
 	proxyBin string
 	api      string      // the stand-in API's address
+	apiH2    string      // the stand-in offering HTTP/2, for the -h2 scenarios; "" when none runs
 	peers    []peer      // selected peers whose tools are present
 	skipped  []string    // peers not run, with the reason
 	counters cpuCounters // /proc/stat at start, for the steal figure
@@ -102,7 +108,11 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.wanRequests, "wan-requests", 100, "timed sequential requests per wan run and client")
 	fs.IntVar(&o.sparseRequests, "sparse-requests", 10, "timed requests per sparse run and peer, each "+sparseGap.String()+" after the previous")
 	fs.IntVar(&o.rotations, "rotations", 10, "certificate rotations per rotated run and peer, each followed by one timed request")
-	fs.BoolVar(&o.upstreamH2, "upstream-h2", false, "let the stand-in API offer HTTP/2 (only this proxy uses it)")
+	fs.BoolVar(&o.upstreamH2, "upstream-h2", false, "let the main stand-in API offer HTTP/2 too (the -h2 scenarios have their own that does)")
+	var bins string
+	fs.StringVar(&bins, "proxy-bins", "", "several binaries of this proxy side by side, LABEL=PATH,LABEL=PATH: each proxy row runs once per binary "+
+		"(proxy-base@LABEL), alternating in every run (e.g. -pgo=off against the profile, or main against a branch)")
+	fs.StringVar(&o.cpuProfiles, "cpuprofile", "", "folder for CPU profiles of this proxy, one per measured run (go tool pprof -proto merges them: scripts/pgo.sh)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -126,6 +136,20 @@ func parseFlags(args []string) (options, error) {
 		return o, fmt.Errorf("--rotations %d: want 1 to 50", o.rotations)
 	}
 	var err error
+	if o.proxyBins, err = parseBins(bins); err != nil {
+		return o, err
+	}
+	if len(o.proxyBins) > 0 && o.proxyBin != "" {
+		return o, fmt.Errorf("--proxy-bin and --proxy-bins: give one")
+	}
+	if o.cpuProfiles != "" {
+		if o.cpuProfiles, err = filepath.Abs(o.cpuProfiles); err != nil {
+			return o, err
+		}
+		if err := os.MkdirAll(o.cpuProfiles, 0o755); err != nil {
+			return o, fmt.Errorf("--cpuprofile: %w", err)
+		}
+	}
 	if o.scenarios, err = pickNames("--scenarios", scenarios, scenarioNames()); err != nil {
 		return o, err
 	}
@@ -262,4 +286,30 @@ func findRepo() (string, error) {
 		}
 		dir = parent
 	}
+}
+
+// parseBins reads --proxy-bins: LABEL=PATH pairs, comma-separated, labels
+// unique and made of letters, digits, '.', '_' and '-'.
+func parseBins(list string) ([]labelledBin, error) {
+	if list == "" {
+		return nil, nil
+	}
+	var out []labelledBin
+	seen := map[string]bool{}
+	for _, item := range strings.Split(list, ",") {
+		label, path, ok := strings.Cut(item, "=")
+		if !ok || label == "" || path == "" || strings.Trim(label, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != "" {
+			return nil, fmt.Errorf("--proxy-bins %q: want LABEL=PATH,LABEL=PATH (labels of letters, digits, . _ -)", item)
+		}
+		if seen[label] {
+			return nil, fmt.Errorf("--proxy-bins: label %q given twice", label)
+		}
+		seen[label] = true
+		abs, err := filepath.Abs(path)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, labelledBin{Label: label, Path: abs})
+	}
+	return out, nil
 }

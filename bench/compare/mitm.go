@@ -76,7 +76,9 @@ func runMITM(ctx context.Context, b *bench, s scenario) ([]row, error) {
 			if err != nil {
 				return nil, err
 			}
+			stopProfile := b.profile(ctx, in, b.opts.duration)
 			f, err := goLoad(ctx, proxyURL, w.tls, w.target, b.opts.duration)
+			stopProfile()
 			if err != nil {
 				w.row.Err = err.Error()
 				continue

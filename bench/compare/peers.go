@@ -19,6 +19,7 @@ import (
 type peer struct {
 	Name    string // row label and --peers value
 	Tool    string // program looked up in PATH; "" for this proxy (--proxy-bin or built)
+	bin     string // this proxy's binary for this row (--proxy-bins); "" means the run's
 	Ref     bool   // a reference peer: ratios and targets compare with the best of these
 	Forward bool   // clients send absolute-form requests (HTTP_PROXY) instead of origin-form
 	About   string // one line for the report
@@ -65,7 +66,11 @@ var allPeers = []peer{
 }
 
 func proxyArgv(b *bench, bin, _, conf string) ([]string, []string) {
-	return []string{bin, "serve", "--config", conf}, []string{"GOMAXPROCS=" + strconv.Itoa(b.cpus.Workers)}
+	env := []string{"GOMAXPROCS=" + strconv.Itoa(b.cpus.Workers)}
+	if b.opts.cpuProfiles != "" {
+		env = append(env, "PAYRAILS_PROXY_DEBUG_PPROF=1") // /debug/pprof on the admin port, for --cpuprofile
+	}
+	return []string{bin, "serve", "--config", conf}, env
 }
 
 // instance is a running peer.
@@ -127,7 +132,10 @@ func (b *bench) startPeer(ctx context.Context, procs *procSet, p peer, api strin
 
 // toolPath is the program that runs peer p.
 func (b *bench) toolPath(p peer) string {
-	if p.Tool == "" {
+	switch {
+	case p.Tool == "" && p.bin != "":
+		return p.bin
+	case p.Tool == "":
 		return b.proxyBin
 	}
 	return p.Tool

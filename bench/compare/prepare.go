@@ -51,6 +51,14 @@ func (b *bench) prepare(ctx context.Context, procs *procSet) error {
 		return err
 	}
 	b.progress("stand-in API on %s; %s", b.api, b.cpus)
+	if slices.ContainsFunc(allScenarios, func(s scenario) bool { return s.h2 && slices.Contains(b.opts.scenarios, s.Name) }) {
+		h2, err := b.startStandIn(ctx, procs, "api-h2", 300*time.Second, false, true)
+		if err != nil {
+			return err
+		}
+		b.apiH2 = h2.addr
+		b.progress("stand-in API offering HTTP/2 on %s", b.apiH2)
+	}
 	return b.checkForwardScript(ctx)
 }
 
@@ -72,6 +80,14 @@ func (b *bench) selectPeers() error {
 				continue
 			}
 		}
+		if p.Tool == "" && len(b.opts.proxyBins) > 0 {
+			for _, lb := range b.opts.proxyBins {
+				q := p
+				q.Name, q.bin = p.Name+"@"+lb.Label, lb.Path
+				b.peers = append(b.peers, q)
+			}
+			continue
+		}
 		b.peers = append(b.peers, p)
 	}
 	if len(b.peers) == 0 {
@@ -84,6 +100,10 @@ func (b *bench) selectPeers() error {
 // temporary folder with scripts/build.sh when this proxy is selected.
 func (b *bench) findProxy(ctx context.Context) error {
 	if !slices.ContainsFunc(b.peers, func(p peer) bool { return p.Tool == "" }) {
+		return nil
+	}
+	if len(b.opts.proxyBins) > 0 {
+		b.proxyBin = b.opts.proxyBins[0].Path // the mitm scenario's (it runs one binary)
 		return nil
 	}
 	if b.opts.proxyBin != "" {

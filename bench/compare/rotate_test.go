@@ -183,7 +183,7 @@ func TestStandInAnswers(t *testing.T) {
 	procs := &procSet{}
 	defer procs.stopAll()
 	ctx := context.Background()
-	api, err := b.startStandIn(ctx, procs, "api-test", shortKeepAlive, true)
+	api, err := b.startStandIn(ctx, procs, "api-test", shortKeepAlive, true, false)
 	if err != nil {
 		t.Fatal(err)
 	}

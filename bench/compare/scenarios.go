@@ -17,6 +17,10 @@ type scenario struct {
 	Metrics []metric // the table's columns for this scenario, in order
 	job     wrkJob   // the load, for wrk scenarios (Duration comes from --duration)
 	run     func(ctx context.Context, b *bench, s scenario) ([]row, error)
+	// h2 runs the scenario against the stand-in offering HTTP/2, the shape
+	// of API edges that negotiate it: this proxy and Caddy then speak
+	// HTTP/2 to it; nginx, HAProxy and stunnel keep HTTP/1.1.
+	h2 bool
 }
 
 // allScenarios is every scenario, in run and table order.
@@ -29,6 +33,14 @@ var allScenarios = []scenario{
 		Metrics: []metric{mRate, mP50, mP99, mCPU, mAnon, mFile}, job: wrkJob{Conns: 16, Path: "/small", Close: true}, run: runWrkScenario},
 	{Name: "big", About: "8 connections, keep-alive, GET /big (1 MiB)",
 		Metrics: []metric{mMiBps, mP50, mP99, mCPU, mAnon, mFile}, job: wrkJob{Conns: 8, Path: "/big"}, run: runWrkScenario},
+	{Name: "c1-h2", About: "c1, the stand-in offering HTTP/2 (what production most likely runs: this proxy and Caddy speak it)",
+		Metrics: []metric{mRate, mP50, mP99, mCPU, mAnon, mFile}, job: wrkJob{Conns: 1, Path: "/small"}, run: runWrkScenario, h2: true},
+	{Name: "c64-h2", About: "c64, the stand-in offering HTTP/2",
+		Metrics: []metric{mRate, mP50, mP99, mCPU, mAnon, mFile}, job: wrkJob{Conns: 64, Path: "/small"}, run: runWrkScenario, h2: true},
+	{Name: "close-h2", About: "close, the stand-in offering HTTP/2",
+		Metrics: []metric{mRate, mP50, mP99, mCPU, mAnon, mFile}, job: wrkJob{Conns: 16, Path: "/small", Close: true}, run: runWrkScenario, h2: true},
+	{Name: "big-h2", About: "big, the stand-in offering HTTP/2",
+		Metrics: []metric{mMiBps, mP50, mP99, mCPU, mAnon, mFile}, job: wrkJob{Conns: 8, Path: "/big"}, run: runWrkScenario, h2: true},
 	{Name: "wan", About: "sequential legacy client, new connection per request, upstream behind a delay relay",
 		Metrics: []metric{mP50, mP99}, run: runWAN},
 	{Name: "sparse", About: "wan, one request every " + sparseGap.String() + " (beyond the stand-in's " +
@@ -83,7 +95,11 @@ type figures struct {
 func runWrkScenario(ctx context.Context, b *bench, s scenario) ([]row, error) {
 	procs := &procSet{}
 	defer procs.stopAll()
-	ins, rows := b.startPeers(ctx, procs, s.Name, b.api)
+	api := b.api
+	if s.h2 {
+		api = b.apiH2
+	}
+	ins, rows := b.startPeers(ctx, procs, s.Name, api)
 	mem := sampleMemory(ins)
 	if err := ctx.Err(); err != nil {
 		mem.record(rows)
@@ -169,7 +185,9 @@ func (b *bench) measure(ctx context.Context, in *instance, j wrkJob) (figures, e
 		return figures{}, err
 	}
 	start := time.Now()
+	stopProfile := b.profile(ctx, in, j.Duration)
 	res, err := b.runWrk(ctx, in, j)
+	stopProfile()
 	if err != nil {
 		return figures{}, err
 	}

@@ -37,7 +37,7 @@ type latencyPeer struct {
 // the peaks into the rows' medians, so call it after they are computed)
 // and the relay; it may be called more than once.
 func (b *bench) startLatencyPeers(ctx context.Context, procs *procSet, s scenario) ([]*latencyPeer, []row, standIn, func(), error) {
-	api, err := b.startStandIn(ctx, procs, "api-"+s.Name, shortKeepAlive, true)
+	api, err := b.startStandIn(ctx, procs, "api-"+s.Name, shortKeepAlive, true, b.opts.upstreamH2)
 	if err != nil {
 		return nil, nil, standIn{}, nil, err
 	}

@@ -111,7 +111,9 @@ func TestMetrics(t *testing.T) {
 		resp.Body.Close()
 	}
 	w.api.Close() // the upstream goes away: the next new connection fails
-	r.app.proxy.Close()
+	for _, c := range r.app.clients {
+		c.CloseIdleConnections()
+	}
 	resp, err := c.Get("http://" + apiHost + "/v1/down")
 	if err != nil {
 		t.Fatal(err)
@@ -120,7 +122,7 @@ func TestMetrics(t *testing.T) {
 	resp.Body.Close()
 	next := w.clientCert(t, "next", time.Now().Add(-time.Hour))
 	next.WriteFiles(w.certDir, "domain.pem", "domain.key")
-	poll.Until(t, "the reload", 10*time.Second, func() bool { return r.app.stores[0].Stats().Swapped >= 2 })
+	poll.Until(t, "the reload", 10*time.Second, func() bool { return r.app.views[0].Store.Stats().Swapped >= 2 })
 
 	poll.Until(t, "the metrics of the last request", 10*time.Second, func() bool {
 		return value(scrape(t, r.admin), "payrails_proxy_upstream_errors_total",

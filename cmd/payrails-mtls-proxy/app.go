@@ -13,9 +13,12 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/certstatus"
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/safefile"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/admin"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs"
 	"github.com/mtlsproxy/payrails-mtls-proxy/config"
@@ -23,26 +26,28 @@ import (
 	"go.uber.org/zap"
 )
 
-// app is the wired sidecar: one certificate store per upstream and the
-// proxy in front of them. serve and demo run the same app.
+// app is the wired sidecar: per upstream a certificate store and a client,
+// and the proxy in front of them. serve and demo run the same app.
 type app struct {
 	cfg      *config.Config
 	log      *zap.Logger
-	stores   []*certs.Store
+	views    []certstatus.View // each store with its upstream's client, by name; the local CA's last, without one
+	clients  []*upstream.Client
 	watcher  *certs.Watcher
 	auth     *proxy.AuthFile // nil without access.proxy_auth_file
 	proxy    *proxy.Proxy
 	registry *prometheus.Registry
 	admin    http.Handler
+	hupStops bool // SIGHUP is the caller's to stop with (demo), not a reload
 }
 
 func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 	warnExposedSecrets(cfg, log)
 	a := &app{cfg: cfg, log: log, registry: newRegistry()}
-	ups, err := a.upstreams()
-	if err != nil {
+	if err := a.upstreams(); err != nil {
 		return nil, err
 	}
+	var err error
 	if f := cfg.Access.ProxyAuthFile; f != "" {
 		if a.auth, err = proxy.NewAuthFile(f); err != nil {
 			return nil, err
@@ -59,9 +64,9 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 	a.proxy, err = proxy.New(proxy.Config{
 		MITM:       leaves,
 		ProxyAuth:  a.auth,
-		Upstreams:  ups,
+		Upstreams:  a.clients,
+		Default:    defaultUpstream(cfg),
 		Timeouts:   cfg.Timeouts,
-		Retry:      cfg.Retry,
 		AllowCIDRs: cfg.Access.AllowCIDRs,
 		Client:     proxy.ClientLimits{MaxConns: cfg.Access.MaxConnections},
 		Logger:     log,
@@ -71,7 +76,7 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 		return nil, err
 	}
 	a.wireAdmin()
-	a.watcher, err = certs.NewWatcher(a.stores, certs.WatchOptions{Debounce: cfg.Reload.Debounce,
+	a.watcher, err = certs.NewWatcher(a.stores(), certs.WatchOptions{Debounce: cfg.Reload.Debounce,
 		PollInterval: cfg.Reload.PollInterval}, log.Named("certs"))
 	if err != nil {
 		return nil, err
@@ -79,50 +84,76 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 	return a, nil
 }
 
-// upstreams makes each configured upstream's certificate store (in
-// a.stores, in configuration order) and its proxy configuration.
-func (a *app) upstreams() ([]proxy.UpstreamConfig, error) {
-	var ups []proxy.UpstreamConfig
+// upstreams makes each configured upstream's certificate store and its
+// client, paired by name (a.views, in configuration order).
+func (a *app) upstreams() error {
+	m := upstream.NewMetrics(a.registry)
 	for _, u := range a.cfg.Upstreams {
 		src := certSource(u)
 		store := certs.NewStore(u.Name, src, a.log.Named("certs"))
 		roots, err := certs.Roots(u.CAFile)
 		if err != nil {
-			return nil, fmt.Errorf("upstream %q: %w", u.Name, err)
+			return fmt.Errorf("upstream %q: %w", u.Name, err)
 		}
 		via := viaProxy(u.Via, u.ViaAuthFile, "via_auth_file")
 		if via != nil && via.Auth != nil {
 			if _, _, err := via.Auth(); err != nil { // at start a bad file stops the program; later dials re-read it
-				return nil, fmt.Errorf("upstream %q: %s: %w", u.Name, via.AuthSource, err)
+				return fmt.Errorf("upstream %q: %s: %w", u.Name, via.AuthSource, err)
 			}
 		}
-		a.stores = append(a.stores, store)
-		ups = append(ups, proxy.UpstreamConfig{
-			Name: u.Name, URL: u.URL, Address: u.Address, Default: u.Default,
-			RootCAs: roots, Certificates: store, CertSource: src.String(), Token: tokenConfig(u.Token),
-			Verify: a.cfg.Reload.Verify, VerifyPath: u.VerifyPath, WarmConnections: u.WarmConnections,
-			Via: via,
+		c, err := upstream.New(upstream.Config{
+			Name: u.Name, URL: u.URL, Address: u.Address, RootCAs: roots, Certificates: store,
+			CertSource: src.String(), Token: tokenConfig(u.Token), Verify: a.cfg.Reload.Verify,
+			VerifyPath: u.VerifyPath, WarmConnections: u.WarmConnections, Via: via,
+			Timeouts: a.cfg.Timeouts, Retry: a.cfg.Retry, Metrics: m, Logger: a.log,
 		})
+		if err != nil {
+			return err
+		}
+		a.clients = append(a.clients, c)
+		a.views = append(a.views, certstatus.View{Store: store, Client: c})
 	}
-	return ups, nil
+	return nil
 }
 
-// wireAdmin gives the admin endpoints and the certificate collector a view
-// of every store, with its upstream's knowledge of the certificates.
-func (a *app) wireAdmin() {
-	var views []upstreamView
-	var adminUps []admin.Upstream
-	for i, s := range a.stores {
-		v := upstreamView{store: s}
-		if i < len(a.proxy.Upstreams()) { // the local CA's store comes last, with no upstream
-			v.up = a.proxy.Upstreams()[i]
+// defaultUpstream names the upstream with default: true, "" when none.
+func defaultUpstream(cfg *config.Config) string {
+	for _, u := range cfg.Upstreams {
+		if u.Default {
+			return u.Name
 		}
-		views = append(views, v)
-		adminUps = append(adminUps, adminUpstream(v))
 	}
-	a.registry.MustRegister(newCertCollector(views))
+	return ""
+}
+
+// stores are every certificate store the watcher follows.
+func (a *app) stores() []*certs.Store {
+	var ss []*certs.Store
+	for _, v := range a.views {
+		ss = append(ss, v.Store)
+	}
+	return ss
+}
+
+// wireAdmin gives the admin endpoints and the certificate collector the
+// views.
+func (a *app) wireAdmin() {
+	var adminUps []admin.Upstream
+	for _, v := range a.views {
+		adminUps = append(adminUps, v.Admin())
+	}
+	a.registry.MustRegister(certstatus.NewCollector(a.views))
 	a.admin = admin.New(admin.Config{Upstreams: adminUps, Gatherer: a.registry,
 		Pprof: os.Getenv("PAYRAILS_PROXY_DEBUG_PPROF") == "1"})
+}
+
+// newRegistry holds every metric the process exports: the Go runtime and
+// process collectors, the proxy's and the upstream clients' metrics and
+// the certificate collector (registered by newApp).
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
 }
 
 // mitmLeaves sets up connect: mitm: the local CA is a certificate store like
@@ -141,7 +172,7 @@ func (a *app) mitmLeaves() (*certs.Minter, error) {
 	if !ca.InUse().IsCA {
 		return nil, fmt.Errorf("connect: mitm: %s is not a CA certificate (make one with `payrails-mtls-proxy ca init`)", src.CertFile)
 	}
-	a.stores = append(a.stores, ca) // watched with the others
+	a.views = append(a.views, certstatus.View{Store: ca}) // watched with the others
 	m := certs.NewMinter(ca.Certificate, mitmLeafValidity, mitmLeafCache)
 	a.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "payrails_proxy_mitm_leaf_signatures_total",
@@ -159,7 +190,7 @@ const (
 // tokenConfig turns on managed tokens when the upstream has a client ID.
 // The secret is read at every fetch, so a rotated secret file is used
 // without a restart; the environment variable is fixed for the process.
-func tokenConfig(t config.Token) *proxy.TokenConfig {
+func tokenConfig(t config.Token) *upstream.TokenConfig {
 	if t.ClientID == "" {
 		return nil
 	}
@@ -169,7 +200,7 @@ func tokenConfig(t config.Token) *proxy.TokenConfig {
 	if file == "" {
 		source = t.ClientSecretEnv
 	}
-	return &proxy.TokenConfig{ClientID: t.ClientID, SecretSource: source, Secret: func() ([]byte, error) {
+	return &upstream.TokenConfig{ClientID: t.ClientID, SecretSource: source, Secret: func() ([]byte, error) {
 		if file == "" {
 			return []byte(secret.Value()), nil
 		}
@@ -238,6 +269,11 @@ func (a *app) run(ctx context.Context, ready func(listeners)) error {
 
 	bg, stopBackground := context.WithCancel(ctx)
 	var wg sync.WaitGroup
+	// The upstream clients outlast the proxy's shutdown: a request in
+	// flight may still need a token or a failover.
+	for _, c := range a.clients {
+		wg.Go(func() { _ = c.Run(bg) })
+	}
 	wg.Go(func() {
 		if err := admin.Serve(bg, adminLn, a.admin, admin.Limits{}, a.log.Named("admin")); err != nil {
 			a.log.Error("admin listener stopped", zap.Error(err))
@@ -248,7 +284,9 @@ func (a *app) run(ctx context.Context, ready func(listeners)) error {
 			a.log.Error("certificate watcher stopped; certificates are no longer reloaded", zap.Error(err))
 		}
 	})
-	wg.Go(func() { a.reloadOnSIGHUP(bg) })
+	if !a.hupStops {
+		wg.Go(func() { a.reloadOnSIGHUP(bg) })
+	}
 
 	if ready != nil {
 		ready(listeners{proxy: ln.Addr().String(), admin: adminLn.Addr().String()})
@@ -256,7 +294,6 @@ func (a *app) run(ctx context.Context, ready func(listeners)) error {
 	err = a.proxy.Serve(ctx, ln, a.cfg.Timeouts.Shutdown)
 	stopBackground()
 	wg.Wait()
-	a.proxy.Close()
 	a.log.Info("stopped")
 	return err
 }

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -59,7 +60,7 @@ func runCA(_ context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "ca init: --out-dir is required")
 		return exitUsage
 	}
-	all, err := caHosts(cfgPath, hosts)
+	all, listen, err := caHosts(cfgPath, hosts)
 	if err != nil {
 		fmt.Fprintf(stderr, "ca init: %v\n", err)
 		return exitUsage
@@ -69,15 +70,18 @@ func runCA(_ context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ca init: %v\n", err)
 		return exitFailure
 	}
-	_ = caText.Execute(stdout, map[string]any{"Cert": certFile, "Key": keyFile, "Hosts": strings.Join(all, ", ")})
+	_ = caText.Execute(stdout, map[string]any{"Cert": certFile, "Key": keyFile, "Hosts": strings.Join(all, ", "),
+		"Proxy": proxyAddressFor(listen)})
 	return exitOK
 }
 
 // caHosts are the hosts the CA may sign for: the configuration's upstreams
-// (read without checking that the CA files exist yet) and --host.
-func caHosts(cfgPath string, extra []string) ([]string, error) {
+// (read without checking that the CA files exist yet) and --host; and the
+// proxy's listen address, the configuration's or the default.
+func caHosts(cfgPath string, extra []string) ([]string, string, error) {
 	seen := map[string]bool{}
 	var hosts []string
+	listen := config.DefaultListen
 	add := func(h string) {
 		if !seen[h] {
 			seen[h] = true
@@ -87,23 +91,38 @@ func caHosts(cfgPath string, extra []string) ([]string, error) {
 	if cfgPath != "" {
 		data, err := os.ReadFile(cfgPath)
 		if err != nil {
-			return nil, fmt.Errorf("reading --config: %w", err)
+			return nil, "", fmt.Errorf("reading --config: %w", err)
 		}
 		cfg, err := config.Parse(data, cfgPath, os.LookupEnv, config.Overrides{}, false)
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		for _, u := range cfg.Upstreams {
 			add(u.Host)
 		}
+		listen = cfg.Listen
 	}
 	for _, h := range extra {
 		add(h)
 	}
 	if len(hosts) == 0 {
-		return nil, errors.New("no host: give --config with the upstreams, or --host api.acme.payrails.io")
+		return nil, "", errors.New("no host: give --config with the upstreams, or --host api.acme.payrails.io")
 	}
-	return hosts, nil
+	return hosts, listen, nil
+}
+
+// proxyAddressFor is the address services use to reach a proxy listening
+// on listen: listen itself, but a wildcard host (all interfaces) names no
+// address a client can use, so it becomes a placeholder.
+func proxyAddressFor(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		return net.JoinHostPort("PROXY-HOST", port)
+	}
+	return listen
 }
 
 // writeCA makes the CA and writes ca.key (0600) and ca.pem (0644) into
@@ -152,7 +171,9 @@ The CA may sign for: {{.Hosts}} (name constraints: these names only, not the nam
 Enable it in the proxy's configuration:
   connect: mitm
   mitm: {ca_cert_file: {{.Cert}}, ca_key_file: {{.Key}}}
-and set HTTPS_PROXY=http://127.0.0.1:8080 (and https_proxy) for the service.
+and set HTTPS_PROXY=http://{{.Proxy}} and https_proxy=http://{{.Proxy}} for the service (for its http://
+URLs HTTP_PROXY=http://{{.Proxy}} and http_proxy; Ruby's Net::HTTP reads only http_proxy, even for
+https:// URLs). Every library's settings: docs/clients.md.
 
 Make the service's runtime trust {{.Cert}}:
   Debian/Ubuntu:  cp {{.Cert}} /usr/local/share/ca-certificates/payrails-mtls-proxy.crt && update-ca-certificates

@@ -152,3 +152,53 @@ func checkCAInitReplaces(t *testing.T, name string) {
 		t.Errorf("--force wrote through the old file (its hard link now holds %q)", got)
 	}
 }
+
+// TestCAInitPrintsTheListenAddress: with --config, the proxy address ca
+// init tells the services to use is the configuration's listen address,
+// not the default port (issue 24, item 3); without, the default.
+func TestCAInitPrintsTheListenAddress(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.yaml")
+	os.WriteFile(cfg, []byte("listen: 127.0.0.1:18443\nupstreams:\n  - name: live\n    url: https://"+apiHost+"\n    cert_dir: /certs\n"), 0o600)
+	tests := []struct {
+		name  string
+		flags []string
+		want  string
+	}{
+		{"config", []string{"--config", cfg}, "127.0.0.1:18443"},
+		{"no config", nil, "127.0.0.1:8080"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{"ca", "init", "--out-dir", filepath.Join(t.TempDir(), "ca"), "--host", apiHost}, tt.flags...)
+			code, out, errOut := runCLI(t, nil, args...)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, errOut)
+			}
+			for _, w := range []string{"HTTPS_PROXY=http://" + tt.want, "HTTP_PROXY=http://" + tt.want} {
+				if !strings.Contains(out, w) {
+					t.Errorf("ca init printed no %q:\n%s", w, out)
+				}
+			}
+			if tt.want != "127.0.0.1:8080" && strings.Contains(out, ":8080") {
+				t.Errorf("ca init printed the default port:\n%s", out)
+			}
+		})
+	}
+}
+
+// TestProxyAddressFor: a wildcard listen address names no address a
+// service can use, so ca init prints a placeholder for its host.
+func TestProxyAddressFor(t *testing.T) {
+	for listen, want := range map[string]string{
+		"127.0.0.1:8080": "127.0.0.1:8080",
+		"[::1]:8443":     "[::1]:8443",
+		"0.0.0.0:8080":   "PROXY-HOST:8080",
+		"[::]:8080":      "PROXY-HOST:8080",
+		":8080":          "PROXY-HOST:8080",
+	} {
+		if got := proxyAddressFor(listen); got != want {
+			t.Errorf("proxyAddressFor(%q) = %q, want %q", listen, got, want)
+		}
+	}
+}

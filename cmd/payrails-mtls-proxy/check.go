@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 )
@@ -26,7 +28,7 @@ var checkTimeouts = proxy.Timeouts{Dial: 10 * time.Second, TLSHandshake: 10 * ti
 
 // remoteTarget is --remote with --address and --ca-file, validated.
 type remoteTarget struct {
-	config proxy.ProbeConfig
+	config upstream.ProbeConfig
 	caFile string
 }
 
@@ -111,7 +113,7 @@ func newRemoteTarget(remote, address, caFile string) (*remoteTarget, error) {
 		return nil, fmt.Errorf("--ca-file: %w", err)
 	}
 	path := u.EscapedPath()
-	return &remoteTarget{caFile: caFile, config: proxy.ProbeConfig{URL: &url.URL{Scheme: "https", Host: u.Host},
+	return &remoteTarget{caFile: caFile, config: upstream.ProbeConfig{URL: &url.URL{Scheme: "https", Host: u.Host},
 		Address: address, RootCAs: roots, Timeouts: checkTimeouts, Path: path}}, nil
 }
 

@@ -6,12 +6,13 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream/egress"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/answer"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs"
-	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 )
 
 // remote probes the target with the chosen certificate and prints what
@@ -32,7 +33,7 @@ func (p *checkPrinter) remote(ctx context.Context, t *remoteTarget, chosen *cert
 	}
 	cfg := t.config
 	cfg.Certificate = chosen.Certificate
-	res := proxy.Probe(ctx, cfg)
+	res := upstream.Probe(ctx, cfg)
 	ok, headline, advice := explainProbe(res, t, chosen.Serial)
 	p.f("%s\n", wrap("  "+headline, 100, 4))
 	if advice != "" {
@@ -43,31 +44,31 @@ func (p *checkPrinter) remote(ctx context.Context, t *remoteTarget, chosen *cert
 
 // explainProbe turns a probe's outcome into words: whether the certificate
 // was accepted, a headline, and what to do.
-func explainProbe(res proxy.ProbeResult, t *remoteTarget, serial string) (ok bool, headline, advice string) {
+func explainProbe(res upstream.ProbeResult, t *remoteTarget, serial string) (ok bool, headline, advice string) {
 	var egress *egress.Error
 	switch res.Outcome {
-	case proxy.OutcomeTCPFailed:
+	case upstream.OutcomeTCPFailed:
 		if errors.As(res.Err, &egress) {
 			return false, fmt.Sprintf("UNREACHABLE: %v.", egress), egress.Advice() + "."
 		}
 		return false, fmt.Sprintf("UNREACHABLE: no TCP connection to %s: %v.", res.Addr, res.Err),
 			"Check DNS and the egress firewall from this host; --address HOST:PORT dials a fixed address."
-	case proxy.OutcomeServerUntrusted:
+	case upstream.OutcomeServerUntrusted:
 		return false, fmt.Sprintf("SERVER NOT TRUSTED: the server's certificate does not verify: %v.", res.Err),
 			serverTrustAdvice(t.caFile)
-	case proxy.OutcomeTLSFailed:
+	case upstream.OutcomeTLSFailed:
 		return false, fmt.Sprintf("TLS FAILED: the handshake with %s failed: %v.", res.Addr, res.Err),
 			"The server named no problem with the client certificate; check that the URL and port speak TLS."
-	case proxy.OutcomeCertificateRefused:
+	case upstream.OutcomeCertificateRefused:
 		a, _ := answer.LookupCertificateAlert(res.AlertCode)
 		return false, fmt.Sprintf("REFUSED: the server rejected the client certificate (serial %s) with TLS alert %q.",
 			serial, res.Alert), a.Advice
-	case proxy.OutcomeCertNotRequested:
+	case upstream.OutcomeCertNotRequested:
 		return false, fmt.Sprintf("NOT TESTED: the server answered (HTTP %d) without asking for a client certificate, "+
 				"so this says nothing about the certificate.", res.Status),
 			"Payrails' API always asks for one: check that --remote (and --address) point at the Payrails API, " +
 				"not at a load balancer, proxy or other host that does not check client certificates."
-	case proxy.OutcomeAccepted:
+	case upstream.OutcomeAccepted:
 		return explainAnswer(res)
 	default:
 		return false, fmt.Sprintf("NO ANSWER: the handshake finished but the connection broke before an HTTP "+
@@ -89,7 +90,7 @@ func serverTrustAdvice(caFile string) string {
 // asked for the certificate. An HTML error page comes from an edge that
 // refused the request before the API (Payrails' edge does that to a
 // request without a valid client certificate); JSON comes from the API.
-func explainAnswer(res proxy.ProbeResult) (bool, string, string) {
+func explainAnswer(res upstream.ProbeResult) (bool, string, string) {
 	what := fmt.Sprintf("HTTP %d", res.Status)
 	if res.ContentType != "" {
 		what += " (" + res.ContentType + ")"

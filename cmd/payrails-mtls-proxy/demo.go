@@ -7,7 +7,9 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"syscall"
 	"text/template"
 	"time"
 
@@ -30,7 +32,7 @@ func init() {
 
 // demoFlags are demo's command line.
 type demoFlags struct {
-	listen, admin, keyType, logFormat string
+	listen, admin, api, keyType, logFormat string
 }
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -38,17 +40,25 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var f demoFlags
 	fs.StringVar(&f.listen, "listen", config.DefaultListen, "proxy listen `HOST:PORT`")
 	fs.StringVar(&f.admin, "admin-listen", config.DefaultAdminListen, "admin listen `HOST:PORT`")
+	fs.StringVar(&f.api, "api-listen", "127.0.0.1:0", "the stand-in Payrails API's listen `HOST:PORT` (port 0: any free port)")
 	fs.StringVar(&f.keyType, "key-type", "rsa4096", "client key: rsa4096 (what Payrails asks for) or ecdsa (faster)")
 	fs.StringVar(&f.logFormat, "log-format", "console", "json or console")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: payrails-mtls-proxy demo [flags]")
 		fmt.Fprintln(fs.Output(), "\nMakes a throwaway PKI, starts a local stand-in for the Payrails API that requires the")
-		fmt.Fprintln(fs.Output(), "client certificate, and runs the proxy in front of it until Ctrl-C.")
+		fmt.Fprintln(fs.Output(), "client certificate, and runs the proxy in front of it until Ctrl-C (or SIGTERM, SIGHUP);")
+		fmt.Fprintln(fs.Output(), "then deletes its folder, which holds a private key. Under `go run`, only Ctrl-C reaches the")
+		fmt.Fprintln(fs.Output(), "demo: build the binary (go build ./cmd/payrails-mtls-proxy) to stop it with kill.")
 		fs.PrintDefaults()
 	}
 	if code, ok := parseFlags(fs, args, stderr); !ok {
 		return code
 	}
+	// The folder holds a private key: whatever stops the demo, kill
+	// (SIGTERM) or a closed terminal (SIGHUP) as well as Ctrl-C, it is
+	// deleted on the way out.
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer stop()
 	dir, err := os.MkdirTemp("", "payrails-mtls-proxy-demo-")
 	if err != nil {
 		fmt.Fprintf(stderr, "demo: %v\n", err)
@@ -72,8 +82,10 @@ func demo(ctx context.Context, dir string, f demoFlags, stdout, stderr io.Writer
 	}
 	// Like Payrails: the client certificate is required, and so is an access
 	// token, which lives for five minutes.
-	api, err := standin.Start(standin.Options{Certificate: d.server.TLS(), ClientCAs: d.ca.Pool(),
-		ClientID: demoClientID, ClientSecret: demoClientSecret, RequireToken: true, TokenTTL: 5 * time.Minute})
+	// A call without the certificate gets nginx's refusal page, which curl
+	// shows as it is (RefusalPage).
+	api, err := standin.Start(standin.Options{Addr: f.api, Certificate: d.server.TLS(), ClientCAs: d.ca.Pool(),
+		ClientID: demoClientID, ClientSecret: demoClientSecret, RequireToken: true, TokenTTL: 5 * time.Minute, RefusalPage: true})
 	if err != nil {
 		return exitFailure, err
 	}
@@ -96,6 +108,7 @@ func demo(ctx context.Context, dir string, f demoFlags, stdout, stderr io.Writer
 	if err != nil {
 		return exitFailure, err
 	}
+	a.hupStops = true // SIGHUP ends the demo (runDemo), it reloads nothing
 	err = a.run(ctx, func(l listeners) {
 		printDemo(stdout, demoInfo{Proxy: l.proxy, Admin: l.admin, Host: demoHost, API: api.Addr, Dir: dir, CertDir: d.certDir,
 			CAFile: d.caFile, ClientID: demoClientID, Secret: demoClientSecret, Port: portOf(api.Addr), Config: cfgFile})
@@ -200,11 +213,11 @@ the proxy presents the certificate and adds an access token it fetched and renew
   # 3. Payrails' token call itself passes through untouched:
   curl -s -X POST -H 'x-api-key: {{.Secret}}' -H 'Accept: application/json' http://{{.Proxy}}/auth/token/{{.ClientID}}
 
-Without the proxy the stand-in refuses the call, as Payrails' edge does:
+Without the proxy the stand-in refuses the call, as Payrails' edge does (400 "No required SSL certificate was sent"):
 
   curl -sS --cacert {{.CAFile}} --connect-to {{.Host}}:443:127.0.0.1:{{.Port}} https://{{.Host}}/merchant/payments
 
-Everything lives in {{.Dir}} and is deleted on exit. Ctrl-C stops the demo.
+Everything lives in {{.Dir}} and is deleted on exit. Ctrl-C stops the demo (so do SIGTERM and SIGHUP).
 `))
 
 func printDemo(w io.Writer, info demoInfo) {

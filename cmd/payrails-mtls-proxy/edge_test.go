@@ -16,12 +16,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs"
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs/pki"
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/poll"
-	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap/zaptest/observer"
 )
@@ -213,7 +214,7 @@ func edgeGet(c *http.Client, path string) edgeSample {
 	body, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	s.end = time.Now()
-	if a := resp.Header.Get(proxy.HeaderAttempts); a != "" {
+	if a := resp.Header.Get(upstream.HeaderAttempts); a != "" {
 		s.attempts, _ = strconv.Atoi(a)
 	}
 	switch {
@@ -273,13 +274,13 @@ func candidate(t testing.TB, rep certs.Report, l *pki.Leaf) certs.Description {
 
 // status is what the proxy's upstream knows of l now (the value /certs
 // merges in), without an HTTP round trip: for polling.
-func status(r *running, l *pki.Leaf) proxy.CertificateStatus {
+func status(r *running, l *pki.Leaf) upstream.CertificateStatus {
 	for _, st := range r.app.proxy.Upstreams()[0].CertificateStatuses() {
 		if st.Serial == serialOf(l) {
 			return st
 		}
 	}
-	return proxy.CertificateStatus{}
+	return upstream.CertificateStatus{}
 }
 
 // total sums the series of a counter family whose labels include want.

@@ -14,8 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/poll"
-	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs/pki"
 	"github.com/mtlsproxy/payrails-mtls-proxy/config"
@@ -26,7 +27,18 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// envRunMain makes the test binary run main() instead of the tests, so
+// that a test can start the program as a process of its own (signals,
+// exit codes) without building it first.
+const envRunMain = "PAYRAILS_PROXY_TEST_RUN_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(envRunMain) == "1" {
+		main()
+		return
+	}
+	goleak.VerifyTestMain(m)
+}
 
 const apiHost = "api.acme.payrails.test"
 
@@ -171,13 +183,14 @@ func (r *running) waitVerified(t testing.TB) {
 	if !r.app.cfg.Reload.Verify {
 		return
 	}
-	for i, up := range r.app.proxy.Upstreams() {
-		if r.app.stores[i].Certificate() == nil {
-			continue // nothing to verify
+	for _, v := range r.app.views {
+		up := v.Client
+		if up == nil || v.Store.Certificate() == nil {
+			continue // the local CA's store, or nothing to verify
 		}
 		poll.Until(t, "the app to verify its certificate for "+up.Name(), 10*time.Second, func() bool {
 			for _, st := range up.CertificateStatuses() {
-				if st.InUse && st.Result != proxy.VerifyPending {
+				if st.InUse && st.Result != upstream.VerifyPending {
 					return true
 				}
 			}

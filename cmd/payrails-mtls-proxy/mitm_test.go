@@ -281,7 +281,9 @@ func TestMITMErrorsInsideTunnel(t *testing.T) {
 	m := newMITMWorld(t)
 	c := m.httpsClient(t)
 	m.api.Close()
-	m.r.app.proxy.Close()
+	for _, c := range m.r.app.clients {
+		c.CloseIdleConnections()
+	}
 	resp, err := c.Get("https://" + apiHost + "/v1/x")
 	if err != nil {
 		t.Fatal(err)

@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
 
-	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
 )
 
 // nginx as the payments API of the retry tests (issue 17): it answers every
@@ -183,7 +183,7 @@ func sendPayment(c *http.Client, kind, id string) sentRequest {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	s.status, s.err, s.proxyErr = resp.StatusCode, err, resp.Header.Get(failure.HeaderError)
-	if n, err := strconv.Atoi(resp.Header.Get(proxy.HeaderAttempts)); err == nil {
+	if n, err := strconv.Atoi(resp.Header.Get(upstream.HeaderAttempts)); err == nil {
 		s.attempts = n
 	}
 	if s.proxyErr != "" {
@@ -262,7 +262,7 @@ func logFigures(t *testing.T, figs map[string]*retryFigures) {
 		sort.Strings(reasons)
 		t.Logf("%s: %d sent, %d succeeded, %d retried (answers with %s), %d failed (%d of them processed by nginx), "+
 			"%d doubled, %d arrived more than once safely (the same key, or a GET)", kind, f.sent, f.succeeded, f.retried,
-			proxy.HeaderAttempts, failed, f.failedButArrived, f.doubled, f.arrivedAgain)
+			upstream.HeaderAttempts, failed, f.failedButArrived, f.doubled, f.arrivedAgain)
 		for _, r := range reasons {
 			t.Logf("  %s failed: %s", kind, r)
 		}

@@ -9,11 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/failure"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs/pki"
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/poll"
-	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 	"go.uber.org/zap"
 )
 
@@ -69,7 +70,7 @@ func testNginxRotationUnderLoad(t *testing.T, h2 bool) {
 	dropA := time.Now()
 	e.drop(t, untrusted, "untrusted")
 	poll.Until(t, "the proxy to verify the untrusted certificate", 10*time.Second, func() bool {
-		return status(r, untrusted).Result == proxy.VerifyRefused
+		return status(r, untrusted).Result == upstream.VerifyRefused
 	})
 	refusedAt := time.Now()
 	ld.waitServed(400)
@@ -254,10 +255,10 @@ func checkFailover(t *testing.T, r *running, e *edge, samples []edgeSample, othe
 	retries := total(mfs, "payrails_proxy_upstream_retries_total", live)
 	if replays < 1 || float64(replayed) < replays {
 		t.Errorf("%v replays counted (retries_total{reason=certificate_refused}), %d answers after the revocation with "+
-			"%s: 2 and the other certificate's serial; want at least one, and one such answer per replay", replays, replayed, proxy.HeaderAttempts)
+			"%s: 2 and the other certificate's serial; want at least one, and one such answer per replay", replays, replayed, upstream.HeaderAttempts)
 	}
 	if float64(extra) != retries {
-		t.Errorf("the answers' %s add up to %d sends beyond the first, the retry metric to %v", proxy.HeaderAttempts, extra, retries)
+		t.Errorf("the answers' %s add up to %d sends beyond the first, the retry metric to %v", upstream.HeaderAttempts, extra, retries)
 	}
 	if retries != replays {
 		var others []string
@@ -315,7 +316,7 @@ func TestNginxDelayedAcceptance(t *testing.T) {
 	e.drop(t, next, "next")
 	poll.Until(t, "the proxy to verify the new certificate", 10*time.Second, func() bool {
 		send()
-		return status(r, next).Result == proxy.VerifyRefused
+		return status(r, next).Result == upstream.VerifyRefused
 	})
 	refused := time.Now()
 	poll.Until(t, "10 s after the drop", 12*time.Second, func() bool {
@@ -325,7 +326,7 @@ func TestNginxDelayedAcceptance(t *testing.T) {
 	e.trust(t, e.ca, later)
 	trusted := time.Now()
 	st := status(r, next)
-	if st.Result != proxy.VerifyRefused || !st.Next.After(trusted) {
+	if st.Result != upstream.VerifyRefused || !st.Next.After(trusted) {
 		t.Fatalf("when nginx began trusting the new CA (%s after the drop) the new certificate was %s, next verified %s "+
 			"after the drop: the test needs it refused and not yet asked again", ms(trusted.Sub(drop)), st.Result, ms(st.Next.Sub(drop)))
 	}

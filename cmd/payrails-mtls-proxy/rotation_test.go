@@ -121,7 +121,7 @@ func TestRotationUnderLoad(t *testing.T) {
 	current := ro.nextLeaf(t)
 	ro.l.plainFiles(t, current.CertPEM, current.KeyPEM, true)
 	r := startApp(t, w.configFile(t, "reload: {debounce: 50ms, poll_interval: 1h}\n"))
-	store := r.app.stores[0]
+	store := r.app.views[0].Store
 
 	const workers = 8
 	clients := r.clients(t, workers)

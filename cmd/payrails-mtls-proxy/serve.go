@@ -33,7 +33,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&o.CAFile, "ca-file", "", "extra CA certificates `file` to verify the server (system roots otherwise)")
 	fs.StringVar(&o.LogLevel, "log-level", "", "debug, info, warn or error (default info)")
 	fs.StringVar(&o.LogFormat, "log-format", "", "json or console (default json)")
-	fs.StringVar(&o.Connect, "connect", "", "what CONNECT requests get: reject (default)")
+	fs.StringVar(&o.Connect, "connect", "", "what CONNECT (HTTPS_PROXY) requests get: reject (default: 405) or mitm (intercept with the local CA of ca init, with mitm.ca_cert_file and ca_key_file in --config)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: payrails-mtls-proxy serve [--config FILE] [flags overriding the file]")
 		fmt.Fprintln(fs.Output(), "\nFlags override PAYRAILS_PROXY_* environment variables, which override the file.")

@@ -12,11 +12,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream/egress"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs"
+	"github.com/mtlsproxy/payrails-mtls-proxy/config"
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/safefile"
-	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/token"
 )
 
@@ -130,12 +132,13 @@ func fetchToken(ctx context.Context, r tokenReq, src certs.Source, address, caFi
 	if err != nil {
 		return nil, nil, err
 	}
-	up, err := proxy.NewUpstream(proxy.UpstreamConfig{Name: "token", URL: r.base, Address: address, RootCAs: roots,
-		Certificates: proxy.FixedCertificate{C: snap.Chosen.Certificate}, CertSource: src.String(), Via: via}, proxy.Timeouts{})
+	up, err := upstream.New(upstream.Config{Name: "token", URL: r.base, Address: address, RootCAs: roots,
+		Certificates: upstream.FixedCertificate{C: snap.Chosen.Certificate}, CertSource: src.String(), Via: via,
+		Retry: config.Retry{Attempts: 1}})
 	if err != nil {
 		return nil, nil, err
 	}
-	defer up.Close()
+	defer up.CloseIdleConnections()
 	return token.Fetch(ctx, up, r.base, r.clientID, r.secret)
 }
 

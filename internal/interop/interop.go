@@ -1,5 +1,6 @@
 // Package interop finds the third-party programs the tests run against
-// (curl, openssl, nginx, squid, promtool, helm, ...). Test support only:
+// (curl, openssl, nginx, squid, promtool, helm, the client matrix's
+// runtimes, ...). Test support only:
 // nothing in the binary imports it.
 //
 // Without a program a test skips, with a message that says how to install
@@ -32,6 +33,11 @@ var install = map[string]string{
 	"python3":                        "apt-get install -y python3",
 	"javac":                          "apt-get install -y default-jdk-headless",
 	"java":                           "apt-get install -y default-jdk-headless",
+	"keytool":                        "apt-get install -y default-jdk-headless",
+	"wget":                           "apt-get install -y wget",
+	"php":                            "apt-get install -y php-cli php-curl",
+	"ruby":                           "apt-get install -y ruby",
+	"node":                           "apt-get install -y nodejs npm (where the machine has no Node.js), then bash .ci/clients-npm.sh DIR",
 	"promtool":                       "apt-get install -y prometheus",
 	"squid":                          "apt-get install -y squid",
 	"/usr/lib/squid/basic_ncsa_auth": "apt-get install -y squid",

@@ -13,6 +13,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 )
 
 // Kind names a failure made by the proxy itself. It is sent as
@@ -89,6 +90,23 @@ func (k Kind) ClosesConnection() bool { return kinds[k].closes }
 
 // HeaderError carries the kind on every response the proxy makes itself.
 const HeaderError = "X-Payrails-Proxy-Error"
+
+// ownPrefix starts the headers the proxy sets on answers: HeaderError,
+// X-Payrails-Proxy-Attempts.
+const ownPrefix = "X-Payrails-Proxy-"
+
+// StripOwnHeaders deletes from an upstream's answer the headers only the
+// proxy sets (X-Payrails-Proxy-*): scripts match on them, and one that an
+// upstream (another proxy in front of the API) sent must never pass for
+// this proxy's (as smokescreen strips its own header from upstream
+// answers).
+func StripOwnHeaders(h http.Header) {
+	for k := range h {
+		if len(k) > len(ownPrefix) && strings.EqualFold(k[:len(ownPrefix)], ownPrefix) {
+			delete(h, k)
+		}
+	}
+}
 
 // Error is a failure of the proxy, with a detail written for the person who
 // reads the response: what happened and what to do.

@@ -69,10 +69,29 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("/", s.echo)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.requests.Add(1)
+		if s.opts.RefusalPage && r.TLS != nil && len(r.TLS.PeerCertificates) == 0 {
+			refusalPage(w)
+			return
+		}
 		if s.requireToken(w, r) {
 			mux.ServeHTTP(w, r)
 		}
 	})
+}
+
+// NoCertificatePage is the title of nginx's answer to a request without a
+// client certificate where one is required (ssl_verify_client).
+const NoCertificatePage = "400 No required SSL certificate was sent"
+
+// refusalPage answers as nginx does a request without the client
+// certificate it requires.
+func refusalPage(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "text/html")
+	w.Header().Set("Connection", "close")
+	w.WriteHeader(http.StatusBadRequest)
+	fmt.Fprintf(w, "<html>\r\n<head><title>%[1]s</title></head>\r\n<body>\r\n<center><h1>400 Bad Request</h1></center>\r\n"+
+		"<center>No required SSL certificate was sent</center>\r\n<hr><center>payrails-mtls-proxy stand-in</center>\r\n</body>\r\n</html>\r\n",
+		NoCertificatePage)
 }
 
 func (s *Server) echo(w http.ResponseWriter, r *http.Request) {

@@ -42,6 +42,14 @@ type Options struct {
 	RequireToken bool            // every endpoint but /auth/token wants a valid issued Bearer token
 	Secret       func() string   // the expected x-api-key, read at each token request; overrides ClientSecret
 	IdleTimeout  time.Duration   // close keep-alive connections idle this long; 0 means never
+	// RefusalPage lets a client without a certificate finish the handshake
+	// (one that sends a certificate must still present a valid one) and
+	// answers its requests 400 with nginx's refusal page, as an edge that
+	// checks the certificate at HTTP level does (ssl_verify_client
+	// optional). For people trying the demo: a TLS 1.3 alert after the
+	// handshake shows in Debian 12's curl as "(55) getpeername() failed",
+	// this page as what it is. false: the handshake requires a certificate.
+	RefusalPage bool
 	// Refuse, if not nil, is asked at each handshake about the client's
 	// certificate; true refuses it with a TLS alert, as a server refuses a
 	// revoked certificate.
@@ -111,26 +119,7 @@ func Start(o Options) (*Server, error) {
 	if o.TokenTTL == 0 {
 		o.TokenTTL = time.Hour
 	}
-	protos := []string{"h2", "http/1.1"}
-	if o.DisableHTTP2 {
-		protos = []string{"http/1.1"}
-	}
-	cfg := &tls.Config{
-		Certificates: []tls.Certificate{o.Certificate},
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    o.ClientCAs,
-		MinVersion:   tls.VersionTLS12,
-		MaxVersion:   o.MaxVersion,
-		NextProtos:   protos,
-	}
-	if o.Refuse != nil {
-		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-			if len(cs.PeerCertificates) > 0 && o.Refuse(cs.PeerCertificates[0]) {
-				return errors.New("standin: the client certificate is refused")
-			}
-			return nil
-		}
-	}
+	cfg := tlsConfig(o)
 	raw, err := net.Listen("tcp", o.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("standin: listening on %s: %w", o.Addr, err)
@@ -166,6 +155,36 @@ func Start(o Options) (*Server, error) {
 		_ = s.srv.ServeTLS(raw, "", "")
 	}()
 	return s, nil
+}
+
+// tlsConfig is the stand-in's TLS: it requires a client certificate of
+// o.ClientCAs (unless o.RefusalPage answers its absence with a page),
+// refuses what o.Refuse says, offers HTTP/2 unless o.DisableHTTP2.
+func tlsConfig(o Options) *tls.Config {
+	protos := []string{"h2", "http/1.1"}
+	if o.DisableHTTP2 {
+		protos = []string{"http/1.1"}
+	}
+	cfg := &tls.Config{
+		Certificates: []tls.Certificate{o.Certificate},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    o.ClientCAs,
+		MinVersion:   tls.VersionTLS12,
+		MaxVersion:   o.MaxVersion,
+		NextProtos:   protos,
+	}
+	if o.RefusalPage {
+		cfg.ClientAuth = tls.VerifyClientCertIfGiven
+	}
+	if o.Refuse != nil {
+		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) > 0 && o.Refuse(cs.PeerCertificates[0]) {
+				return errors.New("standin: the client certificate is refused")
+			}
+			return nil
+		}
+	}
+	return cfg
 }
 
 // Handler returns the stand-in's endpoints without a listener, for serving

@@ -1,99 +1,58 @@
-package proxy
+package upstream
 
 import (
-	"bufio"
 	"crypto/tls"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/mtlsproxy/payrails-mtls-proxy/certs/pki"
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/tlsscript"
+
 	"github.com/mtlsproxy/payrails-mtls-proxy/config"
-	"github.com/mtlsproxy/payrails-mtls-proxy/internal/loopback"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream/h1"
 )
 
 // White-box tests of generation.RoundTrip's choice between the HTTP/1.1
-// fast path (proxy/upstream/h1, tested there) and the Transport. The
-// black-box ones through the proxy are in h1_test.go and
-// upstreamconn_test.go.
+// fast path (proxy/upstream/h1, tested there) and the Transport.
 
-// rawTLS is a TLS server on loopback whose connections are handled by
-// serve, one goroutine each. Like a real upstream it requires a client
-// certificate issued by roots; generationFor presents client.
-type rawTLS struct {
-	addr   string
-	roots  *pki.CA
-	client *pki.Leaf
+// testUpstream is a scripted upstream (internal/tlsscript) and the PKI
+// a client of it needs.
+type testUpstream struct {
+	addr string
+	pki  *tlsscript.PKI
 }
 
-// testPKI is a CA with a server certificate for api.test and a client one.
-func testPKI(t *testing.T) (ca *pki.CA, srv, cli *pki.Leaf) {
+func startScripted(t *testing.T, script tlsscript.Script) *testUpstream {
 	t.Helper()
-	ca, err := pki.NewCA("h1 test CA")
+	p := tlsscript.NewPKI(t, "api.test")
+	return &testUpstream{addr: tlsscript.Start(t, p, script).Addr, pki: p}
+}
+
+// clientFor is a client of s (not running: no loop), presenting s's
+// client certificate.
+func clientFor(t *testing.T, s *testUpstream, timeouts Timeouts) *Client {
+	t.Helper()
+	cert := s.pki.Client.TLS()
+	c, err := New(Config{Name: "t", URL: &url.URL{Scheme: "https", Host: "api.test"}, Address: s.addr,
+		RootCAs: s.pki.CA.Pool(), Certificates: FixedCertificate{&cert}, Timeouts: timeouts, Retry: config.Retry{Attempts: 1}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if srv, err = ca.Issue(pki.LeafOptions{CommonName: "api.test", DNSNames: []string{"api.test"}, Server: true}); err != nil {
-		t.Fatal(err)
-	}
-	if cli, err = ca.Issue(pki.LeafOptions{CommonName: "merchant", Client: true}); err != nil {
-		t.Fatal(err)
-	}
-	return ca, srv, cli
+	t.Cleanup(c.CloseIdleConnections)
+	return c
 }
 
-func startRawTLS(t *testing.T, serve func(c *tls.Conn, br *bufio.Reader)) *rawTLS {
+// generationFor is the generation of a client of s.
+func generationFor(t *testing.T, s *testUpstream, timeouts Timeouts) *generation {
 	t.Helper()
-	ca, srv, cli := testPKI(t)
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{srv.TLS()},
-		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: ca.Pool(),
-		NextProtos: []string{"http/1.1"}, DynamicRecordSizingDisabled: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	loopback.Serve(t, ln, func(c net.Conn) {
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		tc := c.(*tls.Conn)
-		if tc.Handshake() == nil {
-			serve(tc, bufio.NewReader(c))
-		}
-	})
-	return &rawTLS{addr: ln.Addr().String(), roots: ca, client: cli}
-}
-
-// generationFor builds a generation of an upstream at s.
-func generationFor(t *testing.T, s *rawTLS, timeouts Timeouts) *generation {
-	t.Helper()
-	cert := s.client.TLS()
-	u, err := newUpstream(UpstreamConfig{Name: "t", URL: &url.URL{Scheme: "https", Host: "api.test"}, Address: s.addr,
-		RootCAs: s.roots.Pool(), Certificates: FixedCertificate{&cert}}, withDefaults(timeouts), config.Retry{Attempts: 1}, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(u.Close)
-	g, err := u.current()
+	g, err := clientFor(t, s, timeouts).current()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(g.closeIdle)
 	return g
-}
-
-// echoOK answers every request with 200 "ok" after reading its body.
-func echoOK(c *tls.Conn, br *bufio.Reader) {
-	for {
-		req, err := http.ReadRequest(br)
-		if err != nil {
-			return
-		}
-		io.Copy(io.Discard, req.Body)
-		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-	}
 }
 
 func newReq(t *testing.T, method, body string, mod func(*http.Request)) *http.Request {
@@ -136,11 +95,11 @@ func TestGenerationPaths(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var s *rawTLS
+			var s *testUpstream
 			if tt.h2 {
 				s = startH2(t)
 			} else {
-				s = startRawTLS(t, echoOK)
+				s = startScripted(t, tlsscript.AnswerOK)
 			}
 			g := generationFor(t, s, Timeouts{})
 			for i := range 2 { // the first request dials; the second shows where the generation stays
@@ -172,12 +131,12 @@ func TestGenerationPaths(t *testing.T) {
 }
 
 // startH2 is net/http's server offering HTTP/2, requiring a client
-// certificate as startRawTLS does.
-func startH2(t *testing.T) *rawTLS {
+// certificate as the scripted upstreams do.
+func startH2(t *testing.T) *testUpstream {
 	t.Helper()
-	ca, srv, client := testPKI(t)
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{srv.TLS()},
-		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: ca.Pool(), NextProtos: []string{"h2", "http/1.1"}})
+	p := tlsscript.NewPKI(t, "api.test")
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{p.Server.TLS()},
+		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: p.CA.Pool(), NextProtos: []string{"h2", "http/1.1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,5 +146,5 @@ func startH2(t *testing.T) *rawTLS {
 	hs.Protocols.SetHTTP2(true)
 	go hs.Serve(ln)
 	t.Cleanup(func() { hs.Close() })
-	return &rawTLS{addr: ln.Addr().String(), roots: ca, client: client}
+	return &testUpstream{addr: ln.Addr().String(), pki: p}
 }

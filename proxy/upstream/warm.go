@@ -1,4 +1,4 @@
-package proxy
+package upstream
 
 import (
 	"context"
@@ -30,8 +30,8 @@ import (
 // at once, at whatever age, and must not teach a timeout that was never
 // there.
 //
-// All of this runs in the upstream's background loop (run), one dial at a
-// time, with back-off after a failed dial. It applies to HTTP/1.1
+// All of this runs in the client's loop (Run), one dial at a time, with
+// back-off after a failed dial. It applies to HTTP/1.1
 // upstreams; over HTTP/2 the Transport keeps its one multiplexed
 // connection, and the server announces its closes with GOAWAY.
 
@@ -41,8 +41,17 @@ const (
 	warmMaxBackoff = time.Minute
 )
 
-// warmth is an upstream's warm-connection state. The zero value is ready.
-type warmth struct {
+// warmer keeps a client's warm connections and learns the server's idle
+// timeouts. Its methods are safe for concurrent use: the fast path's pools
+// report closes (observeClose) from request goroutines.
+type warmer struct {
+	name     string
+	target   int           // warm_connections
+	idleConn time.Duration // timeouts.idle_conn: the longest a connection waits idle
+	log      *zap.Logger
+	m        *Metrics
+	current  func() *generation // the generation in use; nil when none
+
 	mu        sync.Mutex
 	learnt    [2]idleLearner // by whether the connection had carried a request (index 1)
 	dialTime  time.Duration  // how long a dial takes (moving average)
@@ -58,8 +67,7 @@ type idleLearner struct {
 
 // observeClose is told the idle age of a connection the server closed,
 // and whether it had carried a request.
-func (u *Upstream) observeClose(idle time.Duration, used bool) {
-	w := &u.warm
+func (w *warmer) observeClose(idle time.Duration, used bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	l := &w.learnt[h1Index(used)]
@@ -72,18 +80,18 @@ func (u *Upstream) observeClose(idle time.Duration, used bool) {
 	learnt := min(idle, prev)
 	if l.timeout == 0 || learnt < l.timeout {
 		l.timeout = learnt
-		if g := u.gen.Load(); g != nil {
+		if g := w.current(); g != nil {
 			// At once: the tending sets it too, but does not run without
 			// warm connections, and the retirement is for every idle one.
-			g.h1.Pool.SetMaxAge(used, u.retireAgeLocked(used))
+			g.h1.Pool.SetMaxAge(used, w.retireAgeLocked(used))
 		}
 		what := "a new connection's first request"
 		if used {
 			what = "the next request (keep-alive)"
 		}
-		u.log.Info("learnt how long the upstream keeps an idle connection open; idle connections are retired before it",
-			zap.String(fieldUpstream, u.name), zap.String("waiting_for", what), zap.Duration("server_idle_timeout", learnt),
-			zap.Duration("retire_after", u.retireAgeLocked(used)))
+		w.log.Info("learnt how long the upstream keeps an idle connection open; idle connections are retired before it",
+			zap.String(fieldUpstream, w.name), zap.String("waiting_for", what), zap.Duration("server_idle_timeout", learnt),
+			zap.Duration("retire_after", w.retireAgeLocked(used)))
 	}
 }
 
@@ -107,9 +115,8 @@ func peekInterval(serverIdle time.Duration) time.Duration {
 // retireAgeLocked is how long a connection may sit idle: timeouts.idle_conn,
 // or less than the server's idle timeout by a margin for the check's
 // precision, a round trip and a tenth.
-func (u *Upstream) retireAgeLocked(used bool) time.Duration {
-	w := &u.warm
-	age := u.timeouts.IdleConn
+func (w *warmer) retireAgeLocked(used bool) time.Duration {
+	age := w.idleConn
 	if t := w.learnt[h1Index(used)].timeout; t > 0 {
 		margin := max(100*time.Millisecond, t/10, 2*w.dialTime)
 		age = min(age, max(t-peekInterval(t)-margin, 50*time.Millisecond))
@@ -117,14 +124,20 @@ func (u *Upstream) retireAgeLocked(used bool) time.Duration {
 	return age
 }
 
-// peekLocked is how often tendWarm checks: the finer of the two learners.
-func (w *warmth) peekLocked() time.Duration {
+// maxAge is retireAgeLocked for a new generation's pool (genHooks).
+func (w *warmer) maxAge(used bool) time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.retireAgeLocked(used)
+}
+
+// peekLocked is how often tend checks: the finer of the two learners.
+func (w *warmer) peekLocked() time.Duration {
 	return min(peekInterval(w.learnt[0].timeout), peekInterval(w.learnt[1].timeout))
 }
 
 // noteDial feeds the dial-time average.
-func (u *Upstream) noteDial(d time.Duration) {
-	w := &u.warm
+func (w *warmer) noteDial(d time.Duration) {
 	w.mu.Lock()
 	if w.dialTime == 0 {
 		w.dialTime = d
@@ -134,39 +147,39 @@ func (u *Upstream) noteDial(d time.Duration) {
 	w.mu.Unlock()
 }
 
-// tendWarm checks the idle connections of the generation in use for the
+// tend checks the idle connections of the generation in use for the
 // server's closes, replaces the one about to be retired, and opens
 // connections up to warm_connections. It returns when it wants to run
 // again (0: nothing to tend).
-func (u *Upstream) tendWarm(ctx context.Context) time.Duration {
-	g := u.gen.Load()
+func (w *warmer) tend(ctx context.Context) time.Duration {
+	g := w.current()
 	if g == nil || g.h2.Load() {
 		return 0
 	}
 	pool := g.h1.Pool
 	left, firstExpiry := pool.Reap()
-	u.warm.mu.Lock()
-	pool.SetMaxAge(false, u.retireAgeLocked(false))
-	pool.SetMaxAge(true, u.retireAgeLocked(true))
-	peek := u.warm.peekLocked()
-	lead := max(2*u.warm.dialTime, peek)
-	mayDial := !time.Now().Before(u.warm.notBefore)
-	u.warm.mu.Unlock()
-	u.m.warmConnections(u.name, left)
-	if left == 0 && u.warmTarget == 0 {
+	w.mu.Lock()
+	pool.SetMaxAge(false, w.retireAgeLocked(false))
+	pool.SetMaxAge(true, w.retireAgeLocked(true))
+	peek := w.peekLocked()
+	lead := max(2*w.dialTime, peek)
+	mayDial := !time.Now().Before(w.notBefore)
+	w.mu.Unlock()
+	w.m.warmConnections(w.name, left)
+	if left == 0 && w.target == 0 {
 		return 0
 	}
 	replaceBy := time.Now().Add(lead)
-	if mayDial && left > 0 && firstExpiry.Before(replaceBy) && int(g.h1.Open.Load()) <= u.warmTarget {
+	if mayDial && left > 0 && firstExpiry.Before(replaceBy) && int(g.h1.Open.Load()) <= w.target {
 		// Make before break: the replacement first, then the old one goes.
-		if u.dialWarm(ctx, g) {
+		if w.dial(ctx, g) {
 			if c := pool.TakeExpiring(replaceBy); c != nil {
 				c.Close()
 			}
 		}
 	}
-	for mayDial && int(g.h1.Open.Load()) < u.warmTarget && ctx.Err() == nil {
-		if !u.dialWarm(ctx, g) {
+	for mayDial && int(g.h1.Open.Load()) < w.target && ctx.Err() == nil {
+		if !w.dial(ctx, g) {
 			break
 		}
 	}
@@ -179,17 +192,16 @@ func (u *Upstream) tendWarm(ctx context.Context) time.Duration {
 	return max(wait, 10*time.Millisecond)
 }
 
-// dialWarm opens one connection for g's pool; a failure starts (or
-// doubles) the back-off, so that a down upstream is not hammered.
-func (u *Upstream) dialWarm(ctx context.Context, g *generation) bool {
+// dial opens one connection for g's pool; a failure starts (or doubles)
+// the back-off, so that a down upstream is not hammered.
+func (w *warmer) dial(ctx context.Context, g *generation) bool {
 	c, err := g.dialFastPath(ctx)
-	w := &u.warm
 	if err != nil {
 		w.mu.Lock()
 		if !errors.Is(err, h1.ErrNegotiatedH2) {
 			w.backoff = min(max(2*w.backoff, warmMinBackoff), warmMaxBackoff)
 			w.notBefore = time.Now().Add(w.backoff)
-			u.log.Debug("warm connection not opened; backing off", zap.String(fieldUpstream, u.name),
+			w.log.Debug("warm connection not opened; backing off", zap.String(fieldUpstream, w.name),
 				zap.Error(err), zap.Duration("backoff", w.backoff))
 		}
 		w.mu.Unlock()

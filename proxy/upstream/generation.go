@@ -1,9 +1,9 @@
-package proxy
+package upstream
 
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +11,7 @@ import (
 	"net/http/httptrace"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream/h1"
@@ -39,7 +40,7 @@ const (
 // Immutable after newGeneration apart from its counters, the HTTP/2 flag,
 // the handed-over connection and the certificate check.
 type generation struct {
-	up       *Upstream
+	d        *dialer
 	cert     *tls.Certificate
 	fp       string // the leaf's SHA-256, hex: the certificate's identity across reloads
 	serial   string
@@ -51,29 +52,38 @@ type generation struct {
 	handover atomic.Pointer[tls.Conn] // for tr's next dial
 	inflight atomic.Int64
 	retired  atomic.Bool
-	check    certCheck // whether the upstream refuses cert (probe.go)
+	check    certCheck // whether the upstream refuses cert (check.go)
+}
+
+// genHooks connect a generation to its client's warm connections.
+type genHooks struct {
+	// maxAge is how long an idle fast-path connection may wait, by whether
+	// it has carried a request (the learnt server idle timeouts, warm.go).
+	maxAge func(used bool) time.Duration
+	// onDead is told of each idle connection the server closed.
+	onDead func(idle time.Duration, used bool)
 }
 
 // newGeneration builds the client that presents exactly cert. Its
 // tls.Config is built here once and never modified afterwards.
-func (u *Upstream) newGeneration(cert *tls.Certificate) *generation {
-	g := &generation{up: u, cert: cert, fp: fingerprint(cert), serial: serialOf(cert), notAfter: notAfter(cert),
-		tls: clientTLS(u.host, u.roots, cert, tls.NewLRUClientSessionCache(sessionCacheSize), nil, "h2", "http/1.1")}
-	pool := h1.NewPool(u.timeouts.IdleConn, maxIdleConnsPerHost)
-	u.warm.mu.Lock()
-	pool.SetMaxAge(false, u.retireAgeLocked(false))
-	pool.SetMaxAge(true, u.retireAgeLocked(true))
-	u.warm.mu.Unlock()
-	pool.OnDead = u.observeClose
-	g.h1 = &h1.Client{Dial: g.dialFastPath, Pool: pool, HeaderTimeout: u.timeouts.ResponseHeader, Done: g.release}
+func newGeneration(d *dialer, cert *tls.Certificate, t Timeouts, hooks genHooks) *generation {
+	g := &generation{d: d, cert: cert, fp: fingerprint(cert), serial: serialOf(cert), notAfter: notAfter(cert),
+		tls: clientTLS(d.host, d.roots, cert, tls.NewLRUClientSessionCache(sessionCacheSize), nil, "h2", "http/1.1")}
+	pool := h1.NewPool(t.IdleConn, maxIdleConnsPerHost)
+	if hooks.maxAge != nil {
+		pool.SetMaxAge(false, hooks.maxAge(false))
+		pool.SetMaxAge(true, hooks.maxAge(true))
+	}
+	pool.OnDead = hooks.onDead
+	g.h1 = &h1.Client{Dial: g.dialFastPath, Pool: pool, HeaderTimeout: t.ResponseHeader, Done: g.release}
 	g.tr = &http.Transport{
 		Proxy:                  nil, // never through the proxy's own HTTP_PROXY environment
 		DialTLSContext:         g.dialTransport,
 		ForceAttemptHTTP2:      true,
 		MaxIdleConns:           maxIdleConns,
 		MaxIdleConnsPerHost:    maxIdleConnsPerHost,
-		IdleConnTimeout:        u.timeouts.IdleConn,
-		ResponseHeaderTimeout:  u.timeouts.ResponseHeader,
+		IdleConnTimeout:        t.IdleConn,
+		ResponseHeaderTimeout:  t.ResponseHeader,
 		MaxResponseHeaderBytes: h1.MaxResponseHeaderBytes,
 		ExpectContinueTimeout:  time.Second,
 		// Accept-Encoding and compressed bodies pass through untouched.
@@ -122,14 +132,15 @@ func (g *generation) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		if !began.Load() && deadConnection(err) {
 			// As the fast path says it: no answer began, so the request
-			// may be sent again (retry.go). A connection that broke in the
+			// may be sent again (policy.go). A connection that broke in the
 			// middle of the headers is not one of these (issue 17).
 			err = &h1.NoResponseError{Err: err, Fresh: !reused.Load()}
 		}
 		return nil, err
-	case resp.StatusCode == http.StatusSwitchingProtocols && !isWebsocketUpgrade(req.Header):
+	case resp.StatusCode == http.StatusSwitchingProtocols && req.Header.Get("Upgrade") == "":
 		// Never a raw pipe over the merchant's connection for a request that
-		// did not ask for one (issue 22): closing the body closes it.
+		// did not ask for one (issue 22): closing the body closes it. (The
+		// inbound side forwards Upgrade for a websocket only.)
 		resp.Body.Close()
 		g.release()
 		return nil, h1.ErrUnaskedUpgrade
@@ -187,7 +198,7 @@ func (emptyBody) Close() error             { return nil }
 // dialFastPath opens a connection for the fast path; one that negotiated
 // HTTP/2 is handed over to the Transport instead (h1.ErrNegotiatedH2).
 func (g *generation) dialFastPath(ctx context.Context) (*h1.Conn, error) {
-	c, err := g.up.dialTLS(ctx, g.tls)
+	c, err := g.d.dialTLS(ctx, g.tls)
 	if err != nil {
 		return nil, err
 	}
@@ -217,7 +228,7 @@ func (g *generation) dialTransport(ctx context.Context, _, _ string) (net.Conn, 
 	if c := g.handover.Swap(nil); c != nil {
 		return &alertConn{Conn: c}, nil
 	}
-	c, err := g.up.dialTLS(ctx, g.tls)
+	c, err := g.d.dialTLS(ctx, g.tls)
 	if err != nil {
 		return nil, err // not a typed nil in the interface
 	}
@@ -318,30 +329,16 @@ func (b *releasingBody) Close() error {
 	return err
 }
 
-// clientTLS is the one place where the proxy's client TLS settings are
-// made: TLS 1.2 at least, the server verified against roots (nil: the
-// system roots) for host, and cert always presented when the server asks,
-// whatever CAs it says it accepts, so that a server refusing it says so
-// with an alert instead of a confusing "certificate required". requested,
-// when not nil, is called when the server asks for a client certificate.
-func clientTLS(host string, roots *x509.CertPool, cert *tls.Certificate, sessions tls.ClientSessionCache,
-	requested func(), protos ...string) *tls.Config {
-	return &tls.Config{
-		MinVersion:         tls.VersionTLS12,
-		ServerName:         host,
-		RootCAs:            roots,
-		NextProtos:         protos,
-		ClientSessionCache: sessions,
-		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			if requested != nil {
-				requested()
-			}
-			if cert == nil {
-				return &tls.Certificate{}, nil // none to present
-			}
-			return cert, nil
-		},
+// deadConnection reports a connection that broke under a request, as
+// opposed to failing to connect or timing out.
+func deadConnection(err error) bool {
+	var de *dialError
+	var he *handshakeError
+	if errors.As(err, &de) || errors.As(err, &he) {
+		return false
 	}
+	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // notAfter is the end of the leaf's validity; far in the future when the

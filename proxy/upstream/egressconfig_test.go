@@ -1,4 +1,4 @@
-package proxy
+package upstream
 
 import (
 	"net/url"
@@ -8,17 +8,17 @@ import (
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream/egress"
 )
 
-// TestEgressConfig: newUpstream refuses an egress proxy that is not
+// TestEgressConfig: New refuses an egress proxy that is not
 // http://HOST:PORT (config.ParseVia is the user-facing check), and one
 // whose URL carries credentials, without repeating the password: the
 // messages of a dial (EgressError) print the URL.
 func TestEgressConfig(t *testing.T) {
 	for _, v := range []string{"http://merchant:hunter2@squid:3128", "http://merchant@squid:3128"} {
 		u, _ := url.Parse(v)
-		up, err := NewUpstream(UpstreamConfig{Name: "live", URL: &url.URL{Scheme: "https", Host: "api.acme.test"},
-			Certificates: FixedCertificate{}, Via: &egress.Proxy{URL: u}}, Timeouts{})
+		up, err := New(Config{Name: "live", URL: &url.URL{Scheme: "https", Host: "api.acme.test"},
+			Certificates: FixedCertificate{}, Via: &egress.Proxy{URL: u}})
 		if err == nil {
-			up.Close()
+			up.CloseIdleConnections()
 		}
 		if err == nil || !strings.Contains(err.Error(), "via_auth_file") || strings.Contains(err.Error(), "hunter2") {
 			t.Errorf("via %s: error %v, want one pointing at via_auth_file without the password", u.Redacted(), err)
@@ -26,10 +26,10 @@ func TestEgressConfig(t *testing.T) {
 	}
 	for _, v := range []string{"https://squid:3128", "http://squid", "http://:3128"} {
 		u, _ := url.Parse(v)
-		up, err := NewUpstream(UpstreamConfig{Name: "live", URL: &url.URL{Scheme: "https", Host: "api.acme.test"},
-			Certificates: FixedCertificate{}, Via: &egress.Proxy{URL: u}}, Timeouts{})
+		up, err := New(Config{Name: "live", URL: &url.URL{Scheme: "https", Host: "api.acme.test"},
+			Certificates: FixedCertificate{}, Via: &egress.Proxy{URL: u}})
 		if err == nil {
-			up.Close()
+			up.CloseIdleConnections()
 		}
 		if err == nil || !strings.Contains(err.Error(), "http://HOST:PORT") {
 			t.Errorf("via %s: error %v, want one asking for http://HOST:PORT", v, err)

@@ -1,66 +1,63 @@
-package main
+// Package certstatus is what the admin port shows of each upstream's
+// certificates: the certificate store's report (certs) merged with what
+// the upstream client learnt of those certificates (which one it
+// presents, each one's verification: proxy/upstream), readiness, and the
+// certificate metrics collector. It lives where certs, the upstream
+// client and Prometheus meet, so that none of them imports another, and
+// cmd only wires each store to its upstream by name.
+package certstatus
 
 import (
 	"strconv"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/certs"
-	"github.com/mtlsproxy/payrails-mtls-proxy/proxy"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/admin"
+	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
-// newRegistry holds every metric the process exports: the Go runtime and
-// process collectors, the proxy's request metrics and the certificate
-// collector (both registered by newApp).
-func newRegistry() *prometheus.Registry {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return reg
+// View is what the admin endpoints show of one upstream: its certificate
+// store, and what its client learnt from the upstream about those
+// certificates (Client is nil for the local CA's store, which has no
+// upstream).
+type View struct {
+	Store  *certs.Store
+	Client *upstream.Client
 }
 
-// upstreamView is what the admin endpoints show of one upstream: its
-// certificate store, and what the proxy learnt from the upstream about
-// those certificates: which one it presents, and each one's verification
-// (up is nil for the local CA's store).
-type upstreamView struct {
-	store *certs.Store
-	up    *proxy.Upstream
-}
-
-// adminUpstream presents a view to the admin endpoints.
-func adminUpstream(v upstreamView) admin.Upstream {
+// Admin presents the view to the admin endpoints.
+func (v View) Admin() admin.Upstream {
 	return admin.Upstream{
-		Name:   v.store.Name(),
-		Ready:  v.ready,
-		Notes:  v.store.Notes,
-		Report: func() any { return v.report() },
+		Name:   v.Store.Name(),
+		Ready:  v.Ready,
+		Notes:  v.Store.Notes,
+		Report: func() any { return v.Report() },
 	}
 }
 
-// ready is the store's readiness, then the upstream's: a certificate it
-// refuses with no other to fail over to makes the upstream not ready.
-func (v upstreamView) ready() error {
-	if err := v.store.Ready(); err != nil {
+// Ready is the store's readiness, then the client's: a certificate the
+// upstream refuses with no other to fail over to makes it not ready.
+func (v View) Ready() error {
+	if err := v.Store.Ready(); err != nil {
 		return err
 	}
-	if v.up != nil {
-		return v.up.Ready()
+	if v.Client != nil {
+		return v.Client.Ready()
 	}
 	return nil
 }
 
-// report is the store's report with the proxy's knowledge merged in: the
+// Report is the store's report with the client's knowledge merged in: the
 // certificate presented (verification may keep an older one serving) and
 // each candidate's verification.
-func (v upstreamView) report() certs.Report {
-	r := v.store.Report()
-	if v.up == nil {
+func (v View) Report() certs.Report {
+	r := v.Store.Report()
+	if v.Client == nil {
 		return r
 	}
-	statuses := map[string]proxy.CertificateStatus{}
+	statuses := map[string]upstream.CertificateStatus{}
 	presented := ""
-	for _, st := range v.up.CertificateStatuses() {
+	for _, st := range v.Client.CertificateStatuses() {
 		statuses[st.Fingerprint] = st
 		if st.InUse {
 			presented = st.Fingerprint
@@ -79,26 +76,24 @@ func (v upstreamView) report() certs.Report {
 			}
 		}
 	}
-	if err := v.up.Ready(); err != nil && r.Ready {
+	if err := v.Client.Ready(); err != nil && r.Ready {
 		r.Ready, r.Error = false, err.Error()
 	}
 	return r
 }
 
-// certCollector exports the certificate metrics of every store. It lives
-// here, where certs and Prometheus meet: certs does not know Prometheus,
-// and proxy/admin must not import certs. It reads each store's Report at
-// scrape time, the same value /certs serves, so the two cannot disagree
-// and there is nothing to keep in sync.
-type certCollector struct {
-	views                          []upstreamView
+// Collector exports the certificate metrics of every view. It reads each
+// Report at scrape time, the same value /certs serves, so the two cannot
+// disagree and there is nothing to keep in sync.
+type Collector struct {
+	views                          []View
 	reloads, lastSuccess, notAfter *prometheus.Desc
 	ready                          *prometheus.Desc
 }
 
-// newCertCollector returns a collector over views; register it once.
-func newCertCollector(views []upstreamView) *certCollector {
-	return &certCollector{
+// NewCollector returns a collector over views; register it once.
+func NewCollector(views []View) *Collector {
+	return &Collector{
 		views: views,
 		reloads: prometheus.NewDesc("payrails_proxy_certificate_reloads_total",
 			"Certificate reloads by upstream and result (swapped, unchanged, failed).", []string{"upstream", "result"}, nil),
@@ -113,7 +108,7 @@ func newCertCollector(views []upstreamView) *certCollector {
 }
 
 // Describe implements prometheus.Collector.
-func (c *certCollector) Describe(ch chan<- *prometheus.Desc) {
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.reloads
 	ch <- c.lastSuccess
 	ch <- c.notAfter
@@ -121,9 +116,9 @@ func (c *certCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 // Collect implements prometheus.Collector.
-func (c *certCollector) Collect(ch chan<- prometheus.Metric) {
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for _, v := range c.views {
-		r := v.report()
+		r := v.Report()
 		for _, rc := range []struct {
 			result certs.Result
 			n      uint64

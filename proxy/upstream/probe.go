@@ -1,25 +1,20 @@
-package proxy
+package upstream
 
 import (
 	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/answer"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream/egress"
-
-	"github.com/mtlsproxy/payrails-mtls-proxy/config"
 )
 
 // Outcome is what a probe of an upstream found.
@@ -66,33 +61,33 @@ type ProbeResult struct {
 // sends one HTTP/1.1 GET and reports what happened, telling apart a TCP
 // failure, an untrusted server, a refused client certificate, a server
 // that never asked for one, and an HTTP answer. `check --remote` uses it;
-// the proxy checks its own certificates the same way (certCheck).
+// the upstream client checks its own certificates the same way (check.go).
 func Probe(ctx context.Context, c ProbeConfig) ProbeResult {
-	up, err := newUpstream(UpstreamConfig{Name: "probe", URL: c.URL, Address: c.Address, RootCAs: c.RootCAs,
-		Via:          c.Via,
-		Certificates: FixedCertificate{c.Certificate}}, withDefaults(c.Timeouts), config.Retry{Attempts: 1}, nil, nil)
-	if err != nil {
+	if c.URL == nil || c.URL.Scheme != "https" || c.URL.Hostname() == "" {
+		return ProbeResult{Outcome: OutcomeTCPFailed, Err: fmt.Errorf("probe: URL must be https://HOST, got %v", c.URL)}
+	}
+	if err := c.Via.Check(); err != nil {
 		return ProbeResult{Outcome: OutcomeTCPFailed, Err: err}
 	}
-	defer up.Close()
-	t := up.timeouts
+	t := c.Timeouts.WithDefaults()
+	d := newDialer("probe", c.URL, c.Address, c.RootCAs, c.Via, t, nil)
 	ctx, cancel := context.WithTimeout(ctx, t.Dial+t.TLSHandshake+t.ResponseHeader)
 	defer cancel()
-	return up.probe(ctx, c.Certificate, http.MethodGet, c.Path)
+	return probe(ctx, d, c.URL.Host, c.Certificate, http.MethodGet, c.Path)
 }
 
-// probe opens one connection presenting cert (no session cache: a resumed
-// session would not present the certificate; HTTP/1.1 only), sends one
-// request with Connection: close within ctx, and reads the answer's head
-// and the start of its body.
-func (u *Upstream) probe(ctx context.Context, cert *tls.Certificate, method, path string) ProbeResult {
+// probe opens one connection through d presenting cert (no session
+// cache: a resumed session would not present the certificate; HTTP/1.1
+// only), sends one request to authority with Connection: close within
+// ctx, and reads the answer's head and the start of its body.
+func probe(ctx context.Context, d *dialer, authority string, cert *tls.Certificate, method, path string) ProbeResult {
 	if path == "" {
 		path = "/"
 	}
-	res := ProbeResult{Addr: u.dialAddr}
+	res := ProbeResult{Addr: d.addr}
 	var requested atomic.Bool
-	cfg := clientTLS(u.host, u.roots, cert, nil, func() { requested.Store(true) }, "http/1.1")
-	conn, err := u.dialTLS(ctx, cfg)
+	cfg := clientTLS(d.host, d.roots, cert, nil, func() { requested.Store(true) }, "http/1.1")
+	conn, err := d.dialTLS(ctx, cfg)
 	res.ClientCertRequested = requested.Load()
 	if err != nil {
 		return probeFailure(res, err)
@@ -107,7 +102,7 @@ func (u *Upstream) probe(ctx context.Context, cert *tls.Certificate, method, pat
 		_ = conn.SetDeadline(dl)
 	}
 	_, err = fmt.Fprintf(conn, "%s %s HTTP/1.1\r\nHost: %s\r\nAccept: application/json\r\n"+
-		"User-Agent: payrails-mtls-proxy (certificate probe)\r\nConnection: close\r\n\r\n", method, path, u.authority)
+		"User-Agent: payrails-mtls-proxy (certificate probe)\r\nConnection: close\r\n\r\n", method, path, authority)
 	var resp *http.Response
 	if err == nil {
 		resp, err = http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: method})
@@ -131,33 +126,21 @@ func probeFailure(res ProbeResult, err error) ProbeResult {
 	res.Err = err
 	if code, text, ok := answer.ServerAlert(err); ok {
 		res.Alert, res.AlertCode = text, code
-		if _, isCert := answer.LookupCertificateAlert(code); isCert {
-			res.Outcome = OutcomeCertificateRefused
-			return res
-		}
 	}
-	var de *dialError
-	var hs *handshakeError
+	v := judge(err, false)
 	switch {
-	case errors.As(err, &de):
+	case v.refused:
+		res.Outcome = OutcomeCertificateRefused
+	case v.stage == stageConnect:
 		res.Outcome = OutcomeTCPFailed
-	case errors.As(err, &hs) && isVerifyError(hs):
+	case v.untrusted:
 		res.Outcome = OutcomeServerUntrusted
-	case errors.As(err, &hs):
+	case v.stage == stageTLS:
 		res.Outcome = OutcomeTLSFailed
 	default:
 		res.Outcome = OutcomeRequestFailed
 	}
 	return res
-}
-
-func isVerifyError(err error) bool {
-	var (
-		verr *tls.CertificateVerificationError
-		uae  x509.UnknownAuthorityError
-		he   x509.HostnameError
-	)
-	return errors.As(err, &verr) || errors.As(err, &uae) || errors.As(err, &he)
 }
 
 func looksLikeHTML(contentType string, head []byte) bool {
@@ -166,92 +149,4 @@ func looksLikeHTML(contentType string, head []byte) bool {
 	}
 	h := strings.ToLower(strings.TrimSpace(string(head)))
 	return strings.HasPrefix(h, "<!doctype html") || strings.HasPrefix(h, "<html")
-}
-
-// Why the proxy checks its certificates: in TLS 1.3 the client completes
-// its handshake before the server has judged the client certificate, so a
-// refusal arrives as an alert on the connection's first read. Over
-// HTTP/1.1 that alert becomes the request's error and is classified
-// directly. Over HTTP/2 the connection's reader receives it and the
-// request only learns that the connection "could not be established", or
-// a write fails with a broken pipe; the cause is lost. For such unexplained
-// failures classification asks the generation's certCheck, which learns
-// the answer from a connection of its own, off the request path.
-
-// checkTTL bounds how long a check's verdict is reused.
-const checkTTL = 10 * time.Second
-
-// certCheck is what a generation knows of whether the upstream refuses its
-// certificate. At most one check runs at a time. The zero value is ready.
-type certCheck struct {
-	mu      sync.Mutex
-	running chan struct{} // closed when the check in progress ends; nil when none
-	last    *refusalVerdict
-}
-
-// refusalVerdict is one check's finding.
-type refusalVerdict struct {
-	at     time.Time
-	err    error  // the server's refusal, or nil when it did not refuse
-	reason string // the alert's name
-	advice string
-}
-
-// refusal returns the upstream's refusal of g's certificate, or nil when
-// it accepts it or cannot be reached. A recent verdict is returned as it
-// is; otherwise a check is started in the background (bounded by
-// timeouts.tls_handshake, owned by the upstream) and waited for, at most as
-// long as it may take and the request's context allows. The request's
-// goroutine never dials.
-func (u *Upstream) refusal(ctx context.Context, g *generation) *refusalVerdict {
-	c := &g.check
-	c.mu.Lock()
-	if v := c.last; v != nil && time.Since(v.at) < checkTTL {
-		c.mu.Unlock()
-		return refusedVerdict(v)
-	}
-	done := c.running
-	if done == nil {
-		done = make(chan struct{})
-		c.running = done
-		u.bg.Go(func() { u.runCheck(g, done) })
-	}
-	c.mu.Unlock()
-	wait := time.NewTimer(u.timeouts.TLSHandshake)
-	defer wait.Stop()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		return nil
-	case <-wait.C:
-		return nil
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return refusedVerdict(c.last)
-}
-
-func refusedVerdict(v *refusalVerdict) *refusalVerdict {
-	if v == nil || v.err == nil {
-		return nil
-	}
-	return v
-}
-
-// runCheck asks the upstream, with one connection presenting g's
-// certificate and one HEAD request, whether it refuses the certificate.
-func (u *Upstream) runCheck(g *generation, done chan struct{}) {
-	ctx, cancel := context.WithTimeout(u.ctx, u.timeouts.TLSHandshake)
-	res := u.probe(ctx, g.cert, http.MethodHead, "/")
-	cancel()
-	v := &refusalVerdict{at: time.Now()}
-	if res.Outcome == OutcomeCertificateRefused {
-		a, _ := answer.LookupCertificateAlert(res.AlertCode)
-		v.err, v.reason, v.advice = res.Err, a.Name, a.Advice
-	}
-	c := &g.check
-	c.mu.Lock()
-	c.last, c.running = v, nil
-	c.mu.Unlock()
-	close(done)
 }
