@@ -35,6 +35,42 @@ ARG TARGETARCH
 # scripts/build.sh is the only place the release build command lives; CI runs it too.
 RUN GOOS=$TARGETOS GOARCH=$TARGETARCH OUT=/out/payrails-mtls-proxy bash scripts/build.sh "$VERSION"
 
+# The pkcs11 flavour (keys in an HSM, DESIGN.md "Keys in an HSM"), built only on request:
+#   docker build --target pkcs11 --build-arg VERSION=1.2.3 -t payrails-mtls-proxy:1.2.3-pkcs11 .
+# The binary is built with cgo and -tags pkcs11 (scripts/build.sh --pkcs11), dynamically linked
+# against glibc, because it loads the HSM vendor's PKCS#11 library with dlopen: it is built
+# natively (no cross-compiling cgo) and runs on a glibc base. cc-debian12 carries glibc,
+# libstdc++ and OpenSSL, which vendors' PKCS#11 libraries (and SoftHSM2) need; the library
+# itself is the vendor's: derive an image that copies it in, or mount it, and name it in
+# key_uri's module-path.
+FROM ${GO_IMAGE} AS build-pkcs11
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+ARG VERSION=dev
+RUN OUT=/out/payrails-mtls-proxy bash scripts/build.sh --pkcs11 "$VERSION"
+
+FROM gcr.io/distroless/cc-debian12:nonroot AS pkcs11
+ARG VERSION=dev
+LABEL org.opencontainers.image.title="payrails-mtls-proxy" \
+      org.opencontainers.image.description="Sidecar: plain HTTP in, Payrails API out over mutual TLS; the client key may stay in a PKCS#11 token (HSM)" \
+      org.opencontainers.image.source="https://github.com/mtlsproxy/payrails-mtls-proxy" \
+      org.opencontainers.image.version="$VERSION-pkcs11"
+COPY --from=build-pkcs11 /out/payrails-mtls-proxy /payrails-mtls-proxy
+# The same ports, folder, user and health check as the default image below (see there).
+ENV PAYRAILS_PROXY_LISTEN=127.0.0.1:8080 \
+    PAYRAILS_PROXY_ADMIN_LISTEN=0.0.0.0:9090 \
+    PAYRAILS_PROXY_CERT_DIR=/certs
+USER nonroot:nonroot
+EXPOSE 8080 9090
+VOLUME /certs
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+  CMD ["/payrails-mtls-proxy", "health"]
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["/payrails-mtls-proxy"]
+CMD ["serve"]
+
 # static-debian12: CA certificates, /etc/passwd with nonroot (65532), no shell, no libc.
 FROM ${BASE_IMAGE}
 ARG VERSION=dev

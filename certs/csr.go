@@ -155,6 +155,34 @@ func NewCSR(subj Subject, kt KeyType, passphrase []byte) (*CSR, error) {
 	if err != nil {
 		return nil, err
 	}
+	c, err := makeCSR(subj, kt, key)
+	if err != nil {
+		return nil, err
+	}
+	if c.KeyPEM, err = encodeKey(key, passphrase); err != nil {
+		return nil, err
+	}
+	c.Encrypted = len(passphrase) > 0
+	return c, nil
+}
+
+// NewTokenCSR makes the CSR for subj with a key that stays where it is (in
+// a PKCS#11 token: Token.GenerateRSA), with the same subject checks as
+// NewCSR. KeyPEM is nil: there is no key file to write (WriteRequest).
+func NewTokenCSR(subj Subject, key crypto.Signer) (*CSR, error) {
+	subj, err := subj.Normalize()
+	if err != nil {
+		return nil, err
+	}
+	kt := KeyRSA4096
+	if _, ok := key.Public().(*rsa.PublicKey); !ok {
+		kt = KeyECDSAP256
+	}
+	return makeCSR(subj, kt, key)
+}
+
+// makeCSR signs the request for subj with key and parses it back.
+func makeCSR(subj Subject, kt KeyType, key crypto.Signer) (*CSR, error) {
 	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: subj.Name()}, key)
 	if err != nil {
 		return nil, fmt.Errorf("signing the certificate request: %w", err)
@@ -163,12 +191,24 @@ func NewCSR(subj Subject, kt KeyType, passphrase []byte) (*CSR, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parsing the certificate request just made: %w", err)
 	}
-	keyPEM, err := encodeKey(key, passphrase)
-	if err != nil {
-		return nil, err
+	if err := req.CheckSignature(); err != nil {
+		return nil, fmt.Errorf("the certificate request just made does not verify (the key signed wrongly): %w", err)
 	}
-	return &CSR{Subject: subj, KeyType: kt, Request: req, KeyPEM: keyPEM, Encrypted: len(passphrase) > 0,
+	return &CSR{Subject: subj, KeyType: kt, Request: req,
 		CSRPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})}, nil
+}
+
+// WriteRequest writes only domain.csr into dir (replacing an old one, as
+// WriteFiles does), for a CSR whose key is in a token.
+func (c *CSR) WriteRequest(dir string) (string, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("creating folder %q: %w", dir, err)
+	}
+	csrPath := filepath.Join(dir, CSRFileName)
+	if err := PlaceFile(csrPath, c.CSRPEM, 0o644, true); err != nil {
+		return "", err
+	}
+	return csrPath, nil
 }
 
 func newKey(kt KeyType) (crypto.Signer, error) {

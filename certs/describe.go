@@ -38,6 +38,9 @@ type Description struct {
 	DaysLeft         int            `json:"days_left"`          // whole days until NotAfter, rounded down: negative once expired
 	ExpiresSoon      bool           `json:"expires_soon"`       // valid, and within ExpiryWarning of NotAfter
 	Payrails         []PayrailsHost `json:"payrails_hosts"`     // the names (CN and DNS SANs) that are Payrails API hosts
+	// Chain are the subjects of the CA certificates sent after the leaf
+	// (intermediates from the leaf's file or the folder), nearest first.
+	Chain []string `json:"chain,omitempty"`
 	// InUse marks the pair chosen to be presented (Snapshot.Chosen). It
 	// stays set once that certificate has expired, until a reload replaces
 	// it; Report.Ready says whether it is presented now.
@@ -80,6 +83,11 @@ func (p *Pair) describe(at time.Time) Description {
 		DaysLeft:    int(math.Floor(c.NotAfter.Sub(at).Hours() / 24)),
 		ExpiresSoon: p.Validity == Valid && c.NotAfter.Sub(at) < ExpiryWarning,
 		Payrails:    []PayrailsHost{},
+	}
+	for _, der := range p.Certificate.Certificate[1:] {
+		if ic, err := x509.ParseCertificate(der); err == nil {
+			d.Chain = append(d.Chain, ic.Subject.String())
+		}
 	}
 	for _, n := range hostNames(d.CommonName, d.DNSNames) {
 		if h, ok := ParsePayrailsHost(n); ok {

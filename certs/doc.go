@@ -13,6 +13,15 @@
 // that verify an upstream (Roots). The sub-package pki makes throwaway CAs
 // and certificates for the demo and the tests.
 //
+// The private keys may be in a PKCS#11 token instead of files (Source.Token,
+// config's key_uri): a Token loads the library, logs in, lists the keys the
+// URI selects and signs through the token, re-opening it with back-off when
+// it fails; Load pairs the token's keys with the folder's certificates by
+// public key, as with files. The Token is built only with the pkcs11 build
+// tag and cgo (token_pkcs11.go); without them a stub refuses with
+// ErrPKCS11Unavailable. ca_file's roots are a RootStore, reloaded by the
+// Watcher like the certificate stores, with the same failure rule.
+//
 // Every view of a loaded certificate (the /certs JSON in Report, `check`'s
 // Inspection, and the certificate metrics that cmd exports from the Report)
 // uses one Description, built from the snapshot, so the views cannot

@@ -3,6 +3,7 @@ package certs
 import (
 	"bytes"
 	"crypto"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -31,6 +32,7 @@ const (
 	KindTruncated    Kind = "truncated PEM"
 	KindUnrecognised Kind = "unrecognised"
 	KindUnreadable   Kind = "unreadable"
+	KindTokenKey     Kind = "key in a PKCS#11 token"
 )
 
 // maxFileSize bounds what is read from a certificate folder: a client
@@ -61,6 +63,9 @@ const (
 type parsedFile struct {
 	File
 	keys      []crypto.Signer
+	token     bool                  // a key in a PKCS#11 token, not a file
+	oneKey    bool                  // that key was named alone (cert_file + key_uri)
+	schemes   []tls.SignatureScheme // what the token can sign with the key; nil: all
 	csr       bool
 	encrypted bool
 	findings  []Finding

@@ -56,6 +56,15 @@ const (
 	CodeSecretPermissions Code = "secret_permissions" // passphrase file readable by group or others
 	CodeNotRegular        Code = "not_regular"        // a FIFO, socket or device in the folder: never opened
 	CodeSwapped           Code = "swapped"            // --cert holds the key or --key holds the certificate
+
+	CodeKeyOnDisk         Code = "key_on_disk"         // a key file next to certificates whose keys are in a token
+	CodePKCS11Unavailable Code = "pkcs11_unavailable"  // key_uri in a binary built without PKCS#11
+	CodeTokenNotFound     Code = "token_not_found"     // the library has no token matching key_uri
+	CodePINWrong          Code = "pin_wrong"           // the token refused the PIN (or locked it)
+	CodeTokenKeyNotFound  Code = "token_key_not_found" // no private key in the token matches key_uri
+	CodeTokenUnavailable  Code = "token_unavailable"   // the library or token failed; retried with back-off
+	CodeTokenKeyUnmatched Code = "token_key_unmatched" // a token key that no certificate here belongs to
+	CodeChain             Code = "chain"               // an intermediate sent after the leaf it issued
 )
 
 // Finding is one thing worth telling the operator about one file (or the

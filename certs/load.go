@@ -1,6 +1,7 @@
 package certs
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/tls"
 	"crypto/x509"
@@ -13,17 +14,26 @@ import (
 
 // Source says where one upstream's client certificate comes from: a folder
 // (Dir) or a pair of files (CertFile and KeyFile). Exactly one form is set.
+// With Token, the private keys are in a PKCS#11 token instead of files:
+// with Dir every certificate in the folder is paired with the token's key
+// of the same public key (key files in the folder are reported and not
+// used); with CertFile (and no KeyFile) the token's one selected key.
 type Source struct {
 	Dir        string
 	CertFile   string
 	KeyFile    string
 	Passphrase Passphrase
+	Token      *Token // nil: keys from files
 }
 
-// String names the source in messages: the folder, or "CERT + KEY".
+// String names the source in messages: the folder, or "CERT + KEY"
+// (the key's URI for a key in a token).
 func (s Source) String() string {
 	if s.Dir != "" {
 		return s.Dir
+	}
+	if s.Token != nil {
+		return s.CertFile + " + " + s.Token.URI()
 	}
 	return s.CertFile + " + " + s.KeyFile
 }
@@ -43,8 +53,17 @@ func Load(src Source, now time.Time) *Snapshot {
 		}
 	} else {
 		files = append(files, readFile(src.CertFile, roleCert, pass))
-		if src.KeyFile != src.CertFile {
+		if src.Token == nil && src.KeyFile != src.CertFile {
 			files = append(files, readFile(src.KeyFile, roleKey, pass))
+		}
+	}
+	if src.Token != nil {
+		for _, f := range files {
+			if len(f.keys) > 0 || f.Keys > 0 {
+				f.keys = nil
+				f.add(Warning, CodeKeyOnDisk, "holds a private key on disk, which is not used: the keys come from the "+
+					"token (key_uri); delete this file, keeping the key only in the token is the point of using one")
+			}
 		}
 	}
 	for _, f := range files {
@@ -55,7 +74,17 @@ func Load(src Source, now time.Time) *Snapshot {
 		snap.Findings = append(snap.Findings, Finding{Severity: Warning, Code: CodeSecretPermissions,
 			Path: pass.src.File, Message: pass.warning})
 	}
-	pairs, findings := match(files, now)
+	if src.Token != nil {
+		keys, finding := tokenLoad(src.Token)
+		if finding != nil {
+			snap.Findings = append(snap.Findings, *finding)
+		}
+		for _, k := range keys {
+			files = append(files, &parsedFile{File: File{Path: k.uri, Kind: KindTokenKey, Keys: 1},
+				keys: []crypto.Signer{k.signer}, schemes: k.schemes, token: true, oneKey: src.Dir == ""})
+		}
+	}
+	pairs, findings := match(files, now, src.Token != nil)
 	snap.Pairs = pairs
 	snap.Findings = append(snap.Findings, findings...)
 	choose(snap, now)
@@ -107,8 +136,9 @@ type certRef struct {
 }
 
 // match pairs every key with the certificate that holds its public key.
-// File names play no part: a key named cert.pem still pairs.
-func match(files []*parsedFile, now time.Time) ([]*Pair, []Finding) {
+// File names play no part: a key named cert.pem still pairs. token says
+// that the keys come from a PKCS#11 token (the advice differs).
+func match(files []*parsedFile, now time.Time, token bool) ([]*Pair, []Finding) {
 	var certs []certRef
 	for _, f := range files {
 		for i, c := range f.Certs {
@@ -124,6 +154,10 @@ func match(files []*parsedFile, now time.Time) ([]*Pair, []Finding) {
 	for _, f := range files {
 		for _, key := range f.keys {
 			ref, ok := findCert(certs, f, key)
+			if !ok && f.token {
+				findings = append(findings, tokenKeyUnmatched(f))
+				continue
+			}
 			if !ok {
 				findings = append(findings, Finding{Severity: Warning, Code: CodeKeyUnmatched, Path: f.Path,
 					Message: "holds a private key that matches no certificate here: add the certificate issued " +
@@ -136,13 +170,37 @@ func match(files []*parsedFile, now time.Time) ([]*Pair, []Finding) {
 				continue // the same certificate in two files
 			}
 			seen[p.Fingerprint] = true
+			for _, ic := range intermediates(p, certs) {
+				p.Certificate.Certificate = append(p.Certificate.Certificate, ic.cert.Raw)
+				if !matched[ic.cert] {
+					matched[ic.cert] = true
+					findings = append(findings, Finding{Severity: Info, Code: CodeChain, Path: ic.file.Path,
+						Message: fmt.Sprintf("holds the intermediate CA certificate %q, sent after the certificate it "+
+							"issued (serial %s) so that the server can build the chain", ic.cert.Subject.CommonName, p.Serial)})
+				}
+			}
 			pairs = append(pairs, p)
 		}
 	}
 	for _, f := range files {
-		findings = append(findings, unmatchedCerts(f, matched)...)
+		findings = append(findings, unmatchedCerts(f, matched, token)...)
 	}
 	return pairs, findings
+}
+
+// tokenKeyUnmatched explains a key in a token that no certificate belongs
+// to: with a folder, the normal state while a CSR waits for its
+// certificate; with one certificate file, the wrong key.
+func tokenKeyUnmatched(f *parsedFile) Finding {
+	if f.oneKey {
+		return Finding{Severity: Error, Code: CodeTokenKeyUnmatched, Path: f.Path,
+			Message: "is a key in the token that does not belong to the certificate (cert_file): the certificate was " +
+				"issued for a CSR made with another key; name that key's object= in key_uri, or use the certificate " +
+				"issued for this key's CSR"}
+	}
+	return Finding{Severity: Info, Code: CodeTokenKeyUnmatched, Path: f.Path,
+		Message: "is a key in the token that no certificate in the folder belongs to (a key whose CSR awaits its " +
+			"certificate?); when Payrails returns the certificate, drop it in the folder and it is paired with this key"}
 }
 
 func findCert(certs []certRef, keyFile *parsedFile, key crypto.Signer) (certRef, bool) {
@@ -172,7 +230,8 @@ func newPair(ref certRef, keyFile *parsedFile, key crypto.Signer, now time.Time)
 		}
 	}
 	return &Pair{
-		Certificate: &tls.Certificate{Certificate: chain, PrivateKey: key, Leaf: ref.cert},
+		Certificate: &tls.Certificate{Certificate: chain, PrivateKey: key, Leaf: ref.cert,
+			SupportedSignatureAlgorithms: keyFile.schemes},
 		Leaf:        ref.cert,
 		CertFile:    ref.file.Path,
 		KeyFile:     keyFile.Path,
@@ -182,7 +241,55 @@ func newPair(ref certRef, keyFile *parsedFile, key crypto.Signer, now time.Time)
 	}
 }
 
-func unmatchedCerts(f *parsedFile, matched map[*x509.Certificate]bool) []Finding {
+// maxChain bounds the certificates sent: a leaf and a few intermediates.
+const maxChain = 6
+
+// intermediates finds, among the certificates of other files, the CA
+// certificates that continue p's chain upwards (issuer name, key identifier
+// and signature must all match, RFC 5280 §4.2.1.1), stopping before a
+// self-signed root, which the server has and which is never sent. Some
+// CAs hand out the intermediate as a file of its own (ghostunnel #322).
+func intermediates(p *Pair, all []certRef) []certRef {
+	var out []certRef
+	have := map[string]bool{}
+	for _, der := range p.Certificate.Certificate {
+		have[string(der)] = true
+	}
+	last := p.Certificate.Certificate[len(p.Certificate.Certificate)-1]
+	cur, err := x509.ParseCertificate(last)
+	for err == nil && len(p.Certificate.Certificate)+len(out) < maxChain && !selfSigned(cur) {
+		next, ok := issuerOf(cur, all, have)
+		if !ok || selfSigned(next.cert) {
+			break
+		}
+		out = append(out, next)
+		have[string(next.cert.Raw)] = true
+		cur = next.cert
+	}
+	return out
+}
+
+func issuerOf(c *x509.Certificate, all []certRef, have map[string]bool) (certRef, bool) {
+	for _, r := range all {
+		ca := r.cert
+		if have[string(ca.Raw)] || !ca.IsCA || !bytes.Equal(ca.RawSubject, c.RawIssuer) {
+			continue
+		}
+		if len(c.AuthorityKeyId) > 0 && len(ca.SubjectKeyId) > 0 && !bytes.Equal(c.AuthorityKeyId, ca.SubjectKeyId) {
+			continue
+		}
+		if c.CheckSignatureFrom(ca) == nil {
+			return r, true
+		}
+	}
+	return certRef{}, false
+}
+
+func selfSigned(c *x509.Certificate) bool {
+	return bytes.Equal(c.RawSubject, c.RawIssuer) && c.CheckSignatureFrom(c) == nil
+}
+
+func unmatchedCerts(f *parsedFile, matched map[*x509.Certificate]bool, token bool) []Finding {
 	if len(f.Certs) == 0 {
 		return nil
 	}
@@ -197,6 +304,12 @@ func unmatchedCerts(f *parsedFile, matched map[*x509.Certificate]bool) []Finding
 				"verifies the server belongs in ca_file)"}}
 	}
 	leaf := f.Certs[0]
+	if token {
+		return []Finding{{Severity: Warning, Code: CodeCertUnmatched, Path: f.Path,
+			Message: fmt.Sprintf("holds certificate %q (serial %s) but no key in the token matches it: it was issued "+
+				"for a CSR made with a key that is not in this token (check token= in key_uri, or make a new key with "+
+				"`payrails-mtls-proxy csr --key-uri` and get a certificate for it)", leaf.Subject.CommonName, Serial(leaf))}}
+	}
 	return []Finding{{Severity: Warning, Code: CodeCertUnmatched, Path: f.Path,
 		Message: fmt.Sprintf("holds certificate %q (serial %s) but no private key here matches it: add the "+
 			"domain.key the CSR was made with (a new key needs a new CSR and certificate)",

@@ -22,6 +22,17 @@ type Report struct {
 	Findings   []FindingInfo `json:"findings"`
 	LoadedAt   time.Time     `json:"loaded_at"`
 	Reloads    ReloadInfo    `json:"reloads"`
+	Token      *TokenInfo    `json:"pkcs11_token,omitempty"` // the keys' token; nil for keys in files
+}
+
+// TokenInfo is the state of a PKCS#11 token holding the keys (no PIN, no
+// key material).
+type TokenInfo struct {
+	URI        string `json:"uri"`
+	Open       bool   `json:"open"`
+	Error      string `json:"error,omitempty"` // why not open, and that it is retried
+	Signatures uint64 `json:"signatures"`
+	Failures   uint64 `json:"signature_failures"`
 }
 
 // FileInfo describes one file of the source.
@@ -67,6 +78,13 @@ func (s *Store) Report() Report {
 		if r.Candidates[i].InUse {
 			in := r.Candidates[i]
 			r.InUse = &in
+		}
+	}
+	if t := s.src.Token; t != nil {
+		made, failed := t.Signatures()
+		r.Token = &TokenInfo{URI: t.URI(), Open: true, Signatures: made, Failures: failed}
+		if err := t.Healthy(); err != nil {
+			r.Token.Open, r.Token.Error = false, err.Error()
 		}
 	}
 	for _, f := range snap.Files {

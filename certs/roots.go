@@ -13,16 +13,25 @@ import (
 // single certificate is an error (it is always a mistake: a key, a CSR, an
 // empty file), never silently an empty addition.
 func Roots(caFile string) (*x509.CertPool, error) {
+	if caFile == "" {
+		return rootsFrom("", nil)
+	}
+	data, _, err := safefile.Read(caFile, maxFileSize)
+	if err != nil {
+		return nil, fmt.Errorf("reading ca_file %q: %w", caFile, err)
+	}
+	return rootsFrom(caFile, data)
+}
+
+// rootsFrom is the system roots plus the certificates in data, read from
+// caFile ("" for none).
+func rootsFrom(caFile string, data []byte) (*x509.CertPool, error) {
 	pool, err := x509.SystemCertPool()
 	if err != nil || pool == nil {
 		pool = x509.NewCertPool() // no system store (scratch image): caFile only
 	}
 	if caFile == "" {
 		return pool, nil
-	}
-	data, _, err := safefile.Read(caFile, maxFileSize)
-	if err != nil {
-		return nil, fmt.Errorf("reading ca_file %q: %w", caFile, err)
 	}
 	n := 0
 	for rest := data; ; {

@@ -32,17 +32,29 @@ type WatchOptions struct {
 // the previous certificate.
 type Watcher struct {
 	stores []*Store
+	all    []reloadable // the stores, then the root stores
 	opts   WatchOptions
 	log    *zap.Logger
 	fsw    *fsnotify.Watcher
 	force  chan struct{}
-	dirs   map[string][]*Store // watched directory -> stores that read from it
+	dirs   map[string][]reloadable // watched directory -> what reads from it
 }
 
-// NewWatcher starts watching the stores' directories. It fails when the
-// operating system refuses a watcher (inotify limits); directories that do
-// not exist yet are retried on every poll.
-func NewWatcher(stores []*Store, opts WatchOptions, log *zap.Logger) (*Watcher, error) {
+// reloadable is what the Watcher reloads: a certificate Store or a
+// RootStore (ca_file).
+type reloadable interface {
+	Reload() (Result, error)
+	Name() string
+	watchDirs() []string
+}
+
+func (s *Store) watchDirs() []string { return watchDirs(s.Source()) }
+
+// NewWatcher starts watching the stores' directories, and those of the
+// root stores' ca_file. It fails when the operating system refuses a
+// watcher (inotify limits); directories that do not exist yet are retried
+// on every poll.
+func NewWatcher(stores []*Store, opts WatchOptions, log *zap.Logger, roots ...*RootStore) (*Watcher, error) {
 	if opts.Debounce < 0 || opts.PollInterval <= 0 {
 		return nil, fmt.Errorf("watch options %+v: the debounce must be >= 0 and the poll interval > 0", opts)
 	}
@@ -51,6 +63,12 @@ func NewWatcher(stores []*Store, opts WatchOptions, log *zap.Logger) (*Watcher, 
 		return nil, fmt.Errorf("starting the file watcher: %w (on Linux, raise fs.inotify.max_user_instances)", err)
 	}
 	w := &Watcher{stores: stores, opts: opts, log: log, fsw: fsw, force: make(chan struct{}, 1)}
+	for _, s := range stores {
+		w.all = append(w.all, s)
+	}
+	for _, r := range roots {
+		w.all = append(w.all, r)
+	}
 	w.ensureWatches()
 	return w, nil
 }
@@ -80,7 +98,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 	defer boundary.Stop()
 	w.armBoundary(boundary)
 
-	pending := map[*Store]bool{}
+	pending := map[reloadable]bool{}
 	var first time.Time // of the pending batch: a steady stream of events must not postpone the reload forever
 	for {
 		select {
@@ -109,20 +127,20 @@ func (w *Watcher) Run(ctx context.Context) error {
 			first = time.Time{}
 			w.armBoundary(boundary)
 		case <-w.force:
-			w.reload(w.stores, "reload requested (SIGHUP)")
+			w.reload(w.all, "reload requested (SIGHUP)")
 			w.armBoundary(boundary)
 		case <-poll.C:
-			w.reload(w.stores, "")
+			w.reload(w.all, "")
 			w.armBoundary(boundary)
 		case <-boundary.C:
-			w.reload(w.stores, "certificate validity boundary")
+			w.reload(w.all, "certificate validity boundary")
 			w.armBoundary(boundary)
 		}
 	}
 }
 
 // note records which stores an event concerns; it reports whether any does.
-func (w *Watcher) note(ev fsnotify.Event, pending map[*Store]bool) bool {
+func (w *Watcher) note(ev fsnotify.Event, pending map[reloadable]bool) bool {
 	if ev.Op == fsnotify.Chmod {
 		return false // noisy (backup tools, indexers) and never changes content
 	}
@@ -138,7 +156,7 @@ func (w *Watcher) note(ev fsnotify.Event, pending map[*Store]bool) bool {
 	return len(stores) > 0
 }
 
-func (w *Watcher) reload(stores []*Store, why string) {
+func (w *Watcher) reload(stores []reloadable, why string) {
 	for _, s := range stores {
 		res, _ := s.Reload()
 		if why != "" || res != ResultUnchanged {
@@ -154,9 +172,9 @@ func (w *Watcher) reload(stores []*Store, why string) {
 // file, and the folders that symlinks in them point into. Adding a watch
 // that exists is harmless; a folder that was replaced gets a new watch.
 func (w *Watcher) ensureWatches() {
-	dirs := map[string][]*Store{}
-	for _, s := range w.stores {
-		for _, d := range watchDirs(s.Source()) {
+	dirs := map[string][]reloadable{}
+	for _, s := range w.all {
+		for _, d := range s.watchDirs() {
 			dirs[d] = append(dirs[d], s)
 		}
 	}
@@ -189,6 +207,10 @@ func watchDirs(src Source) []string {
 	if src.Passphrase.File != "" {
 		dirs = append(dirs, filepath.Dir(src.Passphrase.File))
 		files = append(files, src.Passphrase.File)
+	}
+	if src.Token != nil && src.Token.cfg.PIN.File != "" { // a fixed PIN file is tried at once
+		dirs = append(dirs, filepath.Dir(src.Token.cfg.PIN.File))
+		files = append(files, src.Token.cfg.PIN.File)
 	}
 	for _, f := range files {
 		if real, err := filepath.EvalSymlinks(f); err == nil {
@@ -236,8 +258,8 @@ func stoppedTimer() *time.Timer {
 	return t
 }
 
-func keys(m map[*Store]bool) []*Store {
-	out := make([]*Store, 0, len(m))
+func keys(m map[reloadable]bool) []reloadable {
+	out := make([]reloadable, 0, len(m))
 	for s := range m {
 		out = append(out, s)
 	}

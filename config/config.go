@@ -187,6 +187,18 @@ type Upstream struct {
 	// KeyPassphraseEnv names the environment variable KeyPassphrase came
 	// from, for messages; "" when KeyPassphrase is empty.
 	KeyPassphraseEnv string
+	// KeyURI, when not nil, says that the private keys are in a PKCS#11
+	// token (key_uri, an RFC 7512 URI) instead of files: with CertFile it
+	// names one key object (KeyFile is then ""), with CertDir it names the
+	// token and each certificate in the folder is paired with the token's
+	// key of the same public key. nil means keys on disk.
+	KeyURI *KeyURI
+	// PKCS11PIN is the token's PIN from PAYRAILS_PROXY_<NAME>_PKCS11_PIN,
+	// else PAYRAILS_PROXY_PKCS11_PIN, when KeyURI has no pin-source file.
+	// Never from the file, the URI or argv. Empty otherwise.
+	PKCS11PIN Secret
+	// PKCS11PINEnv names the variable PKCS11PIN came from; "" when empty.
+	PKCS11PINEnv string
 	// CAFile is an optional absolute path of PEM roots used, in addition to
 	// the system roots, to verify the upstream server.
 	CAFile string
@@ -302,7 +314,7 @@ type MITM struct {
 // Overrides are the command-line flags of `serve`. An empty string means
 // "not given". The zero value overrides nothing.
 //
-// Upstream, Address, CertDir, CertFile, KeyFile, KeyPassphraseFile and CAFile
+// Upstream, Address, CertDir, CertFile, KeyFile, KeyURI, KeyPassphraseFile and CAFile
 // describe a single upstream: they build one when the file has none, override
 // the file's only upstream, and are an error when the file has two or more.
 // Relative paths are resolved against the working directory.
@@ -316,6 +328,7 @@ type Overrides struct {
 	KeyFile           string // --key
 	KeyPassphraseFile string // --key-passphrase-file
 	CAFile            string // --ca-file
+	KeyURI            string // --key-uri
 	LogLevel          string // --log-level
 	LogFormat         string // --log-format
 	Connect           string // --connect

@@ -14,7 +14,9 @@
 // which certs' country suggestions share. Validation does not stop at the
 // first problem: Load and Parse return all of them at once as Errors.
 //
-// Secrets (the key passphrase and the token client secret) are only ever
-// read from the environment, never from the file or argv, and are held in a
-// Secret, which prints as "[redacted]".
+// Secrets (the key passphrase, the token client secret and the PKCS#11 PIN)
+// are only ever read from the environment (or, for the PIN, a file named by
+// key_uri's pin-source), never from the file or argv, and are held in a
+// Secret, which prints as "[redacted]". key_uri is an RFC 7512 PKCS#11 URI,
+// parsed by ParseKeyURI, which refuses a pin-value.
 package config

@@ -51,6 +51,7 @@ var upstreamOverrides = []struct {
 	{override{"--cert", "CERT", "cert_file", func(o *Overrides) string { return o.CertFile }}, func(u *rawUpstream) *setting { return &u.certFile }},
 	{override{"--key", "KEY", "key_file", func(o *Overrides) string { return o.KeyFile }}, func(u *rawUpstream) *setting { return &u.keyFile }},
 	{override{"--key-passphrase-file", "KEY_PASSPHRASE_FILE", "key_passphrase_file", func(o *Overrides) string { return o.KeyPassphraseFile }}, func(u *rawUpstream) *setting { return &u.keyPassphraseFile }},
+	{override{"--key-uri", "KEY_URI", "key_uri", func(o *Overrides) string { return o.KeyURI }}, func(u *rawUpstream) *setting { return &u.keyURI }},
 	{override{"--ca-file", "CA_FILE", "ca_file", func(o *Overrides) string { return o.CAFile }}, func(u *rawUpstream) *setting { return &u.caFile }},
 }
 
@@ -131,6 +132,13 @@ func applyUpstreamOverrides(r *raw, env lookupFunc, flags *Overrides, errs *coll
 			u.certFile, u.keyFile = setting{}, setting{}
 		case "cert_file", "key_file":
 			u.certDir = setting{}
+		}
+		// key_uri is used in place of key_file: the later one of the two wins.
+		switch c.key {
+		case "key_file":
+			u.keyURI = setting{}
+		case "key_uri":
+			u.keyFile = setting{}
 		}
 		*c.field(u) = setting{value: c.value, set: true, at: origin{source: c.source, key: "upstreams[0]." + c.key}}
 	}

@@ -16,6 +16,7 @@ func FuzzParse(f *testing.F) {
 		"access: {allow_cidrs: [10.0.0.1, '::1/128']}\ntimeouts: {dial: 1m30s}\nconnect: mitm\nmitm: {ca_cert_file: a, ca_key_file: b}\n" + oneUpstream,
 		"- [a, {b: c}]\n",
 		"a: &a [*a]\nupstreams: *a\n",
+		"upstreams: [{url: https://a.example, cert_file: /c, key_uri: 'pkcs11:token=t;object=k?module-path=/l.so&pin-source=file:/p'}]\n",
 	}
 	for _, s := range seeds {
 		f.Add([]byte(s))
@@ -51,7 +52,7 @@ func checkInvariants(t *testing.T, cfg *Config) {
 			t.Errorf("upstreams[%d]: name %q / host %q empty, invalid or not unique", i, u.Name, u.Host)
 		}
 		names[u.Name], hosts[u.Host] = true, true
-		if (u.CertDir == "") == (u.CertFile == "" || u.KeyFile == "") {
+		if (u.CertDir == "") == (u.CertFile == "" || (u.KeyFile == "") == (u.KeyURI == nil)) {
 			t.Errorf("upstreams[%d]: want exactly one certificate source, got %+v", i, u)
 		}
 		if u.Default {

@@ -71,6 +71,7 @@ type rawUpstream struct {
 
 	name, url, address, isDefault                         setting
 	certDir, certFile, keyFile, keyPassphraseFile, caFile setting
+	keyURI                                                setting
 	clientID, clientSecretFile                            setting
 	verifyPath, warm, via, viaAuthFile                    setting
 }

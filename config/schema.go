@@ -64,6 +64,7 @@ func upstreamKeys(u *rawUpstream) keys {
 		"key_file":            scalar(&u.keyFile),
 		"key_passphrase_file": scalar(&u.keyPassphraseFile),
 		"ca_file":             scalar(&u.caFile),
+		"key_uri":             scalar(&u.keyURI),
 		"token": section(keys{
 			"client_id":          scalar(&u.clientID),
 			"client_secret_file": scalar(&u.clientSecretFile),

@@ -26,6 +26,33 @@ func (b *builder) keyPassphrase(ru *rawUpstream, name string) (Secret, string) {
 	return Secret{}, ""
 }
 
+// pkcs11PIN returns the token PIN from the environment when the URI has no
+// pin-source: PAYRAILS_PROXY_<NAME>_PKCS11_PIN, else
+// PAYRAILS_PROXY_PKCS11_PIN. Both a pin-source and the per-upstream
+// variable is refused (which one is meant?); no PIN at all is refused too,
+// since a token's private keys are only usable after login.
+func (b *builder) pkcs11PIN(ru *rawUpstream, k *KeyURI, name string) (Secret, string) {
+	per := envPrefix + envName(name) + "_PKCS11_PIN"
+	global := envPrefix + "PKCS11_PIN"
+	if v, ok := b.env.get(per); ok {
+		if k.PINFile != "" {
+			b.add(ru.keyURI.at, "both pin-source in key_uri and the environment variable %s are set; unset one so it is "+
+				"clear which PIN to use", per)
+			return Secret{}, ""
+		}
+		return NewSecret(v), per
+	}
+	if k.PINFile != "" {
+		return Secret{}, ""
+	}
+	if v, ok := b.env.get(global); ok {
+		return NewSecret(v), global
+	}
+	b.add(ru.keyURI.at, "key_uri has no PIN: add pin-source=file:/PATH (a file holding the token's user PIN) to the "+
+		"URI, or set the environment variable %s (or %s); the PIN is never read from the config file or argv", global, per)
+	return Secret{}, ""
+}
+
 // token builds the managed-token settings: a client ID and exactly one
 // client secret source (token.client_secret_file or
 // PAYRAILS_PROXY_<NAME>_CLIENT_SECRET), or none of them.

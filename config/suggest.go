@@ -48,6 +48,10 @@ func secretHint(name, upstream string) string {
 		return "secrets are never read from the config file; write the key passphrase to a file and set " +
 			"key_passphrase_file, or set the environment variable " + env + "KEY_PASSPHRASE " +
 			"(PAYRAILS_PROXY_KEY_PASSPHRASE applies to every upstream)"
+	case slices.Contains(strings.FieldsFunc(k, func(r rune) bool { return r == '_' || r == '-' }), "pin"):
+		return "the PKCS#11 PIN is never read from the config file; write it to a file and put " +
+			"pin-source=file:/PATH in key_uri, or set the environment variable " + env + "PKCS11_PIN " +
+			"(PAYRAILS_PROXY_PKCS11_PIN applies to every upstream)"
 	case strings.Contains(k, "secret"), strings.Contains(k, "api_key"), strings.Contains(k, "api-key"), strings.Contains(k, "apikey"):
 		return "secrets are never read from the config file; write the client secret to a file and set " +
 			"token.client_secret_file, or set the environment variable " + env + "CLIENT_SECRET"

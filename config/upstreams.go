@@ -235,8 +235,12 @@ func (b *builder) dialAddress(s setting) string {
 }
 
 // certSource checks that exactly one certificate source is given: a folder,
-// or a certificate file and key file.
+// or a certificate file and key file (or key_uri in place of key_file).
 func (b *builder) certSource(ru *rawUpstream, u *Upstream) {
+	if ru.keyURI.set {
+		b.tokenSource(ru, u)
+		return
+	}
 	dir, cert, key := ru.certDir, ru.certFile, ru.keyFile
 	switch {
 	case dir.set && (cert.set || key.set):
@@ -264,5 +268,52 @@ func (b *builder) certSource(ru *rawUpstream, u *Upstream) {
 			reason = "no client certificate is configured; give --cert-dir DIR, or --cert FILE and --key FILE"
 		}
 		b.errs.add(&Error{Source: ru.at.source, Key: ru.at.key, Line: ru.at.line, Reason: reason})
+	}
+}
+
+// tokenSource validates key_uri and the certificates it goes with: a
+// folder (the URI names the token) or one certificate file (the URI names
+// one key object), never key_file as well.
+func (b *builder) tokenSource(ru *rawUpstream, u *Upstream) {
+	s := ru.keyURI
+	k, err := ParseKeyURI(s.value)
+	if err != nil {
+		b.addCause(s.at, err, "%s", err.Error())
+		return
+	}
+	switch dir, cert, key := ru.certDir, ru.certFile, ru.keyFile; {
+	case key.set:
+		b.add(s.at, "both key_file and key_uri are set; key_uri is used in place of key_file: keep one (with key_uri, "+
+			"the key stays in the token and only the certificate is on disk)")
+	case dir.set && cert.set:
+		b.add(dir.at, "both cert_dir and cert_file are set; use one form: cert_dir for a folder, or cert_file with key_uri")
+	case dir.set && k.NamesKey():
+		b.add(s.at, "with cert_dir, key_uri names the token only (no object= or id=): each certificate in the folder is "+
+			"paired with the token's key of the same public key; remove object=/id=, or use cert_file for one certificate")
+	case dir.set:
+		u.CertDir = b.dir(dir)
+	case cert.set && !k.NamesKey():
+		b.add(s.at, "with cert_file, key_uri names the one key of that certificate: add object=LABEL (or id=) to the URI, "+
+			"or use cert_dir to pair a folder of certificates with the token's keys")
+	case cert.set:
+		u.CertFile = b.file(cert)
+	default:
+		b.add(s.at, "key_uri holds the private key, but no certificate is configured; set cert_dir to the folder of "+
+			"certificates downloaded from the Payrails dashboard, or cert_file to the one certificate")
+	}
+	if ru.keyPassphraseFile.set {
+		b.add(ru.keyPassphraseFile.at, "key_passphrase_file is for encrypted key files; with key_uri the token's PIN comes "+
+			"from pin-source=file:PATH in the URI or PAYRAILS_PROXY_PKCS11_PIN: remove key_passphrase_file")
+	}
+	if k.PINFile != "" {
+		at := s.at
+		b.file(setting{value: k.PINFile, set: true, at: at})
+	}
+	if k.ModulePath != "" {
+		b.file(setting{value: k.ModulePath, set: true, at: s.at})
+	}
+	u.KeyURI = k
+	if validName(u.Name) {
+		u.PKCS11PIN, u.PKCS11PINEnv = b.pkcs11PIN(ru, k, u.Name)
 	}
 }

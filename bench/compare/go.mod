@@ -8,6 +8,7 @@ require github.com/mtlsproxy/payrails-mtls-proxy v0.0.0
 
 require (
 	github.com/fsnotify/fsnotify v1.10.1 // indirect
+	github.com/miekg/pkcs11 v1.1.2 // indirect
 	github.com/youmark/pkcs8 v0.0.0-20240726163527-a2c0da244d78 // indirect
 	go.uber.org/multierr v1.11.0 // indirect
 	go.uber.org/zap v1.28.0 // indirect

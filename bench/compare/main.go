@@ -119,21 +119,8 @@ func parseFlags(args []string) (options, error) {
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	switch {
-	case o.duration < time.Second || o.duration > 10*time.Minute:
-		return o, fmt.Errorf("--duration %s: want 1s to 10m", o.duration)
-	case o.warmup < time.Second || o.warmup > time.Minute:
-		return o, fmt.Errorf("--warmup %s: want 1s to 1m", o.warmup)
-	case o.runs < 1 || o.runs > 50:
-		return o, fmt.Errorf("--runs %d: want 1 to 50", o.runs)
-	case o.wanRequests < 1 || o.wanRequests > 10000:
-		return o, fmt.Errorf("--wan-requests %d: want 1 to 10000", o.wanRequests)
-	case o.wanRTT < 0 || o.wanRTT > time.Second:
-		return o, fmt.Errorf("--wan-rtt %s: want 0 to 1s", o.wanRTT)
-	case o.sparseRequests < 1 || o.sparseRequests > 50:
-		return o, fmt.Errorf("--sparse-requests %d: want 1 to 50", o.sparseRequests)
-	case o.rotations < 1 || o.rotations > 50:
-		return o, fmt.Errorf("--rotations %d: want 1 to 50", o.rotations)
+	if err := o.checkRanges(); err != nil {
+		return o, err
 	}
 	var err error
 	if o.proxyBins, err = parseBins(bins); err != nil {
@@ -155,6 +142,27 @@ func parseFlags(args []string) (options, error) {
 	}
 	o.peers, err = pickNames("--peers", peers, peerNames())
 	return o, err
+}
+
+// checkRanges refuses flag values out of their bounds.
+func (o *options) checkRanges() error {
+	switch {
+	case o.duration < time.Second || o.duration > 10*time.Minute:
+		return fmt.Errorf("--duration %s: want 1s to 10m", o.duration)
+	case o.warmup < time.Second || o.warmup > time.Minute:
+		return fmt.Errorf("--warmup %s: want 1s to 1m", o.warmup)
+	case o.runs < 1 || o.runs > 50:
+		return fmt.Errorf("--runs %d: want 1 to 50", o.runs)
+	case o.wanRequests < 1 || o.wanRequests > 10000:
+		return fmt.Errorf("--wan-requests %d: want 1 to 10000", o.wanRequests)
+	case o.wanRTT < 0 || o.wanRTT > time.Second:
+		return fmt.Errorf("--wan-rtt %s: want 0 to 1s", o.wanRTT)
+	case o.sparseRequests < 1 || o.sparseRequests > 50:
+		return fmt.Errorf("--sparse-requests %d: want 1 to 50", o.sparseRequests)
+	case o.rotations < 1 || o.rotations > 50:
+		return fmt.Errorf("--rotations %d: want 1 to 50", o.rotations)
+	}
+	return nil
 }
 
 // pickNames splits a comma list, "all" meaning every known name, and

@@ -106,7 +106,7 @@ type LeafOptions struct {
 	NotBefore    time.Time
 	NotAfter     time.Time
 	KeyType      KeyType
-	Key          crypto.Signer // reuse this key instead of generating one
+	Key          crypto.Signer // reuse this key instead of generating one (it may be unexportable: KeyPEM is then nil)
 	Server       bool          // ExtKeyUsageServerAuth
 	Client       bool          // ExtKeyUsageClientAuth
 }
@@ -147,7 +147,7 @@ func (ca *CA) Issue(o LeafOptions) (*Leaf, error) {
 	if o.Organization != "" {
 		tmpl.Subject.Organization = []string{o.Organization}
 	}
-	if _, isRSA := key.(*rsa.PrivateKey); isRSA {
+	if _, isRSA := key.Public().(*rsa.PublicKey); isRSA {
 		tmpl.KeyUsage |= x509.KeyUsageKeyEncipherment
 	}
 	if o.Server {
@@ -165,9 +165,9 @@ func (ca *CA) Issue(o LeafOptions) (*Leaf, error) {
 		return nil, fmt.Errorf("parsing issued certificate: %w", err)
 	}
 	keyPEM, err := EncodeKeyPKCS8(key)
-	if err != nil {
+	if err != nil && o.Key == nil {
 		return nil, err
-	}
+	} // a key given that cannot be exported (in a PKCS#11 token) leaves KeyPEM nil
 	return &Leaf{Cert: cert, Key: key, CertPEM: EncodeCert(der), KeyPEM: keyPEM}, nil
 }
 

@@ -33,21 +33,29 @@ type app struct {
 	log      *zap.Logger
 	views    []certstatus.View // each store with its upstream's client, by name; the local CA's last, without one
 	clients  []*upstream.Client
+	tokens   []*certs.Token     // PKCS#11 tokens of key_uri upstreams; closed when run returns
+	roots    []*certs.RootStore // each upstream's ca_file, watched with the stores
 	watcher  *certs.Watcher
 	auth     *proxy.AuthFile // nil without access.proxy_auth_file
 	proxy    *proxy.Proxy
 	registry *prometheus.Registry
 	admin    http.Handler
 	hupStops bool // SIGHUP is the caller's to stop with (demo), not a reload
+
+	caReloads *prometheus.CounterVec // ca_file reloads by upstream and result
 }
 
-func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
+func newApp(cfg *config.Config, log *zap.Logger) (_ *app, err error) {
 	warnExposedSecrets(cfg, log)
 	a := &app{cfg: cfg, log: log, registry: newRegistry()}
+	defer func() {
+		if err != nil {
+			a.closeTokens() // the process may go on (tests, demo): release the libraries
+		}
+	}()
 	if err := a.upstreams(); err != nil {
 		return nil, err
 	}
-	var err error
 	if f := cfg.Access.ProxyAuthFile; f != "" {
 		if a.auth, err = proxy.NewAuthFile(f); err != nil {
 			return nil, err
@@ -77,7 +85,7 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 	}
 	a.wireAdmin()
 	a.watcher, err = certs.NewWatcher(a.stores(), certs.WatchOptions{Debounce: cfg.Reload.Debounce,
-		PollInterval: cfg.Reload.PollInterval}, log.Named("certs"))
+		PollInterval: cfg.Reload.PollInterval}, log.Named("certs"), a.roots...)
 	if err != nil {
 		return nil, err
 	}
@@ -89,12 +97,16 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 func (a *app) upstreams() error {
 	m := upstream.NewMetrics(a.registry)
 	for _, u := range a.cfg.Upstreams {
-		src := certSource(u)
-		store := certs.NewStore(u.Name, src, a.log.Named("certs"))
-		roots, err := certs.Roots(u.CAFile)
+		src, err := a.certSource(u)
 		if err != nil {
 			return fmt.Errorf("upstream %q: %w", u.Name, err)
 		}
+		store := certs.NewStore(u.Name, src, a.log.Named("certs"))
+		roots, err := certs.NewRootStore(u.Name, u.CAFile, a.log.Named("certs"), certs.WithRootsHook(a.countRootsReload(u.Name)))
+		if err != nil {
+			return fmt.Errorf("upstream %q: %w", u.Name, err)
+		}
+		a.roots = append(a.roots, roots)
 		via := viaProxy(u.Via, u.ViaAuthFile, "via_auth_file")
 		if via != nil && via.Auth != nil {
 			if _, _, err := via.Auth(); err != nil { // at start a bad file stops the program; later dials re-read it
@@ -102,7 +114,7 @@ func (a *app) upstreams() error {
 			}
 		}
 		c, err := upstream.New(upstream.Config{
-			Name: u.Name, URL: u.URL, Address: u.Address, RootCAs: roots, Certificates: store,
+			Name: u.Name, URL: u.URL, Address: u.Address, Roots: roots, Certificates: store,
 			CertSource: src.String(), Token: tokenConfig(u.Token), Verify: a.cfg.Reload.Verify,
 			VerifyPath: u.VerifyPath, WarmConnections: u.WarmConnections, Via: via,
 			Timeouts: a.cfg.Timeouts, Retry: a.cfg.Retry, Metrics: m, Logger: a.log,
@@ -114,6 +126,52 @@ func (a *app) upstreams() error {
 		a.views = append(a.views, certstatus.View{Store: store, Client: c})
 	}
 	return nil
+}
+
+// countRootsReload counts an upstream's ca_file reloads by result
+// (payrails_proxy_ca_reloads_total): a bad bundle that kept the old roots
+// shows as failed.
+func (a *app) countRootsReload(upstream string) func(certs.Result, error) {
+	if a.caReloads == nil {
+		a.caReloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "payrails_proxy_ca_reloads_total",
+			Help: "ca_file reloads by upstream and result (swapped, unchanged, failed: a bad bundle keeps the previous roots).",
+		}, []string{"upstream", "result"})
+		a.registry.MustRegister(a.caReloads)
+	}
+	for _, res := range []certs.Result{certs.ResultSwapped, certs.ResultUnchanged, certs.ResultFailed} {
+		a.caReloads.WithLabelValues(upstream, string(res)) // visible at 0
+	}
+	return func(res certs.Result, _ error) { a.caReloads.WithLabelValues(upstream, string(res)).Inc() }
+}
+
+// certSource is the upstream's certificate source, with its PKCS#11 token
+// opened when key_uri is set. The default (static) build refuses key_uri
+// here, naming the pkcs11 flavour: serve exits with code 2.
+func (a *app) certSource(u config.Upstream) (certs.Source, error) {
+	src := certSource(u)
+	if u.KeyURI == nil {
+		return src, nil
+	}
+	if !certs.PKCS11Built {
+		return src, fmt.Errorf("key_uri: %w", certs.ErrPKCS11Unavailable)
+	}
+	tok, err := certs.OpenToken(pkcs11Source(u.KeyURI, u.PKCS11PIN, u.PKCS11PINEnv),
+		a.log.Named("pkcs11").With(zap.String("upstream", u.Name)))
+	if err != nil {
+		return src, fmt.Errorf("key_uri: %w", err)
+	}
+	a.tokens = append(a.tokens, tok)
+	src.Token = tok
+	return src, nil
+}
+
+// closeTokens releases every token's sessions and library.
+func (a *app) closeTokens() {
+	for _, t := range a.tokens {
+		t.Close()
+	}
+	a.tokens = nil
 }
 
 // defaultUpstream names the upstream with default: true, "" when none.
@@ -250,12 +308,14 @@ func (a *app) run(ctx context.Context, ready func(listeners)) error {
 	ln, err := proxy.Listen(ctx, a.cfg.Listen)
 	if err != nil {
 		a.watcher.Close()
+		a.closeTokens()
 		return &listenError{what: "proxy", addr: a.cfg.Listen, flag: "--listen, PAYRAILS_PROXY_LISTEN or listen:", err: err}
 	}
 	adminLn, err := net.Listen("tcp", a.cfg.AdminListen)
 	if err != nil {
 		ln.Close()
 		a.watcher.Close()
+		a.closeTokens()
 		return &listenError{what: "admin endpoints", addr: a.cfg.AdminListen,
 			flag: "--admin-listen, PAYRAILS_PROXY_ADMIN_LISTEN or admin_listen:", err: err}
 	}
@@ -294,6 +354,7 @@ func (a *app) run(ctx context.Context, ready func(listeners)) error {
 	err = a.proxy.Serve(ctx, ln, a.cfg.Timeouts.Shutdown)
 	stopBackground()
 	wg.Wait()
+	a.closeTokens()
 	a.log.Info("stopped")
 	return err
 }

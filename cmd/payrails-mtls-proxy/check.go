@@ -45,7 +45,7 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&caFile, "ca-file", "", "with --remote: extra CA certificates `file` to verify the server (system roots otherwise)")
 	vf.register(fs)
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: payrails-mtls-proxy check (--cert-dir DIR | --cert F --key F) [--key-passphrase-file F] "+
+		fmt.Fprintln(fs.Output(), "usage: payrails-mtls-proxy check (--cert-dir DIR | --cert F --key F) [--key-passphrase-file F | --key-uri pkcs11:...] "+
 			"[--remote https://HOST [--address HOST:PORT] [--ca-file F] [--via http://HOST:PORT [--via-auth-file F]]]")
 		fmt.Fprintln(fs.Output(), "\nReads the certificates exactly as the proxy does and says which pair it would present and why.")
 		fmt.Fprintln(fs.Output(), "Exit status: 0 ready to serve (and, with --remote, accepted by the server), 1 not, 2 usage.")
@@ -54,7 +54,10 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if code, ok := parseFlags(fs, args, stderr); !ok {
 		return code
 	}
-	src, err := cf.source()
+	src, closeToken, err := cf.open()
+	if err == nil {
+		defer closeToken()
+	}
 	if err == nil && remote == "" && (address != "" || caFile != "" || vf.set()) {
 		err = errors.New("--address, --ca-file and --via only apply with --remote https://HOST")
 	}
@@ -82,7 +85,11 @@ func check(ctx context.Context, w io.Writer, src certs.Source, target *remoteTar
 	snap := certs.Load(src, time.Now())
 	ins := certs.Inspect(snap, host)
 	p := &checkPrinter{w: w, dir: src.Dir, source: src.Dir}
-	if src.Dir == "" {
+	switch {
+	case src.Dir == "" && src.Token != nil:
+		p.dir = filepath.Dir(src.CertFile)
+		p.source = p.name(src.CertFile) + " + " + src.Token.URI()
+	case src.Dir == "":
 		if filepath.Dir(src.CertFile) == filepath.Dir(src.KeyFile) {
 			p.dir = filepath.Dir(src.CertFile) // show both files by name
 		}

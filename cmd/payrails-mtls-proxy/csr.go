@@ -20,7 +20,7 @@ func init() {
 // csrFlags are csr's command line.
 type csrFlags struct {
 	country, state, org, company, env, commonName string
-	outDir, passFile, keyType                     string
+	outDir, passFile, keyType, keyURI             string
 	force                                         bool
 }
 
@@ -35,6 +35,8 @@ func (f *csrFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.passFile, "key-passphrase-file", "", "encrypt domain.key with the passphrase on the first line of this `file`")
 	fs.StringVar(&f.keyType, "key-type", string(certs.KeyRSA4096), "rsa4096 (what Payrails asks for) or ecdsa-p256")
 	fs.BoolVar(&f.force, "force", false, "overwrite an existing domain.key (its certificate becomes useless)")
+	fs.StringVar(&f.keyURI, "key-uri", "", "make the RSA-4096 key inside this PKCS#11 token instead of domain.key: "+
+		"`pkcs11:token=T;object=NAME?module-path=LIB&pin-source=file:PIN` (pkcs11 build); only domain.csr is written")
 }
 
 // csrRequest is what the flags ask for, validated.
@@ -62,6 +64,9 @@ func runCSR(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		printErrors(stderr, "csr", err)
 		return exitUsage
+	}
+	if f.keyURI != "" {
+		return tokenCSR(f, req, stdout, stderr)
 	}
 	keyPath := filepath.Join(f.outDir, certs.KeyFileName)
 	// Before spending seconds on a key: the names must be free (or, with
@@ -253,4 +258,84 @@ func remoteFlag(h certs.PayrailsHost, ok bool) string {
 		return ""
 	}
 	return " --remote https://" + h.Host
+}
+
+// tokenCSR is csr --key-uri: the RSA-4096 key is made inside the token
+// (sensitive, never extractable) and only domain.csr is written.
+func tokenCSR(f csrFlags, req csrRequest, stdout, stderr io.Writer) int {
+	var errs []error
+	p, err := keyURIFlag(f.keyURI)
+	switch {
+	case err != nil:
+		errs = append(errs, err)
+	case p.Object == "":
+		errs = append(errs, errors.New("--key-uri must name the new key: add ;object=NAME to the URI's path "+
+			"(a label such as client-2026; the certificate is later paired with it by public key)"))
+	}
+	if req.keyType != certs.KeyRSA4096 {
+		errs = append(errs, errors.New("--key-type: with --key-uri the key is RSA-4096, what Payrails asks for; leave --key-type out"))
+	}
+	if f.passFile != "" || f.force {
+		errs = append(errs, errors.New("--key-passphrase-file and --force are for key files; with --key-uri the key stays in "+
+			"the token, protected by its PIN, and a key in a token is never replaced"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		printErrors(stderr, "csr", err)
+		return exitUsage
+	}
+	if err := certs.CheckPlace(filepath.Join(f.outDir, certs.CSRFileName), true); err != nil {
+		fmt.Fprintf(stderr, "csr: %v\n", err)
+		return exitFailure
+	}
+	tok, err := certs.OpenTokenForWriting(p, nil)
+	if err != nil {
+		fmt.Fprintf(stderr, "csr: %v\n", err)
+		return exitFailure
+	}
+	defer tok.Close()
+	fmt.Fprintln(stderr, "csr: generating an RSA-4096 key inside the token, this takes a few seconds...")
+	key, keyURI, err := tok.GenerateRSA(p.Object, 4096)
+	if err != nil {
+		fmt.Fprintf(stderr, "csr: %v\n", err)
+		return exitFailure
+	}
+	c, err := certs.NewTokenCSR(req.subject, key)
+	if err != nil {
+		printErrors(stderr, "csr", err)
+		return exitFailure
+	}
+	csrPath, err := c.WriteRequest(f.outDir)
+	if err != nil {
+		fmt.Fprintf(stderr, "csr: %v\n", err)
+		return exitFailure
+	}
+	printTokenCSR(stdout, c, keyURI, csrPath, f.outDir)
+	return exitOK
+}
+
+// printTokenCSR says what was made and what to do next.
+func printTokenCSR(w io.Writer, c *certs.CSR, keyURI, csrPath, outDir string) {
+	fmt.Fprintf(w, "Made an RSA-4096 key inside the token: %s\n", keyURI)
+	fmt.Fprintln(w, "  (sensitive and never extractable: no key file was written, the key cannot leave the token)")
+	fmt.Fprintf(w, "Wrote %s  (certificate signing request)\n\n", csrPath)
+	fmt.Fprintf(w, "Subject: %s\n", c.Subject)
+	host, isPayrails := certs.ParsePayrailsHost(c.Subject.CommonName)
+	where := "in the Payrails dashboard"
+	if isPayrails {
+		fmt.Fprintf(w, "         the Common Name is the %s\n", host)
+		where = fmt.Sprintf("in the Payrails dashboard (%s environment)", host.Env)
+	} else {
+		fmt.Fprintf(w, "Warning: %s is not a Payrails API host (live api.<company>.payrails.io, staging "+
+			"<company>-api.staging.payrails.io); fine for a test CA, not for Payrails.\n", c.Subject.CommonName)
+	}
+	cert := filepath.Join(outDir, certs.CertFileName)
+	fmt.Fprintln(w, "\nNext steps:")
+	fmt.Fprintf(w, "  1. Upload %s %s, page mTLS Certificates.\n", certs.CSRFileName, where)
+	fmt.Fprintf(w, "  2. Download the certificate it issues and save it as %s.\n", cert)
+	fmt.Fprintf(w, "  3. Check it with the key in the token: payrails-mtls-proxy check --cert %s --key-uri '%s'%s\n",
+		cert, keyURI, remoteFlag(host, isPayrails))
+	fmt.Fprintln(w, "  4. Put the certificate in the sidecar's certificate folder; with key_uri naming the token (no object=),")
+	fmt.Fprintln(w, "     it is paired with this key by public key. Nothing else to copy: the key stays in the token.")
+	fmt.Fprintf(w, "Never use %s as the certificate: it is only the request, and OpenSSL and curl fail on it with "+
+		"\"PEM routines ... NO_START_LINE\".\n", certs.CSRFileName)
 }

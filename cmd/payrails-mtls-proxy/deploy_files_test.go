@@ -1,6 +1,7 @@
 package main
 
 import (
+	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -111,6 +112,19 @@ func TestDeployDockerfile(t *testing.T) {
 	if len(froms) > 0 && !strings.Contains(froms[0], "golang:"+strings.TrimPrefix(toolchain, "go")+"-") {
 		t.Errorf("build stage %q: want the golang image of go.mod's toolchain %s", froms[0], toolchain)
 	}
+	for _, from := range froms {
+		if strings.Contains(from, "golang:") && !strings.Contains(from, "golang:"+strings.TrimPrefix(toolchain, "go")+"-") {
+			t.Errorf("stage %q: every Go build stage takes go.mod's toolchain %s (GO_IMAGE)", from, toolchain)
+		}
+	}
+	// Every image's health check asks the admin address serve listens on
+	// (health without --url), so a changed PAYRAILS_PROXY_ADMIN_LISTEN keeps
+	// it right (issue 25).
+	for _, i := range f {
+		if i.Cmd == "HEALTHCHECK" && strings.Contains(i.Args, "--url") {
+			t.Errorf("HEALTHCHECK %s pins --url; leave it out so that health follows admin_listen", i.Args)
+		}
+	}
 	for _, f := range []string{"scripts/build.sh", ".ci/run", "README.md"} {
 		if !strings.Contains(string(deployRead(t, f)), "GOTOOLCHAIN="+toolchain) {
 			t.Errorf("%s does not export GOTOOLCHAIN=%s, go.mod's toolchain", f, toolchain)
@@ -171,5 +185,45 @@ func TestDeploySystemd(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(unit["ExecStart"], ""), " serve ") {
 		t.Errorf("ExecStart=%q does not run serve", unit["ExecStart"])
+	}
+}
+
+// TestDeployDockerfilePKCS11: the Dockerfile's pkcs11 target builds the
+// pkcs11 flavour with scripts/build.sh --pkcs11 (cgo), natively, and runs it
+// on a glibc base (a static base cannot dlopen an HSM's library) as the
+// default image runs its binary: non-root, with the health check.
+func TestDeployDockerfilePKCS11(t *testing.T) {
+	ins := dockerfile.Parse(deployRead(t, "Dockerfile"))
+	stage := ""
+	seen := map[string]map[string]string{}
+	for _, i := range ins {
+		if i.Cmd == "FROM" {
+			f := strings.Fields(i.Args)
+			stage = f[len(f)-1]
+			if len(f) < 3 {
+				stage = "(final)"
+			}
+			seen[stage] = map[string]string{"FROM": i.Args}
+			continue
+		}
+		if seen[stage] != nil {
+			seen[stage][i.Cmd] += i.Args + "\n"
+		}
+	}
+	build, final := seen["build-pkcs11"], seen["pkcs11"]
+	if build == nil || final == nil {
+		t.Fatalf("no build-pkcs11 and pkcs11 stages in the Dockerfile (stages %v)", slices.Collect(maps.Keys(seen)))
+	}
+	if !strings.Contains(build["RUN"], "scripts/build.sh --pkcs11") || strings.Contains(build["FROM"], "BUILDPLATFORM") {
+		t.Errorf("build-pkcs11: FROM %q, RUN %q; want a native build with scripts/build.sh --pkcs11", build["FROM"], build["RUN"])
+	}
+	if strings.Contains(final["FROM"], "static") || !strings.Contains(final["FROM"], "nonroot") {
+		t.Errorf("pkcs11 stage FROM %q: want a glibc base, non-root", final["FROM"])
+	}
+	for cmd, want := range map[string]string{"USER": "nonroot", "HEALTHCHECK": `"health"`, "ENTRYPOINT": `["/payrails-mtls-proxy"]`,
+		"COPY": "--from=build-pkcs11"} {
+		if !strings.Contains(final[cmd], want) {
+			t.Errorf("pkcs11 stage %s %q does not contain %s", cmd, final[cmd], want)
+		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strings"
 	"syscall"
 )
 
@@ -81,10 +82,24 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, `"payrails-mtls-proxy <command> -h" shows a command's flags.`)
 }
 
+// pinFlags are the spellings of a PIN flag people try; each is refused
+// with advice instead of "flag provided but not defined".
+var pinFlags = map[string]bool{"pin": true, "pkcs11-pin": true, "hsm-pin": true, "pin-value": true, "so-pin": true}
+
 // parseFlags parses args into fs, printing errors and help to stderr. It
 // returns the exit code to use when the command must stop.
 func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) (int, bool) {
 	fs.SetOutput(stderr)
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "="); strings.HasPrefix(a, "-") && pinFlags[name] {
+			fmt.Fprintf(stderr, "%s: %s: a PIN is never taken from the command line (it would show in ps and the shell's "+
+				"history); write it to a file and add pin-source=file:/PATH to the key URI, or set %s\n", fs.Name(), a, envPKCS11PIN)
+			return exitUsage, false
+		}
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK, false

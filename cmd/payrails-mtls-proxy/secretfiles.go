@@ -21,6 +21,9 @@ func warnExposedSecrets(cfg *config.Config, log *zap.Logger) {
 		files = append(files,
 			secretFile{"the client secret file", "upstreams." + u.Name + ".token.client_secret_file", u.Token.ClientSecretFile},
 			secretFile{"the egress proxy credentials file", "upstreams." + u.Name + ".via_auth_file", u.ViaAuthFile})
+		if u.KeyURI != nil {
+			files = append(files, secretFile{"the PKCS#11 PIN file", "upstreams." + u.Name + ".key_uri pin-source", u.KeyURI.PINFile})
+		}
 	}
 	for _, f := range files {
 		if f.path == "" {

@@ -29,6 +29,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&o.CertDir, "cert-dir", "", "`folder` with the client certificate and key (watched for new files)")
 	fs.StringVar(&o.CertFile, "cert", "", "client certificate `file` (domain.pem), with --key")
 	fs.StringVar(&o.KeyFile, "key", "", "private key `file` (domain.key), with --cert")
+	fs.StringVar(&o.KeyURI, "key-uri", "", "PKCS#11 `URI` of the key (with --cert) or token (with --cert-dir) instead of --key; "+
+		"PIN from pin-source=file: or env PAYRAILS_PROXY_PKCS11_PIN (pkcs11 build)")
 	fs.StringVar(&o.KeyPassphraseFile, "key-passphrase-file", "", "`file` holding the key passphrase (or env PAYRAILS_PROXY_KEY_PASSPHRASE)")
 	fs.StringVar(&o.CAFile, "ca-file", "", "extra CA certificates `file` to verify the server (system roots otherwise)")
 	fs.StringVar(&o.LogLevel, "log-level", "", "debug, info, warn or error (default info)")

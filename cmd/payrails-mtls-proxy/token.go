@@ -26,6 +26,13 @@ func init() {
 	register(command{name: "token", summary: "fetch a Payrails access token over mTLS, as the guide's curl does", order: 50, run: runToken})
 }
 
+func tokenUsage(fs *flag.FlagSet) {
+	fmt.Fprintln(fs.Output(), "usage: payrails-mtls-proxy token --client-id ID --upstream https://HOST (--cert-dir DIR | --cert F (--key F | --key-uri pkcs11:...)) [flags]")
+	fmt.Fprintln(fs.Output(), "\nPOSTs /auth/token/<client id> with x-api-key over mutual TLS, as Payrails' guide does with curl.")
+	fmt.Fprintln(fs.Output(), "The secret comes from --client-secret-file or PAYRAILS_CLIENT_SECRET, never from a flag value.")
+	fs.PrintDefaults()
+}
+
 func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("token", flag.ContinueOnError)
 	var (
@@ -44,12 +51,7 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	vf.register(fs)
 	fs.StringVar(&output, "output", "json", "json (the answer as received) or env (an export line for a shell)")
 	fs.DurationVar(&timeout, "timeout", 30*time.Second, "give up after this long")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: payrails-mtls-proxy token --client-id ID --upstream https://HOST (--cert-dir DIR | --cert F --key F) [flags]")
-		fmt.Fprintln(fs.Output(), "\nPOSTs /auth/token/<client id> with x-api-key over mutual TLS, as Payrails' guide does with curl.")
-		fmt.Fprintln(fs.Output(), "The secret comes from --client-secret-file or PAYRAILS_CLIENT_SECRET, never from a flag value.")
-		fs.PrintDefaults()
-	}
+	fs.Usage = func() { tokenUsage(fs) }
 	if code, ok := parseFlags(fs, args, stderr); !ok {
 		return code
 	}
@@ -58,7 +60,10 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "token: %v\n", err)
 		return exitUsage
 	}
-	src, err := cf.source()
+	src, closeToken, err := cf.open()
+	if err == nil {
+		defer closeToken()
+	}
 	var via *egress.Proxy
 	if err == nil {
 		via, err = vf.egress()

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/mtlsproxy/payrails-mtls-proxy/certs"
+
 	"context"
 	"fmt"
 	"io"
@@ -29,5 +31,9 @@ func versionString() string {
 			}
 		}
 	}
-	return fmt.Sprintf("payrails-mtls-proxy %s%s (%s, %s/%s)", version, rev, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	flavour := ""
+	if certs.PKCS11Built {
+		flavour = ", pkcs11"
+	}
+	return fmt.Sprintf("payrails-mtls-proxy %s%s (%s, %s/%s%s)", version, rev, runtime.Version(), runtime.GOOS, runtime.GOARCH, flavour)
 }

@@ -41,6 +41,8 @@ var install = map[string]string{
 	"promtool":                       "apt-get install -y prometheus",
 	"squid":                          "apt-get install -y squid",
 	"/usr/lib/squid/basic_ncsa_auth": "apt-get install -y squid",
+	"softhsm2-util":                  "apt-get install -y softhsm2",
+	"pkcs11-tool":                    "apt-get install -y opensc",
 	"helm":                           "go install helm.sh/helm/v3/cmd/helm@$(cat .ci/helm-version)",
 	"podman":                         "apt-get install -y podman runc (in a sandbox like CI's, also bash .ci/podman-setup.sh)",
 	"etcd":                           "apt-get install -y etcd-server",

@@ -24,22 +24,23 @@ type Kind string
 
 // Failure kinds.
 const (
-	KindHostNotAllowed      Kind = "host_not_allowed"
-	KindSourceNotAllowed    Kind = "source_not_allowed"
-	KindProxyAuthRequired   Kind = "proxy_auth_required"
-	KindConnectNotSupported Kind = "connect_not_supported"
-	KindNoDefaultUpstream   Kind = "no_default_upstream"
-	KindBadRequest          Kind = "bad_request"
-	KindNoCertificate       Kind = "no_certificate"
-	KindUpstreamUnreachable Kind = "upstream_unreachable"
-	KindUpstreamTLS         Kind = "upstream_tls"
-	KindCertificateRefused  Kind = "client_certificate_refused"
-	KindUpstreamTimeout     Kind = "upstream_timeout"
-	KindUpstreamError       Kind = "upstream_error"
-	KindClientClosed        Kind = "client_closed"
-	KindClientTimeout       Kind = "client_timeout"
-	KindToken               Kind = "token"
-	KindMethodNotAllowed    Kind = "method_not_allowed"
+	KindHostNotAllowed       Kind = "host_not_allowed"
+	KindSourceNotAllowed     Kind = "source_not_allowed"
+	KindProxyAuthRequired    Kind = "proxy_auth_required"
+	KindConnectNotSupported  Kind = "connect_not_supported"
+	KindNoDefaultUpstream    Kind = "no_default_upstream"
+	KindBadRequest           Kind = "bad_request"
+	KindNoCertificate        Kind = "no_certificate"
+	KindUpstreamUnreachable  Kind = "upstream_unreachable"
+	KindUpstreamTLS          Kind = "upstream_tls"
+	KindCertificateRefused   Kind = "client_certificate_refused"
+	KindClientKeyUnavailable Kind = "client_key_unavailable"
+	KindUpstreamTimeout      Kind = "upstream_timeout"
+	KindUpstreamError        Kind = "upstream_error"
+	KindClientClosed         Kind = "client_closed"
+	KindClientTimeout        Kind = "client_timeout"
+	KindToken                Kind = "token"
+	KindMethodNotAllowed     Kind = "method_not_allowed"
 )
 
 // StatusClientClosedRequest is nginx's and Caddy's code for a client that
@@ -57,22 +58,23 @@ type kindInfo struct {
 
 // kinds is the one table of the proxy's failures.
 var kinds = map[Kind]kindInfo{
-	KindHostNotAllowed:      {status: http.StatusForbidden},
-	KindSourceNotAllowed:    {status: http.StatusForbidden},
-	KindProxyAuthRequired:   {status: http.StatusProxyAuthRequired},
-	KindConnectNotSupported: {status: http.StatusMethodNotAllowed},
-	KindNoDefaultUpstream:   {status: http.StatusBadRequest},
-	KindBadRequest:          {status: http.StatusBadRequest, closes: true},
-	KindNoCertificate:       {status: http.StatusServiceUnavailable},
-	KindUpstreamUnreachable: {status: http.StatusBadGateway},
-	KindUpstreamTLS:         {status: http.StatusBadGateway},
-	KindCertificateRefused:  {status: http.StatusBadGateway},
-	KindUpstreamTimeout:     {status: http.StatusGatewayTimeout},
-	KindUpstreamError:       {status: http.StatusBadGateway},
-	KindClientClosed:        {status: StatusClientClosedRequest, closes: true},
-	KindClientTimeout:       {status: http.StatusRequestTimeout, closes: true},
-	KindToken:               {status: http.StatusBadGateway},
-	KindMethodNotAllowed:    {status: http.StatusMethodNotAllowed},
+	KindHostNotAllowed:       {status: http.StatusForbidden},
+	KindSourceNotAllowed:     {status: http.StatusForbidden},
+	KindProxyAuthRequired:    {status: http.StatusProxyAuthRequired},
+	KindConnectNotSupported:  {status: http.StatusMethodNotAllowed},
+	KindNoDefaultUpstream:    {status: http.StatusBadRequest},
+	KindBadRequest:           {status: http.StatusBadRequest, closes: true},
+	KindNoCertificate:        {status: http.StatusServiceUnavailable},
+	KindUpstreamUnreachable:  {status: http.StatusBadGateway},
+	KindUpstreamTLS:          {status: http.StatusBadGateway},
+	KindCertificateRefused:   {status: http.StatusBadGateway},
+	KindClientKeyUnavailable: {status: http.StatusBadGateway},
+	KindUpstreamTimeout:      {status: http.StatusGatewayTimeout},
+	KindUpstreamError:        {status: http.StatusBadGateway},
+	KindClientClosed:         {status: StatusClientClosedRequest, closes: true},
+	KindClientTimeout:        {status: http.StatusRequestTimeout, closes: true},
+	KindToken:                {status: http.StatusBadGateway},
+	KindMethodNotAllowed:     {status: http.StatusMethodNotAllowed},
 }
 
 // Status returns the HTTP status for the kind; 502 for an unknown kind.

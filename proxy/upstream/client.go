@@ -31,6 +31,16 @@ type CertificateSource interface {
 	Changed() <-chan struct{}
 }
 
+// RootSource gives the roots that verify the server, for roots that are
+// reloaded (certs' RootStore for ca_file). Both methods must be cheap and
+// safe for concurrent use; the pool returned is never modified.
+type RootSource interface {
+	// Pool returns the roots now. Never nil.
+	Pool() *x509.CertPool
+	// Changed returns a channel closed when Pool may answer differently.
+	Changed() <-chan struct{}
+}
+
 // FixedCertificate is a CertificateSource that always offers c (nil: none),
 // for tools that call an upstream once with a certificate already chosen.
 type FixedCertificate struct{ C *tls.Certificate }
@@ -55,10 +65,15 @@ type Timeouts = config.Timeouts
 
 // Config describes one Payrails API endpoint and how to reach it.
 type Config struct {
-	Name         string
-	URL          *url.URL          // https://HOST[:PORT]; required
-	Address      string            // dial this HOST:PORT instead of resolving HOST; "" to resolve
-	RootCAs      *x509.CertPool    // roots that verify the server; nil means the system roots
+	Name    string
+	URL     *url.URL       // https://HOST[:PORT]; required
+	Address string         // dial this HOST:PORT instead of resolving HOST; "" to resolve
+	RootCAs *x509.CertPool // roots that verify the server; nil means the system roots
+	// Roots, when not nil, supersedes RootCAs: the roots are read from it
+	// for each new generation, and a change (ca_file reloaded) makes the
+	// client present its certificate through a new generation, so that
+	// every new connection verifies the server with the new roots.
+	Roots        RootSource
 	Certificates CertificateSource // required
 	CertSource   string            // where the certificates come from, for messages
 	Token        *TokenConfig      // managed access tokens; nil means none
@@ -140,6 +155,8 @@ func New(c Config) (*Client, error) {
 		retry: withRetryDefaults(c.Retry), m: c.Metrics, log: log}
 	cl.about = about{name: c.Name, host: cl.host, certSource: c.CertSource, timeouts: t}
 	cl.d = newDialer(c.Name, c.URL, c.Address, c.RootCAs, c.Via, t, c.Metrics)
+	cl.d.rootSrc = c.Roots
+	cl.d.keys.name, cl.d.keys.log = c.Name, log
 	cl.warm = &warmer{name: c.Name, target: max(c.WarmConnections, 0), idleConn: t.IdleConn, log: log, m: c.Metrics}
 	cl.d.onDialed = cl.warm.noteDial
 	path := c.VerifyPath
@@ -148,10 +165,11 @@ func New(c Config) (*Client, error) {
 	}
 	cl.sel = &selector{name: c.Name, host: cl.host, certSource: c.CertSource, verify: c.Verify, src: c.Certificates,
 		v: verification{base: "https://" + cl.authority, path: path, t: t}, log: log, m: c.Metrics,
-		kick: make(chan struct{}, 1), evaluated: make(chan struct{})}
+		kick: make(chan struct{}, 1), news: make(chan struct{})}
 	hooks := genHooks{maxAge: cl.warm.maxAge, onDead: cl.warm.observeClose}
 	cl.sel.newGen = func(cert *tls.Certificate) *generation { return newGeneration(cl.d, cert, t, hooks) }
 	cl.warm.current = cl.sel.gen.Load
+	cl.d.keys.kick = cl.sel.poke
 	if c.Token != nil {
 		cl.tokens = newTokens(c.Token, cl, &url.URL{Scheme: "https", Host: cl.authority}, c.Name, c.Metrics)
 	}
@@ -178,6 +196,8 @@ func (c *Client) Authority() string { return c.authority }
 // all, waits for them, closes the idle connections and returns nil.
 // Requests in flight are not touched. Call it once.
 func (c *Client) Run(ctx context.Context) error {
+	c.sel.looping.Store(true)
+	defer c.sel.looping.Store(false)
 	c.bg.start(ctx)
 	defer func() {
 		c.bg.stop()
@@ -193,12 +213,18 @@ func (c *Client) Run(ctx context.Context) error {
 	eval := true
 	for {
 		changed := c.sel.src.Changed()
+		var rootsChanged <-chan struct{}
+		if c.d.rootSrc != nil {
+			rootsChanged = c.d.rootSrc.Changed()
+		}
 		if eval {
 			c.sel.evaluate(ctx, true)
 		}
 		wait := c.warm.tend(ctx)
-		if due := c.sel.nextWake(); !due.IsZero() && (wait == 0 || time.Until(due) < wait) {
-			wait = max(time.Until(due), time.Millisecond)
+		for _, due := range []time.Time{c.sel.nextWake(), c.probeKey(ctx)} {
+			if !due.IsZero() && (wait == 0 || time.Until(due) < wait) {
+				wait = max(time.Until(due), time.Millisecond)
+			}
 		}
 		if wait == 0 {
 			wait = time.Hour
@@ -209,6 +235,9 @@ func (c *Client) Run(ctx context.Context) error {
 			return nil
 		case <-changed:
 			eval = true
+		case <-rootsChanged:
+			c.sel.renew()
+			eval = false
 		case <-c.sel.kick:
 			eval = true
 		case <-timer.C:
@@ -219,22 +248,32 @@ func (c *Client) Run(ctx context.Context) error {
 }
 
 // current returns the generation of the certificate presented now: one
-// atomic load and a clock read. Choosing another is the loop's work.
-func (c *Client) current() (*generation, error) {
-	g := c.sel.gen.Load()
-	if g == nil || !time.Now().Before(g.notAfter) {
-		c.sel.poke()
-		return nil, errNoCertificate
+// atomic load and a clock read. Choosing another is the loop's work: when
+// no valid certificate is presented (a request between a certificate's
+// drop and the loop's next evaluation, or as the one in use expires) the
+// request waits for the loop's choice (selector.await), at most as long as
+// a failover would, rather than being refused while a valid one is there.
+func (c *Client) current(ctx context.Context) (*generation, error) {
+	if g := valid(c.sel.gen.Load()); g != nil {
+		return g, nil
 	}
-	return g, nil
+	if g := c.sel.await(ctx, c.selectionWait()); g != nil {
+		return g, nil
+	}
+	return nil, errNoCertificate
 }
+
+// selectionWait bounds how long a request waits for the loop to choose a
+// certificate (a failover, or none presented): a verification's handshake
+// and answer.
+func (c *Client) selectionWait() time.Duration { return 2*c.t.TLSHandshake + time.Second }
 
 // RoundTrip implements http.RoundTripper for tools and the token manager:
 // one send with the certificate presented now, no retries. Failures are
 // *failure.Error values that say what happened and what to do, as the
 // proxy's JSON errors do.
 func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
-	g, err := c.current()
+	g, err := c.current(req.Context())
 	serial := ""
 	if err == nil {
 		serial = g.serial
@@ -255,10 +294,16 @@ func (c *Client) CloseIdleConnections() {
 }
 
 // Ready returns nil when the client has a certificate to present that the
-// upstream is not known to refuse, else why not. A certificate not
-// verified yet, or an upstream that could not be asked, does not make it
-// unready. Safe for concurrent use.
-func (c *Client) Ready() error { return c.sel.ready() }
+// upstream is not known to refuse and whose key signed the last full
+// handshake, else why not. A certificate not verified yet, or an upstream
+// that could not be asked, does not make it unready. Safe for concurrent
+// use.
+func (c *Client) Ready() error {
+	if err := c.sel.ready(); err != nil {
+		return err
+	}
+	return c.d.keys.ready()
+}
 
 // CertificateStatuses returns what the client knows of each candidate
 // certificate, best first. Safe for concurrent use.

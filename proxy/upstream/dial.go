@@ -34,6 +34,18 @@ type dialer struct {
 	timeout  time.Duration // timeouts.tls_handshake
 	m        *Metrics
 	onDialed func(time.Duration) // how long a dial took (warm connections learn it); may be nil
+	keys     *keyHealth          // whether the client key's last signature failed (signer.go); nil: not tracked
+	// rootSrc, when not nil, gives the roots at each generation's making
+	// (ca_file reloaded); roots is used otherwise.
+	rootSrc RootSource
+}
+
+// currentRoots are the roots a new generation verifies the server with.
+func (d *dialer) currentRoots() *x509.CertPool {
+	if d.rootSrc != nil {
+		return d.rootSrc.Pool()
+	}
+	return d.roots
 }
 
 // dialTLS opens a connection to the upstream and completes the TLS
@@ -50,6 +62,8 @@ func (d *dialer) dialTLS(ctx context.Context, cfg *tls.Config) (*tls.Conn, error
 	}
 	hctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
+	sig := &signing{upstream: d.name, m: d.m, keys: d.keys}
+	hctx = context.WithValue(hctx, signingKey{}, sig) // the certificate callback's info.Context()
 	if d.m != nil {
 		d.m.upstreamConn(d.name, 1)
 		raw = &closeNotifier{Conn: raw, onClose: func() { d.m.upstreamConn(d.name, -1) }}
@@ -60,6 +74,11 @@ func (d *dialer) dialTLS(ctx context.Context, cfg *tls.Config) (*tls.Conn, error
 		raw.Close()
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 			err = &timeoutError{"TLS handshake timed out"}
+		}
+		if kerr := sig.failed(); kerr != nil {
+			// crypto/tls reports a signer's failure as a string: the
+			// signing record says it was the key, for this handshake.
+			return nil, &keyError{addr: d.addr, err: kerr}
 		}
 		return nil, &handshakeError{addr: d.addr, err: err}
 	}
@@ -73,22 +92,30 @@ func (d *dialer) dialTLS(ctx context.Context, cfg *tls.Config) (*tls.Conn, error
 // whatever CAs it says it accepts, so that a server refusing it says so
 // with an alert instead of a confusing "certificate required". requested,
 // when not nil, is called when the server asks for a client certificate.
+// A key that cannot sign TLS 1.3 (an RSA key in a token without RSA-PSS,
+// tls12Only) holds the connection at TLS 1.2. Each handshake gets the
+// certificate with a signer that reports to its dial (withSigner).
 func clientTLS(host string, roots *x509.CertPool, cert *tls.Certificate, sessions tls.ClientSessionCache,
 	requested func(), protos ...string) *tls.Config {
+	maxVersion := uint16(0) // crypto/tls's default, TLS 1.3
+	if tls12Only(cert) {
+		maxVersion = tls.VersionTLS12
+	}
 	return &tls.Config{
 		MinVersion:         tls.VersionTLS12,
+		MaxVersion:         maxVersion,
 		ServerName:         host,
 		RootCAs:            roots,
 		NextProtos:         protos,
 		ClientSessionCache: sessions,
-		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		GetClientCertificate: func(info *tls.CertificateRequestInfo) (*tls.Certificate, error) {
 			if requested != nil {
 				requested()
 			}
 			if cert == nil {
 				return &tls.Certificate{}, nil // none to present
 			}
-			return cert, nil
+			return withSigner(info.Context(), cert), nil
 		},
 	}
 }
@@ -169,5 +196,5 @@ func newDialer(name string, u *url.URL, address string, roots *x509.CertPool, vi
 		tcp = egress.Dialer{Proxy: via, Forward: nd}
 	}
 	return &dialer{name: name, host: strings.ToLower(u.Hostname()), addr: addr, roots: roots, tcp: tcp,
-		timeout: t.TLSHandshake, m: m}
+		timeout: t.TLSHandshake, m: m, keys: &keyHealth{}}
 }

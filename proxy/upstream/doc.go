@@ -23,6 +23,10 @@
 //     nothing under it sends a request again on its own.
 //   - dial.go: every connection, over a context dialer (a net.Dialer, or
 //     proxy/upstream/egress through an egress proxy).
+//   - signer.go: the client key's signatures, seen per handshake: counted
+//     by upstream and source (file, pkcs11) with their latency, a failure
+//     made client_key_unavailable and readiness lost until a probe
+//     handshake signs again; a key without RSA-PSS held at TLS 1.2.
 //   - warm.go: warm connections and the server's idle timeouts.
 //   - tokens.go: managed access tokens (proxy/token); probe.go: Probe,
 //     for check --remote; metrics.go: its Prometheus metrics.

@@ -68,7 +68,7 @@ type genHooks struct {
 // tls.Config is built here once and never modified afterwards.
 func newGeneration(d *dialer, cert *tls.Certificate, t Timeouts, hooks genHooks) *generation {
 	g := &generation{d: d, cert: cert, fp: fingerprint(cert), serial: serialOf(cert), notAfter: notAfter(cert),
-		tls: clientTLS(d.host, d.roots, cert, tls.NewLRUClientSessionCache(sessionCacheSize), nil, "h2", "http/1.1")}
+		tls: clientTLS(d.host, d.currentRoots(), cert, tls.NewLRUClientSessionCache(sessionCacheSize), nil, "h2", "http/1.1")}
 	pool := h1.NewPool(t.IdleConn, maxIdleConnsPerHost)
 	if hooks.maxAge != nil {
 		pool.SetMaxAge(false, hooks.maxAge(false))

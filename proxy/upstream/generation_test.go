@@ -47,7 +47,7 @@ func clientFor(t *testing.T, s *testUpstream, timeouts Timeouts) *Client {
 // generationFor is the generation of a client of s.
 func generationFor(t *testing.T, s *testUpstream, timeouts Timeouts) *generation {
 	t.Helper()
-	g, err := clientFor(t, s, timeouts).current()
+	g, err := clientFor(t, s, timeouts).current(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}

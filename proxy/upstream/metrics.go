@@ -24,6 +24,8 @@ type Metrics struct {
 	retries        *prometheus.CounterVec
 	budgetRefusals *prometheus.CounterVec
 	warm           *prometheus.GaugeVec
+	signatures     *prometheus.CounterVec
+	signatureTime  *prometheus.HistogramVec
 }
 
 // NewMetrics creates the metrics and registers them with reg.
@@ -56,8 +58,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"upstream", "replayed"}),
 	}
 	m.selectionMetrics()
+	m.signatures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "payrails_proxy_client_key_signatures_total",
+		Help: "Signatures of full TLS handshakes by the client certificate's key, by upstream, source (file, pkcs11) and result (ok, error); resumed and pooled connections make none.",
+	}, []string{"upstream", "source", "result"})
+	m.signatureTime = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "payrails_proxy_client_key_signature_duration_seconds",
+		Help:    "Time the client certificate's key took to sign a TLS handshake, by upstream and source (file, pkcs11).",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+	}, []string{"upstream", "source"})
 	reg.MustRegister(m.handshakes, m.handshakeTime, m.upstreamConns, m.tokenFetches, m.tokenExpiry, m.tokenInjected,
-		m.verifications, m.failovers, m.retries, m.budgetRefusals, m.warm)
+		m.verifications, m.failovers, m.retries, m.budgetRefusals, m.warm, m.signatures, m.signatureTime)
 	return m
 }
 
@@ -157,6 +168,19 @@ func (m *Metrics) handshake(upstream string, resumed bool, d time.Duration) {
 	}
 	m.handshakes.WithLabelValues(upstream, strconv.FormatBool(resumed)).Inc()
 	m.handshakeTime.WithLabelValues(upstream).Observe(d.Seconds())
+}
+
+// signature counts one signature of the client key and its latency.
+func (m *Metrics) signature(upstream, source string, ok bool, d time.Duration) {
+	if m == nil {
+		return
+	}
+	result := "ok"
+	if !ok {
+		result = "error"
+	}
+	m.signatures.WithLabelValues(upstream, source, result).Inc()
+	m.signatureTime.WithLabelValues(upstream, source).Observe(d.Seconds())
 }
 
 func (m *Metrics) upstreamConn(upstream string, delta float64) {

@@ -95,15 +95,16 @@ type selector struct {
 	log                    *zap.Logger
 	m                      *Metrics
 
-	gen  atomic.Pointer[generation] // the certificate presented now; nil when none
-	kick chan struct{}              // wakes the loop
+	gen     atomic.Pointer[generation] // the certificate presented now; nil when none
+	kick    chan struct{}              // wakes the loop
+	looping atomic.Bool                // the loop (Run) is running
 
-	mu        sync.Mutex            // serialises evaluate, record and failover's bookkeeping
-	states    map[string]*certState // by fingerprint, for the current candidates only
-	stuck     string                // why no candidate can serve (all refused); "" otherwise
-	evaluated chan struct{}         // closed, and replaced, at the end of each evaluation
-	started   uint64                // evaluations begun
-	finished  uint64                // evaluations ended: started, once the one running has ended
+	mu       sync.Mutex            // serialises evaluate, record and failover's bookkeeping
+	states   map[string]*certState // by fingerprint, for the current candidates only
+	stuck    string                // why no candidate can serve (all refused); "" otherwise
+	news     chan struct{}         // closed, and replaced, at each publication and at the end of each evaluation
+	started  uint64                // evaluations begun
+	finished uint64                // evaluations ended: started, once the one running has ended
 
 	// What readers see (Ready, statuses) is copied out under viewMu, so
 	// that they never wait for a verification in progress.

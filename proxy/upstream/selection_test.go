@@ -133,7 +133,7 @@ func TestEvaluate(t *testing.T) {
 	fv := &fakeVerifier{answer: map[*tls.Certificate]VerifyResult{cs[0]: VerifyRefused, cs[1]: VerifyAccepted}}
 	d := &dialer{}
 	s := &selector{name: "t", verify: true, src: src, v: fv, log: zap.NewNop(), kick: make(chan struct{}, 1),
-		evaluated: make(chan struct{}), newGen: func(c *tls.Certificate) *generation {
+		news: make(chan struct{}), newGen: func(c *tls.Certificate) *generation {
 			return newGeneration(d, c, Timeouts{}.WithDefaults(), genHooks{})
 		}}
 	ctx := context.Background()

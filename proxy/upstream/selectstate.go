@@ -35,6 +35,7 @@ func (s *selector) present(c *tls.Certificate) {
 		g = s.newGen(c)
 	}
 	s.gen.Store(g)
+	s.signal()
 	if old != nil {
 		old.retire()
 	}
@@ -44,11 +45,40 @@ func (s *selector) present(c *tls.Certificate) {
 			zap.String(fieldUpstream, s.name), zap.String("old_serial", old.serial), zap.String(fieldSerial, g.serial),
 			zap.String("reason", s.states[old.fp].Reason))
 	}
+	if g != nil && tls12Only(g.cert) {
+		s.log.Warn("the client certificate's key is in a PKCS#11 token that offers no RSA-PSS, which TLS 1.3 requires "+
+			"for RSA keys: connections to this upstream are held at TLS 1.2", zap.String(fieldUpstream, s.name),
+			zap.String(fieldSerial, g.serial))
+	}
 	if g != nil {
 		s.stuck = ""
 		s.log.Info("presenting the client certificate", zap.String(fieldUpstream, s.name), zap.String(fieldSerial, g.serial),
 			zap.String("fingerprint", g.fp), zap.Time("not_after", g.notAfter), zap.String("verification", string(s.resultOf(fp))))
 	}
+}
+
+// renew presents the certificate in use through a new generation, made
+// with the roots of now (ca_file reloaded): the old generation is retired
+// (its idle connections close, busy ones when done), accepted
+// verifications waiting to be presented are dropped, and every new
+// connection verifies the server with the new roots.
+func (s *selector) renew() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, st := range s.states {
+		if st.verified != nil {
+			st.verified.retire()
+			st.verified = nil
+		}
+	}
+	old := s.gen.Load()
+	if old == nil {
+		return
+	}
+	s.gen.Store(s.newGen(old.cert))
+	old.retire()
+	s.log.Info("the roots that verify the server changed (ca_file): new connections verify it with them",
+		zap.String(fieldUpstream, s.name), zap.String(fieldSerial, old.serial))
 }
 
 func (s *selector) resultOf(fp string) VerifyResult {
@@ -126,23 +156,7 @@ func (s *selector) failover(ctx context.Context, g *generation, reason string, w
 	want := s.started + 1
 	s.mu.Unlock()
 	s.poke()
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	for {
-		s.mu.Lock()
-		done, evaluated := s.finished >= want, s.evaluated
-		s.mu.Unlock()
-		if done {
-			break
-		}
-		select {
-		case <-evaluated:
-			continue
-		case <-ctx.Done():
-		case <-t.C:
-		}
-		break
-	}
+	s.waitUntil(ctx, wait, func() bool { return s.finished >= want })
 	if next := s.gen.Load(); next != nil && next != g {
 		return next
 	}
@@ -202,8 +216,64 @@ func (s *selector) endEvaluation() {
 	s.view, s.viewStuck = view, s.stuck
 	s.viewMu.Unlock()
 	s.finished = s.started
-	close(s.evaluated)
-	s.evaluated = make(chan struct{})
+	s.signal()
+}
+
+// signal wakes the requests waiting for the selector's news (waitUntil).
+// Under s.mu.
+func (s *selector) signal() {
+	close(s.news)
+	s.news = make(chan struct{})
+}
+
+// waitUntil waits, at most wait and while ctx lasts, until done (called
+// under s.mu) holds, checking it again at each of the selector's news.
+func (s *selector) waitUntil(ctx context.Context, wait time.Duration, done func() bool) {
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for {
+		s.mu.Lock()
+		ok, news := done(), s.news
+		s.mu.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case <-news:
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			return
+		}
+	}
+}
+
+// await is for a request that found no valid certificate presented (none
+// yet, or the one in use just expired): it wakes the loop and waits, at
+// most wait and while ctx lasts, until one is presented or an evaluation
+// that began after the call has ended. Without a loop (Run not running:
+// the tools) it evaluates in place, without the network, as New does. It
+// returns the valid generation presented, or nil.
+func (s *selector) await(ctx context.Context, wait time.Duration) *generation {
+	if !s.looping.Load() {
+		s.evaluate(ctx, false)
+		return valid(s.gen.Load())
+	}
+	s.mu.Lock()
+	want := s.started + 1
+	s.mu.Unlock()
+	s.poke()
+	s.waitUntil(ctx, wait, func() bool { return s.finished >= want || valid(s.gen.Load()) != nil })
+	return valid(s.gen.Load())
+}
+
+// valid is g when it is a generation whose certificate has not expired,
+// else nil.
+func valid(g *generation) *generation {
+	if g == nil || !time.Now().Before(g.notAfter) {
+		return nil
+	}
+	return g
 }
 
 // statuses returns what the selector knows of each candidate, best first.
@@ -224,7 +294,7 @@ func (s *selector) ready() error {
 	if stuck != "" {
 		return fmt.Errorf("%s", stuck)
 	}
-	if g := s.gen.Load(); g == nil || !time.Now().Before(g.notAfter) {
+	if valid(s.gen.Load()) == nil {
 		return errNoCertificate
 	}
 	return nil

@@ -88,7 +88,7 @@ func (s *sending) attempts() (*http.Response, *failure.Error) {
 	replayed := false
 	for n := 1; ; n++ {
 		s.res.Attempts++
-		g, err := c.current()
+		g, err := c.current(ctx)
 		if err != nil {
 			return nil, c.about.noCertificate()
 		}
@@ -157,7 +157,7 @@ func (s *sending) afterFailure(g *generation, err error, n int, replayed bool) (
 	}
 	switch {
 	case v.refused:
-		if !mayReplay(s.r, replayed) || c.sel.failover(ctx, g, v.alert, 2*c.t.TLSHandshake+time.Second) == nil {
+		if !mayReplay(s.r, replayed) || c.sel.failover(ctx, g, v.alert, c.selectionWait()) == nil {
 			return 0, false, s.failed(v, err, g)
 		}
 		c.m.retry(c.name, retryRefused)

@@ -54,6 +54,7 @@ func judge(err error, clientGone bool) verdict {
 	var (
 		rp  *refusalPageError
 		de  *dialError
+		ke  *keyError
 		hs  *handshakeError
 		nr  *h1.NoResponseError
 		bre *h1.BodyReadError
@@ -77,6 +78,10 @@ func judge(err error, clientGone bool) verdict {
 	case errors.As(err, &de):
 		return verdict{kind: failure.KindUpstreamUnreachable, stage: stageConnect, retry: retryConnect, neverSent: true,
 			timeout: errors.As(de, &ne) && ne.Timeout()}
+	case errors.As(err, &ke):
+		// The key failed, not the upstream: no byte was sent, and a second
+		// send needs the same key (its token re-opens with back-off).
+		return verdict{kind: failure.KindClientKeyUnavailable, stage: stageTLS, neverSent: true}
 	case errors.As(err, &hs) && isVerifyError(hs):
 		// The server's certificate is not trusted: a second try changes nothing.
 		return verdict{kind: failure.KindUpstreamTLS, stage: stageTLS, untrusted: true}
@@ -139,6 +144,11 @@ func (a about) explain(v verdict, err error, serial string) *failure.Error {
 		return failure.New(v.kind, err, "the client closed the connection before the response from %s arrived", a.host)
 	case v.kind == failure.KindNoCertificate:
 		return a.noCertificate()
+	case v.kind == failure.KindClientKeyUnavailable:
+		return failure.New(v.kind, err, "the private key of the client certificate (serial %s, from %s) could not sign "+
+			"the TLS handshake with %s, so the request was not sent: a key in a PKCS#11 token is re-opened by itself "+
+			"with back-off, and the upstream reports not ready until a signature succeeds; if this lasts, check the "+
+			"HSM and run `payrails-mtls-proxy check --key-uri ...`", serial, a.certSource, a.host)
 	case v.kind == failure.KindBadRequest:
 		return failure.New(v.kind, err, "the request body could not be read (%v); the upstream request was abandoned", err)
 	case v.untrusted && errors.As(err, &hs):

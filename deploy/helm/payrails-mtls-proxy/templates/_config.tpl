@@ -26,6 +26,11 @@ upstreams:
     cert_dir: {{ include "payrails-mtls-proxy.certDir" (dict "root" $root "u" $u) }}
     key_passphrase_file: {{ if $u.keyPassphraseSecret }}{{ include "payrails-mtls-proxy.secretDir" (printf "%s-passphrase" $u.name) }}/passphrase{{ else }}""{{ end }}
     ca_file: {{ if $u.caConfigMap }}{{ include "payrails-mtls-proxy.secretDir" (printf "%s-ca" $u.name) }}/ca.pem{{ else }}""{{ end }}
+    {{- $uri := $u.keyUri | default "" }}
+    {{- if and $uri $u.pkcs11PinSecret }}
+    {{- $uri = printf "%s%spin-source=file:%s/pin" $uri (ternary "&" "?" (contains "?" $uri)) (include "payrails-mtls-proxy.secretDir" (printf "%s-pkcs11-pin" $u.name)) }}
+    {{- end }}
+    key_uri: {{ $uri | quote }}
     token:
       client_id: {{ $t.clientId | default "" | quote }}
       client_secret_file: {{ if $t.clientSecretSecret }}{{ include "payrails-mtls-proxy.secretDir" (printf "%s-token" $u.name) }}/client-secret{{ else }}""{{ end }}

@@ -117,6 +117,9 @@ volume name, its folder under /etc/payrails-mtls-proxy-secrets, and its source.
 {{- if $u.keyPassphraseSecret }}
 - {volume: payrails-mtls-proxy-passphrase-{{ $i }}, dir: {{ printf "%s-passphrase" $u.name | quote }}, secret: {{ $u.keyPassphraseSecret | quote }}}
 {{- end }}
+{{- if $u.pkcs11PinSecret }}
+- {volume: payrails-mtls-proxy-pkcs11-pin-{{ $i }}, dir: {{ printf "%s-pkcs11-pin" $u.name | quote }}, secret: {{ $u.pkcs11PinSecret | quote }}}
+{{- end }}
 {{- if $u.caConfigMap }}
 - {volume: payrails-mtls-proxy-ca-{{ $i }}, dir: {{ printf "%s-ca" $u.name | quote }}, configMap: {{ $u.caConfigMap | quote }}}
 {{- end }}

@@ -40,6 +40,7 @@ GOMEMLIMIT is the chart's too, and PAYRAILS_PROXY_CONFIG names another file than
   "PAYRAILS_PROXY_KEY" "upstreams[].certificateSecret"
   "PAYRAILS_PROXY_KEY_PASSPHRASE_FILE" "upstreams[].keyPassphraseSecret"
   "PAYRAILS_PROXY_CA_FILE" "upstreams[].caConfigMap"
+  "PAYRAILS_PROXY_KEY_URI" "upstreams[].keyUri"
   "GOMEMLIMIT" "resources.limits.memory" }}
 {{- range $i, $e := $v.extraEnv }}
 {{- $name := "" }}
