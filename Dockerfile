@@ -1,8 +1,11 @@
 # payrails-mtls-proxy: one static binary on distroless, running as non-root.
 #
 #   docker build --build-arg VERSION=$(git describe --tags --always --dirty) -t payrails-mtls-proxy .
-#   docker run --rm --read-only --stop-timeout 40 -v "$PWD/certs:/certs:ro" \
-#     -e PAYRAILS_PROXY_UPSTREAM=https://api.acme.payrails.io payrails-mtls-proxy
+#   docker run --rm --read-only --cap-drop=ALL --security-opt no-new-privileges --stop-timeout 40 \
+#     -v "$PWD/certs:/certs:ro" -e PAYRAILS_PROXY_UPSTREAM=https://api.acme.payrails.io payrails-mtls-proxy
+#
+# Without a registry (podman, offline): scripts/image.sh builds this file into
+# localhost/payrails-mtls-proxy:dev.
 #
 # With a configuration file, mount it at /etc/payrails-mtls-proxy/config.yaml and run
 # `serve --config /etc/payrails-mtls-proxy/config.yaml` (or set PAYRAILS_PROXY_CONFIG).
@@ -11,9 +14,16 @@
 # PAYRAILS_PROXY_CERT_DIR to empty (an empty variable counts as unset). See
 # docs/deployment.md.
 
+# The base images are build arguments whose defaults are the public images. GO_IMAGE
+# carries the release toolchain that go.mod pins (toolchain go1.27.3; scripts/build.sh sets
+# GOTOOLCHAIN to it, so another Go would fetch it first). Without a registry,
+# scripts/image.sh makes local equivalents of both and passes them in.
+ARG GO_IMAGE=golang:1.27.3-bookworm
+ARG BASE_IMAGE=gcr.io/distroless/static-debian12:nonroot
+
 # The build runs on the builder's own platform and cross-compiles (no emulation):
 # TARGETOS/TARGETARCH come from `docker buildx build --platform ...`.
-FROM --platform=$BUILDPLATFORM golang:1.26-bookworm AS build
+FROM --platform=$BUILDPLATFORM ${GO_IMAGE} AS build
 WORKDIR /src
 # Modules first, so that a source change does not download them again.
 COPY go.mod go.sum ./
@@ -33,7 +43,7 @@ RUN GOOS=$TARGETOS GOARCH=$TARGETARCH OUT=/out/payrails-mtls-proxy bash scripts/
 # libstdc++ and OpenSSL, which vendors' PKCS#11 libraries (and SoftHSM2) need; the library
 # itself is the vendor's: derive an image that copies it in, or mount it, and name it in
 # key_uri's module-path.
-FROM golang:1.26-bookworm AS build-pkcs11
+FROM ${GO_IMAGE} AS build-pkcs11
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
@@ -56,13 +66,13 @@ USER nonroot:nonroot
 EXPOSE 8080 9090
 VOLUME /certs
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-  CMD ["/payrails-mtls-proxy", "health", "--url", "http://127.0.0.1:9090/readyz"]
+  CMD ["/payrails-mtls-proxy", "health"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/payrails-mtls-proxy"]
 CMD ["serve"]
 
 # static-debian12: CA certificates, /etc/passwd with nonroot (65532), no shell, no libc.
-FROM gcr.io/distroless/static-debian12:nonroot
+FROM ${BASE_IMAGE}
 ARG VERSION=dev
 LABEL org.opencontainers.image.title="payrails-mtls-proxy" \
       org.opencontainers.image.description="Sidecar: plain HTTP in, Payrails API out over mutual TLS with a hot-reloaded client certificate" \
@@ -85,10 +95,12 @@ USER nonroot:nonroot
 EXPOSE 8080 9090
 VOLUME /certs
 
-# No shell or curl in the image: the binary asks its own admin port. /readyz is 200 only
-# while a valid client certificate is loaded for every upstream.
+# No shell or curl in the image: the binary asks its own admin port, the one serve listens
+# on (PAYRAILS_PROXY_ADMIN_LISTEN, else PAYRAILS_PROXY_CONFIG's admin_listen; 0.0.0.0 is
+# asked on 127.0.0.1). /readyz is 200 only while a valid client certificate is loaded for
+# every upstream.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-  CMD ["/payrails-mtls-proxy", "health", "--url", "http://127.0.0.1:9090/readyz"]
+  CMD ["/payrails-mtls-proxy", "health"]
 # SIGTERM: stop accepting, let requests in flight finish for up to timeouts.shutdown (30s),
 # so give `docker stop` more than that (--stop-timeout 40, compose stop_grace_period).
 STOPSIGNAL SIGTERM

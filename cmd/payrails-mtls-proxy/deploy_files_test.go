@@ -10,48 +10,14 @@ import (
 	"time"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/config"
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/dockerfile"
 	"go.yaml.in/yaml/v3"
 )
 
 // deployDockerfileEnv returns the variables the image sets with ENV.
 func deployDockerfileEnv(t *testing.T) map[string]string {
 	t.Helper()
-	env := map[string]string{}
-	for _, ins := range deployDockerInstructions(deployRead(t, "Dockerfile")) {
-		if ins.cmd != "ENV" {
-			continue
-		}
-		for _, kv := range strings.Fields(ins.args) {
-			if k, v, ok := strings.Cut(kv, "="); ok {
-				env[k] = strings.Trim(v, `"`)
-			}
-		}
-	}
-	return env
-}
-
-type deployDockerInstruction struct{ cmd, args string }
-
-// deployDockerInstructions splits a Dockerfile into instructions, joining
-// continuation lines and dropping comments.
-func deployDockerInstructions(data []byte) []deployDockerInstruction {
-	var out []deployDockerInstruction
-	var cur strings.Builder
-	for line := range strings.Lines(string(data)) {
-		line = strings.TrimSpace(line)
-		if strings.HasPrefix(line, "#") || line == "" && cur.Len() == 0 {
-			continue
-		}
-		more := strings.HasSuffix(line, `\`)
-		cur.WriteString(strings.TrimSuffix(line, `\`) + " ")
-		if more {
-			continue
-		}
-		cmd, args, _ := strings.Cut(strings.TrimSpace(cur.String()), " ")
-		out = append(out, deployDockerInstruction{strings.ToUpper(cmd), strings.TrimSpace(args)})
-		cur.Reset()
-	}
-	return out
+	return dockerfile.Parse(deployRead(t, "Dockerfile")).Env()
 }
 
 // deployPort is the port of a HOST:PORT.
@@ -120,18 +86,15 @@ func TestDeployCompose(t *testing.T) {
 }
 
 func TestDeployDockerfile(t *testing.T) {
-	ins := deployDockerInstructions(deployRead(t, "Dockerfile"))
-	var runs, froms []string
-	have := map[string]string{}
-	for _, i := range ins {
-		switch i.cmd {
-		case "RUN":
-			runs = append(runs, i.args)
-		case "FROM":
-			froms = append(froms, i.args)
+	f := dockerfile.Parse(deployRead(t, "Dockerfile"))
+	var runs []string
+	for _, i := range f {
+		if i.Cmd == "RUN" {
+			runs = append(runs, i.Args)
 		}
-		have[i.cmd] = i.args // the last one counts
 	}
+	// The base images are build arguments; their defaults are the public images.
+	froms := f.Stages()
 	if !slices.ContainsFunc(runs, func(r string) bool { return strings.Contains(r, "scripts/build.sh") }) {
 		t.Errorf("no RUN step calls scripts/build.sh: %q", runs)
 	}
@@ -143,6 +106,30 @@ func TestDeployDockerfile(t *testing.T) {
 	if len(froms) < 2 || !strings.HasPrefix(froms[len(froms)-1], "gcr.io/distroless/static") {
 		t.Errorf("stages %q: want a build stage and a final gcr.io/distroless/static stage", froms)
 	}
+	// The build stage's Go is the release toolchain go.mod pins, which
+	// scripts/build.sh, .ci/run and the README export as GOTOOLCHAIN.
+	toolchain := deployToolchain(t)
+	if len(froms) > 0 && !strings.Contains(froms[0], "golang:"+strings.TrimPrefix(toolchain, "go")+"-") {
+		t.Errorf("build stage %q: want the golang image of go.mod's toolchain %s", froms[0], toolchain)
+	}
+	for _, from := range froms {
+		if strings.Contains(from, "golang:") && !strings.Contains(from, "golang:"+strings.TrimPrefix(toolchain, "go")+"-") {
+			t.Errorf("stage %q: every Go build stage takes go.mod's toolchain %s (GO_IMAGE)", from, toolchain)
+		}
+	}
+	// Every image's health check asks the admin address serve listens on
+	// (health without --url), so a changed PAYRAILS_PROXY_ADMIN_LISTEN keeps
+	// it right (issue 25).
+	for _, i := range f {
+		if i.Cmd == "HEALTHCHECK" && strings.Contains(i.Args, "--url") {
+			t.Errorf("HEALTHCHECK %s pins --url; leave it out so that health follows admin_listen", i.Args)
+		}
+	}
+	for _, f := range []string{"scripts/build.sh", ".ci/run", "README.md"} {
+		if !strings.Contains(string(deployRead(t, f)), "GOTOOLCHAIN="+toolchain) {
+			t.Errorf("%s does not export GOTOOLCHAIN=%s, go.mod's toolchain", f, toolchain)
+		}
+	}
 	for cmd, want := range map[string]string{
 		"USER":        "nonroot",
 		"HEALTHCHECK": `"health"`,
@@ -150,8 +137,8 @@ func TestDeployDockerfile(t *testing.T) {
 		"CMD":         `["serve"]`,
 		"VOLUME":      "/certs",
 	} {
-		if !strings.Contains(have[cmd], want) {
-			t.Errorf("%s %q does not contain %s", cmd, have[cmd], want)
+		if !strings.Contains(f.Last(cmd), want) {
+			t.Errorf("%s %q does not contain %s", cmd, f.Last(cmd), want)
 		}
 	}
 	env := deployDockerfileEnv(t)
@@ -168,6 +155,18 @@ func TestDeployDockerfile(t *testing.T) {
 			t.Errorf("scripts/build.sh does not contain %q", want)
 		}
 	}
+}
+
+// deployToolchain is go.mod's toolchain line: "go1.27.3".
+func deployToolchain(t *testing.T) string {
+	t.Helper()
+	for line := range strings.Lines(string(deployRead(t, "go.mod"))) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "toolchain "); ok {
+			return v
+		}
+	}
+	t.Fatal("go.mod has no toolchain line; pin the release toolchain (toolchain goX.Y.Z)")
+	return ""
 }
 
 func TestDeploySystemd(t *testing.T) {
@@ -194,21 +193,21 @@ func TestDeploySystemd(t *testing.T) {
 // on a glibc base (a static base cannot dlopen an HSM's library) as the
 // default image runs its binary: non-root, with the health check.
 func TestDeployDockerfilePKCS11(t *testing.T) {
-	ins := deployDockerInstructions(deployRead(t, "Dockerfile"))
+	ins := dockerfile.Parse(deployRead(t, "Dockerfile"))
 	stage := ""
 	seen := map[string]map[string]string{}
 	for _, i := range ins {
-		if i.cmd == "FROM" {
-			f := strings.Fields(i.args)
+		if i.Cmd == "FROM" {
+			f := strings.Fields(i.Args)
 			stage = f[len(f)-1]
 			if len(f) < 3 {
 				stage = "(final)"
 			}
-			seen[stage] = map[string]string{"FROM": i.args}
+			seen[stage] = map[string]string{"FROM": i.Args}
 			continue
 		}
 		if seen[stage] != nil {
-			seen[stage][i.cmd] += i.args + "\n"
+			seen[stage][i.Cmd] += i.Args + "\n"
 		}
 	}
 	build, final := seen["build-pkcs11"], seen["pkcs11"]

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"syscall"
 	"time"
@@ -20,7 +21,7 @@ import (
 )
 
 // defaultHealthURL is the readiness endpoint of a proxy started with the
-// default admin_listen.
+// default admin_listen; without --url, health asks the configured one.
 var defaultHealthURL = "http://" + config.DefaultAdminListen + "/readyz"
 
 // Limits on what health reads of an unhealthy answer: enough for /readyz's
@@ -36,28 +37,47 @@ func init() {
 
 // runHealth asks one admin URL and turns the answer into an exit code, for
 // images without a shell or curl: 0 on 200, 1 with the reason on stderr
-// otherwise, 2 on a bad command line.
+// otherwise, 2 on a bad command line or configuration. Without --url it
+// asks /readyz at the admin address serve would listen on (healthURL).
 func runHealth(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("health", flag.ContinueOnError)
-	rawURL := fs.String("url", defaultHealthURL, "admin `URL` to ask; /healthz for liveness, /readyz for readiness")
+	rawURL := fs.String("url", "", "admin `URL` to ask; /healthz for liveness, /readyz for readiness "+
+		"(default: /readyz at the configured admin_listen, as serve reads it, else "+defaultHealthURL+")")
+	configPath := fs.String("config", "", "configuration `file` whose admin_listen to ask (env PAYRAILS_PROXY_CONFIG)")
+	adminListen := fs.String("admin-listen", "", "admin listen `HOST:PORT` to ask, as serve's flag (env PAYRAILS_PROXY_ADMIN_LISTEN)")
 	timeout := fs.Duration("timeout", 2*time.Second, "give up after this `duration` (connect, headers and body)")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: payrails-mtls-proxy health [--url URL] [--timeout DURATION]")
+		fmt.Fprintln(fs.Output(), "usage: payrails-mtls-proxy health [--url URL | --config FILE | --admin-listen HOST:PORT] [--timeout DURATION]")
 		fmt.Fprintln(fs.Output(), "\nExits 0 when the URL answers 200, 1 (with the reason on stderr) otherwise.")
+		fmt.Fprintln(fs.Output(), "Without --url it asks /readyz at the admin address serve would listen on:")
+		fmt.Fprintln(fs.Output(), "--admin-listen, else PAYRAILS_PROXY_ADMIN_LISTEN, else admin_listen in the file of")
+		fmt.Fprintln(fs.Output(), "--config or PAYRAILS_PROXY_CONFIG, else "+config.DefaultAdminListen+"; all interfaces are asked on loopback.")
 		fmt.Fprintln(fs.Output(), "Proxy environment variables are ignored and redirects are not followed.")
 		fs.PrintDefaults()
 	}
 	if code, ok := parseFlags(fs, args, stderr); !ok {
 		return code
 	}
-	u, err := healthTarget(*rawURL)
-	if err != nil {
-		fmt.Fprintf(stderr, "health: --url: %v\n", err)
-		return exitUsage
-	}
 	if *timeout <= 0 {
 		fmt.Fprintf(stderr, "health: --timeout: %v is not positive; use a duration such as 2s\n", *timeout)
 		return exitUsage
+	}
+	var u *url.URL
+	if *rawURL != "" {
+		var err error
+		if u, err = healthTarget(*rawURL); err != nil {
+			fmt.Fprintf(stderr, "health: --url: %v\n", err)
+			return exitUsage
+		}
+	} else {
+		if *configPath == "" {
+			*configPath = os.Getenv("PAYRAILS_PROXY_CONFIG")
+		}
+		var err error
+		if u, err = healthURL(*configPath, os.LookupEnv, *adminListen); err != nil {
+			fmt.Fprintf(stderr, "health: %v\n", err)
+			return exitUsage
+		}
 	}
 	status, err := probeHealth(ctx, u, *timeout)
 	if err != nil {
@@ -66,6 +86,31 @@ func runHealth(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	fmt.Fprintf(stdout, "health: %s: %s\n", u, status)
 	return exitOK
+}
+
+// healthURL is the /readyz URL of the admin listener serve would open with
+// the same configuration file, environment and --admin-listen flag. An
+// address on all interfaces (0.0.0.0, ::, or no host, as the image's
+// 0.0.0.0:9090) is asked on loopback of the same family, since a probe runs
+// beside the proxy (the same container or network namespace).
+func healthURL(configPath string, lookupEnv func(string) (string, bool), flagValue string) (*url.URL, error) {
+	addr, err := config.AdminListen(configPath, lookupEnv, flagValue)
+	if err != nil {
+		return nil, fmt.Errorf("cannot tell which admin address to ask: %s; fix the configuration, or pass --url",
+			strings.ReplaceAll(err.Error(), "\n", "; "))
+	}
+	host, port, _ := net.SplitHostPort(addr) // AdminListen checked it
+	if port == "0" {
+		return nil, fmt.Errorf("admin_listen %s has port 0, a free port picked when serve starts, which health cannot know; "+
+			"give the admin listener a fixed port, or pass --url", addr)
+	}
+	switch host {
+	case "", "0.0.0.0":
+		host = "127.0.0.1"
+	case "::":
+		host = "::1"
+	}
+	return &url.URL{Scheme: "http", Host: net.JoinHostPort(host, port), Path: "/readyz"}, nil
 }
 
 // healthTarget checks that raw is an absolute http(s) URL with a host.

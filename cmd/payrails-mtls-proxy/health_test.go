@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -181,5 +183,121 @@ func TestHealthDefaultURL(t *testing.T) {
 	_, _, stderr := healthRun(t, "health", "-h")
 	if want := "http://127.0.0.1:9090/readyz"; !strings.Contains(stderr, want) {
 		t.Errorf("health -h does not show the default URL %s:\n%s", want, stderr)
+	}
+}
+
+// healthReadyServer starts an admin stand-in answering 200 on GET /readyz
+// on the loopback address host ("127.0.0.1" or "::1") and returns its port.
+func healthReadyServer(t *testing.T, host string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		t.Skipf("no loopback listener on %s here: %v", host, err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/readyz" {
+			http.Error(w, "wrong path "+r.URL.Path, http.StatusNotFound)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	}))
+	srv.Listener.Close()
+	srv.Listener = ln
+	srv.Start()
+	t.Cleanup(srv.Close)
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	return port
+}
+
+// healthConfigFile writes a configuration file and returns its path.
+func healthConfigFile(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestHealthAsksTheConfiguredAdminAddress: without --url, health asks the
+// admin address serve would listen on, from the same sources and with the
+// same precedence (flags > PAYRAILS_PROXY_ADMIN_LISTEN > the file of
+// --config or PAYRAILS_PROXY_CONFIG > the default), and an address bound to
+// all interfaces on loopback (issue 25: the image's HEALTHCHECK asked the
+// default port after PAYRAILS_PROXY_ADMIN_LISTEN had moved it).
+func TestHealthAsksTheConfiguredAdminAddress(t *testing.T) {
+	up := healthReadyServer(t, "127.0.0.1")
+	refused := healthRefusedAddr(t)
+	// Everything else in the file is what serve would refuse without its
+	// own flags (no upstream at all): health needs only admin_listen.
+	file := func(admin string) string {
+		return healthConfigFile(t, "admin_listen: "+admin+"\nlog: {level: debug}\n")
+	}
+	cases := []struct {
+		name      string
+		env       map[string]string
+		args      []string
+		wantCode  int
+		wantAsked string // in stdout on success, in stderr otherwise
+		wantErr   []string
+	}{
+		{name: "environment, all interfaces", env: map[string]string{"PAYRAILS_PROXY_ADMIN_LISTEN": "0.0.0.0:" + up},
+			wantCode: exitOK, wantAsked: "http://127.0.0.1:" + up + "/readyz"},
+		{name: "environment, empty host", env: map[string]string{"PAYRAILS_PROXY_ADMIN_LISTEN": ":" + up},
+			wantCode: exitOK, wantAsked: "http://127.0.0.1:" + up + "/readyz"},
+		{name: "file from PAYRAILS_PROXY_CONFIG", env: map[string]string{"PAYRAILS_PROXY_CONFIG": file("127.0.0.1:" + up)},
+			wantCode: exitOK, wantAsked: "http://127.0.0.1:" + up + "/readyz"},
+		{name: "file from --config", args: []string{"--config", file("0.0.0.0:" + up)},
+			wantCode: exitOK, wantAsked: "http://127.0.0.1:" + up + "/readyz"},
+		{name: "environment beats the file",
+			env:      map[string]string{"PAYRAILS_PROXY_CONFIG": file(refused), "PAYRAILS_PROXY_ADMIN_LISTEN": "127.0.0.1:" + up},
+			wantCode: exitOK, wantAsked: "http://127.0.0.1:" + up + "/readyz"},
+		{name: "--admin-listen beats the environment", env: map[string]string{"PAYRAILS_PROXY_ADMIN_LISTEN": refused},
+			args: []string{"--admin-listen", "0.0.0.0:" + up}, wantCode: exitOK, wantAsked: "http://127.0.0.1:" + up + "/readyz"},
+		{name: "--url beats everything", env: map[string]string{"PAYRAILS_PROXY_ADMIN_LISTEN": refused, "PAYRAILS_PROXY_CONFIG": "/nonexistent.yaml"},
+			args: []string{"--url", "http://127.0.0.1:" + up + "/readyz"}, wantCode: exitOK, wantAsked: "http://127.0.0.1:" + up + "/readyz"},
+		{name: "the configured address is down", env: map[string]string{"PAYRAILS_PROXY_ADMIN_LISTEN": refused},
+			wantCode: exitFailure, wantAsked: "http://" + refused + "/readyz", wantErr: []string{"connection refused"}},
+		{name: "port 0", env: map[string]string{"PAYRAILS_PROXY_ADMIN_LISTEN": "127.0.0.1:0"},
+			wantCode: exitUsage, wantErr: []string{"port 0", "--url"}},
+		{name: "bad address", env: map[string]string{"PAYRAILS_PROXY_ADMIN_LISTEN": "nine-oh-nine-oh"},
+			wantCode: exitUsage, wantErr: []string{"PAYRAILS_PROXY_ADMIN_LISTEN", "HOST:PORT", "--url"}},
+		{name: "unreadable file", env: map[string]string{"PAYRAILS_PROXY_CONFIG": "/nonexistent/config.yaml"},
+			wantCode: exitUsage, wantErr: []string{"/nonexistent/config.yaml", "--url"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, k := range []string{"PAYRAILS_PROXY_ADMIN_LISTEN", "PAYRAILS_PROXY_CONFIG"} {
+				t.Setenv(k, tc.env[k]) // empty counts as unset, as for serve
+			}
+			code, stdout, stderr := healthRun(t, append([]string{"health", "--timeout", "5s"}, tc.args...)...)
+			if code != tc.wantCode {
+				t.Fatalf("exit code %d, want %d; stdout %q, stderr %q", code, tc.wantCode, stdout, stderr)
+			}
+			out := stdout
+			if code != exitOK {
+				out = stderr
+			}
+			if !strings.Contains(out, tc.wantAsked) {
+				t.Errorf("output %q does not name the URL asked, %s", out, tc.wantAsked)
+			}
+			for _, w := range tc.wantErr {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("stderr %q does not contain %q", stderr, w)
+				}
+			}
+		})
+	}
+}
+
+// TestHealthAsksIPv6Loopback: an admin address on all IPv6 interfaces is
+// asked on [::1].
+func TestHealthAsksIPv6Loopback(t *testing.T) {
+	up := healthReadyServer(t, "::1")
+	t.Setenv("PAYRAILS_PROXY_CONFIG", "")
+	t.Setenv("PAYRAILS_PROXY_ADMIN_LISTEN", "[::]:"+up)
+	code, stdout, stderr := healthRun(t, "health")
+	if want := "http://[::1]:" + up + "/readyz"; code != exitOK || !strings.Contains(stdout, want) {
+		t.Errorf("exit code %d, stdout %q, stderr %q; want 0 and %s asked", code, stdout, stderr, want)
 	}
 }

@@ -7,7 +7,9 @@
 // Prometheus' own parser, and each metric it names must be one that a
 // running payrails-mtls-proxy exports.
 //
-// It lives apart from cmd/payrails-mtls-proxy so that the Kubernetes and
+// It is a Go module of its own (go.mod beside this file, run with
+// `go -C deploy/deploytest test ./...`), so that the Kubernetes and
 // Prometheus libraries, which only these tests need, stay out of the
-// binary's own tests.
+// sidecar's go.mod and go.sum. It imports the sidecar's packages from this
+// checkout through a replace directive.
 package deploytest

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/config"
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/dockerfile"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -279,28 +280,7 @@ func lookup(env map[string]string) func(string) (string, bool) {
 // in every container of it unless the container sets them too.
 func dockerfileEnv(t *testing.T) map[string]string {
 	t.Helper()
-	env := map[string]string{}
-	var ins strings.Builder
-	flush := func() {
-		if f := strings.Fields(ins.String()); len(f) > 0 && strings.EqualFold(f[0], "ENV") {
-			for _, kv := range f[1:] {
-				if k, v, ok := strings.Cut(kv, "="); ok {
-					env[k] = strings.Trim(v, `"`)
-				}
-			}
-		}
-		ins.Reset()
-	}
-	for line := range strings.Lines(string(readRepo(t, "Dockerfile"))) {
-		line = strings.TrimSpace(line)
-		if strings.HasPrefix(line, "#") {
-			continue
-		}
-		ins.WriteString(strings.TrimSuffix(line, `\`) + " ")
-		if !strings.HasSuffix(line, `\`) {
-			flush()
-		}
-	}
+	env := dockerfile.Parse(readRepo(t, "Dockerfile")).Env()
 	if env["PAYRAILS_PROXY_LISTEN"] == "" {
 		t.Fatal("found no ENV PAYRAILS_PROXY_LISTEN in the Dockerfile; has its format changed?")
 	}

@@ -274,10 +274,15 @@ func (m manifests) checkNames(t *testing.T) {
 	}
 }
 
-// TestHelmLint: helm lint --strict passes with every values file in the
-// chart's ci/ folder, and for the example parent chart.
+// TestHelmLint: helm lint --strict passes with the chart's default values
+// (what `helm lint` of the chart, and any tool that lints it as it is, sees:
+// issue 25), with every values file in the chart's ci/ folder, and for the
+// example parent chart.
 func TestHelmLint(t *testing.T) {
 	c := newChart(t)
+	if out, err := c.run(t, "lint", "--strict", c.dir); err != nil {
+		t.Errorf("%s with its default values: %v\n%s", chartDir, err, out)
+	}
 	files, _ := filepath.Glob(filepath.Join(c.dir, "ci", "*-values.yaml"))
 	if len(files) < 3 {
 		t.Fatalf("found %d values files in %s/ci, want the gateway and sidecar examples", len(files), chartDir)

@@ -44,6 +44,8 @@ var install = map[string]string{
 	"softhsm2-util":                  "apt-get install -y softhsm2",
 	"pkcs11-tool":                    "apt-get install -y opensc",
 	"helm":                           "go install helm.sh/helm/v3/cmd/helm@$(cat .ci/helm-version)",
+	"podman":                         "apt-get install -y podman runc (in a sandbox like CI's, also bash .ci/podman-setup.sh)",
+	"etcd":                           "apt-get install -y etcd-server",
 }
 
 // Tool returns the path of the program name: found on PATH, or where `go
