@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Tracing configures OpenTelemetry tracing (DESIGN.md § Tracing). It is
@@ -36,6 +37,25 @@ type Tracing struct {
 	// Resource are the other attributes of OTEL_RESOURCE_ATTRIBUTES, in
 	// their order, values percent-decoded; service.name is left out.
 	Resource []Attribute
+
+	// How spans are sent (tracing_export.go): each from
+	// OTEL_EXPORTER_OTLP_TRACES_<NAME>, else OTEL_EXPORTER_OTLP_<NAME>.
+
+	// Headers go with every export: _HEADERS, name=value pairs separated
+	// by commas, values percent-encoded; later ones take a name over. The
+	// values are secrets.
+	Headers []Header
+	// Timeout bounds one export, its retries included: _TIMEOUT, in
+	// milliseconds. Default DefaultExportTimeout.
+	Timeout time.Duration
+	// Gzip compresses each export: _COMPRESSION gzip; none (the default)
+	// sends it as it is.
+	Gzip bool
+	// CAFile verifies an https endpoint instead of the system's roots:
+	// _CERTIFICATE. CertFile and KeyFile are the client certificate the
+	// exporter presents: _CLIENT_CERTIFICATE and _CLIENT_KEY, both or
+	// neither. PEM files; https endpoints only.
+	CAFile, CertFile, KeyFile TracingFile
 }
 
 // Attribute is one key=value of OTEL_RESOURCE_ATTRIBUTES.
@@ -93,6 +113,7 @@ func (b *builder) tracing(r *raw) Tracing {
 		t.Ratio = b.ratio(setting{value: v, set: true, at: envAt("OTEL_TRACES_SAMPLER_ARG", "tracing.sample_ratio")}, t.Ratio)
 	}
 	t.Resource, t.ServiceName = b.resource()
+	otlpVars{&b.values, b.env}.read(&t)
 	return t
 }
 
