@@ -1,12 +1,17 @@
 package proxy_test
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 
+	"github.com/mtlsproxy/payrails-mtls-proxy/config"
+	"github.com/mtlsproxy/payrails-mtls-proxy/internal/tracing/otlp"
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/upstream"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/proxy/standin"
@@ -96,4 +101,29 @@ func BenchmarkBigBody(b *testing.B) {
 	e, _ := benchEnv(b, true)
 	b.SetBytes(1 << 20)
 	benchRequests(b, plainClient(b), e.url+"/bytes/1048576")
+}
+
+// BenchmarkTraced: BenchmarkForward's HTTP/1.1 request with every request
+// traced and exported as in production (internal/tracing/otlp, OTLP/HTTP
+// to a receiver in the process that only reads the body): what a traced
+// request costs over BenchmarkForward/http2=false, allocations included
+// (those of the export goroutine too: the benchmark counts the process's).
+func BenchmarkTraced(b *testing.B) {
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+	}))
+	b.Cleanup(sink.Close)
+	endpoint, _ := url.Parse(sink.URL + "/v1/traces")
+	tr, err := otlp.New(config.Tracing{Endpoint: endpoint, Sampler: "parentbased_traceidratio", Ratio: 1,
+		ServiceName: config.DefaultServiceName}, otlp.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = tr.Shutdown(context.Background()) })
+	ps := newPKI(b)
+	up := startStandin(b, ps, func(o *standin.Options) { o.DisableHTTP2 = true })
+	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(io.Discard), zapcore.InfoLevel))
+	e := startProxy(b, testConfig{Logger: log, Registry: prometheus.NewRegistry(), Tracer: tr.TracerProvider(),
+		Upstreams: []upstream.Config{upstreamConfig("live", hostA, up.Addr, ps, sourceOf(ps.client))}})
+	benchRequests(b, e.forwardClient(b), "http://"+hostA+"/bytes/200")
 }

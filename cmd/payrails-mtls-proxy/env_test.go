@@ -140,7 +140,14 @@ type running struct {
 // runs the same app as `serve`.
 func startApp(t testing.TB, cfgPath string) *running {
 	t.Helper()
-	cfg, err := config.Load(cfgPath, func(string) (string, bool) { return "", false }, config.Overrides{})
+	return startAppEnv(t, cfgPath, nil)
+}
+
+// startAppEnv is startApp with env as the environment the configuration
+// is read with.
+func startAppEnv(t testing.TB, cfgPath string, env map[string]string) *running {
+	t.Helper()
+	cfg, err := config.Load(cfgPath, func(k string) (string, bool) { v, ok := env[k]; return v, ok }, config.Overrides{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -198,9 +198,20 @@ func postTraced(t *testing.T, r *running, traceparent string) {
 // writes them to a file: a forward-mode request's server span continues
 // the client's traceparent, its send and the new connection's spans are
 // below it, and nothing secret was written. The spans in flight at
-// shutdown are flushed.
+// shutdown are flushed. Once as they are, once gzipped with a header, as
+// OTEL_EXPORTER_OTLP_COMPRESSION and _HEADERS ask (internal/tracing/otlp's
+// own exporter, issue 27).
 func TestTracingCollector(t *testing.T) {
 	bin := otelcol(t)
+	for name, env := range map[string]map[string]string{
+		"plain": nil,
+		"gzip":  {"OTEL_EXPORTER_OTLP_COMPRESSION": "gzip", "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "x-team=payments"},
+	} {
+		t.Run(name, func(t *testing.T) { tracingCollector(t, bin, env) })
+	}
+}
+
+func tracingCollector(t *testing.T, bin string, env map[string]string) {
 	out := filepath.Join(t.TempDir(), "spans.jsonl")
 	endpoint := startCollector(t, bin, out)
 	w := newWorld(t)
@@ -210,8 +221,8 @@ func TestTracingCollector(t *testing.T) {
 	}
 	// No warm connection and no verification: the request opens the connection, so that its
 	// connect, handshake and first-byte spans are there.
-	r := startApp(t, w.configFile(t, "    warm_connections: 0\nreload: {verify: false}\n"+
-		"tracing: {otlp_endpoint: '"+endpoint+"', sample_ratio: 1.0}\n"))
+	r := startAppEnv(t, w.configFile(t, "    warm_connections: 0\nreload: {verify: false}\n"+
+		"tracing: {otlp_endpoint: '"+endpoint+"', sample_ratio: 1.0}\n"), env)
 	const traceID, parentID = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
 	postTraced(t, r, "00-"+traceID+"-"+parentID+"-01")
 	r.stop() // the spans go at shutdown at the latest

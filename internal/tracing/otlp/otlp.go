@@ -1,7 +1,8 @@
 // Package otlp turns tracing on: the OpenTelemetry SDK's tracer provider
 // with the configured sampler and resource, a bounded export queue of the
-// proxy's own (queue.go) and the OTLP/HTTP exporter (DESIGN.md § Tracing,
-// issue 27). cmd wires it: New from config.Tracing, the provider to the
+// proxy's own (queue.go) and an OTLP/HTTP exporter of its own (export.go,
+// encode.go: protobuf written straight from the SDK's spans; DESIGN.md §
+// Tracing, issue 27). cmd wires it: New from config.Tracing, the provider to the
 // proxy, Shutdown after the proxy has stopped. What the spans are is
 // internal/tracing's.
 package otlp
@@ -9,16 +10,12 @@ package otlp
 import (
 	"context"
 	"fmt"
-	"net/http"
-	"net/url"
 	"time"
 
 	"github.com/mtlsproxy/payrails-mtls-proxy/config"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
@@ -35,7 +32,7 @@ type Options struct {
 	// Logger gets export failures (rate-limited); nil means none.
 	Logger *zap.Logger
 	// Exporter replaces the OTLP/HTTP exporter (tests); nil means OTLP/HTTP
-	// to the configured endpoint.
+	// to the configured endpoint (export.go).
 	Exporter sdktrace.SpanExporter
 	// Queue, Batch and Interval size the export queue; zero means the
 	// defaults (DefaultQueue, DefaultBatch, DefaultInterval).
@@ -53,8 +50,6 @@ const (
 	DefaultQueue    = 2048
 	DefaultBatch    = 128
 	DefaultInterval = time.Second
-	// exportTimeout bounds one export, retries included.
-	exportTimeout = 10 * time.Second
 )
 
 // Tracing is the running pipeline. Its methods are safe for concurrent
@@ -72,10 +67,11 @@ func New(cfg config.Tracing, o Options) (*Tracing, error) {
 	}
 	exp := o.Exporter
 	if exp == nil {
-		var err error
-		if exp, err = newExporter(cfg.Endpoint); err != nil {
+		x, err := newExporter(cfg, o.Version)
+		if err != nil {
 			return nil, fmt.Errorf("tracing: the OTLP exporter for %s: %w", cfg, err)
 		}
+		exp = x
 	}
 	log := o.Logger
 	if log == nil {
@@ -87,7 +83,11 @@ func New(cfg config.Tracing, o Options) (*Tracing, error) {
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
 		log.Warn("OpenTelemetry", zap.Error(err))
 	}))
-	q := newQueue(exp, o, newMetrics(o.Registerer), log)
+	timeout := cfg.Timeout
+	if timeout <= 0 {
+		timeout = config.DefaultExportTimeout
+	}
+	q := newQueue(exp, o, timeout, newMetrics(o.Registerer), log)
 	tp := sdktrace.NewTracerProvider(
 		sdktrace.WithSampler(sampler(cfg)),
 		sdktrace.WithResource(newResource(cfg, o.Version)),
@@ -112,20 +112,6 @@ func (t *Tracing) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	return t.tp.Shutdown(ctx)
-}
-
-// newExporter is the OTLP/HTTP (protobuf) exporter to endpoint, the full
-// traces URL. The OTEL_EXPORTER_OTLP_* variables it reads itself (headers,
-// timeout, compression, certificates) apply; the endpoint is the one
-// config resolved. It never goes through HTTP_PROXY: a sidecar's
-// environment often points that at the sidecar itself.
-func newExporter(endpoint *url.URL) (sdktrace.SpanExporter, error) {
-	return otlptrace.New(context.Background(), otlptracehttp.NewClient(
-		otlptracehttp.WithEndpointURL(endpoint.String()),
-		otlptracehttp.WithProxy(func(*http.Request) (*url.URL, error) { return nil, nil }),
-		otlptracehttp.WithRetry(otlptracehttp.RetryConfig{Enabled: true, InitialInterval: time.Second,
-			MaxInterval: 5 * time.Second, MaxElapsedTime: exportTimeout}),
-	))
 }
 
 // sampler is cfg's: one of config.Samplers.

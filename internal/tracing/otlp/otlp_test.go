@@ -17,7 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
-	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/proto"
 )
@@ -228,13 +228,15 @@ func TestOTLPHTTP(t *testing.T) {
 }
 
 // otlpSink is an OTLP/HTTP endpoint at /otlp/v1/traces that keeps what it
-// receives (received returns it), checking that it is protobuf.
-func otlpSink(t *testing.T) (*httptest.Server, func() []*collectortrace.ExportTraceServiceRequest) {
+// receives (received returns it), checking that it is protobuf. An
+// ExportTraceServiceRequest is read as the TracesData it is on the wire
+// (encode_test.go).
+func otlpSink(t *testing.T) (*httptest.Server, func() []*tracepb.TracesData) {
 	var mu sync.Mutex
-	var got []*collectortrace.ExportTraceServiceRequest
+	var got []*tracepb.TracesData
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		req := &collectortrace.ExportTraceServiceRequest{}
+		req := &tracepb.TracesData{}
 		if r.URL.Path != "/otlp/v1/traces" || r.Header.Get("Content-Type") != "application/x-protobuf" || proto.Unmarshal(body, req) != nil {
 			t.Errorf("export to %s (%s) is not OTLP protobuf", r.URL.Path, r.Header.Get("Content-Type"))
 		}
@@ -245,9 +247,35 @@ func otlpSink(t *testing.T) (*httptest.Server, func() []*collectortrace.ExportTr
 		_, _ = w.Write(nil)
 	}))
 	t.Cleanup(srv.Close)
-	return srv, func() []*collectortrace.ExportTraceServiceRequest {
+	return srv, func() []*tracepb.TracesData {
 		mu.Lock()
 		defer mu.Unlock()
-		return append([]*collectortrace.ExportTraceServiceRequest(nil), got...)
+		return append([]*tracepb.TracesData(nil), got...)
+	}
+}
+
+// partialExporter takes every batch but reports rejected spans of each.
+type partialExporter struct{ rejected int64 }
+
+func (e partialExporter) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error {
+	return &PartialError{Rejected: e.rejected, Message: "too old"}
+}
+
+func (partialExporter) Shutdown(context.Context) error { return nil }
+
+// TestPartialSuccessCounted: the spans a collector rejected count as
+// failed exports, the rest of the batch as exported.
+func TestPartialSuccessCounted(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	tr, err := New(on(), Options{Exporter: partialExporter{rejected: 2}, Registerer: reg, Queue: 64, Batch: 5, Interval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spansOf(t, tr, 5)
+	if err := tr.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if exp, drop := counter(reg, "payrails_proxy_tracing_spans_exported_total", ""), dropped(reg, dropExportFailed); exp != 3 || drop != 2 {
+		t.Errorf("exported %v, dropped %v; want 3 and 2", exp, drop)
 	}
 }

@@ -2,6 +2,7 @@ package otlp
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,6 +23,7 @@ type queue struct {
 	exp      sdktrace.SpanExporter
 	batch    int
 	interval time.Duration
+	timeout  time.Duration // of one export, retries included
 	m        *metrics
 	log      *zap.Logger
 	flush    chan chan struct{}   // ForceFlush: export everything queued, then close the channel sent
@@ -32,8 +34,8 @@ type queue struct {
 	failures failureLog // the goroutine's own
 }
 
-func newQueue(exp sdktrace.SpanExporter, o Options, m *metrics, log *zap.Logger) *queue {
-	q := &queue{exp: exp, batch: o.Batch, interval: o.Interval, m: m, log: log,
+func newQueue(exp sdktrace.SpanExporter, o Options, timeout time.Duration, m *metrics, log *zap.Logger) *queue {
+	q := &queue{exp: exp, batch: o.Batch, interval: o.Interval, timeout: timeout, m: m, log: log,
 		flush: make(chan chan struct{}), stop: make(chan context.Context), done: make(chan struct{})}
 	size := o.Queue
 	if size <= 0 {
@@ -151,21 +153,29 @@ func (q *queue) drain(ctx context.Context, batch []sdktrace.ReadOnlySpan) []sdkt
 	}
 }
 
-// export sends one batch, within exportTimeout and ctx, and returns the
-// batch emptied for reuse.
+// export sends one batch, within the export timeout and ctx, and returns
+// the batch emptied for reuse. The spans a collector rejected (a partial
+// success) count as failed, the others as exported.
 func (q *queue) export(ctx context.Context, batch []sdktrace.ReadOnlySpan) []sdktrace.ReadOnlySpan {
 	if len(batch) == 0 {
 		return batch
 	}
-	ctx, cancel := context.WithTimeout(ctx, exportTimeout)
+	ctx, cancel := context.WithTimeout(ctx, q.timeout)
 	err := q.exp.ExportSpans(ctx, batch)
 	cancel()
-	if err != nil {
-		q.m.dropped(dropExportFailed, len(batch))
-		q.failures.note(q.log, err, len(batch))
-	} else {
-		q.m.exported(len(batch))
+	lost := 0
+	var pe *PartialError
+	switch {
+	case errors.As(err, &pe):
+		lost = int(min(max(pe.Rejected, 0), int64(len(batch))))
+	case err != nil:
+		lost = len(batch)
 	}
+	if lost > 0 { // a partial success rejecting none is a warning only: nothing lost
+		q.m.dropped(dropExportFailed, lost)
+		q.failures.note(q.log, err, lost)
+	}
+	q.m.exported(len(batch) - lost)
 	clear(batch)
 	return batch[:0]
 }
