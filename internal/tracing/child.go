@@ -39,7 +39,7 @@ func Record(tr trace.Tracer, ctx context.Context, name string, start, end time.T
 // opened a connection.
 func StartAttempt(tr trace.Tracer, ctx context.Context, method string) (context.Context, trace.Span) {
 	name, _ := Method(method)
-	return tr.Start(ctx, name, trace.WithSpanKind(trace.SpanKindClient))
+	return tr.Start(ctx, name, clientKind...)
 }
 
 // Attempt is what one send came to, its span's attributes.
@@ -59,8 +59,8 @@ type Attempt struct {
 
 // EndAttempt ends an attempt's span with what it came to.
 func EndAttempt(span trace.Span, a *Attempt) {
-	var kv [10]attribute.KeyValue
-	attrs := append(kv[:0], methodAttr(a.Method), semconv.ServerAddress(a.Host), semconv.ServerPort(a.Port),
+	buf := attrsPool.Get().(*attrs)
+	attrs := append(buf[:0], methodAttr(a.Method), semconv.ServerAddress(a.Host), semconv.ServerPort(a.Port),
 		semconv.URLPath(a.Path))
 	if a.N > 1 {
 		attrs = append(attrs, semconv.HTTPRequestResendCount(a.N-1))
@@ -82,7 +82,7 @@ func EndAttempt(span trace.Span, a *Attempt) {
 		}
 		span.SetStatus(codes.Error, desc)
 	}
-	span.SetAttributes(attrs...)
+	setAttributes(span, buf, attrs)
 	span.End()
 }
 

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -44,7 +45,29 @@ func (s *Server) Start(r *http.Request) (context.Context, trace.Span) {
 		ctx = propagation.TraceContext{}.Extract(ctx, propagation.HeaderCarrier(r.Header))
 	}
 	name, _ := Method(r.Method)
-	return s.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer))
+	return s.tracer.Start(ctx, name, serverKind...)
+}
+
+// The options of the spans started on every request, made once: built at
+// each call they cost two allocations a span (the option, boxed, and the
+// variadic slice), the tracer being an interface (issue 27).
+var (
+	serverKind = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer)}
+	clientKind = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)}
+)
+
+// attrs is the scratch array a span's attributes are gathered in before
+// SetAttributes, which copies them: pooled, because handed to an
+// interface method it would otherwise be allocated for every span.
+type attrs [16]attribute.KeyValue
+
+var attrsPool = sync.Pool{New: func() any { return new(attrs) }}
+
+// setAttributes sets a on span and gives the array back to the pool.
+func setAttributes(span trace.Span, buf *attrs, a []attribute.KeyValue) {
+	span.SetAttributes(a...)
+	clear(a)
+	attrsPool.Put(buf)
 }
 
 // Outcome is what became of a request, its server span's attributes.
@@ -82,8 +105,8 @@ func End(span trace.Span, o *Outcome) {
 		span.End()
 		return
 	}
-	var kv [16]attribute.KeyValue
-	a := append(kv[:0], methodAttr(o.Method), semconv.URLPath(o.Path), semconv.ServerAddress(o.Host),
+	buf := attrsPool.Get().(*attrs)
+	a := append(buf[:0], methodAttr(o.Method), semconv.URLPath(o.Path), semconv.ServerAddress(o.Host),
 		AttrMode.String(o.Mode))
 	if o.Status > 0 {
 		a = append(a, semconv.HTTPResponseStatusCode(o.Status))
@@ -117,7 +140,7 @@ func End(span trace.Span, o *Outcome) {
 		a = append(a, semconv.ErrorTypeKey.String(strconv.Itoa(o.Status)))
 		span.SetStatus(codes.Error, "")
 	}
-	span.SetAttributes(a...)
+	setAttributes(span, buf, a)
 	span.End()
 }
 

@@ -279,3 +279,24 @@ func TestPartialSuccessCounted(t *testing.T) {
 		t.Errorf("exported %v, dropped %v; want 3 and 2", exp, drop)
 	}
 }
+
+// TestFullBatchesGo: the spans go in batches of Batch as soon as a batch
+// is waiting, with no interval passing; the rest wait for it (or for
+// shutdown).
+func TestFullBatchesGo(t *testing.T) {
+	exp := &blockingExporter{release: make(chan struct{})}
+	close(exp.release)
+	reg := prometheus.NewRegistry()
+	tr, err := New(on(), Options{Exporter: exp, Registerer: reg, Queue: 64, Batch: 4, Interval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spansOf(t, tr, 11)
+	poll.Until(t, "two full batches", 5*time.Second, func() bool { return exp.exported.Load() == 8 })
+	if err := tr.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if exp.exported.Load() != 11 || exp.calls.Load() != 3 {
+		t.Errorf("%d spans in %d exports, want 11 in 3", exp.exported.Load(), exp.calls.Load())
+	}
+}

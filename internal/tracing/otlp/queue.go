@@ -3,6 +3,7 @@ package otlp
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,14 +13,22 @@ import (
 
 // queue is the span processor between the request path and the exporter.
 // OnEnd, on the request's goroutine, puts a sampled span into a bounded
-// channel and never waits: when the channel is full the span is dropped
-// and counted. One goroutine, owned by the queue from newQueue to
-// Shutdown, takes the spans out in batches and exports them, so that an
-// export (a slow or absent collector, its retries) never delays a
-// request. The SDK's BatchSpanProcessor does the same but counts its drops
-// where Prometheus cannot see them.
+// ring and never waits: when the ring is full the span is dropped and
+// counted. One goroutine, owned by the queue from newQueue to Shutdown,
+// takes the spans out in batches and exports them, so that an export (a
+// slow or absent collector, its retries) never delays a request. The
+// goroutine is woken once a batch is waiting, not for every span (a
+// channel of spans would wake it for each: a goroutine switch and a
+// select per span on the proxy's one CPU; issue 27). The SDK's
+// BatchSpanProcessor works like the channel and counts its drops where
+// Prometheus cannot see them.
 type queue struct {
-	spans    chan sdktrace.ReadOnlySpan
+	mu    sync.Mutex
+	ring  []sdktrace.ReadOnlySpan // the spans waiting: n of them from head, wrapping around
+	head  int
+	n     int
+	ready chan struct{} // holds a signal once a batch is waiting (1-buffered)
+
 	exp      sdktrace.SpanExporter
 	batch    int
 	interval time.Duration
@@ -35,7 +44,7 @@ type queue struct {
 }
 
 func newQueue(exp sdktrace.SpanExporter, o Options, timeout time.Duration, m *metrics, log *zap.Logger) *queue {
-	q := &queue{exp: exp, batch: o.Batch, interval: o.Interval, timeout: timeout, m: m, log: log,
+	q := &queue{exp: exp, batch: o.Batch, interval: o.Interval, timeout: timeout, m: m, log: log, ready: make(chan struct{}, 1),
 		flush: make(chan chan struct{}), stop: make(chan context.Context), done: make(chan struct{})}
 	size := o.Queue
 	if size <= 0 {
@@ -44,12 +53,13 @@ func newQueue(exp sdktrace.SpanExporter, o Options, timeout time.Duration, m *me
 	if q.batch <= 0 {
 		q.batch = DefaultBatch
 	}
+	q.batch = min(q.batch, size)
 	if q.interval <= 0 {
 		q.interval = DefaultInterval
 	}
-	q.spans = make(chan sdktrace.ReadOnlySpan, size)
+	q.ring = make([]sdktrace.ReadOnlySpan, size)
 	q.base, q.cancel = context.WithCancel(context.Background())
-	m.queued(func() float64 { return float64(len(q.spans)) })
+	m.queued(func() float64 { return float64(q.waiting()) })
 	go q.run()
 	return q
 }
@@ -58,16 +68,52 @@ func newQueue(exp sdktrace.SpanExporter, o Options, timeout time.Duration, m *me
 func (q *queue) OnStart(context.Context, sdktrace.ReadWriteSpan) {}
 
 // OnEnd implements sdktrace.SpanProcessor: it queues a sampled span, or
-// drops it when the queue is full. It never blocks.
+// drops it when the queue is full. It never blocks but on the ring's
+// lock, which is held only to move spans in or out.
 func (q *queue) OnEnd(s sdktrace.ReadOnlySpan) {
 	if !s.SpanContext().IsSampled() {
 		return
 	}
-	select {
-	case q.spans <- s:
-	default:
+	q.mu.Lock()
+	if q.n == len(q.ring) {
+		q.mu.Unlock()
 		q.m.dropped(dropQueueFull, 1)
+		return
 	}
+	q.ring[(q.head+q.n)%len(q.ring)] = s
+	q.n++
+	full := q.n == q.batch
+	q.mu.Unlock()
+	if full {
+		select {
+		case q.ready <- struct{}{}:
+		default: // signalled already
+		}
+	}
+}
+
+// waiting is the number of spans in the ring.
+func (q *queue) waiting() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.n
+}
+
+// take moves up to q.batch spans from the ring to batch, oldest first,
+// when at least least are waiting.
+func (q *queue) take(batch []sdktrace.ReadOnlySpan, least int) []sdktrace.ReadOnlySpan {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.n < max(least, 1) {
+		return batch
+	}
+	for range min(q.n, q.batch-len(batch)) {
+		batch = append(batch, q.ring[q.head])
+		q.ring[q.head] = nil
+		q.head = (q.head + 1) % len(q.ring)
+		q.n--
+	}
+	return batch
 }
 
 // ForceFlush implements sdktrace.SpanProcessor: it returns once every span
@@ -104,21 +150,21 @@ func (q *queue) Shutdown(ctx context.Context) error {
 	return q.exp.Shutdown(ctx)
 }
 
-// run is the queue's goroutine.
+// run is the queue's goroutine: it sends the full batches when woken, and
+// everything waiting an interval after its last export.
 func (q *queue) run() {
 	defer close(q.done)
 	batch := make([]sdktrace.ReadOnlySpan, 0, q.batch)
 	timer := time.NewTimer(q.interval)
 	defer timer.Stop()
 	for {
+		least := q.batch
 		select {
-		case s := <-q.spans:
-			if batch = append(batch, s); len(batch) < q.batch {
-				continue
-			}
+		case <-q.ready:
 		case <-timer.C:
+			least = 1
 		case ack := <-q.flush:
-			batch = q.drain(q.base, batch)
+			q.drain(q.base, batch)
 			close(ack)
 			timer.Reset(q.interval)
 			continue
@@ -126,28 +172,26 @@ func (q *queue) run() {
 			q.drain(ctx, batch)
 			return
 		}
-		batch = q.export(q.base, batch)
+		for batch = q.take(batch, least); len(batch) > 0; batch = q.take(batch, least) {
+			batch = q.export(q.base, batch)
+		}
 		timer.Reset(q.interval)
 	}
 }
 
-// drain exports batch and everything queued now, in batches, within ctx;
-// once ctx has ended, the rest is dropped and counted.
-func (q *queue) drain(ctx context.Context, batch []sdktrace.ReadOnlySpan) []sdktrace.ReadOnlySpan {
-	for {
-		n := len(q.spans)
-		for range min(n, q.batch-len(batch)) {
-			batch = append(batch, <-q.spans)
-		}
-		if len(batch) == 0 {
-			return batch
-		}
+// drain exports everything waiting now, in batches, within ctx; once ctx
+// has ended, the rest is dropped and counted.
+func (q *queue) drain(ctx context.Context, batch []sdktrace.ReadOnlySpan) {
+	for batch = q.take(batch, 1); len(batch) > 0; batch = q.take(batch, 1) {
 		if ctx.Err() != nil {
-			q.m.dropped(dropShutdown, len(batch)+len(q.spans))
-			for len(q.spans) > 0 {
-				<-q.spans
-			}
-			return batch[:0]
+			q.mu.Lock()
+			lost := len(batch) + q.n
+			clear(q.ring)
+			q.head, q.n = 0, 0
+			q.mu.Unlock()
+			q.m.dropped(dropShutdown, lost)
+			clear(batch)
+			return
 		}
 		batch = q.export(ctx, batch)
 	}
