@@ -7,6 +7,10 @@
 # before tracing.
 #
 #   bash bench/tracing.sh [--runs 5] [--scenarios c64,c1] [--duration 5s] [--base-bin BIN] [--proxy-bin BIN]
+#                         [--cpuprofile DIR]
+#
+# --cpuprofile DIR keeps a CPU profile of every measured run of each arm in DIR (bench/compare.sh's
+# flag: NNN-proxy-base@ARM.pprof; `go tool pprof -proto DIR/*@on.pprof` merges an arm's).
 #
 # Pinned as bench/compare.sh is by default: the proxy on one CPU, wrk, the stand-in and the
 # receiver on the other. The summary gives each arm's CPU ms per 1,000 requests in every run,
@@ -20,7 +24,7 @@ cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=go1.27.3
 if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then PATH="$PATH:/usr/local/go/bin"; fi
 
-runs=5 scenarios=c64,c1 duration=5s base_bin="" proxy_bin=""
+runs=5 scenarios=c64,c1 duration=5s base_bin="" proxy_bin="" profile=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) runs=$2; shift 2 ;;
@@ -28,6 +32,7 @@ while [ $# -gt 0 ]; do
     --duration) duration=$2; shift 2 ;;
     --base-bin) base_bin=$(realpath "$2"); shift 2 ;;
     --proxy-bin) proxy_bin=$(realpath "$2"); shift 2 ;;
+    --cpuprofile) mkdir -p "$2"; profile=(--cpuprofile "$(realpath "$2")"); shift 2 ;;
     *) echo "bench/tracing.sh: unknown argument $1 (see the comment at the top)" >&2; exit 2 ;;
   esac
 done
@@ -76,6 +81,6 @@ if [ -n "$base_bin" ]; then bins="base=$base_bin,$bins"; fi
 
 before=$(accepted)
 bash bench/compare.sh --proxy-bins "$bins" --peers proxy-base --scenarios "$scenarios" --runs "$runs" \
-  --duration "$duration" --json "$tmp/out.json"
+  --duration "$duration" --json "$tmp/out.json" "${profile[@]}"
 spans=$(( $(accepted) - before ))
 python3 bench/tracing_summary.py "$tmp/out.json" "$duration" "$spans"
