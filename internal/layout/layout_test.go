@@ -14,12 +14,12 @@ import (
 
 // The limits STYLE.md sets (rule 11) and issue 23 made hard.
 const (
-	maxFileLines        = 400
-	maxFuncLines        = 60
-	maxFilesPerType     = 4
-	maxInboundFiles     = 16
-	module              = "github.com/mtlsproxy/payrails-mtls-proxy"
-	inboundPackage      = module + "/proxy"
+	maxFileLines    = 400
+	maxFuncLines    = 60
+	maxFilesPerType = 4
+	maxInboundFiles = 16
+	module          = "github.com/mtlsproxy/payrails-mtls-proxy"
+	inboundPackage  = module + "/proxy"
 )
 
 // source is one non-test Go file of the sidecar's module.

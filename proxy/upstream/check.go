@@ -42,9 +42,9 @@ type refusalVerdict struct {
 // refusal returns the upstream's refusal of g's certificate, or nil when
 // it accepts it or cannot be reached. A recent verdict is returned as it
 // is; otherwise a check is started as the client's background work (bg,
-// which Run owns: none when Run is not running) and waited for, at most
-// wait and as long as the request's context allows. The request's
-// goroutine never dials.
+// which Run owns) and waited for, at most wait and as long as the
+// request's context allows: a proxied request's goroutine never dials.
+// Without Run (a tool's RoundTrip) the caller makes the check itself.
 func (c *certCheck) refusal(ctx context.Context, g *generation, bg *background, authority string, wait time.Duration) *refusalVerdict {
 	c.mu.Lock()
 	if v := c.last; v != nil && time.Since(v.at) < checkTTL {
@@ -54,11 +54,14 @@ func (c *certCheck) refusal(ctx context.Context, g *generation, bg *background, 
 	done := c.running
 	if done == nil {
 		done = make(chan struct{})
+		c.running = done
 		if !bg.run(func(bctx context.Context) { c.run(bctx, g, authority, wait, done) }) {
 			c.mu.Unlock()
-			return nil // Run is not running: nothing may start work
+			c.run(ctx, g, authority, wait, done) // no loop: a tool, whose own goroutine may dial
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			return refusedVerdict(c.last)
 		}
-		c.running = done
 	}
 	c.mu.Unlock()
 	t := time.NewTimer(wait)

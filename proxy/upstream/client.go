@@ -282,7 +282,13 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 	}
-	return nil, c.about.explain(judge(err, req.Context().Err() != nil), err, serial)
+	var v verdict
+	if g != nil {
+		v, err = c.verdictOf(req.Context(), g, err)
+	} else {
+		v = judge(err, req.Context().Err() != nil)
+	}
+	return nil, c.about.explain(v, err, serial)
 }
 
 // CloseIdleConnections closes the idle connections of the certificate in
@@ -309,9 +315,20 @@ func (c *Client) Ready() error {
 // certificate, best first. Safe for concurrent use.
 func (c *Client) CertificateStatuses() []CertificateStatus { return c.sel.statuses() }
 
-// check explains a failure the verdict leaves ambiguous: whether the
-// server refuses g's certificate, learnt by a check Run owns, waited for
+// verdictOf judges err, a failed send through g. A failure the verdict
+// leaves ambiguous (a fresh connection that died unanswered: in TLS 1.3 a
+// refusal of the certificate can arrive as a broken pipe, its alert
+// unread) is explained by the certificate check: whether the server
+// refuses g's certificate, learnt on a connection of the check's own (a
+// check Run owns; a tool's, without Run, makes it in place), waited for
 // at most timeouts.tls_handshake.
-func (c *Client) check(ctx context.Context, g *generation) *refusalVerdict {
-	return g.check.refusal(ctx, g, &c.bg, c.authority, c.t.TLSHandshake)
+func (c *Client) verdictOf(ctx context.Context, g *generation, err error) (verdict, error) {
+	v := judge(err, ctx.Err() != nil)
+	if !v.ambiguous {
+		return v, err
+	}
+	if cr := g.check.refusal(ctx, g, &c.bg, c.authority, c.t.TLSHandshake); cr != nil {
+		return v.refusedBy(cr), &checkedRefusal{err: err, refusal: cr.err}
+	}
+	return v, err
 }

@@ -152,13 +152,7 @@ func (s *sending) once(g *generation, n int) (*http.Response, error) {
 // or the error the client gets.
 func (s *sending) afterFailure(g *generation, err error, n int, replayed bool) (wait time.Duration, replay bool, ferr *failure.Error) {
 	c, ctx := s.c, s.out.Context()
-	v := judge(err, ctx.Err() != nil)
-	if v.ambiguous {
-		if cr := c.check(ctx, g); cr != nil {
-			err = &checkedRefusal{err: err, refusal: cr.err}
-			v = v.refusedBy(cr)
-		}
-	}
+	v, err := c.verdictOf(ctx, g, err)
 	switch {
 	case v.refused:
 		if !mayReplay(s.r, replayed) || c.sel.failover(ctx, g, v.alert, c.selectionWait()) == nil {
