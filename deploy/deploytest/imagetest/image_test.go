@@ -140,9 +140,9 @@ func checkVersion(t *testing.T, p podman, name string, img imageInfo, fl flavour
 }
 
 // checkBuildInfo copies the binary out of the image and reads its build
-// information: built with -trimpath, CGO_ENABLED and -tags as scripts/build.sh
-// builds the flavour (the static default: cgo off, no tags; pkcs11: cgo on,
-// -tags pkcs11), by go.mod's toolchain.
+// information: built with -trimpath, the committed PGO profile, CGO_ENABLED
+// and -tags as scripts/build.sh builds the flavour (the static default: cgo
+// off, no tags; pkcs11: cgo on, -tags pkcs11), by go.mod's toolchain.
 func checkBuildInfo(t *testing.T, p podman, image string, fl flavour) {
 	t.Helper()
 	bin := p.copyOut(image, "/payrails-mtls-proxy")
@@ -154,7 +154,8 @@ func checkBuildInfo(t *testing.T, p podman, image string, fl flavour) {
 	for _, s := range info.Settings {
 		settings[s.Key] = s.Value
 	}
-	want := map[string]string{"CGO_ENABLED": fl.cgo, "-tags": fl.tags, "-trimpath": "true"}
+	// -pgo: the committed profile (cmd/payrails-mtls-proxy/default.pgo), as .ci/run checks of its own build.
+	want := map[string]string{"CGO_ENABLED": fl.cgo, "-tags": fl.tags, "-trimpath": "true", "-pgo": "default.pgo"}
 	for k, v := range want {
 		if settings[k] != v {
 			t.Errorf("build setting %s=%q, want %q (scripts/build.sh's %s flavour)", k, settings[k], v, fl.name)
@@ -163,7 +164,7 @@ func checkBuildInfo(t *testing.T, p podman, image string, fl flavour) {
 	if toolchain := repo.Toolchain(t); info.GoVersion != toolchain {
 		t.Errorf("built by %s, want go.mod's toolchain %s", info.GoVersion, toolchain)
 	}
-	t.Logf("build: %s, CGO_ENABLED=%s, -tags=%q", info.GoVersion, settings["CGO_ENABLED"], settings["-tags"])
+	t.Logf("build: %s, CGO_ENABLED=%s, -tags=%q, -pgo=%s", info.GoVersion, settings["CGO_ENABLED"], settings["-tags"], settings["-pgo"])
 }
 
 // checkHealthcheck compares the image's healthcheck (kept only in Docker
