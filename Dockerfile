@@ -5,7 +5,8 @@
 #     -v "$PWD/certs:/certs:ro" -e PAYRAILS_PROXY_UPSTREAM=https://api.acme.payrails.io payrails-mtls-proxy
 #
 # Without a registry (podman, offline): scripts/image.sh builds this file into
-# localhost/payrails-mtls-proxy:dev.
+# localhost/payrails-mtls-proxy:dev, and scripts/image.sh --pkcs11 its pkcs11 target into
+# localhost/payrails-mtls-proxy:dev-pkcs11.
 #
 # With a configuration file, mount it at /etc/payrails-mtls-proxy/config.yaml and run
 # `serve --config /etc/payrails-mtls-proxy/config.yaml` (or set PAYRAILS_PROXY_CONFIG).
@@ -16,10 +17,12 @@
 
 # The base images are build arguments whose defaults are the public images. GO_IMAGE
 # carries the release toolchain that go.mod pins (toolchain go1.27.3; scripts/build.sh sets
-# GOTOOLCHAIN to it, so another Go would fetch it first). Without a registry,
-# scripts/image.sh makes local equivalents of both and passes them in.
+# GOTOOLCHAIN to it, so another Go would fetch it first; like the golang images, it must have
+# gcc and libc6-dev for the pkcs11 target's cgo). CC_BASE_IMAGE is the pkcs11 target's glibc
+# base. Without a registry, scripts/image.sh makes local equivalents and passes them in.
 ARG GO_IMAGE=golang:1.27.3-bookworm
 ARG BASE_IMAGE=gcr.io/distroless/static-debian12:nonroot
+ARG CC_BASE_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
 # The build runs on the builder's own platform and cross-compiles (no emulation):
 # TARGETOS/TARGETARCH come from `docker buildx build --platform ...`.
@@ -51,7 +54,7 @@ COPY . .
 ARG VERSION=dev
 RUN OUT=/out/payrails-mtls-proxy bash scripts/build.sh --pkcs11 "$VERSION"
 
-FROM gcr.io/distroless/cc-debian12:nonroot AS pkcs11
+FROM ${CC_BASE_IMAGE} AS pkcs11
 ARG VERSION=dev
 LABEL org.opencontainers.image.title="payrails-mtls-proxy" \
       org.opencontainers.image.description="Sidecar: plain HTTP in, Payrails API out over mutual TLS; the client key may stay in a PKCS#11 token (HSM)" \

@@ -44,9 +44,14 @@ func acquireModule(path string) (m *module, fresh bool, err error) {
 	}
 	ctx := pkcs11.New(path)
 	if ctx == nil {
-		return nil, false, fmt.Errorf("%w: %s does not load as a PKCS#11 library (missing, not a shared library, or built "+
-			"for another architecture or libc); give module-path= the vendor's library, such as "+
-			"/usr/lib/softhsm/libsofthsm2.so", errModuleLoad, path)
+		why := whyNoLoad(path)
+		if why == "" {
+			why = "missing, not a shared library, or built for another architecture or libc"
+		}
+		return nil, false, fmt.Errorf("%w: %s does not load as a PKCS#11 library: %s; give module-path= the vendor's "+
+			"library (such as /usr/lib/softhsm/libsofthsm2.so) built for this machine's architecture and glibc, with the "+
+			"libraries it needs installed (the -pkcs11 image has Debian 12's glibc, libstdc++ and OpenSSL 3: copy others "+
+			"into an image built FROM it)", errModuleLoad, path, why)
 	}
 	if err := ctx.Initialize(); err != nil && !isCode(err, pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED) {
 		ctx.Destroy()

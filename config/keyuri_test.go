@@ -160,7 +160,8 @@ func TestKeyURIConfig(t *testing.T) {
 		y := up(", cert_dir: " + dir + ", key_uri: 'pkcs11:token=t?module-path=" + dir + "/nolib.so&pin-source=file:" + dir + "/nopin'")
 		_, err := Parse([]byte(y), writeFile(t, dir, "proxy.yaml", y), nil, Overrides{}, true)
 		e := findError(t, err, "upstreams[0].key_uri")
-		contains(t, "reason", err.Error(), "nolib.so\" does not exist", "nopin\" does not exist")
+		contains(t, "reason", err.Error(), "nolib.so\": no PKCS#11 library there", "-v /host/path/lib.so:"+dir+"/nolib.so:ro",
+			"FROM", "fix module-path", "nopin\" does not exist")
 		_ = e
 	})
 }

@@ -49,6 +49,24 @@ func (b *values) file(s setting) string {
 	return p
 }
 
+// module resolves s, key_uri's module-path, and, when checking files,
+// requires a file there like file, saying where a missing library comes
+// from: the -pkcs11 image carries none (docs/deployment.md).
+func (b *values) module(s setting) string {
+	p := b.resolve(s)
+	if p == "" || !b.checkFiles {
+		return p
+	}
+	if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
+		b.addCause(s.at, err, "module-path %q: no PKCS#11 library there; install the HSM vendor's library at that path "+
+			"(SoftHSM2: apt-get install softhsm2) or fix module-path. In a container, the -pkcs11 image has no library "+
+			"of its own: mount it read-only (-v /host/path/lib.so:%s:ro) or build an image FROM it that copies the "+
+			"library in (docs/deployment.md)", p, p)
+		return p
+	}
+	return b.file(s)
+}
+
 // dir resolves s and, when checking files, requires a directory there.
 func (b *values) dir(s setting) string {
 	p := b.resolve(s)

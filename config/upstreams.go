@@ -310,7 +310,7 @@ func (b *builder) tokenSource(ru *rawUpstream, u *Upstream) {
 		b.file(setting{value: k.PINFile, set: true, at: at})
 	}
 	if k.ModulePath != "" {
-		b.file(setting{value: k.ModulePath, set: true, at: s.at})
+		b.module(setting{value: k.ModulePath, set: true, at: s.at})
 	}
 	u.KeyURI = k
 	if validName(u.Name) {

@@ -217,8 +217,17 @@ func TestDeployDockerfilePKCS11(t *testing.T) {
 	if !strings.Contains(build["RUN"], "scripts/build.sh --pkcs11") || strings.Contains(build["FROM"], "BUILDPLATFORM") {
 		t.Errorf("build-pkcs11: FROM %q, RUN %q; want a native build with scripts/build.sh --pkcs11", build["FROM"], build["RUN"])
 	}
-	if strings.Contains(final["FROM"], "static") || !strings.Contains(final["FROM"], "nonroot") {
-		t.Errorf("pkcs11 stage FROM %q: want a glibc base, non-root", final["FROM"])
+	// Its base is a build argument (CC_BASE_IMAGE) whose default is the public
+	// distroless/cc: glibc, libstdc++ and OpenSSL, which vendors' libraries need.
+	from := ""
+	for _, s := range ins.Stages() {
+		if strings.HasSuffix(s, " AS pkcs11") {
+			from = s
+		}
+	}
+	if !strings.HasPrefix(from, "gcr.io/distroless/cc-debian12:nonroot ") || !strings.Contains(final["FROM"], "${CC_BASE_IMAGE}") {
+		t.Errorf("pkcs11 stage FROM %q (%q with the build arguments' defaults): want ${CC_BASE_IMAGE}, default gcr.io/distroless/cc-debian12:nonroot, a glibc base, non-root",
+			final["FROM"], from)
 	}
 	for cmd, want := range map[string]string{"USER": "nonroot", "HEALTHCHECK": `"health"`, "ENTRYPOINT": `["/payrails-mtls-proxy"]`,
 		"COPY": "--from=build-pkcs11"} {

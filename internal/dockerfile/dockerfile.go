@@ -91,6 +91,31 @@ func (f File) pairs(cmd string, args map[string]string) map[string]string {
 	return out
 }
 
+// Stage returns the instructions of the stage named name (`FROM image AS
+// name`, case-insensitive), without its FROM, or nil if there is none; ""
+// names the final stage. Last, Env and Labels of the result read that
+// stage: the image `docker build --target name` makes.
+func (f File) Stage(name string) File {
+	if name == "" {
+		return f.finalStage()
+	}
+	for i, ins := range f {
+		if ins.Cmd != "FROM" {
+			continue
+		}
+		fields := strings.Fields(ins.Args)
+		if n := len(fields); n < 3 || !strings.EqualFold(fields[n-2], "AS") || !strings.EqualFold(fields[n-1], name) {
+			continue
+		}
+		end := i + 1
+		for end < len(f) && f[end].Cmd != "FROM" {
+			end++
+		}
+		return f[i+1 : end]
+	}
+	return nil
+}
+
 // finalStage returns the instructions after the last FROM.
 func (f File) finalStage() File {
 	for i := len(f) - 1; i >= 0; i-- {

@@ -41,6 +41,18 @@ func TestParse(t *testing.T) {
 	if argv, ok := ExecForm(f.Last("ENTRYPOINT")); !ok || !reflect.DeepEqual(argv, []string{"/bin"}) {
 		t.Errorf("ENTRYPOINT = %q, %v", argv, ok)
 	}
+	if got, want := f.Stage("build").Env(), map[string]string{"BUILD_ONLY": "1"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("Stage(build).Env = %q, want %q", got, want)
+	}
+	if got := f.Stage("build").Last("USER"); got != "" {
+		t.Errorf("Stage(build).Last(USER) = %q, want none (the final stage's is not the build stage's)", got)
+	}
+	if got := f.Stage("").Last("USER"); got != "nonroot:nonroot" {
+		t.Errorf("Stage(\"\").Last(USER) = %q, want the final stage's", got)
+	}
+	if got := f.Stage("missing"); got != nil {
+		t.Errorf("Stage(missing) = %q, want nil", got)
+	}
 	if _, ok := ExecForm("echo shell form"); ok {
 		t.Error("the shell form decoded as exec form")
 	}

@@ -113,28 +113,20 @@ func (g *generation) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 	}
 	req = nonReplayable(req, g.h2.Load())
-	var began, reused atomic.Bool // a byte of the answer came (set on the Transport's reading goroutine); the connection was not new
-	var conn atomic.Pointer[alertConn]
-	trace := &httptrace.ClientTrace{GotFirstResponseByte: func() { began.Store(true) }}
-	trace.GotConn = func(ci httptrace.GotConnInfo) {
-		reused.Store(ci.Reused)
-		if ac, ok := ci.Conn.(*alertConn); ok {
-			conn.Store(ac)
-		}
-	}
-	req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
+	seen := newSighting()
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), &seen.trace))
 	resp, err := g.tr.RoundTrip(req)
 	switch {
 	case err != nil:
 		g.release()
-		if ac := conn.Load(); ac != nil {
+		if ac := seen.conn.Load(); ac != nil {
 			err = ac.explain(err)
 		}
-		if !began.Load() && deadConnection(err) {
+		if !seen.began.Load() && deadConnection(err) {
 			// As the fast path says it: no answer began, so the request
 			// may be sent again (policy.go). A connection that broke in the
 			// middle of the headers is not one of these (issue 17).
-			err = &h1.NoResponseError{Err: err, Fresh: !reused.Load()}
+			err = &h1.NoResponseError{Err: err, Fresh: !seen.reused.Load()}
 		}
 		return nil, err
 	case resp.StatusCode == http.StatusSwitchingProtocols && req.Header.Get("Upgrade") == "":
@@ -150,6 +142,27 @@ func (g *generation) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp.Body = &releasingBody{ReadCloser: resp.Body, g: g}
 	return resp, nil
+}
+
+// sighting is what the Transport lets one request see of its send, in one
+// allocation with its trace (the hooks run on the Transport's goroutines).
+type sighting struct {
+	began  atomic.Bool // a byte of the answer came
+	reused atomic.Bool // the connection was not new
+	conn   atomic.Pointer[alertConn]
+	trace  httptrace.ClientTrace
+}
+
+func newSighting() *sighting {
+	s := &sighting{}
+	s.trace.GotFirstResponseByte = func() { s.began.Store(true) }
+	s.trace.GotConn = func(ci httptrace.GotConnInfo) {
+		s.reused.Store(ci.Reused)
+		if ac, ok := ci.Conn.(*alertConn); ok {
+			s.conn.Store(ac)
+		}
+	}
+	return s
 }
 
 // nonReplayable returns req as net/http's Transport must see it: a request
@@ -256,12 +269,22 @@ type alertConn struct {
 
 func (c *alertConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
-	if err != nil && c.alert.Load() == nil {
-		if _, _, ok := answer.ServerAlert(err); ok {
-			c.alert.CompareAndSwap(nil, &err)
-		}
+	if err != nil {
+		c.note(err)
 	}
 	return n, err
+}
+
+// note keeps err when it is the server's alert. Apart from Read, so that
+// Read's own err never escapes: it would cost an allocation per read
+// (two per request over HTTP/2).
+func (c *alertConn) note(err error) {
+	if c.alert.Load() != nil {
+		return
+	}
+	if _, _, ok := answer.ServerAlert(err); ok {
+		c.alert.CompareAndSwap(nil, &err)
+	}
 }
 
 // explain returns err, joined with the server's alert when the server sent

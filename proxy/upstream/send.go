@@ -55,7 +55,7 @@ func (c *Client) Send(out *http.Request) (*http.Response, Result, *failure.Error
 		r.kept = true
 		defer kept.release() // every send's reader holds the buffer of its own
 	}
-	s := &sending{c: c, out: out, r: r, kept: kept, res: &res, tr: tracing.Tracer(out.Context())}
+	s := &sending{c: c, out: out, r: r, kept: kept, res: res, tr: tracing.Tracer(out.Context())}
 	var resp *http.Response
 	var ferr *failure.Error
 	if c.tokens != nil && c.tokens.wants(out) {
@@ -63,7 +63,7 @@ func (c *Client) Send(out *http.Request) (*http.Response, Result, *failure.Error
 	} else {
 		resp, ferr = s.attempts()
 	}
-	return resp, res, ferr
+	return resp, s.res, ferr
 }
 
 // clientBodyError is the client's body failing while it was kept.
@@ -78,7 +78,7 @@ type sending struct {
 	out  *http.Request
 	r    request
 	kept *keptBody
-	res  *Result
+	res  Result       // what Send returns of this request
 	tr   trace.Tracer // makes the request's child spans; nil when its span is not recording (trace.go)
 }
 

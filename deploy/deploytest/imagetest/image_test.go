@@ -1,21 +1,18 @@
 package imagetest
 
 import (
+	"debug/buildinfo"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/url"
 	"os"
-	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/mtlsproxy/payrails-mtls-proxy/certs/pki"
 	"github.com/mtlsproxy/payrails-mtls-proxy/deploy/deploytest/internal/repo"
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/dockerfile"
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/poll"
@@ -25,17 +22,59 @@ import (
 // maxImageSize is issue 25's bound on the image.
 const maxImageSize = 30_000_000
 
+// maxPKCS11ImageSize bounds the -pkcs11 image: its glibc base is about
+// 24 MB (as distroless/cc-debian12: glibc with its gconv modules, OpenSSL's
+// libcrypto, libstdc++), the cgo binary about 19 MB.
+const maxPKCS11ImageSize = 50_000_000
+
 // nonroot is the image's user, distroless' nonroot.
 const nonroot = 65532
 
-// TestImageConfiguration: the image's entry point, command, user,
-// healthcheck, environment, stop signal, volume and labels are the
-// Dockerfile's, and it is under 30 MB.
-func TestImageConfiguration(t *testing.T) {
-	p := newPodman(t)
-	img := p.inspectImage(p.image(envImage, defaultImage))
-	f := dockerfile.Parse(repo.Read(t, "Dockerfile"))
+// flavour is one image the Dockerfile makes.
+type flavour struct {
+	name         string
+	stage        string // the Dockerfile's target; "" for the final stage
+	env, image   string // the variable naming the image under test, and its default
+	labelSuffix  string // what org.opencontainers.image.version adds to the VERSION build argument
+	versionFlavs string // what `version` adds after GOOS/GOARCH ("" or ", pkcs11")
+	cgo, tags    string // the binary's build settings CGO_ENABLED and -tags (scripts/build.sh)
+	maxSize      int64
+}
 
+// flavours are the default image and the -pkcs11 one (scripts/image.sh
+// --pkcs11: the Dockerfile's pkcs11 target).
+var flavours = []flavour{
+	{name: "default", env: envImage, image: defaultImage, cgo: "0", maxSize: maxImageSize},
+	{name: "pkcs11", stage: "pkcs11", env: envPKCS11Image, image: defaultPKCS11Image,
+		labelSuffix: "-pkcs11", versionFlavs: ", pkcs11", cgo: "1", tags: "pkcs11", maxSize: maxPKCS11ImageSize},
+}
+
+// TestImageConfiguration, for each flavour: the image's entry point,
+// command, user, healthcheck, environment, stop signal, volume and labels are
+// its Dockerfile stage's, it is under its size bound, `version` prints the
+// version of its label and names the flavour, and the binary's build
+// information is scripts/build.sh's for the flavour.
+func TestImageConfiguration(t *testing.T) {
+	for _, fl := range flavours {
+		t.Run(fl.name, func(t *testing.T) {
+			p := newPodman(t)
+			name := p.image(fl.env, fl.image)
+			stage := dockerfile.Parse(repo.Read(t, "Dockerfile")).Stage(fl.stage)
+			if stage == nil {
+				t.Fatalf("the Dockerfile has no stage %q", fl.stage)
+			}
+			img := p.inspectImage(name)
+			checkConfiguration(t, img, stage, fl)
+			checkVersion(t, p, name, img, fl)
+			checkBuildInfo(t, p, name, fl)
+		})
+	}
+}
+
+// checkConfiguration compares an image's configuration with its Dockerfile
+// stage.
+func checkConfiguration(t *testing.T, img imageInfo, f dockerfile.File, fl flavour) {
+	t.Helper()
 	for _, c := range []struct {
 		cmd string
 		got []string
@@ -64,8 +103,10 @@ func TestImageConfiguration(t *testing.T) {
 			t.Errorf("ENV %s is %q, the Dockerfile says %q", k, env[k], v)
 		}
 	}
-	// The version label is the build's VERSION argument; the rest is fixed text.
-	labels := f.Labels(map[string]string{"VERSION": img.Config.Labels["org.opencontainers.image.version"]})
+	// The version label is the build's VERSION argument (with the flavour's
+	// suffix); the rest is fixed text.
+	version := strings.TrimSuffix(img.Config.Labels[versionLabel], fl.labelSuffix)
+	labels := f.Labels(map[string]string{"VERSION": version})
 	if len(labels) == 0 {
 		t.Error("the Dockerfile has no LABEL; has its format changed?")
 	}
@@ -75,10 +116,55 @@ func TestImageConfiguration(t *testing.T) {
 		}
 	}
 	checkHealthcheck(t, img, f.Last("HEALTHCHECK"))
-	if img.Size <= 0 || img.Size >= maxImageSize {
-		t.Errorf("the image is %d bytes, want under %d", img.Size, maxImageSize)
+	if img.Size <= 0 || img.Size >= fl.maxSize {
+		t.Errorf("the image is %d bytes, want under %d", img.Size, fl.maxSize)
 	}
 	t.Logf("image: %.1f MB, labels %v", float64(img.Size)/1e6, img.Config.Labels)
+}
+
+const versionLabel = "org.opencontainers.image.version"
+
+// checkVersion runs `version` in the image: it prints the version its label
+// carries and names the flavour ("payrails-mtls-proxy V (go1.27.3,
+// linux/amd64, pkcs11)").
+func checkVersion(t *testing.T, p podman, name string, img imageInfo, fl flavour) {
+	t.Helper()
+	out := strings.TrimSpace(p.must("run", "--rm", "--no-healthcheck", "--network", "none", "--read-only", "--cap-drop", "ALL", name, "version"))
+	version := strings.TrimSuffix(img.Config.Labels[versionLabel], fl.labelSuffix)
+	if !strings.HasPrefix(out, "payrails-mtls-proxy "+version+" (") || !strings.HasSuffix(out, fl.versionFlavs+")") ||
+		fl.versionFlavs == "" && strings.Contains(out, "pkcs11") {
+		t.Errorf("version printed %q; want payrails-mtls-proxy %s (..%s), as the label %s=%q says",
+			out, version, fl.versionFlavs, versionLabel, img.Config.Labels[versionLabel])
+	}
+	t.Logf("version: %s", out)
+}
+
+// checkBuildInfo copies the binary out of the image and reads its build
+// information: built with -trimpath, the committed PGO profile, CGO_ENABLED
+// and -tags as scripts/build.sh builds the flavour (the static default: cgo
+// off, no tags; pkcs11: cgo on, -tags pkcs11), by go.mod's toolchain.
+func checkBuildInfo(t *testing.T, p podman, image string, fl flavour) {
+	t.Helper()
+	bin := p.copyOut(image, "/payrails-mtls-proxy")
+	info, err := buildinfo.ReadFile(bin)
+	if err != nil {
+		t.Fatalf("reading the build information of %s's /payrails-mtls-proxy: %v", image, err)
+	}
+	settings := map[string]string{}
+	for _, s := range info.Settings {
+		settings[s.Key] = s.Value
+	}
+	// -pgo: the committed profile (cmd/payrails-mtls-proxy/default.pgo), as .ci/run checks of its own build.
+	want := map[string]string{"CGO_ENABLED": fl.cgo, "-tags": fl.tags, "-trimpath": "true", "-pgo": "default.pgo"}
+	for k, v := range want {
+		if settings[k] != v {
+			t.Errorf("build setting %s=%q, want %q (scripts/build.sh's %s flavour)", k, settings[k], v, fl.name)
+		}
+	}
+	if toolchain := repo.Toolchain(t); info.GoVersion != toolchain {
+		t.Errorf("built by %s, want go.mod's toolchain %s", info.GoVersion, toolchain)
+	}
+	t.Logf("build: %s, CGO_ENABLED=%s, -tags=%q, -pgo=%s", info.GoVersion, settings["CGO_ENABLED"], settings["-tags"], settings["-pgo"])
 }
 
 // checkHealthcheck compares the image's healthcheck (kept only in Docker
@@ -133,47 +219,9 @@ func TestImageRunsAsDocumented(t *testing.T) {
 	appImage := p.image(envAppImage, defaultAppImage)
 	proxySvc, appSvc := readCompose(t)
 	w := newWorld(t, proxySvc)
-
-	// The compose file's settings, with the test's upstream address, CA and
-	// ports. The admin port differs from the image's 9090, so the healthcheck
-	// passes only if `health` follows PAYRAILS_PROXY_ADMIN_LISTEN (issue 25).
-	env := map[string]string{}
-	for k, v := range proxySvc.Environment {
-		env[k] = v
-	}
-	env["PAYRAILS_PROXY_LISTEN"] = withPort(t, proxySvc.Environment["PAYRAILS_PROXY_LISTEN"], w.proxyPort)
-	env["PAYRAILS_PROXY_ADMIN_LISTEN"] = withPort(t, proxySvc.Environment["PAYRAILS_PROXY_ADMIN_LISTEN"], w.adminPort)
-	env["PAYRAILS_PROXY_ADDRESS"] = w.api.Addr // dial the stand-in; TLS name and Host stay the file's upstream
-	env["PAYRAILS_PROXY_CA_FILE"] = "/ca/ca.pem"
+	w.addFilePair(t)
 	name := fmt.Sprintf("payrails-imagetest-%d", os.Getpid())
-	p.remove(name)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("logs of %s:\n%s", name, p.logs(name))
-		}
-		p.remove(name)
-	})
-	args := append([]string{"run", "--detach", "--name", name, "--network", "host"},
-		proxySvc.runFlags(t, env, map[string]string{"./certs": w.certDir})...)
-	args = append(args, "--volume", w.caDir+":/ca:ro", image)
-	p.must(append(args, proxySvc.Command...)...)
-
-	start := time.Now()
-	var lastErr error
-	t.Cleanup(func() {
-		if t.Failed() && lastErr != nil {
-			t.Logf("the last healthcheck: %v", lastErr)
-		}
-	})
-	poll.Until(t, "podman healthcheck run "+name+" to pass", 60*time.Second, func() bool {
-		_, lastErr = p.run("healthcheck", "run", name)
-		return lastErr == nil
-	})
-	t.Logf("healthy %v after start", time.Since(start).Round(time.Millisecond))
-	c := p.inspect(name)
-	if st := c.healthStatus(); st != "healthy" {
-		t.Errorf("health status %q, want healthy", st)
-	}
+	c := w.startProxy(t, p, name, image, proxySvc, w.env(t, proxySvc, nil))
 	checkProcess(t, c)
 
 	t.Run("request carries the client certificate", func(t *testing.T) {
@@ -283,153 +331,5 @@ func checkProcess(t *testing.T, c containerInfo) {
 		if !ro[m] {
 			t.Errorf("%s is not mounted read-only in the container", m)
 		}
-	}
-}
-
-// world is the test's side: the certificate folder the container mounts,
-// the CA, the stand-in API, and the ports.
-type world struct {
-	ca               *pki.CA
-	api              *standin.Server
-	apiHost          string // the compose file's upstream host
-	certDir, caDir   string
-	proxyPort        string
-	adminPort        string
-	serialA, serialB string
-}
-
-func newWorld(t *testing.T, proxySvc composeService) *world {
-	t.Helper()
-	u, err := url.Parse(proxySvc.Environment["PAYRAILS_PROXY_UPSTREAM"])
-	if err != nil || u.Hostname() == "" {
-		t.Fatalf("%s: PAYRAILS_PROXY_UPSTREAM %q is not a URL: %v", composeFile, proxySvc.Environment["PAYRAILS_PROXY_UPSTREAM"], err)
-	}
-	w := &world{apiHost: u.Hostname(), proxyPort: freePort(t), adminPort: freePort(t)}
-	if w.ca, err = pki.NewCA("imagetest CA"); err != nil {
-		t.Fatal(err)
-	}
-	server, err := w.ca.Issue(pki.LeafOptions{CommonName: w.apiHost, DNSNames: []string{w.apiHost}, Server: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if w.api, err = standin.Start(standin.Options{Certificate: server.TLS(), ClientCAs: w.ca.Pool()}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { w.api.Close() })
-
-	dir := t.TempDir()
-	w.certDir, w.caDir = filepath.Join(dir, "certs"), filepath.Join(dir, "ca")
-	for _, d := range []string{w.certDir, w.caDir} {
-		if err := os.Mkdir(d, 0o700); err != nil {
-			t.Fatal(err)
-		}
-	}
-	writeFor(t, filepath.Join(w.caDir, "ca.pem"), w.ca.CertPEM)
-	chownNonroot(t, w.caDir)
-	a := w.issueClient(t, time.Now().Add(-time.Hour))
-	writeFor(t, filepath.Join(w.certDir, "domain.pem"), a.CertPEM)
-	writeFor(t, filepath.Join(w.certDir, "domain.key"), a.KeyPEM)
-	chownNonroot(t, w.certDir)
-	w.serialA = serial(a)
-	return w
-}
-
-func (w *world) issueClient(t *testing.T, notBefore time.Time) *pki.Leaf {
-	t.Helper()
-	l, err := w.ca.Issue(pki.LeafOptions{CommonName: w.apiHost, Client: true, NotBefore: notBefore, KeyType: pki.KeyECDSA})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
-
-// dropNewerCertificate puts a second certificate (newer, so chosen) into the
-// mounted folder the way an operator does: files written elsewhere, then
-// moved in. It returns when the last file is in place.
-func (w *world) dropNewerCertificate(t *testing.T) time.Time {
-	t.Helper()
-	b := w.issueClient(t, time.Now().Add(-time.Minute))
-	w.serialB = serial(b)
-	stage := t.TempDir()
-	for name, data := range map[string][]byte{"domain-2026.key": b.KeyPEM, "domain-2026.pem": b.CertPEM} {
-		tmp := filepath.Join(stage, name)
-		writeFor(t, tmp, data)
-		if err := os.Rename(tmp, filepath.Join(w.certDir, name)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return time.Now()
-}
-
-// client is an HTTP client using the proxy as HTTP_PROXY, as the docs'
-// services do.
-func (w *world) client() *http.Client {
-	proxyURL := &url.URL{Scheme: "http", Host: net.JoinHostPort("127.0.0.1", w.proxyPort)}
-	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(proxyURL), DisableKeepAlives: true}}
-}
-
-// serialThroughProxy sends one request through the proxy and returns the
-// client certificate serial the stand-in saw.
-func (w *world) serialThroughProxy(t *testing.T) string {
-	t.Helper()
-	resp, err := w.client().Get("http://" + w.apiHost + "/merchant/payments")
-	if err != nil {
-		t.Fatalf("GET through the proxy: %v", err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	var e standin.Echo
-	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &e) != nil {
-		t.Fatalf("GET through the proxy: %s: %s", resp.Status, body)
-	}
-	return e.Client.Serial
-}
-
-func serial(l *pki.Leaf) string { return fmt.Sprintf("%X", l.Cert.SerialNumber.Bytes()) }
-
-// freePort returns a loopback port nothing listens on now.
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	return port
-}
-
-// writeFor writes a file for the container's user: mode 0600 when the test
-// can give it to uid 65532 (as root, as the docs say: chown -R 65532), else
-// 0644 (rootless podman maps the caller to root inside, and the proxy then
-// warns that the key is readable by others).
-func writeFor(t *testing.T, path string, data []byte) {
-	t.Helper()
-	mode := os.FileMode(0o600)
-	if os.Geteuid() != 0 {
-		mode = 0o644
-	}
-	if err := os.WriteFile(path, data, mode); err != nil {
-		t.Fatal(err)
-	}
-	if os.Geteuid() == 0 {
-		if err := os.Chown(path, nonroot, nonroot); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-// chownNonroot gives a folder to the container's user (as root), or opens
-// it for reading (otherwise).
-func chownNonroot(t *testing.T, dir string) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		if err := os.Chown(dir, nonroot, nonroot); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
 	}
 }

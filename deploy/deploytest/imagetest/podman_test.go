@@ -3,9 +3,11 @@ package imagetest
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,13 +15,15 @@ import (
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/interop"
 )
 
-// The image under test and the application image of the sidecar test:
-// what scripts/image.sh builds and makes (--bases local).
+// The images under test and the application image of the sidecar test:
+// what scripts/image.sh (and --pkcs11) builds and makes (--bases local).
 const (
-	envImage        = "PAYRAILS_PROXY_IMAGE"
-	defaultImage    = "localhost/payrails-mtls-proxy:dev"
-	envAppImage     = "PAYRAILS_PROXY_APP_IMAGE"
-	defaultAppImage = "localhost/payrails-mtls-proxy-base/debian:bookworm" // has sh and curl
+	envImage           = "PAYRAILS_PROXY_IMAGE"
+	defaultImage       = "localhost/payrails-mtls-proxy:dev"
+	envPKCS11Image     = "PAYRAILS_PROXY_PKCS11_IMAGE"
+	defaultPKCS11Image = "localhost/payrails-mtls-proxy:dev-pkcs11" // scripts/image.sh --pkcs11
+	envAppImage        = "PAYRAILS_PROXY_APP_IMAGE"
+	defaultAppImage    = "localhost/payrails-mtls-proxy-base/debian:bookworm" // has sh and curl
 )
 
 // podman runs podman commands for one test.
@@ -50,6 +54,24 @@ func (p podman) run(args ...string) (string, error) {
 	return string(out), nil
 }
 
+// runExit runs podman with args to the end and returns its output
+// (standard output and error) and exit code; a podman that cannot run fails
+// the test.
+func (p podman) runExit(args ...string) (string, int) {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, p.bin, args...).CombinedOutput()
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
+		p.t.Fatalf("podman %s: %v", strings.Join(args, " "), err)
+	}
+	if exit != nil {
+		return string(out), exit.ExitCode()
+	}
+	return string(out), 0
+}
+
 // must is run that fails the test on an error.
 func (p podman) must(args ...string) string {
 	p.t.Helper()
@@ -62,7 +84,7 @@ func (p podman) must(args ...string) string {
 
 // image returns the name of an image in podman's storage (env, else def),
 // or skips (fails under PAYRAILS_PROXY_REQUIRE_INTEROP=1) when it is not
-// there, saying how to build it.
+// there, saying how to build it (scripts/image.sh makes each default).
 func (p podman) image(env, def string) string {
 	p.t.Helper()
 	name := def
@@ -70,7 +92,11 @@ func (p podman) image(env, def string) string {
 		name = v
 	}
 	if _, err := p.run("image", "exists", name); err != nil {
-		msg := fmt.Sprintf("image %s is not in podman's storage; build it with scripts/image.sh (or set %s)", name, env)
+		build := "scripts/image.sh"
+		if def == defaultPKCS11Image {
+			build += " --pkcs11"
+		}
+		msg := fmt.Sprintf("image %s is not in podman's storage; build it with %s (or set %s)", name, build, env)
 		if interop.Required() {
 			p.t.Fatalf("%s (%s=1)", msg, interop.EnvRequire)
 		}
@@ -147,6 +173,17 @@ func (p podman) logs(name string) string {
 		return fmt.Sprintf("(podman logs %s: %v)", name, err)
 	}
 	return string(out)
+}
+
+// copyOut copies the file path out of image into the test's temp dir and
+// returns where it is.
+func (p podman) copyOut(image, path string) string {
+	p.t.Helper()
+	name := strings.TrimSpace(p.must("create", image))
+	defer p.remove(name)
+	dst := filepath.Join(p.t.TempDir(), filepath.Base(path))
+	p.must("cp", name+":"+path, dst)
+	return dst
 }
 
 // remove removes a container, whatever its state.

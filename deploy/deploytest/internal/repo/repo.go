@@ -5,6 +5,7 @@ package repo
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -40,6 +41,19 @@ func Read(t testing.TB, rel string) []byte {
 		t.Fatal(err)
 	}
 	return data
+}
+
+// Toolchain returns the sidecar's go.mod toolchain line ("go1.27.3"): the
+// Go that scripts/build.sh and the images build with.
+func Toolchain(t testing.TB) string {
+	t.Helper()
+	for line := range strings.Lines(string(Read(t, "go.mod"))) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "toolchain "); ok {
+			return v
+		}
+	}
+	t.Fatal("go.mod has no toolchain line (toolchain goX.Y.Z)")
+	return ""
 }
 
 func isFile(p string) bool {
