@@ -63,6 +63,9 @@ func (l *Listener) acquire() error {
 	for l.open >= l.max {
 		if victim := l.oldestIdleLocked(); victim != nil {
 			delete(l.idle, victim)
+			if !victim.state.CompareAndSwap(stateIdle, stateShed) {
+				continue // its next request's bytes came in: busy (see conn.Read)
+			}
 			l.mu.Unlock()
 			victim.Close() // frees its slot (release)
 			if l.onShed != nil {
@@ -115,9 +118,10 @@ func (l *Listener) signal() {
 // every state change of the server's connections. Only an idle keep-alive
 // connection (http.StateIdle) may be closed to make room: a new one may be
 // a probe whose request is on its way, and an active one carries a
-// request. The state and the choice of a connection to close are
-// serialised, so a connection whose next request the server has begun to
-// handle is never chosen.
+// request. net/http says StateActive only after reading the next request's
+// first bytes; the connection's own Read marks it busy as those bytes
+// arrive, and a connection is closed only by winning that race (state), so
+// one whose next request the server has read is never chosen.
 func (l *Listener) ConnState(nc net.Conn, st http.ConnState) {
 	c, ok := nc.(*conn)
 	if !ok {
@@ -126,8 +130,10 @@ func (l *Listener) ConnState(nc net.Conn, st http.ConnState) {
 	l.mu.Lock()
 	if st == http.StateIdle && !c.closed.Load() {
 		l.idle[c] = time.Now()
+		c.state.CompareAndSwap(stateBusy, stateIdle)
 	} else {
 		delete(l.idle, c)
+		c.state.CompareAndSwap(stateIdle, stateBusy)
 	}
 	l.mu.Unlock()
 	if st == http.StateIdle {
@@ -150,7 +156,29 @@ func (l *Listener) Close() error {
 type conn struct {
 	net.Conn
 	l      *Listener
-	closed atomic.Bool // set before the slot is freed (see ConnState)
+	closed atomic.Bool  // set before the slot is freed (see ConnState)
+	state  atomic.Int32 // stateBusy, stateIdle or stateShed
+}
+
+// A connection's state: busy (new, or carrying a request), idle between
+// requests, or chosen to be closed to make room. Only idle → shed closes.
+const (
+	stateBusy int32 = iota
+	stateIdle
+	stateShed
+)
+
+// Read marks an idle connection busy as its next request's bytes arrive,
+// before the server sees them. When acquire has already chosen it, the
+// bytes are dropped unread, as the close it is being given would have
+// dropped them: the server never handles a request on a connection it is
+// closing.
+func (c *conn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 && c.state.Load() != stateBusy && !c.state.CompareAndSwap(stateIdle, stateBusy) {
+		return 0, net.ErrClosed
+	}
+	return n, err
 }
 
 func (c *conn) Close() error {

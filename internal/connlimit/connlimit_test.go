@@ -140,3 +140,76 @@ func TestCloseWhileWaiting(t *testing.T) {
 		t.Fatal("Accept still waits after Close")
 	}
 }
+
+// TestReadRequestNeverShed: net/http tells an idle connection's next
+// request (StateActive) only after it has read its first bytes. A
+// connection whose bytes the server has read is carrying a request, and is
+// never closed to make room in that gap: the request would be handled
+// (sent to the API) while its client saw the connection drop, and a client
+// that sends it again would have it handled twice. Here the server's read
+// and the next Accept are made one after the other, by hand.
+func TestReadRequestNeverShed(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := connlimit.New(ln, 1, nil)
+	defer cl.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	served, err := cl.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer served.Close()
+	cl.ConnState(served, http.StateIdle) // a keep-alive connection between requests
+	if _, err := io.WriteString(client, "GET /next HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	served.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := served.Read(buf); n == 0 {
+		t.Fatalf("the server read nothing of the next request: %v", err)
+	}
+	// The server has the request; it has not said StateActive yet. A new
+	// connection arrives at the cap.
+	second, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := cl.Accept()
+		if err != nil {
+			c = nil
+		}
+		accepted <- c
+	}()
+	// The served connection must stay usable: its answer reaches the client.
+	select {
+	case c := <-accepted:
+		if c != nil {
+			c.Close()
+		}
+		t.Fatal("a connection was accepted at the cap while the only one carried a request it had read: it was closed to make room")
+	case <-time.After(200 * time.Millisecond): // a bounded wait for something that must not happen
+	}
+	if _, err := io.WriteString(served, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"); err != nil {
+		t.Fatalf("answering the request it had read: %v", err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(client), nil)
+	if err != nil {
+		t.Fatalf("the client got no answer to the request the server read: %v", err)
+	}
+	resp.Body.Close()
+	served.Close() // frees the slot: the waiting Accept takes it
+	if c := <-accepted; c == nil {
+		t.Fatal("the waiting Accept failed once the slot was free")
+	} else {
+		c.Close()
+	}
+}
