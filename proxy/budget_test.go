@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"strings"
 	"sync"
@@ -105,8 +106,15 @@ func TestRetryBudget(t *testing.T) {
 	if without != requests {
 		t.Errorf("without retries the upstream got %d connections for %d requests", without, requests)
 	}
-	if float64(with) > 1.2*float64(without) {
-		t.Errorf("with retries the upstream got %d connections, more than 1.2x the %d without", with, without)
+	// The budget is a fifth of the requests of the last 10 s: within one
+	// window, 1.2x in all. A loaded machine can stretch the run past it,
+	// and the requests that leave the window take their share of retries
+	// with them (two failures of 1,201 seen in runs of 11.2 and 12.5 s); then
+	// each window started has a fifth.
+	windows := max(1, math.Ceil(took.Seconds()/10))
+	if limit := float64(without) + windows*math.Ceil(0.2*float64(without)); float64(with) > limit {
+		t.Errorf("with retries the upstream got %d connections in %s, more than the %.0f a fifth of the %d without "+
+			"allows in %.0f windows of 10 s", with, took.Round(100*time.Millisecond), limit, without, windows)
 	}
 	if with <= without || refused == 0 || runs[1].budgetWhy.Load() == 0 {
 		t.Errorf("with retries: %d connections (without: %d), %v budget refusals, %d answers naming the budget: "+
