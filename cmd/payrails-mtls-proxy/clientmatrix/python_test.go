@@ -7,12 +7,15 @@ import (
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/interop"
 )
 
-// python returns a python3 that can import module: the one on PATH, or
-// Debian's /usr/bin/python3, where python3-requests and friends install
-// (a pyenv or venv python3 on PATH does not see them).
+// python returns a python3 that can import module: Debian's
+// /usr/bin/python3 first, where python3-requests and friends install (the
+// libraries and versions the matrix documents), else the one on PATH. A
+// pyenv or venv python3 on PATH may carry other versions: pip's requests
+// 2.34 sends proxy credentials with a chunked body, Debian 12's 2.28 does
+// not.
 func python(t *testing.T, module string) string {
 	t.Helper()
-	for _, p := range []string{"python3", "/usr/bin/python3"} {
+	for _, p := range []string{"/usr/bin/python3", "python3"} {
 		if path, err := exec.LookPath(p); err == nil && exec.Command(path, "-c", "import "+module).Run() == nil {
 			return path
 		}
@@ -41,9 +44,11 @@ var (
 		"*/keepalive": "urllib.request sends `Connection: close` and opens a connection per request",
 	})
 	httpClientClient = pythonClient("http.client", "http.client", nil)
-	requestsClient   = pythonClient("requests", "requests", nil)
-	httpxClient      = pythonClient("httpx", "httpx", nil)
-	aiohttpClient    = pythonClient("aiohttp", "aiohttp", map[string]string{
+	requestsClient   = pythonClient("requests", "requests", map[string]string{
+		"auth/chunked": "requests 2.28 (Debian 12) sends no `Proxy-Authorization` with a chunked (generator) body through an HTTP proxy, so the proxy answers 407: pass `headers={'Proxy-Authorization': ...}` yourself, give the body a length, or use requests 2.34 (pip), which sends it",
+	})
+	httpxClient   = pythonClient("httpx", "httpx", nil)
+	aiohttpClient = pythonClient("aiohttp", "aiohttp", map[string]string{
 		"forward/keepalive": "aiohttp 3.8 opens a new connection to an HTTP proxy for every http:// request (so it does with any proxy)",
 		"auth/keepalive":    "aiohttp 3.8 opens a new connection to an HTTP proxy for every http:// request (so it does with any proxy)",
 	})
