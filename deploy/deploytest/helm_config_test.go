@@ -87,7 +87,8 @@ func sameAsDefault(got, def reflect.Value, path string) []string {
 		".Upstreams.KeyURI": true, ".Upstreams.PKCS11PIN": true, ".Upstreams.PKCS11PINEnv": true,
 		".Upstreams.CertFile": true, ".Upstreams.KeyFile": true, ".Upstreams.Token.ClientSecret": true, ".Upstreams.Token.ClientSecretEnv": true,
 		// From OTEL_* variables only, not keys of the file.
-		".Tracing.Sampler": true, ".Tracing.ServiceName": true, ".Tracing.Resource": true}
+		".Tracing.Sampler": true, ".Tracing.ServiceName": true, ".Tracing.Resource": true, ".Tracing.Headers": true,
+		".Tracing.Gzip": true, ".Tracing.CAFile": true, ".Tracing.CertFile": true, ".Tracing.KeyFile": true}
 	if skip[path] {
 		return nil
 	}
