@@ -51,7 +51,9 @@ fi
 
 mkdir -p "$(dirname "$out")"
 # CGO_ENABLED=0: a static binary for distroless/static and any Linux host.
-# -trimpath: no build paths in the binary (reproducible). -s -w: no symbol
+# -trimpath: no build paths in the binary (reproducible). -buildvcs=false: the
+# same binary from a git checkout or from the image's build context, which has
+# no .git, whatever GOFLAGS the machine has. -s -w: no symbol
 # table or DWARF (smaller; panics still print stack traces).
 # -pgo: cmd/payrails-mtls-proxy/default.pgo (scripts/pgo.sh makes it) unless PGO=off; Go's default
 # -pgo=auto takes that file, named here so the build says it.
@@ -61,8 +63,8 @@ if [ "$flavour" = pkcs11 ]; then
     echo "build.sh: --pkcs11 needs a C compiler for cgo ($(go env CC)); install it: apt-get install -y gcc" >&2
     exit 2
   fi
-  CGO_ENABLED=1 go build -tags pkcs11 -trimpath -pgo="$pgo" -ldflags "-s -w -X main.version=$version" -o "$out" ./cmd/payrails-mtls-proxy
+  CGO_ENABLED=1 go build -tags pkcs11 -trimpath -buildvcs=false -pgo="$pgo" -ldflags "-s -w -X main.version=$version" -o "$out" ./cmd/payrails-mtls-proxy
 else
-  CGO_ENABLED=0 go build -trimpath -pgo="$pgo" -ldflags "-s -w -X main.version=$version" -o "$out" ./cmd/payrails-mtls-proxy
+  CGO_ENABLED=0 go build -trimpath -buildvcs=false -pgo="$pgo" -ldflags "-s -w -X main.version=$version" -o "$out" ./cmd/payrails-mtls-proxy
 fi
 echo "build.sh: built $out ($flavour, version $version, $(go env GOOS)/$(go env GOARCH))"
