@@ -28,8 +28,9 @@ func readRepo(t testing.TB, rel string) []byte {
 	return data
 }
 
-// helmVersionFile pins the helm release the chart is tested with; .ci/run
-// installs that version from it.
+// helmVersionFile pins the helm release the chart is tested with; CI builds
+// that version (.ci/k8s-tools.sh, in the module .ci/k8s, whose go.mod
+// requires it), a laptop installs it with `go install`.
 const helmVersionFile = ".ci/helm-version"
 
 // requireHelm finds helm on PATH or in $(go env GOPATH)/bin, where
@@ -41,8 +42,8 @@ func requireHelm(t testing.TB) string {
 	install := "go install helm.sh/helm/v3/cmd/helm@" + want
 	p := interop.Tool(t, "helm")
 	got := "unknown"
-	if bi, err := buildinfo.ReadFile(p); err == nil && bi.Main.Path == "helm.sh/helm/v3" {
-		got = bi.Main.Version
+	if bi, err := buildinfo.ReadFile(p); err == nil {
+		got = helmModuleVersion(bi)
 	}
 	if got != want {
 		if interop.Required() {
@@ -51,6 +52,29 @@ func requireHelm(t testing.TB) string {
 		t.Logf("note: %s is helm %s, %s pins %s (%s)", p, got, helmVersionFile, want, install)
 	}
 	return p
+}
+
+// helmModuleVersion is the version of the helm module a helm binary was
+// built from: the main module's, when `go install ...@version` built it, or
+// the dependency's, when another module did (CI's .ci/k8s); "unknown" when
+// the binary is not helm's command.
+func helmModuleVersion(bi *buildinfo.BuildInfo) string {
+	const module = "helm.sh/helm/v3"
+	if bi.Main.Path == module {
+		return bi.Main.Version
+	}
+	if bi.Path != module+"/cmd/helm" {
+		return "unknown"
+	}
+	for _, d := range bi.Deps {
+		if d.Path == module {
+			if d.Replace != nil {
+				return d.Replace.Version
+			}
+			return d.Version
+		}
+	}
+	return "unknown"
 }
 
 // runTool runs a program with a deadline and returns its combined output.
