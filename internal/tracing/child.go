@@ -2,6 +2,7 @@ package tracing
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -12,14 +13,32 @@ import (
 
 // Tracer returns the tracer that makes the children of ctx's span, or nil
 // when ctx carries no recording span: then nothing below it is traced,
-// and the caller builds nothing. One lookup; call it once per request.
+// and the caller builds nothing. Call it once per request.
 func Tracer(ctx context.Context) trace.Tracer {
 	sp := trace.SpanFromContext(ctx)
 	if !sp.IsRecording() {
 		return nil
 	}
-	return sp.TracerProvider().Tracer(Scope)
+	tp := sp.TracerProvider()
+	// The SDK's provider finds a tracer under a lock in a map keyed by the
+	// whole instrumentation scope: a few hundred nanoseconds on every traced
+	// request. A process has one provider (two in tests), so the last
+	// answer is kept.
+	if last := lastTracer.Load(); last != nil && last.provider == tp {
+		return last.tracer
+	}
+	tr := tp.Tracer(Scope)
+	lastTracer.Store(&providerTracer{provider: tp, tracer: tr})
+	return tr
 }
+
+// providerTracer is a provider and the tracer it gave for Scope.
+type providerTracer struct {
+	provider trace.TracerProvider
+	tracer   trace.Tracer
+}
+
+var lastTracer atomic.Pointer[providerTracer]
 
 // Record records a finished child of ctx's span, from start to end, timed
 // by the caller: no span is open while the work happens. A non-empty
