@@ -18,6 +18,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOTOOLCHAIN="${GOTOOLCHAIN:-go1.27.3}"
 export PATH="/usr/local/go/bin:$PATH"
+# The compiler with fewer collections: about a quarter less CPU on a cold build (.ci/run's GOGC note).
+export GOGC="${GOGC:-400}"
 
 k8s_version=v1.37.2   # .ci/k8s/go.mod requires it; the staging modules are v0.37.2
 kwok_version=v0.8.0   # sigs.k8s.io/kwok

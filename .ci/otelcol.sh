@@ -6,6 +6,8 @@
 # Usage: bash .ci/otelcol.sh DIR   (the test looks in $PAYRAILS_PROXY_OTELCOL_DIR, by default
 #        /var/cache/payrails-mtls-proxy-ci/otelcol)
 set -euo pipefail
+# The compiler with fewer collections: about a quarter less CPU on a cold build (.ci/run's GOGC note).
+export GOGC="${GOGC:-400}"
 dir=${1:?usage: bash .ci/otelcol.sh DIR}
 here=$(cd "$(dirname "$0")" && pwd)
 manifest="$here/otelcol-builder.yaml"

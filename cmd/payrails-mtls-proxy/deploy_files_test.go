@@ -1,8 +1,13 @@
 package main
 
 import (
+	"fmt"
+	"io/fs"
 	"maps"
 	"net"
+	"os"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -234,5 +239,67 @@ func TestDeployDockerfilePKCS11(t *testing.T) {
 		if !strings.Contains(final[cmd], want) {
 			t.Errorf("pkcs11 stage %s %q does not contain %s", cmd, final[cmd], want)
 		}
+	}
+}
+
+// TestDeployCIFuzzesEveryTarget: .ci/run runs every fuzz target of the
+// module (the README's list follows it), in the package that holds it, so
+// that a new parser's target cannot be left out of CI unnoticed.
+func TestDeployCIFuzzesEveryTarget(t *testing.T) {
+	ci := string(deployRead(t, ".ci/run"))
+	readme := string(deployRead(t, "README.md"))
+	fuzzFunc := regexp.MustCompile(`(?m)^func (Fuzz\w+)\(f \*testing\.F\)`)
+	found := 0
+	err := filepath.WalkDir(deployRoot, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(deployRoot, path)
+		if d.IsDir() {
+			if rel == "." {
+				return nil
+			}
+			if d.Name() == "testdata" || strings.HasPrefix(d.Name(), ".") {
+				return filepath.SkipDir
+			}
+			if _, err := os.Stat(filepath.Join(path, "go.mod")); err == nil {
+				return filepath.SkipDir // a nested module: its own CI lines, not this module's
+			}
+			return nil
+		}
+		if !strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, m := range fuzzFunc.FindAllStringSubmatch(string(data), -1) {
+			found++
+			pkg := "./" + filepath.ToSlash(filepath.Dir(rel)) + "/"
+			want := fmt.Sprintf("-fuzz='^%s$'", m[1])
+			line := ""
+			for _, l := range strings.Split(ci, "\n") {
+				if strings.Contains(l, want) {
+					line = l
+				}
+			}
+			switch {
+			case line == "":
+				t.Errorf("%s: .ci/run does not run %s (add: go test -run='^$' %s -fuzztime=8s -fuzzminimizetime=1s -parallel=1 %s)", rel, m[1], want, pkg)
+			case !strings.HasSuffix(strings.TrimSpace(line), " "+pkg):
+				t.Errorf(".ci/run runs %s as %q, want it in %s", m[1], line, pkg)
+			}
+			if !strings.Contains(readme, "`"+m[1]+"`") {
+				t.Errorf("README.md's list of the fuzz targets CI runs lacks `%s`", m[1])
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if found == 0 {
+		t.Fatal("no fuzz target found: the walk is looking in the wrong place")
 	}
 }

@@ -42,8 +42,10 @@ func requireHelm(t testing.TB) string {
 	install := "go install helm.sh/helm/v3/cmd/helm@" + want
 	p := interop.Tool(t, "helm")
 	got := "unknown"
-	if bi, err := buildinfo.ReadFile(p); err == nil {
-		got = helmModuleVersion(bi)
+	// (go install ...@version, or go build of the command in a module that
+	// requires helm, as .ci/k8s: either way the build info's main module.)
+	if bi, err := buildinfo.ReadFile(p); err == nil && bi.Main.Path == "helm.sh/helm/v3" {
+		got = bi.Main.Version
 	}
 	if got != want {
 		if interop.Required() {
@@ -52,29 +54,6 @@ func requireHelm(t testing.TB) string {
 		t.Logf("note: %s is helm %s, %s pins %s (%s)", p, got, helmVersionFile, want, install)
 	}
 	return p
-}
-
-// helmModuleVersion is the version of the helm module a helm binary was
-// built from: the main module's, when `go install ...@version` built it, or
-// the dependency's, when another module did (CI's .ci/k8s); "unknown" when
-// the binary is not helm's command.
-func helmModuleVersion(bi *buildinfo.BuildInfo) string {
-	const module = "helm.sh/helm/v3"
-	if bi.Main.Path == module {
-		return bi.Main.Version
-	}
-	if bi.Path != module+"/cmd/helm" {
-		return "unknown"
-	}
-	for _, d := range bi.Deps {
-		if d.Path == module {
-			if d.Replace != nil {
-				return d.Replace.Version
-			}
-			return d.Version
-		}
-	}
-	return "unknown"
 }
 
 // runTool runs a program with a deadline and returns its combined output.
