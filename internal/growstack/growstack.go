@@ -3,10 +3,11 @@
 // goroutine starts with.
 //
 // The runtime starts a goroutine with a small stack (the average of the
-// stacks it scanned at the last collections, 8 KiB in the proxy under
-// load) and, when a call needs more, allocates one twice the size and
-// copies the old one over, adjusting every frame on it (copystack,
-// adjustframe: a table lookup per frame). The proxy's request path reaches
+// stacks it scanned at the last collections: 8 KiB in the proxy under
+// load, going by the depth at which a profile saw it grow) and, when a
+// call needs more, allocates one twice the size and copies the old one
+// over, adjusting every frame on it (copystack, adjustframe: a table
+// lookup per frame). The proxy's request path reaches
 // about 8 KiB deep (net/http's connection loop, goproxy, the upstream
 // client, crypto/tls reading the answer), so every new client connection
 // paid that copy deep in the path, with some 25 frames to adjust: about 6 %
