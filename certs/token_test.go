@@ -185,7 +185,7 @@ func TestLoadTokenProblems(t *testing.T) {
 		},
 			func(tok *Token) Source { return Source{Dir: dir, Token: tok} }, CodeTokenNotFound, []string{"no such token", `"payrails"`, "--list-tokens"}},
 		{"wrong PIN", func(c PKCS11) PKCS11 {
-			c.PIN = Passphrase{Value: []byte("0000"), Env: "PAYRAILS_PROXY_PKCS11_PIN"}
+			c.PIN = Passphrase{Value: []byte("a-wrong-pin"), Env: "PAYRAILS_PROXY_PKCS11_PIN"}
 			return c
 		},
 			func(tok *Token) Source { return Source{Dir: dir, Token: tok} }, CodePINWrong, []string{"PAYRAILS_PROXY_PKCS11_PIN", "wrong", "not tried again"}},
@@ -216,7 +216,7 @@ func TestLoadTokenProblems(t *testing.T) {
 					t.Errorf("message %q, want %q in it", found.Message, w)
 				}
 			}
-			if strings.Contains(err.Error(), "0000") || strings.Contains(err.Error(), softhsm.PIN) {
+			if strings.Contains(err.Error(), "a-wrong-pin") || strings.Contains(err.Error(), softhsm.PIN) {
 				t.Errorf("the error shows a PIN: %v", err)
 			}
 		})

@@ -19,10 +19,13 @@ import (
 	"github.com/mtlsproxy/payrails-mtls-proxy/internal/interop"
 )
 
-// PIN and SOPIN are every test token's user and security officer PINs.
+// PIN and SOPIN are every test token's user and security officer PINs:
+// words no output holds by chance, so that a test finding the PIN in what
+// a command printed has found a leak. (A PIN of four digits turned up in a
+// temporary folder's random name: TestPKCS11CheckAndToken failed so.)
 const (
-	PIN   = "1234"
-	SOPIN = "5678"
+	PIN   = "user-pin-of-the-test-token"
+	SOPIN = "so-pin-of-the-test-token"
 )
 
 // Token is a SoftHSM2 token made for one test.
