@@ -7,13 +7,16 @@
 # before tracing.
 #
 #   bash bench/tracing.sh [--runs 5] [--scenarios c64,c1] [--duration 5s] [--base-bin BIN] [--proxy-bin BIN]
-#                         [--cpuprofile DIR]
+#                         [--cpuprofile DIR] [--sink-cpu 0|1]
 #
 # --cpuprofile DIR keeps a CPU profile of every measured run of each arm in DIR (bench/compare.sh's
 # flag: NNN-proxy-base@ARM.pprof; `go tool pprof -proto DIR/*@on.pprof` merges an arm's).
 #
 # Pinned as bench/compare.sh is by default: the proxy on one CPU, wrk, the stand-in and the
-# receiver on the other. The summary gives each arm's CPU ms per 1,000 requests in every run,
+# receiver on the other. --sink-cpu 1 puts the receiver on the proxy's CPU instead: then the load
+# generator and the stand-in are undisturbed between the arms, and what the receiver takes is
+# the proxy's time, never counted as its CPU (on two cores neither placement is production's,
+# where the Collector runs elsewhere; docs/performance.md has both). The summary gives each arm's CPU ms per 1,000 requests in every run,
 # their medians, and the median of the per-run ratios; and the spans the receiver accepted per
 # measured traced request (2 for a request on a pooled connection: the server span and its send;
 # the warm-up's and the checks' requests are traced too, so a little more; fewer means the proxy
@@ -24,7 +27,7 @@ cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=go1.27.3
 if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then PATH="$PATH:/usr/local/go/bin"; fi
 
-runs=5 scenarios=c64,c1 duration=5s base_bin="" proxy_bin="" profile=()
+runs=5 scenarios=c64,c1 duration=5s base_bin="" proxy_bin="" profile=() sink_cpu=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) runs=$2; shift 2 ;;
@@ -33,6 +36,7 @@ while [ $# -gt 0 ]; do
     --base-bin) base_bin=$(realpath "$2"); shift 2 ;;
     --proxy-bin) proxy_bin=$(realpath "$2"); shift 2 ;;
     --cpuprofile) mkdir -p "$2"; profile=(--cpuprofile "$(realpath "$2")"); shift 2 ;;
+    --sink-cpu) sink_cpu=$2; shift 2 ;;
     *) echo "bench/tracing.sh: unknown argument $1 (see the comment at the top)" >&2; exit 2 ;;
   esac
 done
@@ -57,7 +61,11 @@ fi
 go build -o "$tmp/otlpsink" ./bench/otlpsink
 pin=""
 if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
-  pin="taskset -c 0" # with wrk and the stand-in, off the proxy's CPU (the pinned shape gives it the last)
+  case "$sink_cpu" in
+    0) pin="taskset -c 0" ;; # with wrk and the stand-in, off the proxy's CPU (the pinned shape gives it the last)
+    1) pin="taskset -c $(( $(nproc) - 1 ))" ;; # on the proxy's CPU
+    *) echo "bench/tracing.sh: --sink-cpu is 0 (the load generator's CPU) or 1 (the proxy's), not $sink_cpu" >&2; exit 2 ;;
+  esac
 fi
 $pin "$tmp/otlpsink" -listen 127.0.0.1:0 >"$tmp/otlpsink.out" 2>&1 &
 col_pid=$!
