@@ -1,10 +1,13 @@
-// Package otlp turns tracing on: the OpenTelemetry SDK's tracer provider
-// with the configured sampler and resource, a bounded export queue of the
-// proxy's own (queue.go) and an OTLP/HTTP exporter of its own (export.go,
-// encode.go: protobuf written straight from the SDK's spans; DESIGN.md §
-// Tracing, issue 27). cmd wires it: New from config.Tracing, the provider to the
+// Package otlp turns tracing on: a tracer provider with the configured
+// sampler and resource (the SDK's samplers and resource; spans of its own,
+// provider.go and span.go, at half the SDK's cost a request), a bounded
+// export queue (queue.go) and an OTLP/HTTP exporter (export.go, encode.go:
+// protobuf written straight from the ended spans; DESIGN.md § Tracing,
+// issue 27). cmd wires it: New from config.Tracing, the provider to the
 // proxy, Shutdown after the proxy has stopped. What the spans are is
-// internal/tracing's.
+// internal/tracing's; the proxy's tests make them with the SDK's provider
+// (sdk/trace/tracetest), and TestProviderAsSDK holds the two to the same
+// spans.
 package otlp
 
 import (
@@ -55,8 +58,7 @@ const (
 // Tracing is the running pipeline. Its methods are safe for concurrent
 // use; a nil *Tracing is tracing off.
 type Tracing struct {
-	tp *sdktrace.TracerProvider
-	q  *queue
+	tp *provider
 }
 
 // New starts the pipeline of cfg, or returns nil when cfg is off (no
@@ -88,12 +90,7 @@ func New(cfg config.Tracing, o Options) (*Tracing, error) {
 		timeout = config.DefaultExportTimeout
 	}
 	q := newQueue(exp, o, timeout, newMetrics(o.Registerer), log)
-	tp := sdktrace.NewTracerProvider(
-		sdktrace.WithSampler(sampler(cfg)),
-		sdktrace.WithResource(newResource(cfg, o.Version)),
-		sdktrace.WithSpanProcessor(q),
-	)
-	return &Tracing{tp: tp, q: q}, nil
+	return &Tracing{tp: newProvider(sampler(cfg), newResource(cfg, o.Version), q)}, nil
 }
 
 // TracerProvider is what the proxy makes its spans with; nil when t is.
@@ -111,7 +108,7 @@ func (t *Tracing) Shutdown(ctx context.Context) error {
 	if t == nil {
 		return nil
 	}
-	return t.tp.Shutdown(ctx)
+	return t.tp.shutdown(ctx)
 }
 
 // sampler is cfg's: one of config.Samplers.
