@@ -57,25 +57,3 @@ func TestSpanAllocs(t *testing.T) {
 		}
 	}
 }
-
-// BenchmarkRequestSpans: the two spans of a traced request on a pooled
-// connection (the server span and its send), start to end with their
-// attributes, through the SDK with a processor that keeps nothing: the
-// span work a traced request costs before export (issue 27).
-func BenchmarkRequestSpans(b *testing.B) {
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(discard{}))
-	defer func() { _ = tp.Shutdown(context.Background()) }()
-	s := NewServer(tp)
-	r := httptest.NewRequest("GET", "http://api.example/bytes/200", nil)
-	o := Outcome{Method: "GET", Host: "api.example", Path: "/bytes/200", Status: 200, ProtoMajor: 1, ProtoMinor: 1,
-		Client: "127.0.0.1:5555", Mode: "forward", Upstream: "live", Attempts: 1, Serial: "0abc"}
-	a := Attempt{N: 1, Method: "GET", Host: "api.example", Port: 443, Path: "/bytes/200", Serial: "0abc", Status: 200,
-		ProtoMajor: 1, ProtoMinor: 1}
-	b.ReportAllocs()
-	for b.Loop() {
-		ctx, sp := s.Start(r)
-		_, as := StartAttempt(Tracer(ctx), ctx, "GET")
-		EndAttempt(as, &a)
-		End(sp, &o)
-	}
-}
