@@ -229,8 +229,8 @@ func TestSpanAfterEnd(t *testing.T) {
 	}
 }
 
-// BenchmarkRequestSpans: internal/tracing's benchmark of the same name,
-// the two spans of a traced request, through this package's provider
+// BenchmarkRequestSpans: the two spans of a traced request on a pooled
+// connection, through this package's provider
 // ("ours") and through the SDK's with the same sampler, resource and
 // queue ("sdk", what New made before issue 27's provider), exported to
 // nowhere.
