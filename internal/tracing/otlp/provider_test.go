@@ -191,7 +191,9 @@ func TestSpanImplementsReadOnlySpan(t *testing.T) {
 }
 
 // TestSpanAfterEnd: an ended span is no longer recording and ignores its
-// setters; events and links are counted as dropped while it records.
+// setters; events and links are counted as dropped while it records; a
+// span ended after Shutdown is not queued, one started after it does not
+// record.
 func TestSpanAfterEnd(t *testing.T) {
 	rec := recorder{tracetest.NewInMemoryExporter()}
 	tr, err := New(on(), Options{Exporter: rec})
@@ -199,6 +201,7 @@ func TestSpanAfterEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, sp := tr.TracerProvider().Tracer("test").Start(context.Background(), "s")
+	_, open := tr.TracerProvider().Tracer("test").Start(context.Background(), "ended after Shutdown")
 	sp.AddEvent("e")
 	sp.RecordError(errors.New("e"))
 	sp.RecordError(nil)
@@ -214,9 +217,13 @@ func TestSpanAfterEnd(t *testing.T) {
 	if err := tr.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	open.End()
+	if n := tr.tp.q.waiting(); n != 0 {
+		t.Errorf("%d spans queued after Shutdown, want 0", n)
+	}
 	got := rec.GetSpans()
 	if len(got) != 1 {
-		t.Fatalf("%d spans exported, want 1", len(got))
+		t.Fatalf("%d spans exported, want 1 (none ended after Shutdown)", len(got))
 	}
 	s := got[0]
 	if s.Name != "s" || len(s.Attributes) != 0 || s.Status.Code != codes.Unset || s.DroppedEvents != 2 || s.DroppedLinks != 1 {

@@ -56,7 +56,8 @@ type span struct {
 const maxAttributes = 128
 
 // End ends the span at the time given or now, and hands it to the queue
-// when it is sampled. Later calls do nothing.
+// when it is sampled and the provider has not been shut down. Later calls
+// do nothing.
 func (s *span) End(opts ...trace.SpanEndOption) {
 	var end time.Time
 	if len(opts) > 0 {
@@ -76,7 +77,7 @@ func (s *span) End(opts ...trace.SpanEndOption) {
 	s.ended, s.end = true, end
 	s.attrs = dedupe(s.attrs)
 	s.mu.Unlock()
-	if s.sc.IsSampled() {
+	if s.sc.IsSampled() && !s.t.p.shut.Load() { // after Shutdown the queue exports nothing more
 		s.t.p.q.OnEnd(s)
 	}
 }
