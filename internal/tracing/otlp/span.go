@@ -15,8 +15,9 @@ import (
 )
 
 // span is a recording span of the provider (provider.go): what the SDK's
-// span records for the proxy's spans, for about a third of its CPU and
-// bytes (issue 27, docs/performance.md). Its attributes are kept as set
+// span records for the proxy's spans, for about half its CPU, two thirds
+// of its bytes and 4 allocations where it makes 11 for a traced request
+// (BenchmarkRequestSpans; issue 27, docs/performance.md). Its attributes are kept as set
 // and de-duplicated once, when it ends, without a map (a span has a
 // handful); there is no snapshot: the ended span is itself the record the
 // queue holds and the exporter reads, never written again. Events and
