@@ -87,11 +87,16 @@ func (l *Listener) acquire() error {
 	return nil
 }
 
+// oldestIdleLocked is the idle connection that has waited longest for its
+// next request and is waiting for it now, in a Read. An idle connection
+// that is not reading may have its next request in the server's buffer
+// already (a pipelining client: net/http says StateIdle, then finds the
+// request there without reading), so it is not chosen.
 func (l *Listener) oldestIdleLocked() *conn {
 	var oldest *conn
 	var at time.Time
 	for c, since := range l.idle {
-		if oldest == nil || since.Before(at) {
+		if c.reading.Load() && (oldest == nil || since.Before(at)) {
 			oldest, at = c, since
 		}
 	}
@@ -116,7 +121,8 @@ func (l *Listener) signal() {
 
 // ConnState records whether a connection is idle; it must be called with
 // every state change of the server's connections. Only an idle keep-alive
-// connection (http.StateIdle) may be closed to make room: a new one may be
+// connection (http.StateIdle) may be closed to make room, and only while it
+// waits in a Read for its next request (oldestIdleLocked): a new one may be
 // a probe whose request is on its way, and an active one carries a
 // request. net/http says StateActive only after reading the next request's
 // first bytes; the connection's own Read marks it busy as those bytes
@@ -155,9 +161,10 @@ func (l *Listener) Close() error {
 // conn is an accepted connection; closing it frees its slot, once.
 type conn struct {
 	net.Conn
-	l      *Listener
-	closed atomic.Bool  // set before the slot is freed (see ConnState)
-	state  atomic.Int32 // stateBusy, stateIdle or stateShed
+	l       *Listener
+	closed  atomic.Bool  // set before the slot is freed (see ConnState)
+	state   atomic.Int32 // stateBusy, stateIdle or stateShed
+	reading atomic.Bool  // a Read is waiting: only then is an idle connection empty-handed
 }
 
 // A connection's state: busy (new, or carrying a request), idle between
@@ -172,9 +179,15 @@ const (
 // before the server sees them. When acquire has already chosen it, the
 // bytes are dropped unread, as the close it is being given would have
 // dropped them: the server never handles a request on a connection it is
-// closing.
+// closing. While it waits, an idle connection may be chosen (an Accept
+// waiting for room is told).
 func (c *conn) Read(p []byte) (int, error) {
+	c.reading.Store(true)
+	if c.state.Load() == stateIdle {
+		c.l.signal()
+	}
 	n, err := c.Conn.Read(p)
+	c.reading.Store(false)
 	if n > 0 && c.state.Load() != stateBusy && !c.state.CompareAndSwap(stateIdle, stateBusy) {
 		return 0, net.ErrClosed
 	}

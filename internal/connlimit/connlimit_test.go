@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -211,5 +212,79 @@ func TestReadRequestNeverShed(t *testing.T) {
 		t.Fatal("the waiting Accept failed once the slot was free")
 	} else {
 		c.Close()
+	}
+}
+
+// TestPipelinedRequestNeverShed: a client that pipelines sends its next
+// request before the answer to the last; net/http reads it into its
+// buffer along with the first, says StateIdle once the first is answered,
+// and then finds the next request in its buffer without reading the
+// connection again. A connection in that gap holds a request: it is never
+// closed to make room, or its client would see the connection drop with a
+// request it had sent unanswered. Here a new client arrives at the cap in
+// that gap, from the server's StateIdle hook.
+func TestPipelinedRequestNeverShed(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var shed atomic.Int32
+	cl := connlimit.New(ln, 1, func() { shed.Add(1) })
+	var once sync.Once
+	newcomer := make(chan net.Conn, 1)
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.URL.Path) }),
+		ConnState: func(c net.Conn, st http.ConnState) {
+			cl.ConnState(c, st)
+			if st != http.StateIdle {
+				return
+			}
+			once.Do(func() {
+				c, err := net.Dial("tcp", ln.Addr().String())
+				if err != nil {
+					t.Errorf("dialling at the cap: %v", err)
+					close(newcomer)
+					return
+				}
+				newcomer <- c
+				// A bounded wait for something that must not happen: the
+				// connection with the next request in its buffer shed.
+				deadline := time.Now().Add(300 * time.Millisecond)
+				for shed.Load() == 0 && time.Now().Before(deadline) {
+					time.Sleep(5 * time.Millisecond)
+				}
+			})
+		},
+	}
+	done := make(chan struct{})
+	go func() { srv.Serve(cl); close(done) }()
+	defer func() {
+		if c, ok := <-newcomer; ok {
+			c.Close()
+		}
+		srv.Shutdown(context.Background())
+		<-done
+	}()
+
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	client.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(client, "GET /first HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(client)
+	for _, want := range []string{"/first", "/second"} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("the answer to %s: %v (shed %d connections)", want, err, shed.Load())
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(body) != want {
+			t.Errorf("answer %q, want %q", body, want)
+		}
 	}
 }
