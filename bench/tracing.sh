@@ -4,10 +4,11 @@
 # both arms, side by side in every run (bench/compare.sh --proxy-bins: the "on" arm is the same
 # binary started with OTEL_EXPORTER_OTLP_ENDPOINT set); with --base-bin, also the base binary
 # (main, say) with tracing off in the same runs, so that "off" can be compared with the code
-# before tracing.
+# before tracing; with --base-traced too, the base binary traced ("baseon"), so that two
+# binaries' tracing can be compared run by run (on/baseon), which moves less than on/off.
 #
-#   bash bench/tracing.sh [--runs 5] [--scenarios c64,c1] [--duration 5s] [--base-bin BIN] [--proxy-bin BIN]
-#                         [--cpuprofile DIR] [--sink-cpu 0|1]
+#   bash bench/tracing.sh [--runs 5] [--scenarios c64,c1] [--duration 5s] [--base-bin BIN [--base-traced]]
+#                         [--proxy-bin BIN] [--cpuprofile DIR] [--sink-cpu 0|1]
 #
 # --cpuprofile DIR keeps a CPU profile of every measured run of each arm in DIR (bench/compare.sh's
 # flag: NNN-proxy-base@ARM.pprof; `go tool pprof -proto DIR/*@on.pprof` merges an arm's).
@@ -27,19 +28,24 @@ cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=go1.27.3
 if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then PATH="$PATH:/usr/local/go/bin"; fi
 
-runs=5 scenarios=c64,c1 duration=5s base_bin="" proxy_bin="" profile=() sink_cpu=0
+runs=5 scenarios=c64,c1 duration=5s base_bin="" base_traced="" proxy_bin="" profile=() sink_cpu=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) runs=$2; shift 2 ;;
     --scenarios) scenarios=$2; shift 2 ;;
     --duration) duration=$2; shift 2 ;;
     --base-bin) base_bin=$(realpath "$2"); shift 2 ;;
+    --base-traced) base_traced=1; shift ;;
     --proxy-bin) proxy_bin=$(realpath "$2"); shift 2 ;;
     --cpuprofile) mkdir -p "$2"; profile=(--cpuprofile "$(realpath "$2")"); shift 2 ;;
     --sink-cpu) sink_cpu=$2; shift 2 ;;
     *) echo "bench/tracing.sh: unknown argument $1 (see the comment at the top)" >&2; exit 2 ;;
   esac
 done
+if [ -n "$base_traced" ] && [ -z "$base_bin" ]; then
+  echo "bench/tracing.sh: --base-traced traces the --base-bin binary; give --base-bin BIN" >&2
+  exit 2
+fi
 
 tmp=$(mktemp -d)
 col_pid=""
@@ -78,14 +84,22 @@ accepted() { curl -fsS "http://$otlp_addr/spans" | awk '{ print $1 }'; }
 accepted >/dev/null || { echo "bench/tracing.sh: bench/otlpsink did not start:" >&2; cat "$tmp/otlpsink.out" >&2; exit 1; }
 
 # The "on" arm: the same binary, every request traced to the receiver.
-{
-  echo '#!/bin/sh'
-  echo "OTEL_EXPORTER_OTLP_ENDPOINT=http://$otlp_addr OTEL_TRACES_SAMPLER=parentbased_traceidratio \\"
-  echo "  OTEL_TRACES_SAMPLER_ARG=1.0 exec \"$proxy_bin\" \"\$@\""
-} > "$tmp/traced"
-chmod +x "$tmp/traced"
+traced() { # BIN OUT: a script that starts BIN traced
+  {
+    echo '#!/bin/sh'
+    echo "OTEL_EXPORTER_OTLP_ENDPOINT=http://$otlp_addr OTEL_TRACES_SAMPLER=parentbased_traceidratio \\"
+    echo "  OTEL_TRACES_SAMPLER_ARG=1.0 exec \"$1\" \"\$@\""
+  } > "$2"
+  chmod +x "$2"
+}
+traced "$proxy_bin" "$tmp/traced"
 bins="off=$proxy_bin,on=$tmp/traced"
-if [ -n "$base_bin" ]; then bins="base=$base_bin,$bins"; fi
+if [ -n "$base_bin" ] && [ -n "$base_traced" ]; then
+  traced "$base_bin" "$tmp/base-traced"
+  bins="base=$base_bin,baseon=$tmp/base-traced,$bins"
+elif [ -n "$base_bin" ]; then
+  bins="base=$base_bin,$bins"
+fi
 
 before=$(accepted)
 bash bench/compare.sh --proxy-bins "$bins" --peers proxy-base --scenarios "$scenarios" --runs "$runs" \
