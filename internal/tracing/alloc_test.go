@@ -23,7 +23,9 @@ func (discard) ForceFlush(context.Context) error                { return nil }
 
 // TestSpanAllocs: what a traced request's two spans on a pooled
 // connection (the server span and its send) cost in allocations, the
-// SDK's included: a guard for issue 27's CPU budget. The SDK itself makes
+// SDK's included (the provider of the proxy's tests; production's,
+// internal/tracing/otlp's, has its own guard: TestRequestSpansAllocs): a
+// guard for issue 27's CPU budget. The SDK itself makes
 // the span, its context, the attributes' copy, their de-duplication map
 // and the snapshot the processor gets; the options and the attributes'
 // scratch array are made once here, not per span.

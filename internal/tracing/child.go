@@ -20,10 +20,10 @@ func Tracer(ctx context.Context) trace.Tracer {
 		return nil
 	}
 	tp := sp.TracerProvider()
-	// The SDK's provider finds a tracer under a lock in a map keyed by the
-	// whole instrumentation scope: a few hundred nanoseconds on every traced
-	// request. A process has one provider (two in tests), so the last
-	// answer is kept.
+	// A provider (the SDK's, and internal/tracing/otlp's) finds a tracer
+	// under a lock in a map keyed by the whole instrumentation scope: a few
+	// hundred nanoseconds on every traced request. A process has one
+	// provider (two in tests), so the last answer is kept.
 	if last := lastTracer.Load(); last != nil && last.provider == tp {
 		return last.tracer
 	}
